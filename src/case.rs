@@ -1,0 +1,263 @@
+//! One benchmark case: everything that determines what is computed (not how it is timed). A case's
+//! `case_id` is a hash of these parameters, so it is stable across runs, machines and suite edits that
+//! reorder axes — `--resume` and `compare` join on it.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::flops::Pass;
+use crate::mask::Params;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum CaseKind {
+    /// One device, one backend.
+    Kernel,
+    /// Context parallel over `world_size` ranks.
+    Cp,
+    /// Projected by `simulate` (virtual ranks + communication model), never measured end to end.
+    Simulated,
+}
+
+impl CaseKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            CaseKind::Kernel => "kernel",
+            CaseKind::Cp => "cp",
+            CaseKind::Simulated => "simulated",
+        }
+    }
+}
+
+impl fmt::Display for CaseKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum DType {
+    Bf16,
+    Fp16,
+    Fp32,
+    Fp64,
+}
+
+impl DType {
+    pub const ALL: [DType; 4] = [DType::Bf16, DType::Fp16, DType::Fp32, DType::Fp64];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::Bf16 => "bf16",
+            DType::Fp16 => "fp16",
+            DType::Fp32 => "fp32",
+            DType::Fp64 => "fp64",
+        }
+    }
+
+    pub fn kind(self) -> tch::Kind {
+        match self {
+            DType::Bf16 => tch::Kind::BFloat16,
+            DType::Fp16 => tch::Kind::Half,
+            DType::Fp32 => tch::Kind::Float,
+            DType::Fp64 => tch::Kind::Double,
+        }
+    }
+
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            DType::Bf16 | DType::Fp16 => 2,
+            DType::Fp32 => 4,
+            DType::Fp64 => 8,
+        }
+    }
+}
+
+impl FromStr for DType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "bf16" | "bfloat16" => Ok(DType::Bf16),
+            "fp16" | "f16" | "half" | "float16" => Ok(DType::Fp16),
+            "fp32" | "f32" | "float" | "float32" => Ok(DType::Fp32),
+            "fp64" | "f64" | "double" | "float64" => Ok(DType::Fp64),
+            _ => Err(format!("unknown dtype `{s}` (expected bf16, fp16, fp32 or fp64)")),
+        }
+    }
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKind {
+    Cpu,
+    Cuda,
+}
+
+impl DeviceKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceKind::Cpu => "cpu",
+            DeviceKind::Cuda => "cuda",
+        }
+    }
+
+    pub fn tch(self) -> tch::Device {
+        match self {
+            DeviceKind::Cpu => tch::Device::Cpu,
+            DeviceKind::Cuda => tch::Device::Cuda(0),
+        }
+    }
+}
+
+impl FromStr for DeviceKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cpu" => Ok(DeviceKind::Cpu),
+            "cuda" | "gpu" => Ok(DeviceKind::Cuda),
+            _ => Err(format!("unknown device `{s}` (expected cpu or cuda)")),
+        }
+    }
+}
+
+impl fmt::Display for DeviceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Query/KV head layout, written `Hq:Hkv` (`64:8` = GQA with 8 query heads per KV head).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+pub struct HeadLayout {
+    pub q: usize,
+    pub kv: usize,
+}
+
+impl FromStr for HeadLayout {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (q, kv) = match s.split_once(':') {
+            Some((q, kv)) => (q.trim(), kv.trim()),
+            None => (s.trim(), s.trim()),
+        };
+        let q: usize = q.parse().map_err(|_| format!("head layout `{s}`: expected Hq:Hkv with integers, e.g. 64:8"))?;
+        let kv: usize = kv.parse().map_err(|_| format!("head layout `{s}`: expected Hq:Hkv with integers, e.g. 64:8"))?;
+        if q == 0 || kv == 0 {
+            return Err(format!("head layout `{s}`: head counts must be at least 1"));
+        }
+        if q % kv != 0 {
+            return Err(format!("head layout `{s}`: query heads ({q}) must be a multiple of KV heads ({kv})"));
+        }
+        Ok(HeadLayout { q, kv })
+    }
+}
+
+impl fmt::Display for HeadLayout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.q, self.kv)
+    }
+}
+
+/// Everything that defines what a case computes. `backend` is the kernel backend (for CP cases, the
+/// per-rank kernel), `strategy` the CP strategy (empty for kernel cases).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Case {
+    pub kind: CaseKind,
+    pub backend: String,
+    pub strategy: String,
+    pub pattern: String,
+    pub params: Params,
+    pub seqlen: usize,
+    pub batch: usize,
+    pub heads: HeadLayout,
+    pub head_dim: usize,
+    pub dtype: DType,
+    pub pass: Pass,
+    pub device: DeviceKind,
+    pub world_size: usize,
+    /// Strategy options such as `ulysses_degree=2` (part of the identity of a CP case).
+    #[serde(default)]
+    pub strategy_params: Params,
+}
+
+impl Case {
+    /// A single-device case with the common defaults (batch 1, fp32 unless changed by the caller).
+    pub fn kernel(backend: &str, pattern: &str, params: Params, seqlen: usize, heads: HeadLayout, head_dim: usize, dtype: DType, pass: Pass, device: DeviceKind) -> Case {
+        Case {
+            kind: CaseKind::Kernel,
+            backend: backend.to_string(),
+            strategy: String::new(),
+            pattern: pattern.to_string(),
+            params,
+            seqlen,
+            batch: 1,
+            heads,
+            head_dim,
+            dtype,
+            pass,
+            device,
+            world_size: 1,
+            strategy_params: Params::new(),
+        }
+    }
+
+    /// Canonical text of the case's identity; `case_id` hashes it.
+    pub fn canonical(&self) -> String {
+        format!(
+            "kind={};backend={};strategy={};sp={};mask={};params={};S={};b={};h={};d={};dtype={};pass={};device={};ws={}",
+            self.kind, self.backend, self.strategy, self.strategy_params, self.pattern, self.params, self.seqlen, self.batch,
+            self.heads, self.head_dim, self.dtype, self.pass, self.device, self.world_size
+        )
+    }
+
+    /// First 16 hex digits of SHA-256 of [`Case::canonical`].
+    pub fn case_id(&self) -> String {
+        let digest = Sha256::digest(self.canonical().as_bytes());
+        digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// A short human label, e.g. `sdpa-flash causal S=4096 8:2 d64 fp32 fwd`.
+    pub fn label(&self) -> String {
+        let what = if self.strategy.is_empty() { self.backend.clone() } else { format!("{}×{} ({})", self.strategy, self.world_size, self.backend) };
+        let p = if self.params.is_empty() { String::new() } else { format!("[{}]", self.params) };
+        format!("{what} {}{p} S={} b={} {} d{} {} {}", self.pattern, self.seqlen, self.batch, self.heads, self.head_dim, self.dtype, self.pass)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_layout_parse() {
+        assert_eq!("64:8".parse::<HeadLayout>().unwrap(), HeadLayout { q: 64, kv: 8 });
+        assert_eq!("16".parse::<HeadLayout>().unwrap(), HeadLayout { q: 16, kv: 16 });
+        assert!("64:7".parse::<HeadLayout>().unwrap_err().contains("multiple"));
+        assert!("0:0".parse::<HeadLayout>().is_err());
+        assert!("a:b".parse::<HeadLayout>().is_err());
+    }
+
+    #[test]
+    fn case_id_is_stable_and_param_sensitive() {
+        let h = HeadLayout { q: 8, kv: 2 };
+        let a = Case::kernel("naive", "causal", Params::new(), 1024, h, 64, DType::Fp32, Pass::Fwd, DeviceKind::Cpu);
+        let mut b = a.clone();
+        assert_eq!(a.case_id(), b.case_id());
+        assert_eq!(a.case_id().len(), 16);
+        b.seqlen = 2048;
+        assert_ne!(a.case_id(), b.case_id());
+        // Pinned: changing the canonical form would break resume and compare against old CSVs.
+        assert_eq!(a.canonical(), "kind=kernel;backend=naive;strategy=;sp=;mask=causal;params=;S=1024;b=1;h=8:2;d=64;dtype=fp32;pass=fwd;device=cpu;ws=1");
+    }
+}

@@ -1,0 +1,1 @@
+//! Document-length sampling (being filled in).

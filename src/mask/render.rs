@@ -1,0 +1,1 @@
+//! Mask pictures (being filled in).

@@ -1,0 +1,172 @@
+//! Crash-safe CSV: rows are appended and flushed (and fsync'd) one at a time, so a sweep killed at any
+//! moment leaves every finished case on disk. A process killed mid-write can leave a partial last line;
+//! [`CsvAppender::open`] detects it (no trailing newline, or a line that does not parse as a row) and
+//! truncates the file back to the last complete row.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use super::row::Row;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CsvError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: line {line}: {msg}")]
+    Parse { path: PathBuf, line: u64, msg: String },
+    #[error("{path}: header does not match this attnbench's row schema (expected `{expected}…`)")]
+    Header { path: PathBuf, expected: String },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CsvError + '_ {
+    move |source| CsvError::Io { path: path.to_path_buf(), source }
+}
+
+/// Appends rows to a results CSV, writing the header when the file is new.
+pub struct CsvAppender {
+    path: PathBuf,
+    file: File,
+    /// Rows already present when the file was opened (after repair).
+    pub existing: Vec<Row>,
+    /// Bytes dropped from a truncated last line, if any (reported by the runner).
+    pub repaired_bytes: u64,
+}
+
+impl CsvAppender {
+    /// Opens (creating if needed) `path` for appending. Existing complete rows are parsed and kept in
+    /// `existing`; a torn last line is cut off.
+    pub fn open(path: &Path) -> Result<Self, CsvError> {
+        let mut file = OpenOptions::new().read(true).append(true).create(true).open(path).map_err(io_err(path))?;
+        let mut text = String::new();
+        file.read_to_string(&mut text).map_err(io_err(path))?;
+        let mut repaired_bytes = 0;
+        let mut existing = Vec::new();
+        if text.is_empty() {
+            let header = Row::header().join(",") + "\n";
+            file.write_all(header.as_bytes()).map_err(io_err(path))?;
+            file.sync_data().map_err(io_err(path))?;
+        } else {
+            // Keep the longest prefix of complete lines that parses.
+            let mut good_len = match text.rfind('\n') {
+                Some(p) => p + 1,
+                None => 0,
+            };
+            loop {
+                match parse_rows(&text[..good_len], path) {
+                    Ok(rows) => {
+                        existing = rows;
+                        break;
+                    }
+                    Err(CsvError::Header { .. }) if good_len > 0 => return Err(parse_rows(&text[..good_len], path).unwrap_err()),
+                    Err(e) => {
+                        // Drop the last line and retry; if only the header is left and it is broken, fail.
+                        let body = &text[..good_len.saturating_sub(1)];
+                        match body.rfind('\n') {
+                            Some(p) if p > 0 => good_len = p + 1,
+                            _ => return Err(e),
+                        }
+                    }
+                }
+            }
+            if good_len < text.len() {
+                repaired_bytes = (text.len() - good_len) as u64;
+                file.set_len(good_len as u64).map_err(io_err(path))?;
+                file.seek(SeekFrom::End(0)).map_err(io_err(path))?;
+            }
+            if good_len == 0 {
+                let header = Row::header().join(",") + "\n";
+                file.write_all(header.as_bytes()).map_err(io_err(path))?;
+            }
+        }
+        Ok(CsvAppender { path: path.to_path_buf(), file, existing, repaired_bytes })
+    }
+
+    /// Appends one row and makes it durable before returning.
+    pub fn append(&mut self, row: &Row) -> Result<(), CsvError> {
+        let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new());
+        w.serialize(row).map_err(|e| CsvError::Parse { path: self.path.clone(), line: 0, msg: e.to_string() })?;
+        let bytes = w.into_inner().map_err(|e| CsvError::Parse { path: self.path.clone(), line: 0, msg: e.to_string() })?;
+        self.file.write_all(&bytes).map_err(io_err(&self.path))?;
+        self.file.flush().map_err(io_err(&self.path))?;
+        self.file.sync_data().map_err(io_err(&self.path))?;
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn parse_rows(text: &str, path: &Path) -> Result<Vec<Row>, CsvError> {
+    let mut rdr = csv::ReaderBuilder::new().has_headers(true).from_reader(text.as_bytes());
+    let expected = Row::header();
+    let header = rdr.headers().map_err(|e| CsvError::Parse { path: path.to_path_buf(), line: 1, msg: e.to_string() })?;
+    if header.is_empty() && text.trim().is_empty() {
+        return Ok(vec![]);
+    }
+    let got: Vec<&str> = header.iter().collect();
+    if got.len() < 4 || got[..4] != expected.iter().map(String::as_str).collect::<Vec<_>>()[..4] {
+        return Err(CsvError::Header { path: path.to_path_buf(), expected: expected[..4].join(",") });
+    }
+    let mut rows = Vec::new();
+    for rec in rdr.deserialize::<Row>() {
+        match rec {
+            Ok(r) => rows.push(r),
+            Err(e) => {
+                let line = e.position().map(|p| p.line()).unwrap_or(0);
+                return Err(CsvError::Parse { path: path.to_path_buf(), line, msg: e.to_string() });
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// Reads every row of a results CSV (strict: a malformed line is an error naming the line).
+pub fn read_rows(path: &Path) -> Result<Vec<Row>, CsvError> {
+    let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+    parse_rows(&text, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::case::{Case, DType, DeviceKind, HeadLayout};
+    use crate::flops::Pass;
+    use crate::results::Status;
+
+    fn row(seqlen: usize) -> Row {
+        let c = Case::kernel("naive", "causal", Default::default(), seqlen, HeadLayout { q: 2, kv: 1 }, 8, DType::Fp32, Pass::Fwd, DeviceKind::Cpu);
+        let mut r = Row::for_case("run", &c, "cpu");
+        r.status = Status::Ok;
+        r.ms_median = Some(1.5);
+        r.error = "a, \"quoted\" message".into();
+        r
+    }
+
+    #[test]
+    fn append_reopen_and_repair_torn_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.csv");
+        {
+            let mut a = CsvAppender::open(&p).unwrap();
+            a.append(&row(16)).unwrap();
+            a.append(&row(32)).unwrap();
+        }
+        let full = std::fs::read_to_string(&p).unwrap();
+        // Simulate a kill in the middle of the third row.
+        let third = {
+            let mut a = CsvAppender::open(&p).unwrap();
+            assert_eq!(a.existing.len(), 2);
+            a.append(&row(64)).unwrap();
+            std::fs::read_to_string(&p).unwrap()
+        };
+        let torn = &third[..full.len() + (third.len() - full.len()) / 2];
+        std::fs::write(&p, torn).unwrap();
+        let a = CsvAppender::open(&p).unwrap();
+        assert_eq!(a.existing.len(), 2);
+        assert!(a.repaired_bytes > 0);
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), full);
+        assert_eq!(read_rows(&p).unwrap()[1], row(32));
+    }
+}

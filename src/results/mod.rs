@@ -1,0 +1,9 @@
+//! Result rows, their CSV files and the run metadata (`meta.json`).
+
+pub mod csvio;
+pub mod meta;
+pub mod row;
+
+pub use csvio::{read_rows, CsvAppender};
+pub use meta::RunMeta;
+pub use row::{one_line, Row, Status};

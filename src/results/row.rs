@@ -1,0 +1,206 @@
+//! The CSV row: one per case, appended and flushed as soon as the case finishes. Column order is the
+//! struct's field order. Units are in the names: `ms_*` milliseconds, `*_bytes` bytes, `tflops` 10¹²
+//! FLOP/s, `mfu` a fraction in [0, 1], `bandwidth_gbps` 10⁹ bytes/s.
+//!
+//! Rule: a `status` other than `ok` leaves every timing-derived column empty — never a number for a
+//! kernel that failed or computed the wrong thing.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::case::{Case, CaseKind};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    /// The backend/strategy cannot run this case (answered before running); `error` says why.
+    Unsupported,
+    /// Out of memory (allocator error), or skipped because a smaller length already ran out of memory.
+    Oom,
+    /// Ran, but the correctness check against the reference failed; `max_abs_err` says by how much.
+    Wrong,
+    /// Any other failure (including a panic inside the case); `error` has the message.
+    Error,
+    /// Exceeded the per-case time limit.
+    Timeout,
+}
+
+impl Status {
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Unsupported => "unsupported",
+            Status::Oom => "oom",
+            Status::Wrong => "wrong",
+            Status::Error => "error",
+            Status::Timeout => "timeout",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Status {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "ok" => Status::Ok,
+            "unsupported" => Status::Unsupported,
+            "oom" => Status::Oom,
+            "wrong" => Status::Wrong,
+            "error" => Status::Error,
+            "timeout" => Status::Timeout,
+            _ => return Err(format!("unknown status `{s}`")),
+        })
+    }
+}
+
+/// One result row. See the module doc for units and the empty-on-failure rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Row {
+    pub run_id: String,
+    pub case_id: String,
+    pub kind: CaseKind,
+    pub backend: String,
+    pub strategy: String,
+    pub mask: String,
+    pub mask_params: String,
+    pub seqlen: usize,
+    pub batch: usize,
+    pub heads_q: usize,
+    pub heads_kv: usize,
+    pub head_dim: usize,
+    pub dtype: String,
+    pub pass: String,
+    /// Device name as reported (`cpu`, `NVIDIA H200`, …).
+    pub device: String,
+    pub world_size: usize,
+    pub status: Status,
+    pub error: String,
+    /// Attended (query, key) pairs per head (mean over head groups for heterogeneous masks).
+    pub mask_area: f64,
+    pub density: f64,
+    /// FLOPs of the pass for the whole case (all heads, batch), per the model in `flops.rs`.
+    pub flops: f64,
+    pub ms_median: Option<f64>,
+    pub ms_p20: Option<f64>,
+    pub ms_p80: Option<f64>,
+    /// Coefficient of variation (stddev / mean) of the repeat times.
+    pub cv: Option<f64>,
+    pub tflops: Option<f64>,
+    /// Total FLOPs / max-rank time / world size (equals `tflops` for kernel cases).
+    pub tflops_per_gpu: Option<f64>,
+    pub mfu: Option<f64>,
+    /// Peak bytes above the pre-call baseline: CUDA allocator peak on GPU; on CPU the bytes of the
+    /// tensors the backend allocates for the call (inputs excluded), counted by the backend.
+    pub peak_mem_bytes: Option<u64>,
+    /// Max |out − reference| (over outputs and, for bwd, gradients); empty when the check was off.
+    pub max_abs_err: Option<f64>,
+    /// How times were taken: `cpu-instant`, `cuda-event-l2flush`, `cuda-event-back2back`,
+    /// `model` (simulated rows).
+    pub timing_mode: String,
+    /// Timed repeats that ran (after warmup).
+    pub repeats: Option<usize>,
+    /// CP: max/mean attended area over ranks (1.0 = perfect balance).
+    pub imbalance: Option<f64>,
+    /// CP: bytes sent per rank (max over ranks) for one pass.
+    pub bytes_sent: Option<u64>,
+    /// CP: bytes_sent / time of the pass, 10⁹ bytes/s.
+    pub bandwidth_gbps: Option<f64>,
+    /// CP: single-device time of the same total problem / (world size × max-rank time).
+    pub scaling_eff: Option<f64>,
+    /// Free-form details: GQA handling, launches per call, skipped reasons.
+    pub note: String,
+}
+
+impl Row {
+    /// A row for `case` with identity columns filled and everything measured empty.
+    pub fn for_case(run_id: &str, case: &Case, device: &str) -> Row {
+        Row {
+            run_id: run_id.to_string(),
+            case_id: case.case_id(),
+            kind: case.kind,
+            backend: case.backend.clone(),
+            strategy: case.strategy.clone(),
+            mask: case.pattern.clone(),
+            mask_params: case.params.to_string(),
+            seqlen: case.seqlen,
+            batch: case.batch,
+            heads_q: case.heads.q,
+            heads_kv: case.heads.kv,
+            head_dim: case.head_dim,
+            dtype: case.dtype.to_string(),
+            pass: case.pass.to_string(),
+            device: device.to_string(),
+            world_size: case.world_size,
+            status: Status::Error,
+            error: String::new(),
+            mask_area: 0.0,
+            density: 0.0,
+            flops: 0.0,
+            ms_median: None,
+            ms_p20: None,
+            ms_p80: None,
+            cv: None,
+            tflops: None,
+            tflops_per_gpu: None,
+            mfu: None,
+            peak_mem_bytes: None,
+            max_abs_err: None,
+            timing_mode: String::new(),
+            repeats: None,
+            imbalance: None,
+            bytes_sent: None,
+            bandwidth_gbps: None,
+            scaling_eff: None,
+            note: String::new(),
+        }
+    }
+
+    /// Marks the row failed with `status` and clears every timing-derived column (the invariant).
+    pub fn fail(&mut self, status: Status, error: impl Into<String>) {
+        self.status = status;
+        self.error = one_line(&error.into());
+        self.ms_median = None;
+        self.ms_p20 = None;
+        self.ms_p80 = None;
+        self.cv = None;
+        self.tflops = None;
+        self.tflops_per_gpu = None;
+        self.mfu = None;
+        self.peak_mem_bytes = None;
+        self.repeats = None;
+        self.bandwidth_gbps = None;
+        self.scaling_eff = None;
+    }
+
+    /// Column names in CSV order.
+    pub fn header() -> Vec<String> {
+        let mut w = csv::Writer::from_writer(vec![]);
+        w.serialize(Row::for_case("", &crate::case::Case::kernel("", "", Default::default(), 1, crate::case::HeadLayout { q: 1, kv: 1 }, 1, crate::case::DType::Fp32, crate::flops::Pass::Fwd, crate::case::DeviceKind::Cpu), "")).unwrap();
+        let bytes = w.into_inner().unwrap();
+        let text = String::from_utf8(bytes).unwrap();
+        text.lines().next().unwrap().split(',').map(str::to_string).collect()
+    }
+}
+
+/// Error messages go in one CSV cell: flatten newlines, cap the length.
+pub fn one_line(s: &str) -> String {
+    let mut t: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if t.len() > 500 {
+        let mut cut = 500;
+        while !t.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        t.truncate(cut);
+        t.push('…');
+    }
+    t
+}
