@@ -8,6 +8,7 @@ pub mod cli;
 pub mod error;
 pub mod flops;
 pub mod mask;
+pub mod measure;
 pub mod results;
 
 pub use error::{BadInput, CheckFailed};

@@ -16,15 +16,48 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a suite (TOML): plan the cases, check and time each one, append rows to a CSV.
+    Run(cli::run::RunArgs),
+    /// Check and time one attention case on one device.
+    Kernel(cli::kernel::KernelArgs),
     /// Mask patterns: exact area/density, or a picture.
     #[command(subcommand)]
     Mask(cli::mask::MaskCommand),
+    /// One context-parallel case (run under mpirun: one process per rank).
+    Cp(cli::cp::CpArgs),
+    /// Collective bus-bandwidth table (nccl-tests style), under mpirun.
+    Comm(cli::comm::CommArgs),
+    /// Plots from result CSVs.
+    Plot(cli::plot::PlotArgs),
+    /// Pivot tables (Markdown, LaTeX, CSV) from result CSVs.
+    Table(cli::table::TableArgs),
+    /// Compare two runs case by case; exit 1 on a regression beyond noise.
+    Compare(cli::compare::CompareArgs),
+    /// Self-contained HTML report of a run directory.
+    Report(cli::report::ReportArgs),
+    /// Project CP strategies to many GPUs: virtual ranks + a communication model.
+    Simulate(cli::simulate::SimulateArgs),
+    /// Versions, devices, CUDA/MPI availability, CPU.
+    Env(cli::env::EnvArgs),
+    /// Mask patterns (with parameters and defaults), backends and strategies.
+    List(cli::list::ListArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run(a) => cli::run::run(a),
+        Command::Kernel(a) => cli::kernel::run(a),
         Command::Mask(c) => cli::mask::run(c),
+        Command::Cp(a) => cli::cp::run(a),
+        Command::Comm(a) => cli::comm::run(a),
+        Command::Plot(a) => cli::plot::run(a),
+        Command::Table(a) => cli::table::run(a),
+        Command::Compare(a) => cli::compare::run(a),
+        Command::Report(a) => cli::report::run(a),
+        Command::Simulate(a) => cli::simulate::run(a),
+        Command::Env(a) => cli::env::run(a),
+        Command::List(a) => cli::list::run(a),
     };
     match result {
         Ok(code) => code,
