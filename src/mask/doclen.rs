@@ -1,1 +1,250 @@
-//! Document-length sampling (being filled in).
+//! Document-length sampling for packed (varlen) masks.
+//!
+//! The histograms are the ones LongCA-bench and MagiAttention sample from (copied, numbers only, into
+//! `data/doclen/`, see its README) and are compiled into the binary with `include_str!`, so no file is
+//! needed at run time. One sampler is implemented, the README's **Sampler A** (LongCA-bench HEAD
+//! `generate_seqlens`): normalise the weights; repeat { pick a bucket with probability ∝ weight; draw an
+//! integer uniformly from `[lo, hi]` (both ends inclusive, as the anchor does); cut it to the space
+//! still left; raise 0 to 1 } until the lengths sum exactly to the packed length. The last document is
+//! therefore usually truncated.
+//!
+//! Randomness comes from a ChaCha8 generator seeded with the `seed` parameter (not Python's Mersenne
+//! Twister), so lengths are the same on every machine and every run for a given seed — but they are not
+//! the anchors' exact draws, only draws from the same distribution.
+
+use rand::distributions::{Distribution, WeightedIndex};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::MaskError;
+
+/// The generator every seeded mask draw uses.
+pub type MaskRng = ChaCha8Rng;
+
+/// A seeded generator: same seed ⇒ same stream on every platform.
+pub fn rng(seed: u64) -> MaskRng {
+    ChaCha8Rng::seed_from_u64(seed)
+}
+
+/// One histogram bucket: lengths in `[lo, hi]` (tokens, both inclusive) with a relative weight.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bucket {
+    pub lo: usize,
+    pub hi: usize,
+    pub weight: f64,
+}
+
+/// A named document-length table compiled into the binary.
+#[derive(Debug, Clone, Copy)]
+pub struct Corpus {
+    /// The value of `docs=` that selects it.
+    pub name: &'static str,
+    /// One line: what it is and where it comes from.
+    pub about: &'static str,
+    csv: &'static str,
+}
+
+/// Every table `docs=` accepts. `auto` is resolved by [`auto_corpus`] and is not listed here.
+pub const CORPORA: &[Corpus] = &[
+    Corpus {
+        name: "pile",
+        about: "Pile doc lengths, 41 fine buckets (LongCA-bench pile.json; its choice for seqlen ≤ 12K)",
+        csv: include_str!("../../data/doclen/pile.csv"),
+    },
+    Corpus {
+        name: "prolong64k",
+        about: "ProLong-64K doc lengths, 44 buckets up to 61920 (LongCA-bench; 12K < seqlen ≤ 64K)",
+        csv: include_str!("../../data/doclen/prolong64k.csv"),
+    },
+    Corpus {
+        name: "prolong512k",
+        about: "ProLong-512K doc lengths, 42 buckets up to 475872 (LongCA-bench distributed bench, seqlen ≥ 64K)",
+        csv: include_str!("../../data/doclen/prolong512k.csv"),
+    },
+    Corpus {
+        name: "varlen_long",
+        about: "hand-set real-world varlen table, 12 buckets up to 4M (MagiAttention kernel bench, sampled there with A')",
+        csv: include_str!("../../data/doclen/varlen_long.csv"),
+    },
+    Corpus {
+        name: "varlen_short",
+        about: "hand-set short-document table, 18 buckets up to 64K (LongCA-bench fallback for seqlen ≤ 128K)",
+        csv: include_str!("../../data/doclen/varlen_short.csv"),
+    },
+    Corpus {
+        name: "magi_default",
+        about: "MagiAttention default dataset, 14 count bins up to 196608 (MA packs it with Sampler B; here Sampler A)",
+        csv: include_str!("../../data/doclen/magi_default_doc_length_counts.csv"),
+    },
+    Corpus {
+        name: "pile_coarse",
+        about: "Pile, ~power-of-two count bins (newer LongCA-bench pile.csv; Sampler B there, Sampler A here)",
+        csv: include_str!("../../data/doclen/pile_coarse_counts.csv"),
+    },
+    Corpus {
+        name: "prolong64k_coarse",
+        about: "ProLong-64K, 15 count bins (newer LongCA-bench; Sampler B there, Sampler A here)",
+        csv: include_str!("../../data/doclen/prolong64k_coarse_counts.csv"),
+    },
+    Corpus {
+        name: "prolong512k_coarse",
+        about: "ProLong-512K, 19 count bins (newer LongCA-bench; Sampler B there, Sampler A here)",
+        csv: include_str!("../../data/doclen/prolong512k_coarse_counts.csv"),
+    },
+    Corpus {
+        name: "long_8k_30k",
+        about: "one uniform bucket 8192..=30720, the long part of LongCA-bench's *_document_long masks",
+        csv: include_str!("../../data/doclen/long_doc_8k_30k.csv"),
+    },
+];
+
+/// `docs=auto` as LongCA-bench's kernel sweep picks it: pile up to 12K tokens (12288), prolong64k above.
+pub fn auto_corpus(seqlen: usize) -> &'static str {
+    if seqlen <= 12 * 1024 {
+        "pile"
+    } else {
+        "prolong64k"
+    }
+}
+
+/// `docs=auto` for the `*_document_long` CP masks, as LongCA-bench's distributed bench picks the file:
+/// pile up to 12K, prolong64k below 64K, prolong512k from 64K (65536) on.
+pub fn auto_corpus_long(seqlen: usize) -> &'static str {
+    if seqlen <= 12 * 1024 {
+        "pile"
+    } else if seqlen < 64 * 1024 {
+        "prolong64k"
+    } else {
+        "prolong512k"
+    }
+}
+
+/// The buckets of corpus `name` (`docs=` value; `auto` is not accepted here — resolve it first).
+pub fn histogram(name: &str) -> Result<Vec<Bucket>, MaskError> {
+    let corpus = CORPORA.iter().find(|c| c.name == name).ok_or_else(|| {
+        let names: Vec<&str> = CORPORA.iter().map(|c| c.name).collect();
+        MaskError::bad("docs", format!("unknown document-length table `{name}` (expected auto, {})", names.join(", ")))
+    })?;
+    parse_csv(corpus.csv).map_err(|e| MaskError::Invalid(format!("embedded table {name}: {e}")))
+}
+
+/// Parses `length_lo,length_hi,weight` rows (with that header). Rejects `lo > hi`, negative or
+/// non-finite weights and an all-zero table.
+pub fn parse_csv(text: &str) -> Result<Vec<Bucket>, String> {
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    match lines.next() {
+        Some(h) if h.trim() == "length_lo,length_hi,weight" => {}
+        other => return Err(format!("expected header `length_lo,length_hi,weight`, got {other:?}")),
+    }
+    let mut out = Vec::new();
+    for (n, line) in lines.enumerate() {
+        let f: Vec<&str> = line.split(',').map(str::trim).collect();
+        if f.len() != 3 {
+            return Err(format!("row {}: expected 3 fields, got `{line}`", n + 1));
+        }
+        let lo: usize = f[0].parse().map_err(|_| format!("row {}: bad length_lo `{}`", n + 1, f[0]))?;
+        let hi: usize = f[1].parse().map_err(|_| format!("row {}: bad length_hi `{}`", n + 1, f[1]))?;
+        let weight: f64 = f[2].parse().map_err(|_| format!("row {}: bad weight `{}`", n + 1, f[2]))?;
+        if lo > hi || !weight.is_finite() || weight < 0.0 {
+            return Err(format!("row {}: need lo ≤ hi and a finite weight ≥ 0, got `{line}`", n + 1));
+        }
+        out.push(Bucket { lo, hi, weight });
+    }
+    if out.iter().all(|b| b.weight == 0.0) {
+        return Err("all weights are zero".into());
+    }
+    Ok(out)
+}
+
+/// Sampler A: document lengths (each ≥ 1) summing exactly to `total` tokens. Empty when `total` is 0.
+/// O(number of documents).
+pub fn sample_lengths(buckets: &[Bucket], total: usize, rng: &mut MaskRng) -> Vec<usize> {
+    let mut out = Vec::new();
+    if total == 0 {
+        return out;
+    }
+    let pick = WeightedIndex::new(buckets.iter().map(|b| b.weight)).expect("parse_csv rejects all-zero tables");
+    let mut left = total;
+    while left > 0 {
+        let b = buckets[pick.sample(rng)];
+        let len = rng.gen_range(b.lo..=b.hi).min(left).max(1);
+        out.push(len);
+        left -= len;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_embedded_table_parses() {
+        for c in CORPORA {
+            let b = histogram(c.name).unwrap();
+            assert!(!b.is_empty(), "{}", c.name);
+        }
+        assert_eq!(histogram("pile").unwrap().len(), 41);
+        assert_eq!(histogram("prolong64k").unwrap().len(), 44);
+        assert_eq!(histogram("prolong512k").unwrap().len(), 42);
+        assert_eq!(histogram("varlen_long").unwrap().len(), 12);
+        assert_eq!(histogram("long_8k_30k").unwrap(), vec![Bucket { lo: 8192, hi: 30720, weight: 1.0 }]);
+    }
+
+    #[test]
+    fn unknown_table_names_the_key() {
+        let e = histogram("wiki").unwrap_err().to_string();
+        assert!(e.contains("`docs`") && e.contains("wiki"), "{e}");
+    }
+
+    #[test]
+    fn bad_csv_rejected() {
+        assert!(parse_csv("lo,hi,w\n1,2,3").is_err());
+        assert!(parse_csv("length_lo,length_hi,weight\n5,2,1").is_err());
+        assert!(parse_csv("length_lo,length_hi,weight\n1,2,-1").is_err());
+        assert!(parse_csv("length_lo,length_hi,weight\n1,2,0").is_err());
+        assert!(parse_csv("length_lo,length_hi,weight\n1,2").is_err());
+    }
+
+    #[test]
+    fn lengths_sum_exactly_and_stay_in_buckets() {
+        for name in ["pile", "prolong64k", "varlen_short", "magi_default", "long_8k_30k"] {
+            let b = histogram(name).unwrap();
+            let max_hi = b.iter().map(|x| x.hi).max().unwrap();
+            for total in [1usize, 2, 7, 1000, 4097, 65536] {
+                let lens = sample_lengths(&b, total, &mut rng(3));
+                assert_eq!(lens.iter().sum::<usize>(), total, "{name} {total}");
+                assert!(lens.iter().all(|&l| l >= 1 && l <= max_hi.max(1)));
+                // All but the last document are uncut draws, so they lie in some bucket.
+                for &l in &lens[..lens.len() - 1] {
+                    assert!(b.iter().any(|x| x.lo.max(1) <= l && l <= x.hi), "{name}: {l}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn same_seed_same_lengths_pinned() {
+        let b = histogram("pile").unwrap();
+        let a = sample_lengths(&b, 8192, &mut rng(42));
+        assert_eq!(a, sample_lengths(&b, 8192, &mut rng(42)));
+        assert_ne!(a, sample_lengths(&b, 8192, &mut rng(43)));
+        // Pinned values: a change here means every seeded mask changed (RNG or sampler changed).
+        assert_eq!(&a[..6], PINNED_PILE_8192_SEED42);
+        let l = sample_lengths(&histogram("long_8k_30k").unwrap(), 100_000, &mut rng(7));
+        assert_eq!(&l[..3], PINNED_LONG_SEED7);
+    }
+
+    const PINNED_PILE_8192_SEED42: &[usize] = &[447, 202, 818, 152, 101, 183];
+    const PINNED_LONG_SEED7: &[usize] = &[11976, 16288, 27325];
+
+    #[test]
+    fn auto_follows_longca() {
+        assert_eq!(auto_corpus(12288), "pile");
+        assert_eq!(auto_corpus(12289), "prolong64k");
+        assert_eq!(auto_corpus(1 << 20), "prolong64k");
+        assert_eq!(auto_corpus_long(8192), "pile");
+        assert_eq!(auto_corpus_long(32768), "prolong64k");
+        assert_eq!(auto_corpus_long(65536), "prolong512k");
+    }
+}
