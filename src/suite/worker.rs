@@ -1,0 +1,58 @@
+//! The worker process. The runner never runs a kernel in its own process: a segfault, an abort inside
+//! a CUDA library or a hang would take the whole night-long sweep down with it. Instead it starts
+//! `attnbench worker` once, sends it one case per line (JSON) on stdin and reads one row per line
+//! back; on a crash or a timeout it kills the worker, writes an `error`/`timeout` row and starts a
+//! fresh one. One process for many cases keeps the per-case overhead at a pipe round trip.
+
+use std::io::{BufRead, Write};
+
+use serde::{Deserialize, Serialize};
+
+use crate::case::Case;
+use crate::measure::MeasureSettings;
+use crate::results::Row;
+
+/// Prefix of the worker's answer lines, so stray output of a library on stdout cannot be mistaken for
+/// a row.
+pub const ROW_PREFIX: &str = "@@attnbench-row ";
+
+/// One request to the worker.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WorkItem {
+    pub run_id: String,
+    pub case: Case,
+    pub settings: MeasureSettings,
+}
+
+/// Serves requests until stdin closes. Each answer is a [`ROW_PREFIX`] line with the row as JSON.
+pub fn serve() -> anyhow::Result<()> {
+    let stdin = std::io::stdin();
+    let mut out = std::io::stdout();
+    for line in stdin.lock().lines() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let item: WorkItem = serde_json::from_str(&line)?;
+        let row = execute(&item);
+        writeln!(out, "{ROW_PREFIX}{}", serde_json::to_string(&row)?)?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+/// Runs one kernel case in this process. Mask/parameter errors cannot reach here (the plan validated
+/// them), but if one does it becomes an `error` row rather than a dead worker.
+pub fn execute(item: &WorkItem) -> Row {
+    if let Some(row) = super::faults::execute(item) {
+        return row;
+    }
+    match crate::exec::execute_kernel_case(&item.case, &item.settings, &item.run_id) {
+        Ok(row) => row,
+        Err(e) => {
+            let mut row = Row::for_case(&item.run_id, &item.case, "");
+            row.fail(crate::results::Status::Error, e.to_string());
+            row
+        }
+    }
+}
