@@ -3,12 +3,16 @@
 //! Data path: `suite` (TOML) → `plan` (cases) → `backend` (one device) | `cp` strategy (many ranks)
 //! → `measure` → `results` (rows, CSV, meta.json) → `report` (plots, tables, compare, simulate).
 
+pub mod backend;
 pub mod case;
+pub mod cp;
 pub mod cli;
 pub mod error;
 pub mod flops;
 pub mod mask;
 pub mod measure;
+pub mod report;
 pub mod results;
+pub mod sim;
 
 pub use error::{BadInput, CheckFailed};
