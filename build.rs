@@ -22,4 +22,23 @@ fn main() {
     println!("cargo:rustc-link-arg=-Wl,-rpath,/opt/torch/.venv/lib/python3.12/site-packages/torch/lib");
     // libtorch_cpu.so references CUDA symbols resolved only at run time on GPU machines.
     println!("cargo:rustc-link-arg=-Wl,--allow-shlib-undefined");
+
+    // The shim: C++17 against the wheel's headers, same ABI flag as the wheel (CXX11 ABI = 1).
+    println!("cargo:rerun-if-changed=shim/shim.cpp");
+    let include = torch.join("include");
+    cc::Build::new()
+        .cpp(true)
+        .file("shim/shim.cpp")
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .flag("-std=c++17")
+        .flag("-D_GLIBCXX_USE_CXX11_ABI=1")
+        .flag_if_supported("-Wno-unused-parameter")
+        .flag_if_supported("-Wno-deprecated-declarations")
+        .warnings(false)
+        .compile("attnbench_shim");
+    // The shim calls into libtorch / libc10 directly (tch links them too; be explicit).
+    println!("cargo:rustc-link-search=native={}", lib.display());
+    println!("cargo:rustc-link-lib=dylib=torch_cpu");
+    println!("cargo:rustc-link-lib=dylib=c10");
 }

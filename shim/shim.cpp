@@ -1,0 +1,157 @@
+// attnbench shim: the few libtorch calls tch 0.24 does not expose. Device-generic APIs only (the PyPI
+// wheel ships no CUDA headers). Every function catches exceptions and returns 0 on success, 1 on error
+// with the message copied into `err` (NUL-terminated, truncated to `errlen`).
+//
+// Tensors cross the boundary as `at::Tensor*` — the same handle tch uses — so Rust wraps results with
+// `Tensor::from_ptr` and frees them with tch's destructor.
+
+#include <ATen/ATen.h>
+#include <ATen/Context.h>
+#include <ATen/DeviceAccelerator.h>
+#include <ATen/ops/_cudnn_attention_forward.h>
+#include <ATen/ops/_efficient_attention_forward.h>
+#include <ATen/ops/_flash_attention_forward.h>
+#include <c10/core/Event.h>
+
+#include <cstring>
+#include <exception>
+#include <optional>
+#include <string>
+
+namespace {
+void copy_err(const char* msg, char* err, size_t errlen) {
+  if (err == nullptr || errlen == 0) return;
+  std::strncpy(err, msg, errlen - 1);
+  err[errlen - 1] = '\0';
+}
+
+template <typename F>
+int guarded(char* err, size_t errlen, F&& f) {
+  try {
+    f();
+    return 0;
+  } catch (const std::exception& e) {
+    copy_err(e.what(), err, errlen);
+  } catch (...) {
+    copy_err("unknown C++ exception", err, errlen);
+  }
+  return 1;
+}
+
+std::optional<int64_t> opt_i64(int64_t v) { return v < 0 ? std::nullopt : std::optional<int64_t>(v); }
+}  // namespace
+
+extern "C" {
+
+// Enables exactly the SDPA backends given (1 = on). FA3 is switched off so `flash` means FA2.
+int ab_sdp_set(int flash, int mem_efficient, int math, int cudnn, char* err, size_t errlen) {
+  return guarded(err, errlen, [&] {
+    auto& ctx = at::globalContext();
+    ctx.setSDPUseFlash(flash != 0);
+    ctx.setSDPUseMemEfficient(mem_efficient != 0);
+    ctx.setSDPUseMath(math != 0);
+    ctx.setSDPUseCuDNN(cudnn != 0);
+    ctx.setSDPUseFA3(false);
+  });
+}
+
+// Writes the current toggles as a 4-bit set: flash 1, mem_efficient 2, math 4, cudnn 8.
+int ab_sdp_get(int* bits, char* err, size_t errlen) {
+  return guarded(err, errlen, [&] {
+    auto& ctx = at::globalContext();
+    *bits = (ctx.userEnabledFlashSDP() ? 1 : 0) | (ctx.userEnabledMemEfficientSDP() ? 2 : 0) |
+            (ctx.userEnabledMathSDP() ? 4 : 0) | (ctx.userEnabledCuDNNSDP() ? 8 : 0);
+  });
+}
+
+// FlashAttention-2 varlen forward. q [total_q, H, D], k/v [total_k, Hkv, D], cu_* int32 [n+1].
+// Window sizes < 0 mean "none". Outputs: out [total_q, H, D], lse (f32), rng_state, unused.
+int ab_flash_varlen_fwd(const at::Tensor* q, const at::Tensor* k, const at::Tensor* v, const at::Tensor* cu_q,
+                        const at::Tensor* cu_k, int64_t max_q, int64_t max_k, double scale, int is_causal,
+                        int64_t window_left, int64_t window_right, at::Tensor** out, at::Tensor** lse,
+                        at::Tensor** rng_state, at::Tensor** unused, char* err, size_t errlen) {
+  return guarded(err, errlen, [&] {
+    auto r = at::_flash_attention_forward(*q, *k, *v, *cu_q, *cu_k, max_q, max_k, 0.0, is_causal != 0, false, scale,
+                                          opt_i64(window_left), opt_i64(window_right));
+    *out = new at::Tensor(std::get<0>(r));
+    *lse = new at::Tensor(std::get<1>(r));
+    *rng_state = new at::Tensor(std::get<2>(r));
+    *unused = new at::Tensor(std::get<3>(r));
+  });
+}
+
+// Memory-efficient (xformers/CUTLASS) varlen forward. q [1, total_q, H, D], k/v [1, total_k, Hkv, D]
+// (Hkv == H), cu_* int32. custom_mask_type: 0 none, 1 causal top-left, 2 causal bottom-right.
+// window < 0 = none. Outputs: out, lse, philox seed, philox offset.
+int ab_efficient_varlen_fwd(const at::Tensor* q, const at::Tensor* k, const at::Tensor* v, const at::Tensor* cu_q,
+                            const at::Tensor* cu_k, int64_t max_q, int64_t max_k, double scale,
+                            int64_t custom_mask_type, int64_t window, at::Tensor** out, at::Tensor** lse,
+                            at::Tensor** seed, at::Tensor** offset, char* err, size_t errlen) {
+  return guarded(err, errlen, [&] {
+    auto r = at::_efficient_attention_forward(*q, *k, *v, std::nullopt, *cu_q, *cu_k, max_q, max_k, 0.0,
+                                              custom_mask_type, true, scale, std::nullopt, opt_i64(window));
+    *out = new at::Tensor(std::get<0>(r));
+    *lse = new at::Tensor(std::get<1>(r));
+    *seed = new at::Tensor(std::get<2>(r));
+    *offset = new at::Tensor(std::get<3>(r));
+  });
+}
+
+// cuDNN varlen forward (packed [total, H, D] with cum_seq_*). Outputs: out, lse, philox seed, offset.
+int ab_cudnn_varlen_fwd(const at::Tensor* q, const at::Tensor* k, const at::Tensor* v, const at::Tensor* cu_q,
+                        const at::Tensor* cu_k, int64_t max_q, int64_t max_k, double scale, int is_causal,
+                        at::Tensor** out, at::Tensor** lse, at::Tensor** seed, at::Tensor** offset, char* err,
+                        size_t errlen) {
+  return guarded(err, errlen, [&] {
+    auto r = at::_cudnn_attention_forward(*q, *k, *v, std::nullopt, *cu_q, *cu_k, max_q, max_k, true, 0.0,
+                                          is_causal != 0, false, scale);
+    *out = new at::Tensor(std::get<0>(r));
+    *lse = new at::Tensor(std::get<1>(r));
+    *seed = new at::Tensor(std::get<6>(r));
+    *offset = new at::Tensor(std::get<7>(r));
+  });
+}
+
+// A timing-enabled CUDA event (BACKEND_DEFAULT: the default flag disables timing).
+int ab_event_new(void** ev, char* err, size_t errlen) {
+  return guarded(err, errlen, [&] {
+    *ev = new c10::Event(c10::DeviceType::CUDA, c10::EventFlag::BACKEND_DEFAULT);
+  });
+}
+
+void ab_event_free(void* ev) { delete static_cast<c10::Event*>(ev); }
+
+// Records on the current stream of `device`.
+int ab_event_record(void* ev, int device, char* err, size_t errlen) {
+  return guarded(err, errlen, [&] {
+    static_cast<c10::Event*>(ev)->record(at::accelerator::getCurrentStream(static_cast<c10::DeviceIndex>(device)));
+  });
+}
+
+// Waits for `end`, then writes the milliseconds between `start` and `end`.
+int ab_event_elapsed_ms(void* start, void* end, double* ms, char* err, size_t errlen) {
+  return guarded(err, errlen, [&] {
+    auto* e = static_cast<c10::Event*>(end);
+    e->synchronize();
+    *ms = static_cast<c10::Event*>(start)->elapsedTime(*e);
+  });
+}
+
+int ab_device_synchronize(int device, char* err, size_t errlen) {
+  return guarded(err, errlen, [&] { at::accelerator::synchronizeDevice(static_cast<c10::DeviceIndex>(device)); });
+}
+
+// Allocator statistics of `device` (aggregate pool): bytes allocated now and the peak since the last reset.
+int ab_mem_stats(int device, int64_t* current, int64_t* peak, char* err, size_t errlen) {
+  return guarded(err, errlen, [&] {
+    auto s = at::accelerator::getDeviceStats(static_cast<c10::DeviceIndex>(device));
+    *current = s.allocated_bytes[0].current;
+    *peak = s.allocated_bytes[0].peak;
+  });
+}
+
+int ab_mem_reset_peak(int device, char* err, size_t errlen) {
+  return guarded(err, errlen, [&] { at::accelerator::resetPeakStats(static_cast<c10::DeviceIndex>(device)); });
+}
+
+}  // extern "C"
