@@ -30,7 +30,12 @@ pub enum SliceKind {
 }
 
 impl SliceKind {
-    pub const ALL: [SliceKind; 4] = [SliceKind::Full, SliceKind::Causal, SliceKind::InvCausal, SliceKind::BiCausal];
+    pub const ALL: [SliceKind; 4] = [
+        SliceKind::Full,
+        SliceKind::Causal,
+        SliceKind::InvCausal,
+        SliceKind::BiCausal,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -175,12 +180,16 @@ impl Mask {
     /// slices whose rectangles intersect must have no common attended pair inside the intersection.
     pub fn rect(seqlen_q: usize, seqlen_k: usize, slices: Vec<Slice>) -> Result<Self, MaskError> {
         if seqlen_q == 0 || seqlen_k == 0 {
-            return Err(MaskError::Invalid("sequence length must be at least 1".into()));
+            return Err(MaskError::Invalid(
+                "sequence length must be at least 1".into(),
+            ));
         }
         let mut kept = Vec::with_capacity(slices.len());
         for s in slices {
             if s.q.start > s.q.end || s.k.start > s.k.end {
-                return Err(MaskError::Invalid(format!("slice {s:?} has a reversed range")));
+                return Err(MaskError::Invalid(format!(
+                    "slice {s:?} has a reversed range"
+                )));
             }
             if s.q.end > seqlen_q || s.k.end > seqlen_k {
                 return Err(MaskError::Invalid(format!(
@@ -193,7 +202,11 @@ impl Mask {
             }
         }
         check_no_overlap(&kept)?;
-        Ok(Mask { seqlen_q, seqlen_k, slices: kept })
+        Ok(Mask {
+            seqlen_q,
+            seqlen_k,
+            slices: kept,
+        })
     }
 
     pub fn slices(&self) -> &[Slice] {
@@ -219,30 +232,56 @@ impl Mask {
     }
 
     /// Fraction of (block_q × block_k) tiles that contain at least one attended pair — what a
-    /// block-sparse kernel must visit. Edge tiles are counted as whole tiles.
+    /// block-sparse kernel must visit. Edge tiles are counted as whole tiles. O(slices × tile rows they
+    /// span · log), no per-tile set: per tile row the touched key-tile intervals are merged.
     pub fn block_sparsity(&self, block_q: usize, block_k: usize) -> f64 {
         let (bq, bk) = (block_q.max(1), block_k.max(1));
         let nbq = self.seqlen_q.div_ceil(bq);
         let nbk = self.seqlen_k.div_ceil(bk);
-        let mut tiles = std::collections::HashSet::new();
+        let mut spans: Vec<(usize, usize, usize)> = Vec::new(); // (tile row, first, last key tile)
         for s in &self.slices {
-            let rows = s.nonempty_rows();
-            let mut qb = rows.start / bq;
-            while qb * bq < rows.end {
-                // Key span touched by rows of this tile: union of row ranges is contiguous for every kind
-                // (row ranges move monotonically), so take the min lo and max hi over the tile's rows.
-                let r0 = (qb * bq).max(rows.start);
-                let r1 = ((qb + 1) * bq).min(rows.end) - 1;
-                let (lo0, hi0) = s.row_keys(r0 - s.q.start).expect("non-empty row");
-                let (lo1, hi1) = s.row_keys(r1 - s.q.start).expect("non-empty row");
-                let (lo, hi) = (s.k.start + lo0.min(lo1), s.k.start + hi0.max(hi1));
-                for kb in lo / bk..=hi / bk {
-                    tiles.insert((qb, kb));
+            for_each_row_block(s, bq, |qb, lo, hi, _| spans.push((qb, lo / bk, hi / bk)));
+        }
+        spans.sort_unstable();
+        let mut tiles: u64 = 0;
+        let mut cur: Option<(usize, usize, usize)> = None;
+        for (qb, a, b) in spans {
+            match cur {
+                Some((q, x, y)) if q == qb && a <= y + 1 => cur = Some((q, x, y.max(b))),
+                _ => {
+                    if let Some((_, x, y)) = cur {
+                        tiles += (y - x + 1) as u64;
+                    }
+                    cur = Some((qb, a, b));
                 }
-                qb += 1;
             }
         }
-        tiles.len() as f64 / (nbq as f64 * nbk as f64)
+        if let Some((_, x, y)) = cur {
+            tiles += (y - x + 1) as u64;
+        }
+        tiles as f64 / (nbq as f64 * nbk as f64)
+    }
+
+    /// Exact number of attended pairs in each (cell_q × cell_k) cell of the mask, row-major, with the
+    /// grid's shape `(rows, cols)` = (⌈S_q/cell_q⌉, ⌈S_k/cell_k⌉). Cost is proportional to the number of
+    /// (slice, cell) intersections, not to S², so a 1M-token mask downsamples to 1024² cells quickly.
+    pub fn cell_counts(&self, cell_q: usize, cell_k: usize) -> (usize, usize, Vec<u64>) {
+        let (cq, ck) = (cell_q.max(1), cell_k.max(1));
+        let rows = self.seqlen_q.div_ceil(cq);
+        let cols = self.seqlen_k.div_ceil(ck);
+        let mut counts = vec![0u64; rows * cols];
+        for s in &self.slices {
+            for_each_row_block(s, cq, |qb, lo, hi, r| {
+                for kb in lo / ck..=hi / ck {
+                    let k = kb * ck..((kb + 1) * ck).min(self.seqlen_k);
+                    counts[qb * cols + kb] += clip_slice(s, r.clone(), k)
+                        .iter()
+                        .map(Slice::area)
+                        .sum::<u64>();
+                }
+            });
+        }
+        (rows, cols, counts)
     }
 
     /// Row-major dense boolean mask (`seqlen_q · seqlen_k` entries, `true` = attend). Memory is
@@ -287,7 +326,11 @@ impl Mask {
                 ));
             }
         }
-        Mask { seqlen_q: q.len().max(1), seqlen_k: k.len().max(1), slices: out }
+        Mask {
+            seqlen_q: q.len().max(1),
+            seqlen_k: k.len().max(1),
+            slices: out,
+        }
     }
 
     /// Unicode picture, one character per cell, for small masks (a cell covers ⌈S/width⌉ tokens; `█`
@@ -296,23 +339,7 @@ impl Mask {
         let width = width.max(1);
         let cq = self.seqlen_q.div_ceil(width).max(1);
         let ck = self.seqlen_k.div_ceil(width).max(1);
-        let rows = self.seqlen_q.div_ceil(cq);
-        let cols = self.seqlen_k.div_ceil(ck);
-        let mut counts = vec![0u64; rows * cols];
-        for s in &self.slices {
-            for i in s.nonempty_rows() {
-                let (lo, hi) = s.row_keys(i - s.q.start).unwrap();
-                let (lo, hi) = (s.k.start + lo, s.k.start + hi);
-                let r = i / cq;
-                let mut j = lo;
-                while j <= hi {
-                    let c = j / ck;
-                    let end = ((c + 1) * ck - 1).min(hi);
-                    counts[r * cols + c] += (end - j + 1) as u64;
-                    j = end + 1;
-                }
-            }
-        }
+        let (rows, cols, counts) = self.cell_counts(cq, ck);
         let mut s = String::with_capacity(rows * (cols + 1) * 3);
         for r in 0..rows {
             let h = ((r + 1) * cq).min(self.seqlen_q) - r * cq;
@@ -333,11 +360,41 @@ impl Mask {
     }
 }
 
+/// Calls `f(block, lo, hi, rows)` for every block of `block` query rows that slice `s` has non-empty rows
+/// in: `rows` are those rows (global), `lo..=hi` the union of their attended keys (global). Row key
+/// intervals move monotonically, so the union is the span from the first row's and the last row's
+/// intervals, and every key in it is attended by some row of the block.
+fn for_each_row_block(
+    s: &Slice,
+    block: usize,
+    mut f: impl FnMut(usize, usize, usize, Range<usize>),
+) {
+    let rows = s.nonempty_rows();
+    if rows.is_empty() {
+        return;
+    }
+    let mut qb = rows.start / block;
+    while qb * block < rows.end {
+        let r0 = (qb * block).max(rows.start);
+        let r1 = ((qb + 1) * block).min(rows.end);
+        let (lo0, hi0) = s.row_keys(r0 - s.q.start).expect("non-empty row");
+        let (lo1, hi1) = s.row_keys(r1 - 1 - s.q.start).expect("non-empty row");
+        f(
+            qb,
+            s.k.start + lo0.min(lo1),
+            s.k.start + hi0.max(hi1),
+            r0..r1,
+        );
+        qb += 1;
+    }
+}
+
 /// The part of slice `s` inside the window `q × k`, as slices of the same semantics in global
-/// coordinates (at most five). Each row's attended keys form an interval whose edges are either constant
-/// or move by one per row; clipping to `[k.start, k.end)` clamps an edge, which changes its slope at one
-/// row. Splitting rows at those points leaves pieces whose edges are each constant or slope-1 — exactly
-/// full / causal / inv_causal / bi_causal slices.
+/// coordinates (at most five; adjacent pieces on the same lines are merged). Each row's attended keys
+/// form an interval whose edges are either constant or move by one per row; clipping to
+/// `[k.start, k.end)` clamps an edge, which changes its slope at one row. Splitting rows at those points
+/// leaves pieces whose edges are each constant or slope-1 — exactly full / causal / inv_causal /
+/// bi_causal slices. O(1) in the number of rows.
 pub fn clip_slice(s: &Slice, q: Range<usize>, k: Range<usize>) -> Vec<Slice> {
     let q0 = s.q.start.max(q.start);
     let q1 = s.q.end.min(q.end);
@@ -370,40 +427,87 @@ pub fn clip_slice(s: &Slice, q: Range<usize>, k: Range<usize>) -> Vec<Slice> {
         let hi = (s.k.start + hi).min(k1 - 1);
         (lo <= hi).then_some((lo, hi))
     };
-    let mut out = Vec::new();
+    // Rows r0..r1 whose clipped intervals move linearly, with the first and last row's (lo, hi).
+    type Span = (usize, usize, (usize, usize), (usize, usize));
+    let mut spans: Vec<Span> = Vec::with_capacity(4);
     for w in cuts.windows(2) {
         let (a, b) = (w[0] as usize, w[1] as usize);
         if a >= b {
             continue;
         }
-        // Emptiness is monotone inside a piece (width is linear), so trim empty rows from both ends.
-        let mut r0 = a;
-        while r0 < b && clipped(r0).is_none() {
-            r0 += 1;
-        }
-        let mut r1 = b;
-        while r1 > r0 && clipped(r1 - 1).is_none() {
-            r1 -= 1;
-        }
-        if r0 >= r1 {
-            continue;
-        }
-        let (lo_f, hi_f) = clipped(r0).unwrap();
-        let (lo_l, hi_l) = clipped(r1 - 1).unwrap();
-        let n = (r1 - r0) as i64;
-        let kind = if n == 1 {
-            SliceKind::Full
-        } else {
-            match ((lo_l - lo_f) as i64 == n - 1, (hi_l - hi_f) as i64 == n - 1) {
-                (false, false) => SliceKind::Full,
-                (false, true) => SliceKind::Causal,
-                (true, false) => SliceKind::InvCausal,
-                (true, true) => SliceKind::BiCausal,
+        // The width is linear inside a piece, so its non-empty rows are a prefix or a suffix of it:
+        // find the boundary by bisection (never a scan over rows).
+        let first_where = |want_some: bool| {
+            let (mut lo, mut hi) = (a, b);
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                if clipped(mid).is_some() == want_some {
+                    hi = mid;
+                } else {
+                    lo = mid + 1;
+                }
             }
+            lo
         };
-        out.push(Slice::new(r0..r1, lo_f..hi_l.max(hi_f) + 1, kind));
+        let (r0, r1) = match (clipped(a).is_some(), clipped(b - 1).is_some()) {
+            (true, true) => (a, b),
+            (false, false) => continue,
+            (false, true) => (first_where(true), b),
+            (true, false) => (a, first_where(false)),
+        };
+        let span = (r0, r1, clipped(r0).unwrap(), clipped(r1 - 1).unwrap());
+        // Merge with the previous piece when both lie on one pair of lines (cuts are conservative).
+        if let Some(prev) = spans.last_mut() {
+            if let Some(m) = merge_spans(prev, &span) {
+                *prev = m;
+                continue;
+            }
+        }
+        spans.push(span);
     }
-    out
+    spans
+        .into_iter()
+        .map(|(r0, r1, (lo_f, hi_f), (lo_l, hi_l))| {
+            let n = r1 - r0;
+            let kind = if n == 1 {
+                SliceKind::Full
+            } else {
+                match (lo_l - lo_f == n - 1, hi_l - hi_f == n - 1) {
+                    (false, false) => SliceKind::Full,
+                    (false, true) => SliceKind::Causal,
+                    (true, false) => SliceKind::InvCausal,
+                    (true, true) => SliceKind::BiCausal,
+                }
+            };
+            Slice::new(r0..r1, lo_f..hi_l.max(hi_f) + 1, kind)
+        })
+        .collect()
+}
+
+/// Joins two adjacent row spans when all four end rows lie on one lo line and one hi line, each of
+/// slope 0 or 1 (each span is linear between its ends, so the union is then linear too).
+fn merge_spans(
+    p: &(usize, usize, (usize, usize), (usize, usize)),
+    c: &(usize, usize, (usize, usize), (usize, usize)),
+) -> Option<(usize, usize, (usize, usize), (usize, usize))> {
+    if p.1 != c.0 {
+        return None;
+    }
+    let n = (c.1 - p.0) as i64;
+    let (f, l) = (p.2, c.3);
+    let slope = |x0: usize, x1: usize| -> Option<i64> {
+        match x1 as i64 - x0 as i64 {
+            0 => Some(0),
+            d if d == n - 1 => Some(1),
+            _ => None,
+        }
+    };
+    let (sl, sh) = (slope(f.0, l.0)?, slope(f.1, l.1)?);
+    let on_line = |row: usize, (lo, hi): (usize, usize)| {
+        let d = (row - p.0) as i64;
+        lo as i64 == f.0 as i64 + sl * d && hi as i64 == f.1 as i64 + sh * d
+    };
+    (on_line(p.1 - 1, p.3) && on_line(c.0, c.2)).then_some((p.0, c.1, f, l))
 }
 
 fn check_no_overlap(slices: &[Slice]) -> Result<(), MaskError> {
@@ -432,12 +536,133 @@ fn check_no_overlap(slices: &[Slice]) -> Result<(), MaskError> {
 /// Whether two slices share an attended pair, row by row over their common rows.
 fn overlap_exact(s: &Slice, t: &Slice) -> bool {
     let rows = s.q.start.max(t.q.start)..s.q.end.min(t.q.end);
-    rows.into_iter().any(|i| match (global_row(s, i), global_row(t, i)) {
-        (Some(x), Some(y)) => x.0 <= y.1 && y.0 <= x.1,
-        _ => false,
-    })
+    rows.into_iter()
+        .any(|i| match (global_row(s, i), global_row(t, i)) {
+            (Some(x), Some(y)) => x.0 <= y.1 && y.0 <= x.1,
+            _ => false,
+        })
 }
 
 fn global_row(s: &Slice, i: usize) -> Option<(usize, usize)> {
-    s.row_keys(i - s.q.start).map(|(lo, hi)| (s.k.start + lo, s.k.start + hi))
+    s.row_keys(i - s.q.start)
+        .map(|(lo, hi)| (s.k.start + lo, s.k.start + hi))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// The slice rule written from the module doc, per (a, b), independent of `row_keys`.
+    fn rule(s: &Slice, i: usize, j: usize) -> bool {
+        if !s.q.contains(&i) || !s.k.contains(&j) {
+            return false;
+        }
+        let (a, b) = ((i - s.q.start) as i64, (j - s.k.start) as i64);
+        let d = s.k_len() as i64 - s.q_len() as i64;
+        match s.kind {
+            SliceKind::Full => true,
+            SliceKind::Causal => b <= a + d,
+            SliceKind::InvCausal => b >= a,
+            SliceKind::BiCausal => a <= b && b <= a + d,
+        }
+    }
+
+    fn random_slice(rng: &mut ChaCha8Rng, sq: usize, sk: usize) -> Slice {
+        let (a, b) = (rng.gen_range(0..=sq), rng.gen_range(0..=sq));
+        let (c, d) = (rng.gen_range(0..=sk), rng.gen_range(0..=sk));
+        Slice::new(
+            a.min(b)..a.max(b),
+            c.min(d)..c.max(d),
+            SliceKind::ALL[rng.gen_range(0..4)],
+        )
+    }
+
+    #[test]
+    fn single_slices_match_the_rule() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        for _ in 0..400 {
+            let (sq, sk) = (rng.gen_range(1..30), rng.gen_range(1..30));
+            let s = random_slice(&mut rng, sq, sk);
+            let dense: Vec<bool> = (0..sq * sk).map(|x| rule(&s, x / sk, x % sk)).collect();
+            let area = dense.iter().filter(|&&v| v).count() as u64;
+            assert_eq!(s.area(), area, "{s:?}");
+            let nonempty: Vec<usize> = (0..sq)
+                .filter(|&i| (0..sk).any(|j| dense[i * sk + j]))
+                .collect();
+            let rows = s.nonempty_rows();
+            assert_eq!(nonempty, rows.clone().collect::<Vec<_>>(), "{s:?}");
+            let m = Mask::rect(sq, sk, vec![s.clone()]).unwrap();
+            assert_eq!(m.to_dense(), dense, "{s:?}");
+            assert_eq!(m.row_counts().iter().sum::<u64>(), area);
+            for _ in 0..10 {
+                let w = random_slice(&mut rng, sq, sk);
+                let pieces = clip_slice(&s, w.q.clone(), w.k.clone());
+                assert!(pieces.len() <= 5, "{s:?} {w:?} {pieces:?}");
+                let clipped = Mask::rect(sq, sk, pieces).unwrap();
+                for i in 0..sq {
+                    for j in 0..sk {
+                        let want = dense[i * sk + j] && w.q.contains(&i) && w.k.contains(&j);
+                        assert_eq!(
+                            clipped.contains(i, j),
+                            want,
+                            "{s:?} window {:?}×{:?} at ({i},{j})",
+                            w.q,
+                            w.k
+                        );
+                    }
+                }
+            }
+            let (cq, ck) = (rng.gen_range(1..8), rng.gen_range(1..8));
+            let (rows, cols, counts) = m.cell_counts(cq, ck);
+            for r in 0..rows {
+                for c in 0..cols {
+                    let n = (r * cq..((r + 1) * cq).min(sq))
+                        .flat_map(|i| (c * ck..((c + 1) * ck).min(sk)).map(move |j| (i, j)))
+                        .filter(|&(i, j)| dense[i * sk + j])
+                        .count() as u64;
+                    assert_eq!(counts[r * cols + c], n, "{s:?} cell ({r},{c}) of {cq}×{ck}");
+                    let tile_on = n > 0;
+                    let _ = tile_on;
+                }
+            }
+            let nonzero = counts.iter().filter(|&&n| n > 0).count();
+            assert!(
+                (m.block_sparsity(cq, ck) - nonzero as f64 / (rows * cols) as f64).abs() < 1e-12,
+                "{s:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn overlap_is_rejected_exactly() {
+        // A causal and an inv-causal slice on the same square share the diagonal…
+        let e = Mask::new(
+            8,
+            vec![
+                Slice::new(0..8, 0..8, SliceKind::Causal),
+                Slice::new(0..8, 0..8, SliceKind::InvCausal),
+            ],
+        );
+        assert!(e.is_err());
+        // …but causal and a strictly-upper band do not, although their rectangles coincide.
+        let ok = Mask::new(
+            8,
+            vec![
+                Slice::new(0..8, 0..8, SliceKind::Causal),
+                Slice::new(0..7, 1..8, SliceKind::InvCausal),
+            ],
+        );
+        assert_eq!(ok.unwrap().area(), 64);
+        assert!(Mask::new(4, vec![Slice::new(0..5, 0..4, SliceKind::Full)]).is_err());
+        assert!(Mask::new(0, vec![]).is_err());
+    }
+
+    #[test]
+    fn render_marks_full_partial_and_empty_cells() {
+        let m = Mask::new(4, vec![Slice::new(0..4, 0..4, SliceKind::Causal)]).unwrap();
+        assert_eq!(m.render(4), "█···\n██··\n███·\n████\n");
+        assert_eq!(m.render(2), "▒·\n█▒\n");
+    }
 }
