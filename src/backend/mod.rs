@@ -3,6 +3,7 @@
 
 pub mod shim;
 pub mod sliced;
+pub mod varlen;
 
 /// Why a backend call failed. `Oom` is split out because a row records it as its own status.
 #[derive(Debug, thiserror::Error)]

@@ -17,6 +17,7 @@
 
 use tch::{Device, Kind, Tensor};
 
+use super::varlen::{grouped_backward, grouped_forward, CudaGroupKernel, CudaVarlen};
 use super::BackendError;
 use crate::mask::{clip_slice, Mask, Slice, SliceKind};
 
@@ -49,6 +50,22 @@ pub fn plan_groups(mask: &Mask) -> Vec<Group> {
         }
     }
     groups.into_iter().map(|(g, _, _)| g).collect()
+}
+
+/// CUDA with a 16-bit dtype: the FlashAttention-2 varlen kernel, one launch per group. Everything else
+/// (CPU; fp32/fp64 on CUDA, which FA2 does not take) uses the dense per-slice path.
+fn uses_flash(q: &Tensor) -> bool {
+    q.device().is_cuda() && matches!(q.kind(), Kind::BFloat16 | Kind::Half)
+}
+
+/// Kernel launches per forward call: one per group on the flash path, one fused block per piece
+/// otherwise (reported in the row's note).
+pub fn launches(q: &Tensor, mask: &Mask) -> usize {
+    if uses_flash(q) {
+        plan_groups(mask).len()
+    } else {
+        pieces(mask, q.size()[0] * q.size()[1]).len()
+    }
 }
 
 /// Accumulation kind: f64 for f64 inputs (the reference and gradient checks), f32 otherwise.
@@ -153,6 +170,10 @@ fn finite_or_zero(lse: &Tensor) -> Result<Tensor, BackendError> {
 /// lse `[B, Hq, Sq]` f32 — f64 when q is f64).
 pub fn sliced_forward(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Mask, scale: f64) -> Result<(Tensor, Tensor), BackendError> {
     let dm = check_inputs(q, k, v, mask)?;
+    if uses_flash(q) {
+        let (o, l, _) = grouped_forward(&CudaGroupKernel(CudaVarlen::Flash), &plan_groups(mask), q, k, v, mask, scale)?;
+        return Ok((o, l));
+    }
     let acc = acc_kind(q.kind());
     let dev = q.device();
     let out = Tensor::f_zeros([dm.b, dm.hq, dm.sq, dm.d], (acc, dev))?;
@@ -203,6 +224,9 @@ pub fn merge_partials(o1: &Tensor, lse1: &Tensor, o2: &Tensor, lse2: &Tensor) ->
 #[allow(clippy::too_many_arguments)]
 pub fn sliced_backward(q: &Tensor, k: &Tensor, v: &Tensor, out: &Tensor, lse: &Tensor, dout: &Tensor, mask: &Mask, scale: f64) -> Result<(Tensor, Tensor, Tensor), BackendError> {
     let dm = check_inputs(q, k, v, mask)?;
+    if uses_flash(q) {
+        return grouped_backward(&CudaGroupKernel(CudaVarlen::Flash), &plan_groups(mask), q, k, v, out, lse, dout, mask, scale);
+    }
     let acc = acc_kind(q.kind());
     let dev = q.device();
     let g = dm.hq / dm.hkv;

@@ -1,0 +1,402 @@
+//! Packing our `[B, H, S, D]` tensors into the varlen layout of the CUDA kernels (`[total, H, D]` with
+//! cumulative sequence offsets), one *sequence* per (batch element, slice), and scattering results back.
+//! Used by the sliced backend on CUDA (one call per group of slices) and by the `*_varlen` backends.
+//!
+//! Each sequence pairs a query range with a key range and a kind the kernels know natively:
+//! - `Full` → no mask; `Causal` → `is_causal` (FlashAttention-2 and cuDNN align causal bottom-right, like
+//!   our model; the efficient kernel gets `custom_mask_type = 2`, its bottom-right causal);
+//! - `InvCausal` (b ≥ a) → causal on *reversed* query rows and keys: with a′ = Lq−1−a, b′ = Lk−1−b,
+//!   b ≥ a ⇔ b′ ≤ a′ + (Lk − Lq), exactly bottom-right causal — the gather indices are simply reversed;
+//! - `BiCausal` (a ≤ b ≤ a + Lk − Lq) → sliding window (left = Lk − Lq, right = 0), so a group of
+//!   bi_causal slices must share Lk − Lq (see `plan_groups`).
+//!
+//! The kernel call itself is behind [`GroupKernel`], so the packing logic is tested on CPU with an
+//! emulation of the kernel semantics.
+
+use tch::{Device, Kind, Tensor};
+
+use super::sliced::{sliced_backward, sliced_forward, Group};
+use super::BackendError;
+use crate::mask::{Mask, Slice, SliceKind};
+
+/// One varlen call: gather indices into the flattened `[B·S, H, D]` rows, offsets, and the mask mode.
+#[derive(Debug)]
+pub struct VarlenPlan {
+    pub q_idx: Vec<i64>,
+    pub k_idx: Vec<i64>,
+    pub cu_q: Vec<i32>,
+    pub cu_k: Vec<i32>,
+    pub max_q: i64,
+    pub max_k: i64,
+    /// Bottom-right causal after the reversal of inv_causal sequences.
+    pub causal: bool,
+    /// Sliding window (left, right) in FlashAttention's bottom-right convention; `None` = unbounded.
+    pub window: (Option<i64>, Option<i64>),
+}
+
+impl VarlenPlan {
+    /// The plan for one group (one kind, disjoint query ranges) over `batch` elements of length `sq`/`sk`.
+    pub fn for_group(g: &Group, batch: usize, sq: usize, sk: usize) -> VarlenPlan {
+        let reverse = g.kind == SliceKind::InvCausal;
+        let (mut q_idx, mut k_idx, mut cu_q, mut cu_k) = (vec![], vec![], vec![0i32], vec![0i32]);
+        let (mut max_q, mut max_k) = (0, 0);
+        for b in 0..batch {
+            for s in &g.slices {
+                let qs: Vec<i64> = s.q.clone().map(|i| (b * sq + i) as i64).collect();
+                let ks: Vec<i64> = s.k.clone().map(|j| (b * sk + j) as i64).collect();
+                if reverse {
+                    q_idx.extend(qs.iter().rev());
+                    k_idx.extend(ks.iter().rev());
+                } else {
+                    q_idx.extend(qs);
+                    k_idx.extend(ks);
+                }
+                cu_q.push(q_idx.len() as i32);
+                cu_k.push(k_idx.len() as i32);
+                max_q = max_q.max(s.q_len() as i64);
+                max_k = max_k.max(s.k_len() as i64);
+            }
+        }
+        let (causal, window) = match g.kind {
+            SliceKind::Full => (false, (None, None)),
+            SliceKind::Causal | SliceKind::InvCausal => (true, (None, Some(0))),
+            SliceKind::BiCausal => {
+                let s = &g.slices[0];
+                (true, (Some(s.k_len() as i64 - s.q_len() as i64), Some(0)))
+            }
+        };
+        VarlenPlan { q_idx, k_idx, cu_q, cu_k, max_q, max_k, causal, window }
+    }
+
+    /// The mask one packed sequence `n` sees, in its own (packed) coordinates: what the kernel computes.
+    pub fn sequence_slice(&self, n: usize) -> Slice {
+        let lq = (self.cu_q[n + 1] - self.cu_q[n]) as usize;
+        let lk = (self.cu_k[n + 1] - self.cu_k[n]) as usize;
+        let kind = match (self.causal, self.window.0) {
+            (false, _) => SliceKind::Full,
+            (true, None) => SliceKind::Causal,
+            (true, Some(_)) => SliceKind::BiCausal,
+        };
+        Slice::new(0..lq, 0..lk, kind)
+    }
+
+    pub fn sequences(&self) -> usize {
+        self.cu_q.len() - 1
+    }
+}
+
+/// Runs one packed varlen forward / backward. q `[Tq, Hq, D]`, k/v `[Tk, Hkv, D]`; lse `[Hq, Tq]` f32.
+pub trait GroupKernel {
+    /// Returns (out `[Tq, Hq, D]`, lse `[Hq, Tq]` f32, state for the backward).
+    fn forward(&self, plan: &VarlenPlan, q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<(Tensor, Tensor, Vec<Tensor>), BackendError>;
+    /// Gradients with the given (final) out and lse of the packed rows.
+    #[allow(clippy::too_many_arguments)]
+    fn backward(&self, plan: &VarlenPlan, q: &Tensor, k: &Tensor, v: &Tensor, out: &Tensor, lse: &Tensor, dout: &Tensor, state: &[Tensor], scale: f64) -> Result<(Tensor, Tensor, Tensor), BackendError>;
+}
+
+fn idx(v: &[i64], dev: Device) -> Tensor {
+    Tensor::from_slice(v).to_device(dev)
+}
+
+fn cu(v: &[i32], dev: Device) -> Tensor {
+    Tensor::from_slice(v).to_device(dev)
+}
+
+/// `[B, H, S, D]` → `[B·S, H, D]` (contiguous).
+fn flat_rows(t: &Tensor) -> Result<Tensor, BackendError> {
+    let s = t.size();
+    Ok(t.f_transpose(1, 2)?.f_contiguous()?.f_reshape([s[0] * s[2], s[1], s[3]])?)
+}
+
+/// `[B·S, H, D]` → `[B, H, S, D]`.
+fn unflat_rows(t: &Tensor, b: i64, s: i64) -> Result<Tensor, BackendError> {
+    let sz = t.size();
+    Ok(t.f_reshape([b, s, sz[1], sz[2]])?.f_transpose(1, 2)?.f_contiguous()?)
+}
+
+/// `[H, B·S]` → `[B, H, S]`.
+fn unflat_lse(t: &Tensor, b: i64, s: i64) -> Result<Tensor, BackendError> {
+    let h = t.size()[0];
+    Ok(t.f_reshape([h, b, s])?.f_transpose(0, 1)?.f_contiguous()?)
+}
+
+/// Forward over a mask with one kernel call per group, merged with LSE. Returns (out in q's dtype,
+/// lse f32 `[B, Hq, Sq]`, number of launches).
+pub fn grouped_forward(kern: &dyn GroupKernel, groups: &[Group], q: &Tensor, k: &Tensor, v: &Tensor, mask: &Mask, scale: f64) -> Result<(Tensor, Tensor, usize), BackendError> {
+    let (b, hq, sq, d) = (q.size()[0], q.size()[1], q.size()[2], q.size()[3]);
+    let dev = q.device();
+    let (qf, kf, vf) = (flat_rows(q)?, flat_rows(k)?, flat_rows(v)?);
+    let mut out = Tensor::f_zeros([b * sq, hq, d], (Kind::Float, dev))?;
+    let mut lse = Tensor::f_full([hq, b * sq], f64::NEG_INFINITY, (Kind::Float, dev))?;
+    for g in groups {
+        let plan = VarlenPlan::for_group(g, b as usize, mask.seqlen_q, mask.seqlen_k);
+        let (qi, ki) = (idx(&plan.q_idx, dev), idx(&plan.k_idx, dev));
+        let (qp, kp, vp) = (qf.f_index_select(0, &qi)?, kf.f_index_select(0, &ki)?, vf.f_index_select(0, &ki)?);
+        let (op, lp, _) = kern.forward(&plan, &qp, &kp, &vp, scale)?;
+        // Partial result of this group over all rows: zero / −inf outside its rows.
+        let go = Tensor::f_zeros([b * sq, hq, d], (Kind::Float, dev))?.f_index_copy(0, &qi, &op.f_to_kind(Kind::Float)?)?;
+        let gl = Tensor::f_full([hq, b * sq], f64::NEG_INFINITY, (Kind::Float, dev))?.f_index_copy(1, &qi, &lp.f_to_kind(Kind::Float)?)?;
+        let (mo, ml) = merge_rows(&out, &lse, &go, &gl)?;
+        out = mo;
+        lse = ml;
+    }
+    Ok((unflat_rows(&out, b, sq)?.f_to_kind(q.kind())?, unflat_lse(&lse, b, sq)?, groups.len()))
+}
+
+/// LSE merge in the flat layout (out `[T, H, D]`, lse `[H, T]`).
+fn merge_rows(o1: &Tensor, l1: &Tensor, o2: &Tensor, l2: &Tensor) -> Result<(Tensor, Tensor), BackendError> {
+    let l = l1.f_logaddexp(l2)?;
+    let safe = l.f_masked_fill(&l.f_isinf()?, 0.0)?;
+    let w1 = l1.f_sub(&safe)?.f_exp()?.f_transpose(0, 1)?.f_unsqueeze(-1)?;
+    let w2 = l2.f_sub(&safe)?.f_exp()?.f_transpose(0, 1)?.f_unsqueeze(-1)?;
+    Ok((o1.f_mul(&w1)?.f_add(&o2.f_mul(&w2)?)?, l))
+}
+
+/// Backward with one kernel call per group, given the final out / lse `[B, Hq, Sq]` and dout.
+#[allow(clippy::too_many_arguments)]
+pub fn grouped_backward(kern: &dyn GroupKernel, groups: &[Group], q: &Tensor, k: &Tensor, v: &Tensor, out: &Tensor, lse: &Tensor, dout: &Tensor, mask: &Mask, scale: f64) -> Result<(Tensor, Tensor, Tensor), BackendError> {
+    let (b, hq, sq, d) = (q.size()[0], q.size()[1], q.size()[2], q.size()[3]);
+    let (hkv, sk) = (k.size()[1], k.size()[2]);
+    let dev = q.device();
+    let (qf, kf, vf, of, dof) = (flat_rows(q)?, flat_rows(k)?, flat_rows(v)?, flat_rows(out)?, flat_rows(dout)?);
+    let lf = lse.f_to_kind(Kind::Float)?.f_transpose(0, 1)?.f_reshape([hq, b * sq])?;
+    let mut dq = Tensor::f_zeros([b * sq, hq, d], (Kind::Float, dev))?;
+    let mut dk = Tensor::f_zeros([b * sk, hkv, d], (Kind::Float, dev))?;
+    let mut dv = Tensor::f_zeros([b * sk, hkv, d], (Kind::Float, dev))?;
+    for g in groups {
+        let plan = VarlenPlan::for_group(g, b as usize, mask.seqlen_q, mask.seqlen_k);
+        let (qi, ki) = (idx(&plan.q_idx, dev), idx(&plan.k_idx, dev));
+        let (qp, kp, vp) = (qf.f_index_select(0, &qi)?, kf.f_index_select(0, &ki)?, vf.f_index_select(0, &ki)?);
+        let (op, dop) = (of.f_index_select(0, &qi)?, dof.f_index_select(0, &qi)?);
+        let lp = lf.f_index_select(1, &qi)?.f_contiguous()?;
+        // Dropout is 0, so the backward needs no forward state (rng / philox): none is passed.
+        let (gq, gk, gv) = kern.backward(&plan, &qp, &kp, &vp, &op, &lp, &dop, &[], scale)?;
+        let _ = dq.f_index_add_(0, &qi, &gq.f_to_kind(Kind::Float)?)?;
+        let _ = dk.f_index_add_(0, &ki, &gk.f_to_kind(Kind::Float)?)?;
+        let _ = dv.f_index_add_(0, &ki, &gv.f_to_kind(Kind::Float)?)?;
+    }
+    Ok((
+        unflat_rows(&dq, b, sq)?.f_to_kind(q.kind())?,
+        unflat_rows(&dk, b, sk)?.f_to_kind(k.kind())?,
+        unflat_rows(&dv, b, sk)?.f_to_kind(v.kind())?,
+    ))
+}
+
+/// Which CUDA varlen kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CudaVarlen {
+    Flash,
+    Efficient,
+    Cudnn,
+}
+
+/// The real kernels through the shim (CUDA only).
+pub struct CudaGroupKernel(pub CudaVarlen);
+
+/// Normalises a kernel's LSE to `[H, T]`.
+fn lse_ht(lse: &Tensor, h: i64, t: i64) -> Result<Tensor, BackendError> {
+    let s = lse.size();
+    let r = if s == [h, t] {
+        lse.shallow_clone()
+    } else if s == [1, h, t] {
+        lse.f_squeeze_dim(0)?
+    } else if s == [t, h] || s == [t, h, 1] {
+        lse.f_reshape([t, h])?.f_transpose(0, 1)?
+    } else {
+        return Err(BackendError::Torch(format!("unexpected varlen LSE shape {s:?} (H={h}, total={t})")));
+    };
+    Ok(r.f_to_kind(Kind::Float)?.f_contiguous()?)
+}
+
+/// Expands KV heads to the query heads (kernels without GQA support).
+fn repeat_kv(t: &Tensor, hq: i64) -> Result<Tensor, BackendError> {
+    let hkv = t.size()[1];
+    Ok(if hkv == hq { t.shallow_clone() } else { t.f_repeat_interleave_self_int(hq / hkv, 1, None)? })
+}
+
+/// Sums gradients of repeated KV heads back onto their KV head.
+fn fold_kv(t: &Tensor, hkv: i64) -> Result<Tensor, BackendError> {
+    let s = t.size();
+    if s[1] == hkv {
+        return Ok(t.shallow_clone());
+    }
+    Ok(t.f_reshape([s[0], hkv, s[1] / hkv, s[2]])?.f_sum_dim_intlist(&[2i64][..], false, t.kind())?)
+}
+
+impl GroupKernel for CudaGroupKernel {
+    fn forward(&self, plan: &VarlenPlan, q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<(Tensor, Tensor, Vec<Tensor>), BackendError> {
+        let dev = q.device();
+        let (cq, ck) = (cu(&plan.cu_q, dev), cu(&plan.cu_k, dev));
+        let (t, h) = (q.size()[0], q.size()[1]);
+        match self.0 {
+            CudaVarlen::Flash => {
+                let r = super::shim::flash_varlen_fwd(q, k, v, &cq, &ck, plan.max_q, plan.max_k, scale, plan.causal, plan.window)?;
+                Ok((r.out, lse_ht(&r.lse, h, t)?, vec![r.aux0, r.aux1]))
+            }
+            CudaVarlen::Efficient => {
+                let (k, v) = (repeat_kv(k, h)?, repeat_kv(v, h)?);
+                let mask_type = if plan.causal { 2 } else { 0 };
+                let r = super::shim::efficient_varlen_fwd(&q.f_unsqueeze(0)?, &k.f_unsqueeze(0)?, &v.f_unsqueeze(0)?, &cq, &ck, plan.max_q, plan.max_k, scale, mask_type, plan.window.0)?;
+                Ok((r.out.f_squeeze_dim(0)?, lse_ht(&r.lse, h, t)?, vec![r.aux0, r.aux1]))
+            }
+            CudaVarlen::Cudnn => {
+                let (k, v) = (repeat_kv(k, h)?, repeat_kv(v, h)?);
+                let r = super::shim::cudnn_varlen_fwd(q, &k, &v, &cq, &ck, plan.max_q, plan.max_k, scale, plan.causal)?;
+                Ok((r.out, lse_ht(&r.lse, h, t)?, vec![r.aux0, r.aux1]))
+            }
+        }
+    }
+
+    fn backward(&self, plan: &VarlenPlan, q: &Tensor, k: &Tensor, v: &Tensor, out: &Tensor, lse: &Tensor, dout: &Tensor, _state: &[Tensor], scale: f64) -> Result<(Tensor, Tensor, Tensor), BackendError> {
+        let dev = q.device();
+        let (cq, ck) = (cu(&plan.cu_q, dev), cu(&plan.cu_k, dev));
+        let (h, hkv) = (q.size()[1], k.size()[1]);
+        // Dropout is 0: the rng / philox tensors are never read, any tensor will do.
+        let zero = Tensor::f_zeros([2], (Kind::Int64, dev))?;
+        let (out, dout) = (out.f_to_kind(q.kind())?.f_contiguous()?, dout.f_to_kind(q.kind())?.f_contiguous()?);
+        match self.0 {
+            CudaVarlen::Flash => {
+                let (dq, dk, dv) = Tensor::f_internal_flash_attention_backward(&dout, q, k, v, &out, lse, &cq, &ck, plan.max_q, plan.max_k, 0.0, plan.causal, &zero, &zero, scale, plan.window.0, plan.window.1)?;
+                Ok((dq, dk, dv))
+            }
+            CudaVarlen::Efficient => {
+                let (kr, vr) = (repeat_kv(k, h)?, repeat_kv(v, h)?);
+                let mask_type = if plan.causal { 2 } else { 0 };
+                let lse3 = lse.f_unsqueeze(0)?;
+                let (dq, dk, dv, _) = Tensor::f_internal_efficient_attention_backward(
+                    &dout.f_unsqueeze(0)?, &q.f_unsqueeze(0)?, &kr.f_unsqueeze(0)?, &vr.f_unsqueeze(0)?, None::<&Tensor>, &out.f_unsqueeze(0)?,
+                    Some(&cq), Some(&ck), plan.max_q, plan.max_k, &lse3, 0.0, &zero, &zero, mask_type, false, scale, None, plan.window.0, false,
+                )?;
+                Ok((dq.f_squeeze_dim(0)?, fold_kv(&dk.f_squeeze_dim(0)?, hkv)?, fold_kv(&dv.f_squeeze_dim(0)?, hkv)?))
+            }
+            CudaVarlen::Cudnn => {
+                let (kr, vr) = (repeat_kv(k, h)?, repeat_kv(v, h)?);
+                let empty = Tensor::f_empty([0], (q.kind(), dev))?;
+                let (dq, dk, dv) = Tensor::f_internal_cudnn_attention_backward(&dout, q, &kr, &vr, &out, lse, &zero, &zero, &empty, &cq, &ck, plan.max_q, plan.max_k, 0.0, plan.causal, scale)?;
+                Ok((dq, fold_kv(&dk, hkv)?, fold_kv(&dv, hkv)?))
+            }
+        }
+    }
+}
+
+/// CPU emulation of a varlen kernel: each packed sequence is attended densely with the mask the kernel
+/// would apply ([`VarlenPlan::sequence_slice`]). Lets the packing, reversal and scatter be tested
+/// without a GPU.
+pub struct EmulatedGroupKernel;
+
+fn seq_tensors(t: &Tensor, lo: i32, hi: i32) -> Result<Tensor, BackendError> {
+    // [T, H, D] rows lo..hi → [1, H, L, D]
+    Ok(t.f_narrow(0, lo as i64, (hi - lo) as i64)?.f_transpose(0, 1)?.f_unsqueeze(0)?)
+}
+
+impl GroupKernel for EmulatedGroupKernel {
+    fn forward(&self, plan: &VarlenPlan, q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<(Tensor, Tensor, Vec<Tensor>), BackendError> {
+        let (mut outs, mut lses) = (vec![], vec![]);
+        for n in 0..plan.sequences() {
+            let s = plan.sequence_slice(n);
+            let m = Mask::rect(s.q_len(), s.k_len(), vec![s.clone()]).map_err(|e| BackendError::Invalid(e.to_string()))?;
+            let (qs, ks, vs) = (seq_tensors(q, plan.cu_q[n], plan.cu_q[n + 1])?, seq_tensors(k, plan.cu_k[n], plan.cu_k[n + 1])?, seq_tensors(v, plan.cu_k[n], plan.cu_k[n + 1])?);
+            let (o, l) = sliced_forward(&qs, &ks, &vs, &m, scale)?;
+            outs.push(o.f_squeeze_dim(0)?.f_transpose(0, 1)?);
+            lses.push(l.f_squeeze_dim(0)?.f_to_kind(Kind::Float)?);
+        }
+        Ok((Tensor::f_cat(&outs, 0)?, Tensor::f_cat(&lses, 1)?, vec![]))
+    }
+
+    fn backward(&self, plan: &VarlenPlan, q: &Tensor, k: &Tensor, v: &Tensor, out: &Tensor, lse: &Tensor, dout: &Tensor, _state: &[Tensor], scale: f64) -> Result<(Tensor, Tensor, Tensor), BackendError> {
+        let (mut dqs, mut dks, mut dvs) = (vec![], vec![], vec![]);
+        for n in 0..plan.sequences() {
+            let s = plan.sequence_slice(n);
+            let m = Mask::rect(s.q_len(), s.k_len(), vec![s.clone()]).map_err(|e| BackendError::Invalid(e.to_string()))?;
+            let (a, b, c, e) = (plan.cu_q[n], plan.cu_q[n + 1], plan.cu_k[n], plan.cu_k[n + 1]);
+            let l = lse.f_narrow(1, a as i64, (b - a) as i64)?.f_unsqueeze(0)?;
+            let (dq, dk, dv) = sliced_backward(&seq_tensors(q, a, b)?, &seq_tensors(k, c, e)?, &seq_tensors(v, c, e)?, &seq_tensors(out, a, b)?, &l, &seq_tensors(dout, a, b)?, &m, scale)?;
+            dqs.push(dq.f_squeeze_dim(0)?.f_transpose(0, 1)?);
+            dks.push(dk.f_squeeze_dim(0)?.f_transpose(0, 1)?);
+            dvs.push(dv.f_squeeze_dim(0)?.f_transpose(0, 1)?);
+        }
+        Ok((Tensor::f_cat(&dqs, 0)?, Tensor::f_cat(&dks, 0)?, Tensor::f_cat(&dvs, 0)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::sliced::plan_groups;
+
+    fn mask_all_kinds() -> Mask {
+        // One slice of each kind, two of some, rectangular ones included.
+        Mask::rect(
+            40,
+            44,
+            vec![
+                Slice::new(0..10, 0..10, SliceKind::Causal),
+                Slice::new(10..25, 0..20, SliceKind::Causal),
+                Slice::new(0..12, 20..30, SliceKind::InvCausal),
+                Slice::new(25..40, 0..9, SliceKind::InvCausal),
+                Slice::new(12..20, 20..34, SliceKind::BiCausal),
+                Slice::new(30..36, 30..44, SliceKind::Full),
+                Slice::new(36..40, 30..40, SliceKind::BiCausal),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn grouped_varlen_emulation_matches_sliced() {
+        let m = mask_all_kinds();
+        let groups = plan_groups(&m);
+        tch::manual_seed(5);
+        let o = (Kind::Double, Device::Cpu);
+        let (q, k, v) = (Tensor::randn([2, 4, 40, 8], o), Tensor::randn([2, 2, 44, 8], o), Tensor::randn([2, 2, 44, 8], o));
+        let (ro, rl) = sliced_forward(&q, &k, &v, &m, 0.3).unwrap();
+        let (go, gl, launches) = grouped_forward(&EmulatedGroupKernel, &groups, &q, &k, &v, &m, 0.3).unwrap();
+        assert_eq!(launches, groups.len());
+        assert!((&go - &ro).abs().max().double_value(&[]) < 1e-5);
+        let fin = rl.isfinite();
+        assert!(gl.isfinite().eq_tensor(&fin).all().int64_value(&[]) == 1);
+        assert!((gl.masked_select(&fin) - rl.to_kind(Kind::Float).masked_select(&fin)).abs().max().double_value(&[]) < 1e-5);
+        let dout = Tensor::randn([2, 4, 40, 8], o);
+        let (dq, dk, dv) = sliced_backward(&q, &k, &v, &ro, &rl, &dout, &m, 0.3).unwrap();
+        let (gq, gk, gv) = grouped_backward(&EmulatedGroupKernel, &groups, &q, &k, &v, &ro, &rl, &dout, &m, 0.3).unwrap();
+        for (a, b) in [(dq, gq), (dk, gk), (dv, gv)] {
+            assert!((a - b).abs().max().double_value(&[]) < 1e-4);
+        }
+    }
+
+    #[test]
+    fn plan_reverses_inv_causal_and_windows_bi_causal() {
+        let m = mask_all_kinds();
+        for g in plan_groups(&m) {
+            let p = VarlenPlan::for_group(&g, 1, 40, 44);
+            assert_eq!(p.sequences(), g.slices.len());
+            match g.kind {
+                SliceKind::InvCausal => assert!(p.causal && p.q_idx[0] == g.slices[0].q.end as i64 - 1),
+                SliceKind::BiCausal => assert_eq!(p.window.0, Some(g.slices[0].k_len() as i64 - g.slices[0].q_len() as i64)),
+                SliceKind::Full => assert!(!p.causal),
+                SliceKind::Causal => assert!(p.causal && p.window.0.is_none()),
+            }
+        }
+    }
+
+    /// On the GPU machine: the real flash varlen kernel through the shim agrees with the CPU sliced
+    /// computation (bf16 inputs, so a bf16 tolerance). Skipped where CUDA is not available.
+    #[test]
+    fn cuda_flash_varlen_matches_cpu_when_available() {
+        if !crate::backend::shim::cuda_available() {
+            eprintln!("no CUDA: skipping the flash varlen check");
+            return;
+        }
+        let m = mask_all_kinds();
+        let groups = plan_groups(&m);
+        tch::manual_seed(5);
+        let o = (Kind::Float, Device::Cpu);
+        let (q, k, v) = (Tensor::randn([2, 4, 40, 64], o), Tensor::randn([2, 2, 44, 64], o), Tensor::randn([2, 2, 44, 64], o));
+        let bf = |t: &Tensor| t.to_kind(Kind::BFloat16);
+        let (ro, _) = sliced_forward(&bf(&q).to_kind(Kind::Float), &bf(&k).to_kind(Kind::Float), &bf(&v).to_kind(Kind::Float), &m, 0.125).unwrap();
+        let g = |t: &Tensor| bf(t).to_device(Device::Cuda(0));
+        let (go, _, _) = grouped_forward(&CudaGroupKernel(CudaVarlen::Flash), &groups, &g(&q), &g(&k), &g(&v), &m, 0.125).unwrap();
+        let err = (go.to_device(Device::Cpu).to_kind(Kind::Float) - ro).abs().max().double_value(&[]);
+        assert!(err < 3e-2, "flash varlen differs from CPU by {err}");
+    }
+}
