@@ -83,12 +83,12 @@ const DOC_LENS: ParamSpec = ParamSpec {
 const DOCS: ParamSpec = ParamSpec {
     key: "docs",
     default: "auto",
-    help: "length table: auto (pile ≤ 12K, else prolong64k), pile, prolong64k, prolong512k, varlen_long, varlen_short, magi_default, …",
+    help: "length table (`attnbench list docs`); auto = pile ≤ 12K tokens, else prolong64k",
 };
 const DOCS_LONG: ParamSpec = ParamSpec {
     key: "docs",
     default: "auto",
-    help: "table for the 40 % part: auto (pile ≤ 12K, prolong64k < 64K, else prolong512k) or any docs= name",
+    help: "table for the 40 % part; auto = pile ≤ 12K, prolong64k < 64K, else prolong512k",
 };
 const SEED: ParamSpec = ParamSpec {
     key: "seed",
