@@ -1,10 +1,61 @@
-//! `attnbench plot` (not built yet).
+//! `attnbench plot`: SVG + PNG figures from one or more result CSVs (see `report::plot` for the
+//! list of figures). Several CSVs are overlaid, one series per run and backend.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[derive(clap::Args, Debug)]
-pub struct PlotArgs {}
+use crate::error::BadInput;
+use crate::report::data::slug;
+use crate::report::plot::{build_figures, write_figures, Colors, PlotOptions};
+use crate::report::{cli_error, load_runs};
 
-pub fn run(_args: PlotArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`attnbench plot` is not built yet")
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Figures: tflops-<pattern> (TFLOPS vs length, one panel per pass), mem-<pattern> (peak memory), \
+bars-<pass>-S<len> (grouped bars per pattern; X unsupported, E out of memory, W wrong, T timeout, ! error), \
+cp-<pattern>-S<len>-<pass> (TFLOPS/GPU and scaling efficiency vs world size); with --cab also cab-<pattern>-<pass> \
+(time and memory vs length with fitted power laws). Each as .svg and .png, plus plots.json with the data drawn. \
+Rows of kind `simulated` are dashed and labelled \"projected\"; rows whose status is not ok are never drawn as numbers.")]
+pub struct PlotArgs {
+    /// Result CSVs; several are overlaid (e.g. two GPUs or two commits).
+    #[arg(required = true, value_name = "RESULTS.csv")]
+    pub csv: Vec<PathBuf>,
+    /// Output folder [default: plots/<label of the first CSV>].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Series label per CSV, in the same order (default: the CSV's run_id).
+    #[arg(long = "label", value_name = "LABEL")]
+    pub labels: Vec<String>,
+    /// Sequence length of the grouped bar charts [default: the largest length every pattern has].
+    #[arg(long, value_name = "TOKENS")]
+    pub at_seqlen: Option<usize>,
+    /// Also draw the CAB-style efficiency figures (power-law fits of time and memory vs length).
+    #[arg(long)]
+    pub cab: bool,
+}
+
+pub fn run(args: PlotArgs) -> anyhow::Result<ExitCode> {
+    let runs = load_runs(&args.csv, &args.labels).map_err(cli_error)?;
+    if let Some(s) = args.at_seqlen {
+        if !runs.iter().flat_map(|r| &r.rows).any(|r| r.seqlen == s && r.kind == crate::case::CaseKind::Kernel) {
+            let mut lens: Vec<usize> = runs.iter().flat_map(|r| r.rows.iter().map(|r| r.seqlen)).collect();
+            lens.sort_unstable();
+            lens.dedup();
+            return Err(BadInput::new(format!("--at-seqlen {s}: no kernel rows at that length (lengths present: {lens:?})")).into());
+        }
+    }
+    let out = args.out.unwrap_or_else(|| PathBuf::from("plots").join(slug(&runs[0].label)));
+    let mut colors = Colors::default();
+    let mut figs = build_figures(&runs, &PlotOptions { at_seqlen: args.at_seqlen }, &mut colors);
+    if args.cab {
+        let rows: Vec<_> = runs.iter().flat_map(|r| r.rows.iter().cloned()).collect();
+        figs.extend(crate::report::cab::figures(&crate::report::cab::analyse(&rows), &mut colors));
+    }
+    if figs.is_empty() {
+        return Err(BadInput::new("no rows to plot in the given CSVs").into());
+    }
+    let files = write_figures(&figs, &out).map_err(cli_error)?;
+    for f in &files {
+        println!("{}", f.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }

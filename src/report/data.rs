@@ -1,0 +1,349 @@
+//! What every report shares: loading runs (one CSV each, with a label), choosing a metric, the
+//! one-letter marks for failed cases, grouping rows, and number/length formatting.
+//!
+//! The rule that matters most lives here: [`Metric::value`] returns a number only for rows whose
+//! status is `ok`, so a failed, wrong or out-of-memory case can never reach a plot or a table as a
+//! number, whatever its CSV cells say.
+
+use std::path::{Path, PathBuf};
+
+use crate::case::CaseKind;
+use crate::results::csvio::CsvError;
+use crate::results::{read_rows, Row, Status};
+
+/// Errors of the report code. [`ReportError::is_bad_input`] tells the CLI which ones are exit 2.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error(transparent)]
+    Csv(#[from] CsvError),
+    /// A flag or input the report cannot use (one line naming it).
+    #[error("{0}")]
+    Input(String),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("drawing {what}: {msg}")]
+    Draw { what: String, msg: String },
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl ReportError {
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, ReportError::Csv(_) | ReportError::Input(_))
+    }
+
+    pub fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReportError + '_ {
+        move |source| ReportError::Io { path: path.to_path_buf(), source }
+    }
+}
+
+/// The rows of one results CSV, with the label its series get when several runs are overlaid.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub label: String,
+    pub rows: Vec<Row>,
+}
+
+/// Reads each CSV. `labels` is empty (labels default to the file's `run_id`, else its file stem) or
+/// has one label per path.
+pub fn load_runs(paths: &[PathBuf], labels: &[String]) -> Result<Vec<Run>, ReportError> {
+    if paths.is_empty() {
+        return Err(ReportError::Input("no results CSV given".into()));
+    }
+    if !labels.is_empty() && labels.len() != paths.len() {
+        return Err(ReportError::Input(format!(
+            "--label: got {} labels for {} CSV files (give one per file, in the same order, or none)",
+            labels.len(),
+            paths.len()
+        )));
+    }
+    let mut runs = Vec::new();
+    for (i, p) in paths.iter().enumerate() {
+        let rows = read_rows(p)?;
+        let label = match labels.get(i) {
+            Some(l) => l.clone(),
+            None => rows
+                .first()
+                .map(|r| r.run_id.clone())
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()),
+        };
+        runs.push(Run { label, rows });
+    }
+    // Two runs with the same run_id (e.g. the same suite on two GPUs) would be indistinguishable.
+    for i in 0..runs.len() {
+        if runs[..i].iter().any(|r| r.label == runs[i].label) {
+            runs[i].label = format!("{} ({})", runs[i].label, i + 1);
+        }
+    }
+    Ok(runs)
+}
+
+/// What a table cell or a plot's y value shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Metric {
+    /// TFLOPS (10¹² FLOP/s); per GPU for context-parallel rows.
+    Tflops,
+    /// Median time of one call, milliseconds.
+    Ms,
+    /// Peak memory above the pre-call baseline, bytes (shown in MiB/GiB).
+    Mem,
+    /// Model FLOP utilisation against the device's dense peak (shown in percent).
+    Mfu,
+}
+
+impl Metric {
+    /// The number for `row`, or `None` when the row is not `ok` or the column is empty.
+    pub fn value(self, row: &Row) -> Option<f64> {
+        if row.status != Status::Ok {
+            return None;
+        }
+        let v = match self {
+            Metric::Tflops => match row.kind {
+                CaseKind::Kernel => row.tflops,
+                CaseKind::Cp | CaseKind::Simulated => row.tflops_per_gpu.or(row.tflops),
+            },
+            Metric::Ms => row.ms_median,
+            Metric::Mem => row.peak_mem_bytes.map(|b| b as f64),
+            Metric::Mfu => row.mfu,
+        };
+        v.filter(|x| x.is_finite())
+    }
+
+    pub fn higher_is_better(self) -> bool {
+        matches!(self, Metric::Tflops | Metric::Mfu)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Tflops => "tflops",
+            Metric::Ms => "ms",
+            Metric::Mem => "mem",
+            Metric::Mfu => "mfu",
+        }
+    }
+
+    /// Column/axis caption with the unit.
+    pub fn caption(self, kind: CaseKind) -> &'static str {
+        match (self, kind) {
+            (Metric::Tflops, CaseKind::Kernel) => "TFLOPS",
+            (Metric::Tflops, _) => "TFLOPS/GPU",
+            (Metric::Ms, _) => "median ms",
+            (Metric::Mem, _) => "peak memory",
+            (Metric::Mfu, _) => "MFU %",
+        }
+    }
+
+    /// The cell text of a value.
+    pub fn format(self, v: f64) -> String {
+        match self {
+            Metric::Tflops => fmt_sig(v),
+            Metric::Ms => fmt_sig(v),
+            Metric::Mem => fmt_bytes(v),
+            Metric::Mfu => format!("{:.1}", v * 100.0),
+        }
+    }
+}
+
+/// The one-letter mark for a case that has no number: X unsupported, E out of memory (LongCA-bench's
+/// letters), W wrong result, T timeout, ! any other error. `None` for `ok`.
+pub fn mark(status: Status) -> Option<&'static str> {
+    match status {
+        Status::Ok => None,
+        Status::Unsupported => Some("X"),
+        Status::Oom => Some("E"),
+        Status::Wrong => Some("W"),
+        Status::Timeout => Some("T"),
+        Status::Error => Some("!"),
+    }
+}
+
+/// The legend of the marks, for table footers and HTML.
+pub const MARK_LEGEND: &str = "X unsupported · E out of memory · W wrong result · T timeout · ! error";
+
+/// `1024` → `1K`, `131072` → `128K`, `1048576` → `1M`; other numbers as they are.
+pub fn fmt_seqlen(s: usize) -> String {
+    if s >= 1 << 20 && s % (1 << 20) == 0 {
+        format!("{}M", s >> 20)
+    } else if s >= 1024 && s % 1024 == 0 {
+        format!("{}K", s >> 10)
+    } else {
+        s.to_string()
+    }
+}
+
+/// Bytes with a binary unit, three significant digits (`512 MiB`, `1.50 GiB`).
+pub fn fmt_bytes(b: f64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{v:.0} B")
+    } else {
+        format!("{} {}", fmt_sig(v), UNITS[u])
+    }
+}
+
+/// Three significant digits without exponent for the ranges benchmarks produce (0.00123 … 99900).
+pub fn fmt_sig(v: f64) -> String {
+    let a = v.abs();
+    if a == 0.0 {
+        "0".into()
+    } else if a >= 100.0 {
+        format!("{v:.0}")
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else if a >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        let digits = (-a.log10()).floor() as usize + 3;
+        format!("{v:.digits$}")
+    }
+}
+
+/// Groups items by a key, groups in order of first appearance, items in input order.
+pub fn group_ordered<'a, T, K: PartialEq + Clone>(items: impl IntoIterator<Item = &'a T>, key: impl Fn(&T) -> K) -> Vec<(K, Vec<&'a T>)>
+where
+    T: 'a,
+{
+    let mut out: Vec<(K, Vec<&T>)> = Vec::new();
+    for it in items {
+        let k = key(it);
+        match out.iter_mut().find(|(g, _)| *g == k) {
+            Some((_, v)) => v.push(it),
+            None => out.push((k, vec![it])),
+        }
+    }
+    out
+}
+
+/// Distinct values in order of first appearance.
+pub fn distinct<T: PartialEq + Clone>(items: impl IntoIterator<Item = T>) -> Vec<T> {
+    let mut out = Vec::new();
+    for it in items {
+        if !out.contains(&it) {
+            out.push(it);
+        }
+    }
+    out
+}
+
+/// What a figure or table group holds fixed: everything that identifies a case except the axes
+/// (backend/strategy, length, world size) and the pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupKey {
+    pub mask: String,
+    pub mask_params: String,
+    pub dtype: String,
+    pub heads_q: usize,
+    pub heads_kv: usize,
+    pub head_dim: usize,
+    pub batch: usize,
+    pub device: String,
+}
+
+impl GroupKey {
+    pub fn of(r: &Row) -> GroupKey {
+        GroupKey {
+            mask: r.mask.clone(),
+            mask_params: r.mask_params.clone(),
+            dtype: r.dtype.clone(),
+            heads_q: r.heads_q,
+            heads_kv: r.heads_kv,
+            head_dim: r.head_dim,
+            batch: r.batch,
+            device: r.device.clone(),
+        }
+    }
+
+    /// `causal_document [docs=pile;seed=42]`
+    pub fn pattern(&self) -> String {
+        if self.mask_params.is_empty() {
+            self.mask.clone()
+        } else {
+            format!("{} [{}]", self.mask, self.mask_params)
+        }
+    }
+
+    /// `bf16 · heads 64:8 · D 128 · NVIDIA H100 80GB HBM3` (batch only when not 1).
+    pub fn setup(&self) -> String {
+        let b = if self.batch == 1 { String::new() } else { format!(" · batch {}", self.batch) };
+        format!("{} · heads {}:{} · D {}{b} · {}", self.dtype, self.heads_q, self.heads_kv, self.head_dim, self.device)
+    }
+
+    /// A file-name-safe slug of the pattern (with params hashed into it when present).
+    pub fn slug(&self) -> String {
+        let mut s = slug(&self.mask);
+        if !self.mask_params.is_empty() {
+            s.push('-');
+            s.push_str(&slug(&self.mask_params));
+        }
+        s
+    }
+}
+
+/// Lower-case ASCII letters, digits, `-` and `_`; anything else becomes `-`.
+pub fn slug(s: &str) -> String {
+    let t: String = s
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c.to_ascii_lowercase() } else { '-' })
+        .collect();
+    let mut out = String::new();
+    for c in t.chars() {
+        if !(c == '-' && out.ends_with('-')) {
+            out.push(c);
+        }
+    }
+    out.trim_matches('-').to_string()
+}
+
+/// Order passes fwd, bwd, fwdbwd, then anything else.
+pub fn pass_rank(p: &str) -> usize {
+    match p {
+        "fwd" => 0,
+        "bwd" => 1,
+        "fwdbwd" => 2,
+        _ => 3,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::case::{Case, DType, DeviceKind, HeadLayout};
+    use crate::flops::Pass;
+
+    #[test]
+    fn metric_never_reads_a_failed_row() {
+        let c = Case::kernel("naive", "full", Default::default(), 4096, HeadLayout { q: 4, kv: 4 }, 64, DType::Bf16, Pass::Fwd, DeviceKind::Cuda);
+        let mut r = Row::for_case("r", &c, "NVIDIA H100");
+        r.status = Status::Oom;
+        r.ms_median = Some(9999.0); // a bogus number a hand-edited CSV might carry
+        r.tflops = Some(12345.0);
+        r.peak_mem_bytes = Some(1);
+        for m in [Metric::Tflops, Metric::Ms, Metric::Mem, Metric::Mfu] {
+            assert_eq!(m.value(&r), None, "{m:?}");
+        }
+        r.status = Status::Ok;
+        assert_eq!(Metric::Tflops.value(&r), Some(12345.0));
+        assert_eq!(mark(Status::Oom), Some("E"));
+        assert_eq!(mark(Status::Unsupported), Some("X"));
+    }
+
+    #[test]
+    fn formats() {
+        assert_eq!(fmt_seqlen(1024), "1K");
+        assert_eq!(fmt_seqlen(131072), "128K");
+        assert_eq!(fmt_seqlen(1 << 20), "1M");
+        assert_eq!(fmt_seqlen(3000), "3000");
+        assert_eq!(fmt_bytes(512.0 * 1024.0 * 1024.0), "512 MiB");
+        assert_eq!(fmt_bytes(1.5 * 1024.0 * 1024.0 * 1024.0), "1.50 GiB");
+        assert_eq!(fmt_sig(0.012345), "0.0123");
+        assert_eq!(fmt_sig(412.4), "412");
+        assert_eq!(slug("docs=pile;seed=42"), "docs-pile-seed-42");
+    }
+}

@@ -1,0 +1,369 @@
+//! Pivot tables: backend × sequence length per (pattern, pass, dtype, heads, D, device) for kernel
+//! rows, strategy × world size per (pattern, pass, length, per-rank kernel, …) for context-parallel
+//! rows. Cells hold the chosen metric, or a mark (X/E/W/T/!) when the case has no number; the best
+//! value per column is bold. One model ([`Table`]), one small writer per format ([`TableWriter`]).
+
+use crate::case::CaseKind;
+use crate::results::Row;
+
+use super::data::{distinct, fmt_seqlen, group_ordered, mark, pass_rank, GroupKey, Metric, MARK_LEGEND};
+
+/// One cell of a table.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    /// A measured number, already formatted; `best` = best in its column (bold).
+    Num { text: String, best: bool },
+    /// A case that ran but has no number: X, E, W, T or !.
+    Mark(&'static str),
+    /// Free text (fit tables).
+    Text(String),
+    /// No row for this cell.
+    Empty,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableRow {
+    pub label: String,
+    pub cells: Vec<Cell>,
+}
+
+/// A titled grid. `corner` names the row axis (`backend`, `strategy`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Table {
+    pub title: String,
+    pub subtitle: String,
+    pub corner: String,
+    pub columns: Vec<String>,
+    pub rows: Vec<TableRow>,
+}
+
+impl Table {
+    fn has_marks(&self) -> bool {
+        self.rows.iter().any(|r| r.cells.iter().any(|c| matches!(c, Cell::Mark(_))))
+    }
+}
+
+/// Builds the pivot tables of `rows` for `metric`: kernel groups first (in order of first
+/// appearance), then context-parallel groups. When two rows fill the same cell the later one wins
+/// (a resumed run that re-measured a case).
+pub fn pivot(rows: &[Row], metric: Metric) -> Vec<Table> {
+    let mut tables = Vec::new();
+    let kernel: Vec<&Row> = rows.iter().filter(|r| r.kind == CaseKind::Kernel).collect();
+    let mut groups = group_ordered(kernel.iter().copied(), |r| (GroupKey::of(r), r.pass.clone()));
+    stable_sort_passes(&mut groups);
+    for ((g, pass), rs) in groups {
+        let series = distinct(rs.iter().map(|r| r.backend.clone()));
+        let mut lens = distinct(rs.iter().map(|r| r.seqlen));
+        lens.sort_unstable();
+        let grid = build_grid(&rs, &series, &lens, metric, |r| r.backend.clone(), |r| r.seqlen);
+        tables.push(Table {
+            title: format!("{} · {}", g.pattern(), pass),
+            subtitle: format!("{} — {}", g.setup(), metric.caption(CaseKind::Kernel)),
+            corner: "backend".into(),
+            columns: lens.iter().map(|&s| fmt_seqlen(s)).collect(),
+            rows: grid,
+        });
+    }
+    let cp: Vec<&Row> = rows.iter().filter(|r| r.kind != CaseKind::Kernel).collect();
+    let mut groups = group_ordered(cp.iter().copied(), |r| (GroupKey::of(r), r.pass.clone(), r.seqlen, r.backend.clone()));
+    groups.sort_by_key(|((g, p, s, _), _)| (g.mask.clone(), pass_rank(p), *s));
+    for ((g, pass, seqlen, backend), rs) in groups {
+        let label = |r: &Row| if r.kind == CaseKind::Simulated { format!("{} (projected)", r.strategy) } else { r.strategy.clone() };
+        let series = distinct(rs.iter().map(|r| label(r)));
+        let mut ws = distinct(rs.iter().map(|r| r.world_size));
+        ws.sort_unstable();
+        let grid = build_grid(&rs, &series, &ws, metric, label, |r| r.world_size);
+        tables.push(Table {
+            title: format!("{} · {} · context parallel, S={} (kernel {})", g.pattern(), pass, fmt_seqlen(seqlen), backend),
+            subtitle: format!("{} — {} by world size", g.setup(), metric.caption(CaseKind::Cp)),
+            corner: "strategy".into(),
+            columns: ws.iter().map(|w| format!("{w} GPU{}", if *w == 1 { "" } else { "s" })).collect(),
+            rows: grid,
+        });
+    }
+    tables
+}
+
+/// Keeps groups in order of first appearance of their pattern, passes fwd, bwd, fwdbwd within it.
+fn stable_sort_passes<T>(groups: &mut [((GroupKey, String), T)]) {
+    let order: Vec<GroupKey> = distinct(groups.iter().map(|((g, _), _)| g.clone()));
+    groups.sort_by_key(|((g, p), _)| (order.iter().position(|o| o == g).unwrap_or(usize::MAX), pass_rank(p)));
+}
+
+fn build_grid(rs: &[&Row], series: &[String], cols: &[usize], metric: Metric, row_of: impl Fn(&Row) -> String, col_of: impl Fn(&Row) -> usize) -> Vec<TableRow> {
+    // values[i][j]: Some(Ok(v)) number, Some(Err(mark)) mark, None empty.
+    let mut cells: Vec<Vec<Option<Result<f64, &'static str>>>> = vec![vec![None; cols.len()]; series.len()];
+    for r in rs {
+        let i = series.iter().position(|s| *s == row_of(r)).expect("series from the same rows");
+        let j = cols.iter().position(|c| *c == col_of(r)).expect("columns from the same rows");
+        cells[i][j] = Some(match (metric.value(r), mark(r.status)) {
+            (Some(v), _) => Ok(v),
+            (None, Some(m)) => Err(m),
+            // ok but the column is empty (e.g. MFU on a CPU): no number and nothing failed.
+            (None, None) => Err("–"),
+        });
+    }
+    let best: Vec<Option<f64>> = (0..cols.len())
+        .map(|j| {
+            let vals: Vec<f64> = cells.iter().filter_map(|row| row[j].and_then(|c| c.ok())).collect();
+            if vals.len() < 2 {
+                return None;
+            }
+            let pick = if metric.higher_is_better() { f64::max } else { f64::min };
+            vals.into_iter().reduce(pick)
+        })
+        .collect();
+    series
+        .iter()
+        .zip(cells)
+        .map(|(label, row)| TableRow {
+            label: label.clone(),
+            cells: row
+                .into_iter()
+                .enumerate()
+                .map(|(j, c)| match c {
+                    Some(Ok(v)) => Cell::Num { text: metric.format(v), best: best[j] == Some(v) },
+                    Some(Err(m)) => Cell::Mark(m),
+                    None => Cell::Empty,
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// Renders tables into one text, like hyperfine's exporters: one small writer per format.
+pub trait TableWriter {
+    fn write(&self, tables: &[Table]) -> String;
+}
+
+/// Output formats of `attnbench table`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TableFormat {
+    /// GitHub Markdown (fits a README).
+    Md,
+    /// LaTeX `table` environments using booktabs rules (`\usepackage{booktabs}`).
+    Latex,
+    /// One CSV block per table (a title line, a header, the rows), blank line between blocks.
+    Csv,
+    /// HTML `<table>` elements (used by `attnbench report`).
+    Html,
+}
+
+impl TableFormat {
+    pub fn writer(self) -> Box<dyn TableWriter> {
+        match self {
+            TableFormat::Md => Box::new(Markdown),
+            TableFormat::Latex => Box::new(Latex),
+            TableFormat::Csv => Box::new(Csv),
+            TableFormat::Html => Box::new(Html),
+        }
+    }
+}
+
+pub struct Markdown;
+
+impl TableWriter for Markdown {
+    fn write(&self, tables: &[Table]) -> String {
+        let mut out = String::new();
+        for t in tables {
+            out.push_str(&format!("### {}\n\n{}\n\n", t.title, t.subtitle));
+            out.push_str(&format!("| {} |", md_escape(&t.corner)));
+            for c in &t.columns {
+                out.push_str(&format!(" {} |", md_escape(c)));
+            }
+            out.push_str("\n|:--|");
+            out.push_str(&"--:|".repeat(t.columns.len()));
+            out.push('\n');
+            for r in &t.rows {
+                out.push_str(&format!("| {} |", md_escape(&r.label)));
+                for c in &r.cells {
+                    let s = match c {
+                        Cell::Num { text, best: true } => format!("**{text}**"),
+                        Cell::Num { text, best: false } => text.clone(),
+                        Cell::Mark(m) => m.to_string(),
+                        Cell::Text(s) => md_escape(s),
+                        Cell::Empty => String::new(),
+                    };
+                    out.push_str(&format!(" {s} |"));
+                }
+                out.push('\n');
+            }
+            out.push('\n');
+        }
+        if tables.iter().any(Table::has_marks) {
+            out.push_str(&format!("Marks: {MARK_LEGEND}. Best per column in **bold**.\n"));
+        }
+        out
+    }
+}
+
+fn md_escape(s: &str) -> String {
+    s.replace('|', "\\|")
+}
+
+pub struct Latex;
+
+/// Escapes LaTeX's special characters in plain text.
+pub fn latex_escape(s: &str) -> String {
+    let mut o = String::new();
+    for c in s.chars() {
+        match c {
+            '\\' => o.push_str("\\textbackslash{}"),
+            '&' | '%' | '$' | '#' | '_' | '{' | '}' => {
+                o.push('\\');
+                o.push(c);
+            }
+            '~' => o.push_str("\\textasciitilde{}"),
+            '^' => o.push_str("\\textasciicircum{}"),
+            '·' => o.push_str("\\textperiodcentered{}"),
+            '—' => o.push_str("---"),
+            '–' => o.push_str("--"),
+            '×' => o.push_str("$\\times$"),
+            _ => o.push(c),
+        }
+    }
+    o
+}
+
+impl TableWriter for Latex {
+    fn write(&self, tables: &[Table]) -> String {
+        let mut out = String::from("% Needs \\usepackage{booktabs}.\n");
+        for t in tables {
+            out.push_str("\\begin{table}[ht]\n\\centering\\small\n");
+            out.push_str(&format!("\\caption{{{} ({})}}\n", latex_escape(&t.title), latex_escape(&t.subtitle)));
+            out.push_str(&format!("\\begin{{tabular}}{{l{}}}\n\\toprule\n", "r".repeat(t.columns.len())));
+            let head: Vec<String> = std::iter::once(&t.corner).chain(&t.columns).map(|c| latex_escape(c)).collect();
+            out.push_str(&format!("{} \\\\\n\\midrule\n", head.join(" & ")));
+            for r in &t.rows {
+                let mut cells = vec![latex_escape(&r.label)];
+                for c in &r.cells {
+                    cells.push(match c {
+                        Cell::Num { text, best: true } => format!("\\textbf{{{}}}", latex_escape(text)),
+                        Cell::Num { text, best: false } => latex_escape(text),
+                        Cell::Mark(m) => latex_escape(m),
+                        Cell::Text(s) => latex_escape(s),
+                        Cell::Empty => String::new(),
+                    });
+                }
+                out.push_str(&format!("{} \\\\\n", cells.join(" & ")));
+            }
+            out.push_str("\\bottomrule\n\\end{tabular}\n\\end{table}\n\n");
+        }
+        if tables.iter().any(Table::has_marks) {
+            out.push_str(&format!("% Marks: {MARK_LEGEND}.\n"));
+        }
+        out
+    }
+}
+
+pub struct Csv;
+
+impl TableWriter for Csv {
+    fn write(&self, tables: &[Table]) -> String {
+        let mut w = csv::WriterBuilder::new().flexible(true).from_writer(Vec::new());
+        for (i, t) in tables.iter().enumerate() {
+            if i > 0 {
+                w.write_record([""]).expect("in-memory write");
+            }
+            w.write_record([format!("{} — {}", t.title, t.subtitle)]).expect("in-memory write");
+            w.write_record(std::iter::once(&t.corner).chain(&t.columns)).expect("in-memory write");
+            for r in &t.rows {
+                let cells = r.cells.iter().map(|c| match c {
+                    Cell::Num { text, .. } => text.clone(),
+                    Cell::Mark(m) => m.to_string(),
+                    Cell::Text(s) => s.clone(),
+                    Cell::Empty => String::new(),
+                });
+                w.write_record(std::iter::once(r.label.clone()).chain(cells)).expect("in-memory write");
+            }
+        }
+        String::from_utf8(w.into_inner().expect("in-memory write")).expect("csv of UTF-8 strings")
+    }
+}
+
+pub struct Html;
+
+/// Escapes text for HTML element content and attribute values.
+pub fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+impl TableWriter for Html {
+    fn write(&self, tables: &[Table]) -> String {
+        let mut out = String::new();
+        for t in tables {
+            out.push_str(&format!(
+                "<div class=\"tbl\"><h3>{}</h3><p class=\"sub\">{}</p>\n<table>\n<thead><tr><th>{}</th>",
+                html_escape(&t.title),
+                html_escape(&t.subtitle),
+                html_escape(&t.corner)
+            ));
+            for c in &t.columns {
+                out.push_str(&format!("<th>{}</th>", html_escape(c)));
+            }
+            out.push_str("</tr></thead>\n<tbody>\n");
+            for r in &t.rows {
+                out.push_str(&format!("<tr><th>{}</th>", html_escape(&r.label)));
+                for c in &r.cells {
+                    out.push_str(&match c {
+                        Cell::Num { text, best: true } => format!("<td class=\"best\"><strong>{}</strong></td>", html_escape(text)),
+                        Cell::Num { text, best: false } => format!("<td>{}</td>", html_escape(text)),
+                        Cell::Mark(m) => format!("<td class=\"mark\" title=\"{}\">{}</td>", mark_title(m), html_escape(m)),
+                        Cell::Text(s) => format!("<td>{}</td>", html_escape(s)),
+                        Cell::Empty => "<td></td>".to_string(),
+                    });
+                }
+                out.push_str("</tr>\n");
+            }
+            out.push_str("</tbody></table></div>\n");
+        }
+        out
+    }
+}
+
+fn mark_title(m: &str) -> &'static str {
+    match m {
+        "X" => "unsupported",
+        "E" => "out of memory",
+        "W" => "wrong result",
+        "T" => "timeout",
+        "!" => "error",
+        _ => "no value",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::case::{Case, DType, DeviceKind, HeadLayout};
+    use crate::flops::Pass;
+    use crate::results::Status;
+
+    fn row(backend: &str, s: usize, status: Status, tflops: f64) -> Row {
+        let c = Case::kernel(backend, "causal", Default::default(), s, HeadLayout { q: 8, kv: 8 }, 64, DType::Bf16, Pass::Fwd, DeviceKind::Cuda);
+        let mut r = Row::for_case("r", &c, "NVIDIA H100");
+        r.status = status;
+        r.tflops = Some(tflops);
+        r
+    }
+
+    #[test]
+    fn pivot_marks_and_best() {
+        let rows = vec![
+            row("a", 2048, Status::Ok, 100.0),
+            row("a", 1024, Status::Ok, 50.0),
+            row("b", 1024, Status::Ok, 60.0),
+            row("b", 2048, Status::Oom, 9999.0),
+        ];
+        let t = pivot(&rows, Metric::Tflops);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].columns, vec!["1K", "2K"]);
+        assert_eq!(t[0].rows[0].cells, vec![Cell::Num { text: "50.0".into(), best: false }, Cell::Num { text: "100".into(), best: false }]);
+        assert_eq!(t[0].rows[1].cells, vec![Cell::Num { text: "60.0".into(), best: true }, Cell::Mark("E")]);
+        let md = Markdown.write(&t);
+        assert!(md.contains("| b | **60.0** | E |"), "{md}");
+        assert!(!md.contains("9999"));
+        let tex = Latex.write(&t);
+        assert!(tex.contains("\\textbf{60.0} & E"), "{tex}");
+    }
+}
