@@ -39,3 +39,188 @@ impl BackendError {
         }
     }
 }
+
+pub mod check;
+pub mod cudnn_varlen;
+pub mod efficient_varlen;
+pub mod flash_varlen;
+pub mod naive;
+pub mod reference;
+pub mod sdpa;
+pub mod sdpa_cudnn;
+pub mod sdpa_efficient;
+pub mod sdpa_flash;
+pub mod sdpa_math;
+
+use tch::{Device, Kind, Tensor};
+
+use crate::case::{Case, DeviceKind};
+use crate::mask::{HeadMasks, Mask, SliceKind};
+
+/// The tensors of one case, allocated once per case (inputs are never part of a timed call).
+/// q `[B, Hq, S, D]`, k/v `[B, Hkv, S, D]`, dout like q; `scale` = 1/√D.
+pub struct Inputs {
+    pub q: Tensor,
+    pub k: Tensor,
+    pub v: Tensor,
+    pub dout: Tensor,
+    pub masks: HeadMasks,
+    pub scale: f64,
+}
+
+impl Inputs {
+    /// Deterministic inputs: standard normal q, k, v, dout drawn on the CPU from `seed` (so the same
+    /// seed gives the same values on every device), then cast and moved. `requires_grad` is set on
+    /// q, k, v when the backend differentiates through autograd and the pass has a backward.
+    pub fn new(case: &Case, masks: HeadMasks, seed: u64, requires_grad: bool) -> Result<Inputs, BackendError> {
+        let (b, hq, hkv, s, d) = (case.batch as i64, case.heads.q as i64, case.heads.kv as i64, case.seqlen as i64, case.head_dim as i64);
+        let dev = case.device.tch();
+        let kind = case.dtype.kind();
+        tch::manual_seed(seed as i64);
+        let mk = |shape: [i64; 4]| -> Result<Tensor, BackendError> {
+            let t = Tensor::f_randn(shape, (Kind::Float, Device::Cpu))?.f_to_kind(kind)?.f_to_device(dev)?;
+            Ok(if requires_grad { t.set_requires_grad(true) } else { t })
+        };
+        let q = mk([b, hq, s, d])?;
+        let k = mk([b, hkv, s, d])?;
+        let v = mk([b, hkv, s, d])?;
+        let dout = Tensor::f_randn([b, hq, s, d], (Kind::Float, Device::Cpu))?.f_to_kind(kind)?.f_to_device(dev)?;
+        Ok(Inputs { q, k, v, dout, masks, scale: 1.0 / (d as f64).sqrt() })
+    }
+
+    /// Bytes of q, k, v (and dout): what the inputs occupy, excluded from peak memory.
+    pub fn bytes(&self) -> u64 {
+        [&self.q, &self.k, &self.v, &self.dout].iter().map(|t| tensor_bytes(t)).sum()
+    }
+}
+
+/// Bytes of a tensor's elements.
+pub fn tensor_bytes(t: &Tensor) -> u64 {
+    (t.numel() * t.kind().elt_size_in_bytes()) as u64
+}
+
+/// Result of a forward: the output (with its autograd graph for autograd backends) and, for backends
+/// whose backward is explicit, the LSE `[B, Hq, S]` f32.
+pub struct Fwd {
+    pub out: Tensor,
+    pub lse: Option<Tensor>,
+}
+
+/// A backend prepared for one case: the calls the timer makes, synchronously.
+pub trait Kernel {
+    /// One forward call.
+    fn forward(&mut self, x: &Inputs) -> Result<Fwd, BackendError>;
+    /// Gradients (dq, dk, dv) of `⟨out, dout⟩` given a forward made by this kernel. Autograd backends keep
+    /// the graph (`retain_graph`), so the timer repeats the backward on one forward.
+    fn backward(&mut self, x: &Inputs, fwd: &Fwd) -> Result<(Tensor, Tensor, Tensor), BackendError>;
+    /// How the case is run: GQA handling, mask handling, launches per call (goes in the row's note).
+    fn note(&self) -> String;
+    /// CPU peak-memory model: bytes of the tensors one call of `pass` allocates (inputs excluded),
+    /// counted from the shapes the backend creates. GPUs use the allocator's peak instead.
+    fn cpu_bytes(&self, x: &Inputs, pass: crate::flops::Pass) -> u64;
+}
+
+/// A kernel backend: one file each, one line in [`registry`].
+pub trait Backend: Sync {
+    fn name(&self) -> &'static str;
+    /// One line for `attnbench list`.
+    fn summary(&self) -> &'static str;
+    /// Whether the case can run, answered before running anything: `Err(reason)` → an `unsupported` row.
+    fn supports(&self, case: &Case, masks: &HeadMasks) -> Result<(), String>;
+    /// Whether q, k, v must require grad for a backward (autograd-based backward).
+    fn autograd(&self) -> bool;
+    fn prepare(&self, case: &Case, x: &Inputs) -> Result<Box<dyn Kernel>, BackendError>;
+}
+
+static REGISTRY: &[&dyn Backend] = &[
+    &sdpa_flash::SDPA_FLASH,
+    &sdpa_efficient::SDPA_EFFICIENT,
+    &sdpa_cudnn::SDPA_CUDNN,
+    &sdpa_math::SDPA_MATH,
+    &flash_varlen::FLASH_VARLEN,
+    &efficient_varlen::EFFICIENT_VARLEN,
+    &cudnn_varlen::CUDNN_VARLEN,
+    &naive::NAIVE,
+    &sliced::SLICED,
+    &reference::REFERENCE,
+];
+
+/// Every backend, in listing order.
+pub fn registry() -> &'static [&'static dyn Backend] {
+    REGISTRY
+}
+
+/// The backend called `name`, or an error listing the known ones.
+pub fn find_backend(name: &str) -> Result<&'static dyn Backend, String> {
+    REGISTRY.iter().copied().find(|b| b.name() == name).ok_or_else(|| {
+        let known: Vec<&str> = REGISTRY.iter().map(|b| b.name()).collect();
+        format!("unknown backend `{name}` (known: {})", known.join(", "))
+    })
+}
+
+/// A whole-sequence mask of a single kind that SDPA's `is_causal` flag (or no mask) expresses exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Simple {
+    Full,
+    Causal,
+}
+
+/// `Some` when every head shares one mask that is one full or one causal slice over the whole square.
+pub fn simple_mask(masks: &HeadMasks) -> Option<Simple> {
+    if !masks.is_shared() {
+        return None;
+    }
+    let m = &masks.groups[0];
+    match m.slices() {
+        [s] if s.q == (0..m.seqlen_q) && s.k == (0..m.seqlen_k) && m.seqlen_q == m.seqlen_k => match s.kind {
+            SliceKind::Full => Some(Simple::Full),
+            SliceKind::Causal => Some(Simple::Causal),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Dense boolean mask (`true` = attend) broadcastable to `[B, Hq, S, S]`: `[S, S]` when shared, else
+/// `[1, Hq, S, S]` (each head group's mask repeated over its heads). S² bytes per group.
+pub fn dense_mask(masks: &HeadMasks, heads_q: usize, device: Device) -> Result<Tensor, BackendError> {
+    let one = |m: &Mask| -> Result<Tensor, BackendError> {
+        let d: Vec<u8> = m.to_dense().into_iter().map(u8::from).collect();
+        Ok(Tensor::from_slice(&d).f_reshape([m.seqlen_q as i64, m.seqlen_k as i64])?.f_to_kind(Kind::Bool)?)
+    };
+    let t = if masks.is_shared() {
+        one(&masks.groups[0])?
+    } else {
+        let per = (heads_q / masks.groups.len()) as i64;
+        let gs = masks.groups.iter().map(one).collect::<Result<Vec<_>, _>>()?;
+        Tensor::f_stack(&gs, 0)?.f_repeat_interleave_self_int(per, 0, None)?.f_unsqueeze(0)?
+    };
+    Ok(t.f_to_device(device)?)
+}
+
+/// Gradients through autograd of ⟨out, dout⟩ w.r.t. q, k, v, keeping the graph so the backward can be
+/// repeated on one forward. The dot product adds one elementwise multiply and sum (O(S·D), negligible
+/// next to the O(S²·D) backward).
+pub fn autograd_backward(x: &Inputs, out: &Tensor) -> Result<(Tensor, Tensor, Tensor), BackendError> {
+    let loss = out.f_mul(&x.dout)?.f_sum(out.kind())?;
+    let g = Tensor::f_run_backward(&[&loss], &[&x.q, &x.k, &x.v], true, false)?;
+    let mut it = g.into_iter();
+    Ok((it.next().unwrap(), it.next().unwrap(), it.next().unwrap()))
+}
+
+/// Shared "CUDA only" answer of the CUDA kernels.
+pub fn require_cuda(case: &Case, what: &str) -> Result<(), String> {
+    if case.device != DeviceKind::Cuda {
+        return Err(format!("{what} is a CUDA kernel; no CPU implementation"));
+    }
+    Ok(())
+}
+
+/// Shared dtype answer of the 16-bit-only CUDA kernels.
+pub fn require_half(case: &Case, what: &str) -> Result<(), String> {
+    use crate::case::DType;
+    if !matches!(case.dtype, DType::Bf16 | DType::Fp16) {
+        return Err(format!("{what} takes bf16 or fp16 only, not {}", case.dtype));
+    }
+    Ok(())
+}

@@ -264,6 +264,85 @@ pub fn sliced_backward(q: &Tensor, k: &Tensor, v: &Tensor, out: &Tensor, lse: &T
     Ok((dq.f_to_kind(q.kind())?, dk.f_to_kind(k.kind())?, dv.f_to_kind(v.kind())?))
 }
 
+/// The `sliced` backend: [`sliced_forward`] / [`sliced_backward`] per head group of the mask (explicit
+/// backward, no autograd).
+pub struct Sliced;
+pub static SLICED: Sliced = Sliced;
+
+struct SlicedKernel {
+    /// (query heads, KV heads, mask) per head group.
+    parts: Vec<(std::ops::Range<i64>, std::ops::Range<i64>, Mask)>,
+    note: String,
+}
+
+impl super::Backend for Sliced {
+    fn name(&self) -> &'static str {
+        "sliced"
+    }
+    fn summary(&self) -> &'static str {
+        "any range mask: one launch per slice group (CUDA: flash varlen), merged by LSE; explicit backward"
+    }
+    fn supports(&self, case: &crate::case::Case, masks: &crate::mask::HeadMasks) -> Result<(), String> {
+        let g = masks.groups.len();
+        if case.heads.kv % g != 0 {
+            return Err(format!("{g} head groups do not divide the {} KV heads (a KV head would see two masks)", case.heads.kv));
+        }
+        Ok(())
+    }
+    fn autograd(&self) -> bool {
+        false
+    }
+    fn prepare(&self, case: &crate::case::Case, x: &super::Inputs) -> Result<Box<dyn super::Kernel>, BackendError> {
+        let g = x.masks.groups.len() as i64;
+        let (hq, hkv) = (case.heads.q as i64 / g, case.heads.kv as i64 / g);
+        let parts: Vec<_> = x.masks.groups.iter().enumerate().map(|(i, m)| (i as i64 * hq..(i as i64 + 1) * hq, i as i64 * hkv..(i as i64 + 1) * hkv, m.clone())).collect();
+        let launches: usize = parts.iter().map(|p| launches(&x.q, &p.2)).sum();
+        let how = if uses_flash(&x.q) { "flash varlen launches (one per slice group)" } else { "dense slice pieces (f32 accumulation)" };
+        let gqa = if case.heads.q == case.heads.kv { "MHA" } else { "GQA by KV-group broadcast" };
+        Ok(Box::new(SlicedKernel { parts, note: format!("{launches} {how} per call; {gqa}") }))
+    }
+}
+
+impl super::Kernel for SlicedKernel {
+    fn forward(&mut self, x: &super::Inputs) -> Result<super::Fwd, BackendError> {
+        if let [(_, _, m)] = self.parts.as_slice() {
+            let (o, l) = sliced_forward(&x.q, &x.k, &x.v, m, x.scale)?;
+            return Ok(super::Fwd { out: o, lse: Some(l) });
+        }
+        let (mut os, mut ls) = (vec![], vec![]);
+        for (hq, hk, m) in &self.parts {
+            let n = |t: &Tensor, r: &std::ops::Range<i64>| t.f_narrow(1, r.start, r.end - r.start);
+            let (o, l) = sliced_forward(&n(&x.q, hq)?, &n(&x.k, hk)?, &n(&x.v, hk)?, m, x.scale)?;
+            os.push(o);
+            ls.push(l);
+        }
+        Ok(super::Fwd { out: Tensor::f_cat(&os, 1)?, lse: Some(Tensor::f_cat(&ls, 1)?) })
+    }
+    fn backward(&mut self, x: &super::Inputs, f: &super::Fwd) -> Result<(Tensor, Tensor, Tensor), BackendError> {
+        let lse = f.lse.as_ref().ok_or_else(|| BackendError::Invalid("sliced backward needs the forward's LSE".into()))?;
+        let (mut dq, mut dk, mut dv) = (vec![], vec![], vec![]);
+        for (hq, hk, m) in &self.parts {
+            let n = |t: &Tensor, r: &std::ops::Range<i64>| t.f_narrow(1, r.start, r.end - r.start);
+            let (a, b, c) = sliced_backward(&n(&x.q, hq)?, &n(&x.k, hk)?, &n(&x.v, hk)?, &n(&f.out, hq)?, &n(lse, hq)?, &n(&x.dout, hq)?, m, x.scale)?;
+            dq.push(a);
+            dk.push(b);
+            dv.push(c);
+        }
+        Ok((Tensor::f_cat(&dq, 1)?, Tensor::f_cat(&dk, 1)?, Tensor::f_cat(&dv, 1)?))
+    }
+    fn note(&self) -> String {
+        self.note.clone()
+    }
+    fn cpu_bytes(&self, x: &super::Inputs, pass: crate::flops::Pass) -> u64 {
+        // f32 accumulators (out + lse, or dq/dk/dv) plus at most one piece's scores, probabilities and
+        // their f32 copies of q/k/v rows at a time (≤ CHUNK_ELEMS scores each).
+        let acc = (x.q.numel() + x.k.numel() * 2) as u64 * 4;
+        let piece = CHUNK_ELEMS as u64 * 4 * if pass == crate::flops::Pass::Fwd { 2 } else { 4 };
+        let max_piece = self.parts.iter().flat_map(|p| p.2.slices().iter().map(|s| (s.q_len() * s.k_len()) as u64)).max().unwrap_or(0) * (x.q.size()[0] * x.q.size()[1]) as u64 * 4;
+        acc + piece.min(max_piece * if pass == crate::flops::Pass::Fwd { 2 } else { 4 })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -400,3 +400,72 @@ mod tests {
         assert!(err < 3e-2, "flash varlen differs from CPU by {err}");
     }
 }
+
+/// A `*_varlen` backend: one varlen kernel call over the whole mask, which must be one group (e.g.
+/// document masks: block-diagonal full or causal slices; FlashAttention also takes one bi_causal
+/// window). Masks that need several launches are unsupported here — the `sliced` backend runs them.
+pub struct VarlenBackend {
+    pub name: &'static str,
+    pub summary: &'static str,
+    pub kernel: CudaVarlen,
+}
+
+struct VarlenKernel {
+    kernel: CudaVarlen,
+    group: Vec<Group>,
+    mask: Mask,
+}
+
+impl super::Backend for VarlenBackend {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn summary(&self) -> &'static str {
+        self.summary
+    }
+    fn supports(&self, case: &crate::case::Case, masks: &crate::mask::HeadMasks) -> Result<(), String> {
+        super::require_cuda(case, self.name)?;
+        if self.kernel != CudaVarlen::Efficient {
+            super::require_half(case, self.name)?;
+        } else if case.dtype == crate::case::DType::Fp64 {
+            return Err(format!("{} does not take fp64", self.name));
+        }
+        if !masks.is_shared() {
+            return Err(format!("{} needs one mask shared by all heads", self.name));
+        }
+        let groups = super::sliced::plan_groups(&masks.groups[0]);
+        if groups.len() != 1 {
+            return Err(format!("`{}` needs {} varlen launches (slice groups); {} runs exactly one — use `sliced`", case.pattern, groups.len(), self.name));
+        }
+        match (groups[0].kind, self.kernel) {
+            (SliceKind::Full | SliceKind::Causal, _) => Ok(()),
+            (SliceKind::BiCausal, CudaVarlen::Flash) => Ok(()),
+            (k, _) => Err(format!("{} has no native {k} slices", self.name)),
+        }
+    }
+    fn autograd(&self) -> bool {
+        false
+    }
+    fn prepare(&self, _case: &crate::case::Case, x: &super::Inputs) -> Result<Box<dyn super::Kernel>, BackendError> {
+        let mask = x.masks.groups[0].clone();
+        Ok(Box::new(VarlenKernel { kernel: self.kernel, group: super::sliced::plan_groups(&mask), mask }))
+    }
+}
+
+impl super::Kernel for VarlenKernel {
+    fn forward(&mut self, x: &super::Inputs) -> Result<super::Fwd, BackendError> {
+        let (o, l, _) = grouped_forward(&CudaGroupKernel(self.kernel), &self.group, &x.q, &x.k, &x.v, &self.mask, x.scale)?;
+        Ok(super::Fwd { out: o, lse: Some(l) })
+    }
+    fn backward(&mut self, x: &super::Inputs, f: &super::Fwd) -> Result<(Tensor, Tensor, Tensor), BackendError> {
+        let lse = f.lse.as_ref().ok_or_else(|| BackendError::Invalid("varlen backward needs the forward's LSE".into()))?;
+        grouped_backward(&CudaGroupKernel(self.kernel), &self.group, &x.q, &x.k, &x.v, &f.out, lse, &x.dout, &self.mask, x.scale)
+    }
+    fn note(&self) -> String {
+        let seqs: usize = self.group.iter().map(|g| g.slices.len()).sum();
+        format!("one varlen launch over {seqs} sequences per batch element ({}); gather/scatter packing outside the kernel is timed", self.group[0].kind)
+    }
+    fn cpu_bytes(&self, x: &super::Inputs, _pass: crate::flops::Pass) -> u64 {
+        super::tensor_bytes(&x.q) * 4
+    }
+}

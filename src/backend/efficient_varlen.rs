@@ -1,0 +1,5 @@
+//! `efficient-varlen`: memory-efficient varlen (at::_efficient_attention_forward, cu_seqlens); CUDA only. See [`super::varlen`].
+
+use super::varlen::{CudaVarlen, VarlenBackend};
+
+pub static EFFICIENT_VARLEN: VarlenBackend = VarlenBackend { name: "efficient-varlen", summary: "memory-efficient varlen (at::_efficient_attention_forward, cu_seqlens); CUDA only", kernel: CudaVarlen::Efficient };

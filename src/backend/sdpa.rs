@@ -1,0 +1,141 @@
+//! `torch.nn.functional.scaled_dot_product_attention` with exactly one SDPA backend enabled through the
+//! shim's toggles (so a backend that cannot take the case fails instead of silently falling back).
+//! Full / causal masks use no mask / `is_causal`; other masks a dense boolean `attn_mask` where the
+//! backend accepts one. Backward through autograd. The four backends are thin files over [`Sdpa`].
+
+use tch::Tensor;
+
+use super::shim::{with_sdp, SdpToggles};
+use super::{autograd_backward, dense_mask, simple_mask, Backend, BackendError, Fwd, Inputs, Kernel, Simple};
+use crate::case::{Case, DType, DeviceKind};
+use crate::flops::Pass;
+use crate::mask::HeadMasks;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    Flash,
+    Efficient,
+    Cudnn,
+    Math,
+}
+
+pub struct Sdpa {
+    pub name: &'static str,
+    pub summary: &'static str,
+    pub which: Which,
+}
+
+impl Sdpa {
+    fn toggles(&self) -> SdpToggles {
+        let mut t = SdpToggles { flash: false, mem_efficient: false, math: false, cudnn: false };
+        match self.which {
+            Which::Flash => t.flash = true,
+            Which::Efficient => t.mem_efficient = true,
+            Which::Cudnn => t.cudnn = true,
+            Which::Math => t.math = true,
+        }
+        t
+    }
+
+    /// Native GQA (`enable_gqa`) or explicit KV repeat (the memory-efficient kernel has no GQA path).
+    fn native_gqa(&self) -> bool {
+        self.which != Which::Efficient
+    }
+
+    /// Whether a dense boolean `attn_mask` is accepted: math and memory-efficient everywhere, cuDNN on
+    /// CUDA (recent cuDNN takes a bias; a refusal at run time becomes an `unsupported` row), flash on the
+    /// CPU only (torch's CPU flash kernel takes `attn_mask`; FlashAttention-2 on CUDA does not).
+    fn takes_attn_mask(&self, device: DeviceKind) -> bool {
+        match self.which {
+            Which::Math | Which::Efficient | Which::Cudnn => true,
+            Which::Flash => device == DeviceKind::Cpu,
+        }
+    }
+}
+
+struct SdpaKernel {
+    toggles: SdpToggles,
+    mask: Option<Tensor>,
+    causal: bool,
+    gqa_native: bool,
+    note: String,
+}
+
+impl Backend for Sdpa {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn summary(&self) -> &'static str {
+        self.summary
+    }
+    fn supports(&self, case: &Case, masks: &HeadMasks) -> Result<(), String> {
+        let cpu = case.device == DeviceKind::Cpu;
+        match self.which {
+            Which::Efficient | Which::Cudnn if cpu => return Err(format!("{} has no CPU kernel", self.name)),
+            _ => {}
+        }
+        match (self.which, case.dtype) {
+            (Which::Flash | Which::Cudnn, DType::Fp32 | DType::Fp64) if !cpu => return Err(format!("{} takes bf16/fp16 on CUDA, not {}", self.name, case.dtype)),
+            (Which::Efficient, DType::Fp64) => return Err("the memory-efficient kernel does not take fp64".into()),
+            _ => {}
+        }
+        if simple_mask(masks).is_none() && !self.takes_attn_mask(case.device) {
+            return Err(format!("{} takes only full or causal (is_causal) masks on {}; `{}` needs a dense attn_mask", self.name, case.device, case.pattern));
+        }
+        Ok(())
+    }
+    fn autograd(&self) -> bool {
+        true
+    }
+    fn prepare(&self, case: &Case, x: &Inputs) -> Result<Box<dyn Kernel>, BackendError> {
+        let simple = simple_mask(&x.masks);
+        let (mask, causal, mnote) = match simple {
+            Some(Simple::Full) => (None, false, "no mask"),
+            Some(Simple::Causal) => (None, true, "is_causal"),
+            None => (Some(dense_mask(&x.masks, case.heads.q, x.q.device())?), false, "dense bool attn_mask"),
+        };
+        let gqa = if case.heads.q == case.heads.kv { "MHA" } else if self.native_gqa() { "GQA via enable_gqa" } else { "GQA via explicit KV repeat" };
+        Ok(Box::new(SdpaKernel { toggles: self.toggles(), mask, causal, gqa_native: self.native_gqa(), note: format!("{mnote}; {gqa}; only {} enabled", self.name) }))
+    }
+}
+
+impl Kernel for SdpaKernel {
+    fn forward(&mut self, x: &Inputs) -> Result<Fwd, BackendError> {
+        let g = x.q.size()[1] / x.k.size()[1];
+        let out = with_sdp(self.toggles, || -> Result<Tensor, BackendError> {
+            if self.gqa_native || g == 1 {
+                Ok(Tensor::f_scaled_dot_product_attention(&x.q, &x.k, &x.v, self.mask.as_ref(), 0.0, self.causal, x.scale, g > 1)?)
+            } else {
+                let k = x.k.f_repeat_interleave_self_int(g, 1, None)?;
+                let v = x.v.f_repeat_interleave_self_int(g, 1, None)?;
+                Ok(Tensor::f_scaled_dot_product_attention(&x.q, &k, &v, self.mask.as_ref(), 0.0, self.causal, x.scale, false)?)
+            }
+        })??;
+        Ok(Fwd { out, lse: None })
+    }
+    fn backward(&mut self, x: &Inputs, f: &Fwd) -> Result<(Tensor, Tensor, Tensor), BackendError> {
+        with_sdp(self.toggles, || autograd_backward(x, &f.out))?
+    }
+    fn note(&self) -> String {
+        self.note.clone()
+    }
+    fn cpu_bytes(&self, x: &Inputs, pass: Pass) -> u64 {
+        let s = x.q.size();
+        let out = super::tensor_bytes(&x.q);
+        let lse = (s[0] * s[1] * s[2]) as u64 * 4;
+        let mask = self.mask.as_ref().map_or(0, super::tensor_bytes);
+        if self.toggles.math {
+            // math materialises the scores and probabilities like `naive`.
+            let scores = (s[0] * s[1] * s[2] * s[2]) as u64 * x.q.kind().elt_size_in_bytes() as u64;
+            return match pass {
+                Pass::Fwd => 2 * scores + out + mask,
+                _ => 4 * scores + 4 * out + mask,
+            };
+        }
+        // fused: output + LSE (+ gradients) and the mask; per-thread tiles are negligible.
+        match pass {
+            Pass::Fwd => out + lse + mask,
+            _ => 4 * out + lse + mask,
+        }
+    }
+}

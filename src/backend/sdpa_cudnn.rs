@@ -1,0 +1,5 @@
+//! `sdpa-cudnn`: SDPA with only the cuDNN backend; CUDA only. See [`super::sdpa`].
+
+use super::sdpa::{Sdpa, Which};
+
+pub static SDPA_CUDNN: Sdpa = Sdpa { name: "sdpa-cudnn", summary: "SDPA with only the cuDNN backend; CUDA only", which: Which::Cudnn };

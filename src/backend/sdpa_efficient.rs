@@ -1,0 +1,5 @@
+//! `sdpa-efficient`: SDPA with only the memory-efficient (CUTLASS) backend; CUDA only. See [`super::sdpa`].
+
+use super::sdpa::{Sdpa, Which};
+
+pub static SDPA_EFFICIENT: Sdpa = Sdpa { name: "sdpa-efficient", summary: "SDPA with only the memory-efficient (CUTLASS) backend; CUDA only", which: Which::Efficient };
