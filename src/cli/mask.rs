@@ -172,17 +172,18 @@ fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
         a.mask.seqlen,
         masks.density()
     );
+    // The PNG first, so a bad path fails before anything is printed.
+    if let Some(path) = &a.png {
+        render::write_png(&masks.groups, &title, path, render::MAX_CELLS)
+            .map_err(|e| BadInput::new(format!("--png {}: {e}", path.display())))?;
+        eprintln!("wrote {}", path.display());
+    }
     println!("{title}");
     for (g, m) in masks.groups.iter().enumerate() {
         if !masks.is_shared() {
             println!("head group {g}: density {:.4}", m.density());
         }
         print!("{}", m.render(a.width));
-    }
-    if let Some(path) = &a.png {
-        render::write_png(&masks.groups, &title, path, render::MAX_CELLS)
-            .map_err(|e| BadInput::new(format!("--png {}: {e}", path.display())))?;
-        eprintln!("wrote {}", path.display());
     }
     Ok(ExitCode::SUCCESS)
 }
