@@ -1,0 +1,148 @@
+//! Executes one kernel case end to end: mask → `supports` → inputs → correctness gate → timing →
+//! a fully filled [`Row`]. Never panics out: a panic inside the case becomes an `error` row, an
+//! allocator failure an `oom` row. Only bad input (unknown pattern, bad mask parameters, unknown
+//! backend) is an `Err`.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use crate::backend::check::gate;
+use crate::backend::shim::cuda_available;
+use crate::backend::{find_backend, Backend, BackendError, Fwd, Inputs};
+use crate::case::{Case, DeviceKind};
+use crate::flops::{mfu, pass_flops, tflops, Pass};
+use crate::mask::{build_pattern, MaskError};
+use crate::measure::clock::{run_repeats, Clock, CudaEventClock, InstantClock};
+use crate::measure::memory::cuda_peak_above_baseline;
+use crate::measure::MeasureSettings;
+use crate::results::{Row, Status};
+
+/// Bad input for a case (reported as exit code 2 by the CLI, never as a row).
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error(transparent)]
+    Mask(#[from] MaskError),
+    #[error("{0}")]
+    UnknownBackend(String),
+}
+
+/// Device name for rows: `cpu`, or the CUDA device's name.
+pub fn device_name(device: DeviceKind) -> String {
+    match device {
+        DeviceKind::Cpu => "cpu".into(),
+        DeviceKind::Cuda => crate::envinfo::cuda_device_names().into_iter().next().unwrap_or_else(|| "cuda".into()),
+    }
+}
+
+/// Runs `case` with the backend named in `case.backend`.
+pub fn execute_kernel_case(case: &Case, settings: &MeasureSettings, run_id: &str) -> Result<Row, ExecError> {
+    let backend = find_backend(&case.backend).map_err(ExecError::UnknownBackend)?;
+    execute_kernel_case_with(backend, case, settings, run_id)
+}
+
+/// Runs `case` with an explicit backend (tests inject deliberately wrong ones).
+pub fn execute_kernel_case_with(backend: &dyn Backend, case: &Case, settings: &MeasureSettings, run_id: &str) -> Result<Row, ExecError> {
+    let masks = build_pattern(&case.pattern, case.seqlen, &case.params)?;
+    masks.check_heads(case.heads.q)?;
+    let mut row = Row::for_case(run_id, case, &device_name(case.device));
+    row.mask_area = masks.mean_area();
+    row.density = masks.density();
+    row.flops = pass_flops(masks.area_over_heads(case.heads.q), case.head_dim, case.batch, case.pass);
+    if case.device == DeviceKind::Cuda && !cuda_available() {
+        row.fail(Status::Unsupported, "no CUDA device available on this machine");
+        return Ok(row);
+    }
+    if let Err(why) = backend.supports(case, &masks) {
+        row.fail(Status::Unsupported, why);
+        return Ok(row);
+    }
+    let result = catch_unwind(AssertUnwindSafe(|| measure(backend, case, settings, masks, &mut row)));
+    match result {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            let (status, msg) = classify(&e);
+            row.fail(status, msg);
+        }
+        Err(panic) => {
+            let msg = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_else(|| "panic".into());
+            let e = BackendError::from_message(msg);
+            let (status, msg) = classify(&e);
+            row.fail(status, format!("panic: {msg}"));
+        }
+    }
+    Ok(row)
+}
+
+/// Row status of a backend error: OOM → `oom`; a kernel that refuses the case at run time (SDPA's
+/// "No available kernel", explicit unsupported) → `unsupported`; anything else → `error`.
+fn classify(e: &BackendError) -> (Status, String) {
+    match e {
+        BackendError::Oom(m) => (Status::Oom, m.clone()),
+        BackendError::Unsupported(m) => (Status::Unsupported, m.clone()),
+        BackendError::Torch(m) if m.contains("No available kernel") => (Status::Unsupported, m.clone()),
+        other => (Status::Error, other.to_string()),
+    }
+}
+
+fn measure(backend: &dyn Backend, case: &Case, settings: &MeasureSettings, masks: crate::mask::HeadMasks, row: &mut Row) -> Result<(), BackendError> {
+    let x = Inputs::new(case, masks, settings.seed, backend.autograd() && case.pass.includes_backward())?;
+    let mut kernel = backend.prepare(case, &x)?;
+    let mut note = kernel.note();
+    if settings.check {
+        let c = gate(kernel.as_mut(), &x, case.pass, case.dtype)?;
+        row.max_abs_err = Some(c.max_abs_err);
+        note.push_str(&format!("; {}", c.detail));
+        if !c.passed {
+            row.note = note;
+            row.fail(Status::Wrong, format!("output differs from the f64 reference: {}", c.detail));
+            return Ok(());
+        }
+    } else {
+        note.push_str("; correctness check off");
+    }
+    let cuda = case.device == DeviceKind::Cuda;
+    let mut clock: Box<dyn Clock> = if cuda { Box::new(CudaEventClock::new(0, settings.timing_mode)?) } else { Box::new(InstantClock) };
+    let sync = |r: Result<(), BackendError>| -> Result<(), BackendError> {
+        r?;
+        if cuda {
+            crate::backend::shim::device_synchronize(0)?;
+        }
+        Ok(())
+    };
+    // `bwd`: one forward outside the timed region; autograd backends retain its graph and repeat only
+    // the backward on it, explicit-backward backends reuse its out / LSE.
+    let fwd_for_bwd: Option<Fwd> = if case.pass == Pass::Bwd { Some(kernel.forward(&x)?) } else { None };
+    let k = &mut kernel;
+    let mut call = || -> Result<(), BackendError> {
+        match case.pass {
+            Pass::Fwd => {
+                k.forward(&x)?;
+            }
+            Pass::Bwd => {
+                let _ = k.backward(&x, fwd_for_bwd.as_ref().unwrap())?;
+            }
+            Pass::Fwdbwd => {
+                let f = k.forward(&x)?;
+                let _ = k.backward(&x, &f)?;
+            }
+        }
+        Ok(())
+    };
+    let peak = if cuda { Some(cuda_peak_above_baseline(0, &mut call)?) } else { None };
+    sync(Ok(()))?;
+    let timing = run_repeats(clock.as_mut(), settings, &mut call)?;
+    let s = timing.summary;
+    row.status = Status::Ok;
+    row.ms_median = Some(s.median);
+    row.ms_p20 = Some(s.p20);
+    row.ms_p80 = Some(s.p80);
+    row.cv = Some(s.cv);
+    let tf = tflops(row.flops, s.median);
+    row.tflops = Some(tf);
+    row.tflops_per_gpu = Some(tf);
+    row.mfu = mfu(tf, &row.device, case.dtype.name());
+    row.peak_mem_bytes = Some(peak.unwrap_or_else(|| kernel.cpu_bytes(&x, case.pass)));
+    row.timing_mode = clock.mode();
+    row.repeats = Some(timing.times_ms.len());
+    row.note = note;
+    Ok(())
+}
