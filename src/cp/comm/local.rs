@@ -2,7 +2,7 @@
 //! FIFO mailboxes. Sends are eager (the payload is copied when posted), receives block in `wait`.
 //! Used by the strategies' unit tests and by `attnbench cp --comm local` (no mpirun needed).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -10,8 +10,10 @@ use tch::Tensor;
 
 use super::{tensor_bytes, Comm, CommError, Pending};
 
+/// Messages keyed by (src, dst, sequence number of the pair): a receive is matched to the send with the
+/// same number at *post* time — MPI's non-overtaking rule — even when handles are waited out of order.
 struct Mailboxes {
-    queues: Mutex<HashMap<(usize, usize), VecDeque<Tensor>>>,
+    queues: Mutex<HashMap<(usize, usize, u64), Tensor>>,
     ready: Condvar,
 }
 
@@ -21,6 +23,8 @@ pub struct LocalComm {
     size: usize,
     boxes: Arc<Mailboxes>,
     sent: std::cell::Cell<u64>,
+    send_seq: std::cell::RefCell<HashMap<usize, u64>>,
+    recv_seq: std::cell::RefCell<HashMap<usize, u64>>,
 }
 
 /// Runs `f` on `n` ranks (threads) and returns their results in rank order. A panic on any rank is
@@ -39,7 +43,7 @@ impl LocalWorld {
                 let boxes = boxes.clone();
                 let f = f.clone();
                 std::thread::spawn(move || {
-                    let comm = LocalComm { rank, size: n, boxes, sent: std::cell::Cell::new(0) };
+                    let comm = LocalComm { rank, size: n, boxes, sent: std::cell::Cell::new(0), send_seq: Default::default(), recv_seq: Default::default() };
                     f(&comm)
                 })
             })
@@ -61,18 +65,18 @@ impl LocalWorld {
 
 struct LocalPending<'a> {
     comm: &'a LocalComm,
-    recvs: Vec<(Tensor, usize)>,
+    recvs: Vec<(Tensor, usize, u64)>,
 }
 
 impl Pending for LocalPending<'_> {
     fn wait(self: Box<Self>) -> Result<Vec<Tensor>, CommError> {
         let me = self.comm.rank;
         let mut out = Vec::with_capacity(self.recvs.len());
-        for (buf, src) in self.recvs {
+        for (buf, src, seq) in self.recvs {
             let got = {
                 let mut q = self.comm.boxes.queues.lock().unwrap();
                 loop {
-                    if let Some(t) = q.get_mut(&(src, me)).and_then(VecDeque::pop_front) {
+                    if let Some(t) = q.remove(&(src, me, seq)) {
                         break t;
                     }
                     let (g, timeout) = self.comm.boxes.ready.wait_timeout(q, RECV_TIMEOUT).unwrap();
@@ -114,10 +118,22 @@ impl Comm for LocalComm {
                 if dst != self.rank {
                     self.sent.set(self.sent.get() + tensor_bytes(&t));
                 }
-                q.entry((self.rank, dst)).or_default().push_back(t.detach().copy());
+                let mut seqs = self.send_seq.borrow_mut();
+                let n = seqs.entry(dst).or_insert(0);
+                q.insert((self.rank, dst, *n), t.detach().copy());
+                *n += 1;
             }
             self.boxes.ready.notify_all();
         }
+        let mut seqs = self.recv_seq.borrow_mut();
+        let recvs = recvs
+            .into_iter()
+            .map(|(t, src)| {
+                let n = seqs.entry(src).or_insert(0);
+                *n += 1;
+                (t, src, *n - 1)
+            })
+            .collect();
         Ok(Box::new(LocalPending { comm: self, recvs }))
     }
     fn bytes_sent(&self) -> u64 {

@@ -229,6 +229,16 @@ pub struct SubComm<'a> {
     rank: usize,
 }
 
+impl<'a> SubComm<'a> {
+    /// A group whose members (parent ranks, in sub-rank order) every member already knows — no
+    /// communication (strategies derive their groups from the rank layout). `rank` is this process's
+    /// index in `members`.
+    pub fn from_members(parent: &'a dyn Comm, members: Vec<usize>, rank: usize) -> SubComm<'a> {
+        debug_assert_eq!(members[rank], parent.rank());
+        SubComm { parent, members, rank }
+    }
+}
+
 impl Comm for SubComm<'_> {
     fn rank(&self) -> usize {
         self.rank

@@ -1,0 +1,470 @@
+//! The CP case executor, shared by every strategy (the nccl-tests idea: one harness owns inputs,
+//! checking, timing and the row; a strategy only computes). Run on every rank with the same spec.
+//!
+//! 1. Setup on every rank (mask, plan, shard); a failure on *any* rank is agreed on with an
+//!    all-reduce, so all ranks exit with the same code and the failing rank names itself.
+//! 2. Inputs: every rank draws the same full Q, K, V, dO from the seed and keeps its shard.
+//! 3. Check (unless `--no-check`): one forward (+ backward) gathered on rank 0 and compared with the
+//!    single-device sliced result: out, LSE, dQ, dK, dV; `max_abs_err` is the largest difference.
+//! 4. Timing: warmup, then per repeat a barrier, the pass, and the max over ranks (all-reduce max).
+//!    Bytes sent per rank are counted by the communicator (max over ranks), the single-device time of
+//!    the same problem is measured on rank 0 for the scaling efficiency.
+
+use std::ops::Range;
+use std::time::Instant;
+
+use tch::{Device, Kind, Tensor};
+
+use super::comm::{Comm, ReduceOp};
+use super::registry::{find_strategy, Engine};
+use super::schedule::{CpLayout, Schedule};
+use super::shard::{imbalance, Shard, Sharding};
+use super::{CpError, Problem};
+use crate::backend::sliced::{sliced_backward, sliced_forward};
+use crate::case::{Case, CaseKind, DType, DeviceKind, HeadLayout};
+use crate::flops::{pass_flops, Pass};
+use crate::mask::{build_pattern, Mask, Params};
+use crate::results::{Row, Status};
+
+/// Everything that defines one CP case and how it is measured.
+#[derive(Debug, Clone)]
+pub struct CpSpec {
+    pub strategy: String,
+    pub pattern: String,
+    pub params: Params,
+    pub seqlen: usize,
+    pub batch: usize,
+    pub heads: HeadLayout,
+    pub head_dim: usize,
+    pub dtype: DType,
+    pub pass: Pass,
+    pub device: DeviceKind,
+    pub ulysses_degree: usize,
+    pub inner_ring: usize,
+    pub sharding: Option<Sharding>,
+    pub warmup: usize,
+    pub repeats: usize,
+    pub check: bool,
+    pub seed: u64,
+    /// Testing hook: `(rank, kind)` — `mask` gives that rank an invalid mask at setup, `error` fails it
+    /// in the middle of the timed repeats, `kill` makes it die by SIGKILL there.
+    pub fault: Option<(usize, String)>,
+}
+
+/// Why a case did not produce a row: the code every rank exits with and the message (set on ranks
+/// that have something to say; rank 0 prints agreed bad input, a failing rank prints its own error).
+#[derive(Debug)]
+pub struct CaseFailure {
+    pub code: u8,
+    pub message: Option<String>,
+}
+
+/// Tolerance of the check, relative to max(1, max |reference|).
+pub fn tolerance(dtype: DType) -> f64 {
+    match dtype {
+        DType::Fp64 => 1e-9,
+        DType::Fp32 => 2e-4,
+        DType::Fp16 | DType::Bf16 => 3e-2,
+    }
+}
+
+struct Setup {
+    mask: Mask,
+    shard: Shard,
+    layout: CpLayout,
+    engine: Engine,
+    schedule: Schedule,
+}
+
+fn setup(spec: &CpSpec, world: usize, rank: usize) -> Result<Setup, (u8, String)> {
+    let bad = |m: String| (2u8, m);
+    let def = find_strategy(&spec.strategy).map_err(|e| bad(e.to_string()))?;
+    let mut seqlen = spec.seqlen;
+    if matches!(&spec.fault, Some((r, k)) if *r == rank && k == "mask") {
+        seqlen = 0; // an invalid mask on this rank only
+    }
+    let hm = build_pattern(&spec.pattern, seqlen, &spec.params).map_err(|e| bad(format!("--mask {}: {e}", spec.pattern)))?;
+    if !hm.is_shared() {
+        return Err(bad(format!("--mask {}: per-head masks are not supported by CP strategies yet", spec.pattern)));
+    }
+    let mask = hm.groups.into_iter().next().expect("one group");
+    let layout = CpLayout {
+        batch: spec.batch,
+        heads_q: spec.heads.q,
+        heads_kv: spec.heads.kv,
+        head_dim: spec.head_dim,
+        elem_bytes: spec.dtype.size(),
+        pass: spec.pass,
+        ulysses_degree: spec.ulysses_degree,
+        inner_ring: spec.inner_ring,
+    };
+    let engine = (def.plan)(world, &layout).map_err(|e| bad(e.to_string()))?;
+    let shard = Shard::new(spec.sharding.unwrap_or(def.default_sharding), spec.seqlen, world).map_err(|e| bad(e.to_string()))?;
+    let schedule = engine.schedule(def.name, &shard, &mask, &layout);
+    Ok(Setup { mask, shard, layout, engine, schedule })
+}
+
+/// The case identity of a spec at `world` ranks.
+pub fn case_of(spec: &CpSpec, world: usize) -> Case {
+    let mut c = Case::kernel("sliced", &spec.pattern, spec.params.clone(), spec.seqlen, spec.heads, spec.head_dim, spec.dtype, spec.pass, spec.device);
+    c.kind = CaseKind::Cp;
+    c.strategy = spec.strategy.clone();
+    c.batch = spec.batch;
+    c.world_size = world;
+    let mut sp = Params::new();
+    if spec.ulysses_degree > 0 {
+        sp = sp.set("ulysses_degree", spec.ulysses_degree);
+    }
+    if spec.inner_ring > 0 {
+        sp = sp.set("inner_ring", spec.inner_ring);
+    }
+    if let Some(s) = spec.sharding {
+        sp = sp.set("sharding", s);
+    }
+    c.strategy_params = sp;
+    c
+}
+
+/// Rows `ranges` of dim 2 of `x`, concatenated.
+pub fn take_ranges(x: &Tensor, ranges: &[Range<usize>]) -> Tensor {
+    let parts: Vec<Tensor> = ranges.iter().map(|r| x.narrow(2, r.start as i64, r.len() as i64)).collect();
+    Tensor::cat(&parts, 2).contiguous()
+}
+
+/// Writes local `part` (ranges concatenated along dim 2) into the global tensor `into`.
+fn put_ranges(into: &Tensor, part: &Tensor, ranges: &[Range<usize>]) {
+    let mut off = 0;
+    for r in ranges {
+        into.narrow(2, r.start as i64, r.len() as i64).copy_(&part.narrow(2, off, r.len() as i64));
+        off += r.len() as i64;
+    }
+}
+
+/// Gathers `local` of every rank on rank 0 into a global tensor shaped like `global_like`.
+fn gather_global(comm: &dyn Comm, shard: &Shard, local: &Tensor, global_like: &Tensor) -> Result<Option<Tensor>, CpError> {
+    if comm.rank() != 0 {
+        comm.send(&local.contiguous(), 0)?;
+        return Ok(None);
+    }
+    let g = global_like.zeros_like().to_kind(local.kind());
+    put_ranges(&g, local, shard.ranges(0));
+    for r in 1..comm.size() {
+        let mut s = local.size();
+        s[2] = shard.len(r) as i64;
+        let got = comm.recv(&Tensor::empty(s.as_slice(), (local.kind(), local.device())), r)?;
+        put_ranges(&g, &got, shard.ranges(r));
+    }
+    Ok(Some(g))
+}
+
+fn max_abs(a: &Tensor, b: &Tensor) -> (f64, f64) {
+    let a = a.to_kind(Kind::Double);
+    let b = b.to_kind(Kind::Double);
+    // −inf LSE on empty rows: equal infinities count as no difference.
+    let both_inf = a.isinf().logical_and(&b.isinf()).logical_and(&a.eq_tensor(&b));
+    let d = (&a - &b).abs().masked_fill(&both_inf, 0.0);
+    let r = b.abs().masked_fill(&b.isinf(), 0.0);
+    (d.max().double_value(&[]), r.max().double_value(&[]))
+}
+
+fn stats(ms: &[f64]) -> (f64, f64, f64, f64) {
+    let mut v = ms.to_vec();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let q = |p: f64| {
+        let x = p * (v.len() - 1) as f64;
+        let (lo, hi) = (x.floor() as usize, x.ceil() as usize);
+        v[lo] + (v[hi] - v[lo]) * (x - lo as f64)
+    };
+    let mean = v.iter().sum::<f64>() / v.len() as f64;
+    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / v.len() as f64;
+    (q(0.5), q(0.2), q(0.8), if mean > 0.0 { var.sqrt() / mean } else { 0.0 })
+}
+
+/// Runs one CP case on this rank. Rank 0 gets `Ok(Some(row))`, other ranks `Ok(None)`.
+/// Setup failures come back as `Err` on every rank (agreed); a failure after setup is returned to
+/// the caller of this rank only — the caller must abort the job (the other ranks are mid-collective).
+pub fn run_case(comm: &dyn Comm, spec: &CpSpec, run_id: &str, device_name: &str) -> Result<Option<Row>, Result<CaseFailure, CpError>> {
+    let (world, rank) = (comm.size(), comm.rank());
+    let local = setup(spec, world, rank);
+    let code = match &local {
+        Ok(_) => 0.0,
+        Err((c, _)) => *c as f64,
+    };
+    let agreed = comm.all_reduce_f64(code, ReduceOp::Max).map_err(|e| Err(e.into()))?;
+    if agreed > 0.0 {
+        // Bad input seen by rank 0 (usually by everyone): rank 0 alone prints it. Otherwise the
+        // failing ranks print theirs, prefixed with their rank.
+        let r0_failed = comm.all_reduce_f64(if rank == 0 && local.is_err() { 1.0 } else { 0.0 }, ReduceOp::Max).map_err(|e| Err(e.into()))? > 0.0;
+        let message = match local {
+            Err((_, m)) if rank == 0 => Some(m),
+            Err((_, m)) if !r0_failed => Some(format!("rank {rank}: {m}")),
+            _ => None,
+        };
+        return Err(Ok(CaseFailure { code: agreed as u8, message }));
+    }
+    let s = local.expect("agreed ok");
+    run_after_setup(comm, spec, &s, run_id, device_name).map_err(Err)
+}
+
+fn run_after_setup(comm: &dyn Comm, spec: &CpSpec, s: &Setup, run_id: &str, device_name: &str) -> Result<Option<Row>, CpError> {
+    let (world, rank) = (comm.size(), comm.rank());
+    let dev = match spec.device {
+        DeviceKind::Cpu => Device::Cpu,
+        DeviceKind::Cuda => Device::Cuda(local_device_index()),
+    };
+    let (b, hq, hkv, n, d) = (spec.batch as i64, spec.heads.q as i64, spec.heads.kv as i64, spec.seqlen as i64, spec.head_dim as i64);
+    let kind = spec.dtype.kind();
+    // The global torch RNG is shared by the ranks of a local (threaded) world: draw under a lock.
+    let (q, k, v, dout) = {
+        let _g = RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        tch::manual_seed(spec.seed as i64);
+        let opts = (kind, Device::Cpu);
+        (
+            Tensor::randn([b, hq, n, d], opts).to_device(dev),
+            Tensor::randn([b, hkv, n, d], opts).to_device(dev),
+            Tensor::randn([b, hkv, n, d], opts).to_device(dev),
+            Tensor::randn([b, hq, n, d], opts).to_device(dev),
+        )
+    };
+    let mine = s.shard.ranges(rank);
+    let (ql, kl, vl, dol) = (take_ranges(&q, mine), take_ranges(&k, mine), take_ranges(&v, mine), take_ranges(&dout, mine));
+    let scale = 1.0 / (spec.head_dim as f64).sqrt();
+    let p = Problem { mask: &s.mask, shard: &s.shard, scale, layout: s.layout };
+    let eng = &s.engine;
+
+    let case = case_of(spec, world);
+    let mut row = Row::for_case(run_id, &case, device_name);
+    row.mask_area = s.mask.area() as f64;
+    row.density = s.mask.density();
+    row.flops = pass_flops(s.mask.area() as u128 * spec.heads.q as u128, spec.head_dim, spec.batch, spec.pass);
+    row.imbalance = Some(imbalance(&s.schedule.work()));
+    row.timing_mode = "cpu-instant".into();
+    row.note = format!("{}; sharding={}", eng.note(&s.layout), s.shard.kind);
+
+    // Forward once: the check uses it, and backward needs the final out/lse of the rows.
+    let (out, lse) = eng.forward(comm, &p, &ql, &kl, &vl)?;
+    let mut err: Option<f64> = None;
+    if spec.check {
+        let mut worst = 0.0f64;
+        let (ro, rl) = sliced_forward(&q, &k, &v, &s.mask, scale).map(Some).or_else(|e| if rank == 0 { Err(e) } else { Ok(None) })?.unwrap_or_else(|| (q.zeros_like(), q.zeros_like()));
+        let mut pairs: Vec<(Option<Tensor>, Tensor)> = vec![(gather_global(comm, &s.shard, &out, &q)?, ro.shallow_clone()), (gather_global(comm, &s.shard, &lse, &rl)?, rl.shallow_clone())];
+        if spec.pass.includes_backward() {
+            let (dq, dk, dv) = eng.backward(comm, &p, &ql, &kl, &vl, &out, &lse, &dol)?;
+            let refs = if rank == 0 { Some(sliced_backward(&q, &k, &v, &ro, &rl, &dout, &s.mask, scale)?) } else { None };
+            let (rdq, rdk, rdv) = refs.unwrap_or_else(|| (q.zeros_like(), k.zeros_like(), v.zeros_like()));
+            pairs.push((gather_global(comm, &s.shard, &dq, &q)?, rdq));
+            pairs.push((gather_global(comm, &s.shard, &dk, &k)?, rdk));
+            pairs.push((gather_global(comm, &s.shard, &dv, &v)?, rdv));
+        }
+        let mut scale_ref = 1.0f64;
+        for (got, want) in &pairs {
+            if let Some(g) = got {
+                let (e, r) = max_abs(g, want);
+                worst = worst.max(e);
+                scale_ref = scale_ref.max(r);
+            }
+        }
+        let worst = comm.all_reduce_f64(if rank == 0 { worst } else { 0.0 }, ReduceOp::Max)?;
+        let scale_ref = comm.all_reduce_f64(if rank == 0 { scale_ref } else { 0.0 }, ReduceOp::Max)?;
+        err = Some(worst);
+        row.max_abs_err = err;
+        if !(worst <= tolerance(spec.dtype) * scale_ref) {
+            row.fail(Status::Wrong, format!("max |cp − single device| = {worst:.3e} > tolerance {:.1e}", tolerance(spec.dtype) * scale_ref));
+            return Ok((rank == 0).then_some(row));
+        }
+    }
+
+    // One pass as timed: forward, backward (given out/lse), or both.
+    let run_pass = |comm: &dyn Comm| -> Result<(), CpError> {
+        match spec.pass {
+            Pass::Fwd => {
+                let _ = eng.forward(comm, &p, &ql, &kl, &vl)?;
+            }
+            Pass::Bwd => {
+                let _ = eng.backward(comm, &p, &ql, &kl, &vl, &out, &lse, &dol)?;
+            }
+            Pass::Fwdbwd => {
+                let (o, l) = eng.forward(comm, &p, &ql, &kl, &vl)?;
+                let _ = eng.backward(comm, &p, &ql, &kl, &vl, &o, &l, &dol)?;
+            }
+        }
+        Ok(())
+    };
+    for _ in 0..spec.warmup {
+        run_pass(comm)?;
+    }
+    let mut times = Vec::with_capacity(spec.repeats);
+    let mut bytes = 0u64;
+    for i in 0..spec.repeats.max(1) {
+        comm.barrier()?;
+        comm.reset_bytes_sent();
+        let t0 = Instant::now();
+        run_pass(comm)?;
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        bytes = comm.bytes_sent();
+        if let Some((r, kind)) = &spec.fault {
+            if *r == rank && i == 0 {
+                match kind.as_str() {
+                    "error" => return Err(CpError::Config(format!("injected failure on rank {rank} (--fault)"))),
+                    "kill" => unsafe {
+                        libc::raise(libc::SIGKILL);
+                    },
+                    _ => {}
+                }
+            }
+        }
+        times.push(comm.all_reduce_f64(ms, ReduceOp::Max)?);
+    }
+    let max_bytes = comm.all_reduce_f64(bytes as f64, ReduceOp::Max)? as u64;
+    let planned = s.schedule.bytes_sent()[rank];
+    let bytes_match = comm.all_reduce_f64(if planned == bytes { 0.0 } else { 1.0 }, ReduceOp::Max)? == 0.0;
+
+    // Single-device time of the same total problem, on rank 0 (others wait at the barrier).
+    let mut single_ms = None;
+    if rank == 0 {
+        let mut st = Vec::new();
+        let (ro, rl) = sliced_forward(&q, &k, &v, &s.mask, scale)?;
+        for _ in 0..spec.repeats.max(1).min(3) {
+            let t0 = Instant::now();
+            match spec.pass {
+                Pass::Fwd => {
+                    let _ = sliced_forward(&q, &k, &v, &s.mask, scale)?;
+                }
+                Pass::Bwd => {
+                    let _ = sliced_backward(&q, &k, &v, &ro, &rl, &dout, &s.mask, scale)?;
+                }
+                Pass::Fwdbwd => {
+                    let (o, l) = sliced_forward(&q, &k, &v, &s.mask, scale)?;
+                    let _ = sliced_backward(&q, &k, &v, &o, &l, &dout, &s.mask, scale)?;
+                }
+            }
+            st.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+        single_ms = Some(stats(&st).0);
+    }
+    comm.barrier()?;
+
+    if rank != 0 {
+        return Ok(None);
+    }
+    let (med, p20, p80, cv) = stats(&times);
+    row.status = Status::Ok;
+    row.ms_median = Some(med);
+    row.ms_p20 = Some(p20);
+    row.ms_p80 = Some(p80);
+    row.cv = Some(cv);
+    let tf = crate::flops::tflops(row.flops, med);
+    row.tflops = Some(tf);
+    row.tflops_per_gpu = Some(tf / world as f64);
+    row.mfu = crate::flops::mfu(tf / world as f64, device_name, spec.dtype.name());
+    row.repeats = Some(times.len());
+    row.bytes_sent = Some(max_bytes);
+    row.bandwidth_gbps = Some(max_bytes as f64 / (med * 1e-3) / 1e9);
+    row.scaling_eff = single_ms.map(|s1| s1 / (world as f64 * med));
+    row.max_abs_err = err;
+    if !bytes_match {
+        row.note.push_str("; bytes sent differ from the schedule");
+    }
+    Ok(Some(row))
+}
+
+static RNG_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// CUDA device of this rank: LOCAL_RANK, OMPI_COMM_WORLD_LOCAL_RANK or SLURM_LOCALID (default 0).
+pub fn local_device_index() -> usize {
+    ["LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID"].iter().find_map(|v| std::env::var(v).ok()?.parse().ok()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cp::comm::local::LocalWorld;
+    use crate::cp::registry::STRATEGIES;
+
+    pub(crate) fn spec(strategy: &str, pattern: &str, params: &[(&str, &str)], seqlen: usize, pass: Pass) -> CpSpec {
+        let mut p = Params::new();
+        for (k, v) in params {
+            p = p.set(k, v);
+        }
+        CpSpec {
+            strategy: strategy.into(),
+            pattern: pattern.into(),
+            params: p,
+            seqlen,
+            batch: 1,
+            heads: HeadLayout { q: 12, kv: 2 },
+            head_dim: 16,
+            dtype: DType::Fp32,
+            pass,
+            device: DeviceKind::Cpu,
+            ulysses_degree: 0,
+            inner_ring: 0,
+            sharding: None,
+            warmup: 0,
+            repeats: 1,
+            check: true,
+            seed: 7,
+            fault: None,
+        }
+    }
+
+    fn run_local(world: usize, sp: CpSpec) -> Row {
+        let rows = LocalWorld::run(world, move |c| run_case(c, &sp, "t", "cpu").map_err(|e| format!("{e:?}")));
+        rows.into_iter().next().unwrap().expect("case ran").expect("rank 0 has the row")
+    }
+
+    /// Every strategy, world 2..4 (uneven 50 = 3·16+2 included), four masks, forward+backward: output,
+    /// LSE and gradients equal the single-device result, and the bytes sent equal the schedule's.
+    #[test]
+    fn every_strategy_matches_single_device_in_a_local_world() {
+        let masks: [(&str, &[(&str, &str)]); 4] =
+            [("full", &[]), ("causal", &[]), ("causal_document", &[("doc_lens", "20,7,23")]), ("sliding_window", &[("window_left", "9"), ("window_right", "4")])];
+        let mut failures = Vec::new();
+        for def in STRATEGIES {
+            for world in [2usize, 3, 4] {
+                for (m, params) in masks {
+                    let row = run_local(world, spec(def.name, m, params, 50, Pass::Fwdbwd));
+                    if row.status != Status::Ok || row.note.contains("differ") {
+                        failures.push(format!("{} W={world} {m}: {} {} err={:?} note={}", def.name, row.status, row.error, row.max_abs_err, row.note));
+                    }
+                }
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn zigzag_balances_causal_work_and_contiguous_does_not() {
+        let a = run_local(4, spec("ring-p2p", "causal", &[], 64, Pass::Fwd)).imbalance.unwrap();
+        let z = run_local(4, spec("ring-p2p-zigzag", "causal", &[], 64, Pass::Fwd)).imbalance.unwrap();
+        // contiguous, c = 16, W = 4: (2cW − c + 1)/(Wc + 1) = 113/65
+        assert!((a - 113.0 / 65.0).abs() < 1e-12, "{a}");
+        assert_eq!(z, 1.0);
+    }
+
+    #[test]
+    fn bad_configuration_is_agreed_bad_input() {
+        let mut sp = spec("usp", "causal", &[], 48, Pass::Fwd);
+        sp.ulysses_degree = 3;
+        let out = LocalWorld::run(2, move |c| match run_case(c, &sp, "t", "cpu") {
+            Err(Ok(f)) => (f.code, f.message),
+            other => panic!("expected an agreed failure, got {:?}", other.map(|r| r.is_some())),
+        });
+        assert_eq!(out[0].0, 2);
+        assert!(out[0].1.as_ref().unwrap().contains("--ulysses-degree"), "{:?}", out[0].1);
+        assert_eq!(out[1], (2, None));
+    }
+
+    #[test]
+    fn a_bad_mask_on_one_rank_is_reported_by_that_rank() {
+        let mut sp = spec("ring-p2p", "causal", &[], 48, Pass::Fwd);
+        sp.fault = Some((1, "mask".into()));
+        let out = LocalWorld::run(3, move |c| match run_case(c, &sp, "t", "cpu") {
+            Err(Ok(f)) => (f.code, f.message),
+            _ => panic!("expected an agreed failure"),
+        });
+        assert_eq!(out[0], (2, None));
+        assert!(out[1].1.as_ref().unwrap().starts_with("rank 1: --mask causal"), "{:?}", out[1]);
+        assert_eq!(out[2], (2, None));
+    }
+}

@@ -1,0 +1,124 @@
+//! `ring-allgather` (Llama 3 style): every rank all-gathers the whole K and V (all-gather of the
+//! shards, rank order), computes its own queries against all keys in one sliced call, and in backward
+//! reduce-scatters the dK/dV contributions back to their owners. No overlap: the gather completes
+//! before compute (cheap when KV heads are few — GQA — which is why Llama 3 chose it).
+
+use std::ops::Range;
+
+use tch::Tensor;
+
+use super::comm::Comm;
+use super::registry::{Engine, StrategyDef};
+use super::schedule::{CpLayout, Message, Piece, Schedule, Step};
+use super::shard::{block_mask, Shard, Sharding};
+use super::{acc_kind, CpError, Problem};
+use crate::backend::sliced::{sliced_backward, sliced_forward};
+use crate::flops::Pass;
+use crate::mask::Mask;
+
+pub const STRATEGY: StrategyDef = StrategyDef {
+    name: "ring-allgather",
+    summary: "all-gather K,V to every rank, one local call; reduce-scatter dK,dV (Llama 3)",
+    default_sharding: Sharding::Contiguous,
+    plan,
+};
+
+pub fn plan(_world: usize, _layout: &CpLayout) -> Result<Engine, CpError> {
+    Ok(Engine::AllGather)
+}
+
+/// Pure schedule of this strategy.
+pub fn schedule(world: usize, shard: &Shard, mask: &Mask, layout: &CpLayout) -> Result<Schedule, CpError> {
+    let _ = world;
+    Ok(schedule_allgather(STRATEGY.name, shard, mask, layout))
+}
+
+fn all_ranges(shard: &Shard) -> Vec<Range<usize>> {
+    (0..shard.world()).flat_map(|r| shard.ranges(r).to_vec()).collect()
+}
+
+fn gather_kv(comm: &dyn Comm, p: &Problem, k: &Tensor, v: &Tensor) -> Result<Tensor, CpError> {
+    let kv = Tensor::stack(&[k, v], 0);
+    let like: Vec<Tensor> = (0..comm.size())
+        .map(|r| {
+            let mut s = kv.size();
+            s[3] = p.shard.len(r) as i64;
+            Tensor::empty(s.as_slice(), (kv.kind(), kv.device()))
+        })
+        .collect();
+    Ok(Tensor::cat(&comm.all_gather_v(&kv, &like)?, 3))
+}
+
+pub fn forward(comm: &dyn Comm, p: &Problem, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor), CpError> {
+    let kv = gather_kv(comm, p, k, v)?;
+    let bm = block_mask(p.mask, p.shard.ranges(comm.rank()), &all_ranges(p.shard));
+    Ok(sliced_forward(q, &kv.get(0), &kv.get(1), &bm, p.scale)?)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn backward(comm: &dyn Comm, p: &Problem, q: &Tensor, k: &Tensor, v: &Tensor, out: &Tensor, lse: &Tensor, dout: &Tensor) -> Result<(Tensor, Tensor, Tensor), CpError> {
+    let kv = gather_kv(comm, p, k, v)?;
+    let bm = block_mask(p.mask, p.shard.ranges(comm.rank()), &all_ranges(p.shard));
+    let (dq, dk, dv) = sliced_backward(q, &kv.get(0), &kv.get(1), out, lse, dout, &bm, p.scale)?;
+    let acc = acc_kind(q.kind());
+    let dkv = Tensor::stack(&[dk.to_kind(acc), dv.to_kind(acc)], 0);
+    let mut off = 0;
+    let parts: Vec<Tensor> = (0..comm.size())
+        .map(|r| {
+            let len = p.shard.len(r) as i64;
+            let t = dkv.narrow(3, off, len).contiguous();
+            off += len;
+            t
+        })
+        .collect();
+    let mine = comm.reduce_scatter_v(&parts)?;
+    Ok((dq, mine.get(0).to_kind(k.kind()), mine.get(1).to_kind(v.kind())))
+}
+
+pub fn schedule_allgather(name: &str, shard: &Shard, mask: &Mask, layout: &CpLayout) -> Schedule {
+    let world = shard.world();
+    let (b, d) = (layout.batch as u64, layout.head_dim as u64);
+    let kv_tok = |eb: usize| 2 * b * layout.heads_kv as u64 * d * eb as u64;
+    let all = all_ranges(shard);
+    let gather = |label: &str| Step {
+        label: label.into(),
+        compute: vec![],
+        messages: (0..world)
+            .flat_map(|r| (0..world).filter(move |&j| j != r).map(move |j| (r, j)))
+            .map(|(r, j)| Message { src: r, dst: j, bytes: kv_tok(layout.elem_bytes) * shard.len(r) as u64, what: "kv-allgather".into(), overlapped: false })
+            .collect(),
+    };
+    let compute = |factor: f64| -> Vec<Piece> {
+        (0..world)
+            .filter_map(|r| {
+                let area = block_mask(mask, shard.ranges(r), &all).area();
+                (area > 0).then(|| Piece {
+                    rank: r,
+                    q: shard.ranges(r).to_vec(),
+                    k: all.clone(),
+                    heads_q: layout.heads_q,
+                    area,
+                    flops: 4.0 * area as f64 * layout.heads_q as f64 * d as f64 * b as f64 * factor,
+                })
+            })
+            .collect()
+    };
+    let mut steps = Vec::new();
+    if layout.pass != Pass::Bwd {
+        steps.push(gather("fwd all-gather kv"));
+        steps.push(Step { label: "fwd compute".into(), compute: compute(1.0), messages: vec![] });
+    }
+    if layout.pass.includes_backward() {
+        steps.push(gather("bwd all-gather kv"));
+        steps.push(Step { label: "bwd compute".into(), compute: compute(2.5), messages: vec![] });
+        steps.push(Step {
+            label: "bwd reduce-scatter dkv".into(),
+            compute: vec![],
+            messages: (0..world)
+                .flat_map(|r| (0..world).filter(move |&j| j != r).map(move |j| (r, j)))
+                .map(|(r, j)| Message { src: r, dst: j, bytes: kv_tok(layout.acc_bytes()) * shard.len(j) as u64, what: "dkv-reduce-scatter".into(), overlapped: false })
+                .collect(),
+        });
+    }
+    Schedule { strategy: name.to_string(), world, steps }
+}

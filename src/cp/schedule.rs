@@ -1,0 +1,116 @@
+//! A strategy's schedule as plain data: for each step, which (query tokens × key tokens) pieces each
+//! rank computes and which messages (bytes, from whom to whom) are in flight. Produced by a pure
+//! `schedule(world, shard, mask, layout)` per strategy and consumed by the simulator (virtual ranks +
+//! α–β model) and by tests that compare it with what the real run sent.
+
+use std::ops::Range;
+
+use serde::{Deserialize, Serialize};
+
+use crate::flops::Pass;
+
+/// The shape of a CP problem as a schedule needs it (no tensors).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CpLayout {
+    pub batch: usize,
+    pub heads_q: usize,
+    pub heads_kv: usize,
+    pub head_dim: usize,
+    /// Bytes per element of q, k, v, out (2 bf16/fp16, 4 fp32, 8 fp64).
+    pub elem_bytes: usize,
+    pub pass: Pass,
+    /// Ulysses (head-parallel) degree for `usp`; 0 = the strategy's default.
+    pub ulysses_degree: usize,
+    /// Inner ring size for `double-ring`; 0 = the strategy's default.
+    pub inner_ring: usize,
+}
+
+impl CpLayout {
+    /// Bytes of the LSE per element: f32, f64 for f64 inputs (the sliced backend's convention).
+    pub fn lse_bytes(&self) -> usize {
+        if self.elem_bytes == 8 {
+            8
+        } else {
+            4
+        }
+    }
+    /// Bytes per element of gradient accumulators travelling between ranks (f32, f64 for f64).
+    pub fn acc_bytes(&self) -> usize {
+        self.elem_bytes.max(4)
+    }
+}
+
+/// One block of attention a rank computes in a step: its query tokens against a key set, over
+/// `heads_q` query heads. `area` is the attended pairs per head (exact, from the mask).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Piece {
+    pub rank: usize,
+    pub q: Vec<Range<usize>>,
+    pub k: Vec<Range<usize>>,
+    pub heads_q: usize,
+    pub area: u64,
+    /// FLOPs of this piece for the step's pass (4·area·heads·D·B, × 2.5 in backward steps).
+    pub flops: f64,
+}
+
+/// A point-to-point message (collectives are written as their messages).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub src: usize,
+    pub dst: usize,
+    pub bytes: u64,
+    /// What moves: `kv`, `dkv`, `a2a-qkv`, …
+    pub what: String,
+    /// True when the strategy posts it before the step's compute and waits after it (overlap).
+    pub overlapped: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    /// `fwd ring 2`, `bwd a2a`, …
+    pub label: String,
+    pub compute: Vec<Piece>,
+    pub messages: Vec<Message>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Schedule {
+    pub strategy: String,
+    pub world: usize,
+    pub steps: Vec<Step>,
+}
+
+impl Schedule {
+    /// Bytes each rank sends over the whole schedule.
+    pub fn bytes_sent(&self) -> Vec<u64> {
+        let mut v = vec![0u64; self.world];
+        for s in &self.steps {
+            for m in &s.messages {
+                v[m.src] += m.bytes;
+            }
+        }
+        v
+    }
+
+    /// Attended area (pairs × query heads) each rank computes: the per-rank work of the schedule.
+    pub fn work(&self) -> Vec<u64> {
+        let mut v = vec![0u64; self.world];
+        for s in &self.steps {
+            for p in &s.compute {
+                v[p.rank] += p.area * p.heads_q as u64;
+            }
+        }
+        v
+    }
+
+    /// FLOPs each rank computes.
+    pub fn flops(&self) -> Vec<f64> {
+        let mut v = vec![0f64; self.world];
+        for s in &self.steps {
+            for p in &s.compute {
+                v[p.rank] += p.flops;
+            }
+        }
+        v
+    }
+}
