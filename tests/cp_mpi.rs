@@ -1,0 +1,92 @@
+//! `mpirun -np {2,4}` integration tests of `attnbench cp` on CPU: every strategy × {full, causal,
+//! causal_document, sliding_window} × forward and backward (one fwdbwd run checks out, LSE, dQ, dK, dV
+//! against the single-device result on rank 0), one combined job per world size; and failure handling:
+//! a bad mask on one rank, a rank failing or killed mid-run end the job non-zero with a clear message,
+//! rows written before stay intact. Run with `cargo test --features mpi --test cp_mpi`.
+#![cfg(feature = "mpi")]
+
+use std::process::{Command, Output};
+
+fn mpirun(np: usize, args: &[&str]) -> Output {
+    Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/launch/mpirun"))
+        .arg("-np")
+        .arg(np.to_string())
+        .arg(env!("CARGO_BIN_EXE_attnbench"))
+        .args(args)
+        .output()
+        .expect("mpirun runs")
+}
+
+fn all_cases(np: usize, seqlen: &str, doc_lens: &str) {
+    let docs = format!("causal_document?doc_lens={doc_lens}");
+    let masks = ["full", "causal", docs.as_str(), "sliding_window?window_left=16&window_right=8"];
+    let mut args = vec!["cp", "--strategy", "all", "--seqlen", seqlen, "--heads", "8:2", "--head-dim", "16", "--pass", "fwdbwd", "--repeats", "1", "--warmup", "0", "--json"];
+    for m in masks {
+        args.push("--mask");
+        args.push(m);
+    }
+    let out = mpirun(np, &args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "np={np}: {:?}\n{stdout}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 6 * 4, "one row per strategy × mask, from rank 0 only:\n{stdout}");
+    for r in &rows {
+        assert_eq!(r["status"], "ok", "{r}");
+        assert_eq!(r["world_size"], np, "{r}");
+        assert_eq!(r["kind"], "cp");
+        assert!(r["max_abs_err"].as_f64().unwrap() < 1e-4, "{r}");
+        assert!(r["bytes_sent"].as_u64().unwrap() > 0, "{r}");
+        assert!(!r["note"].as_str().unwrap().contains("differ from the schedule"), "{r}");
+    }
+}
+
+#[test]
+fn every_strategy_and_mask_matches_single_device_at_world_2() {
+    all_cases(2, "96", "30,50,16");
+}
+
+#[test]
+fn every_strategy_and_mask_matches_single_device_at_world_4() {
+    all_cases(4, "128", "30,50,48");
+}
+
+fn one_case(np: usize, csv: &std::path::Path, extra: &[&str]) -> Output {
+    let mut args = vec!["cp", "--strategy", "ring-p2p", "--mask", "causal", "--seqlen", "64", "--heads", "4:2", "--head-dim", "16", "--repeats", "2", "--out", csv.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    mpirun(np, &args)
+}
+
+#[test]
+fn failing_ranks_end_the_job_and_keep_written_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("rows.csv");
+    let ok = one_case(2, &csv, &[]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let before = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(before.lines().count(), 2, "header + one row");
+
+    // A bad mask on rank 1 only: every rank exits 2, rank 1 names itself, once.
+    let bad = one_case(2, &csv, &["--fault", "1:mask"]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success());
+    assert_eq!(err.matches("error: rank 1: --mask causal").count(), 1, "{err}");
+
+    // A rank failing mid-run aborts the job with its message.
+    let failed = one_case(2, &csv, &["--fault", "1:error"]);
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert!(!failed.status.success());
+    assert!(err.contains("error: rank 1: injected failure"), "{err}");
+
+    // A rank killed mid-run: the job ends non-zero (mpirun reports the signal).
+    let killed = one_case(2, &csv, &["--fault", "1:kill"]);
+    assert!(!killed.status.success());
+
+    // Bad flags: exit 2, printed once (rank 0).
+    let flags = one_case(2, &csv, &["--dtype", "fp8"]);
+    let err = String::from_utf8_lossy(&flags.stderr);
+    assert!(!flags.status.success(), "{err}");
+    assert_eq!(err.matches("error: --dtype").count(), 1, "{err}");
+
+    assert_eq!(std::fs::read_to_string(&csv).unwrap(), before, "rows written before the failures are intact");
+    attnbench::results::read_rows(&csv).expect("still a valid results CSV");
+}
