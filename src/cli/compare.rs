@@ -1,10 +1,65 @@
-//! `attnbench compare` (not built yet).
+//! `attnbench compare BASE.csv NEW.csv`: case-by-case comparison joined on `case_id`; exit 1 when
+//! any case regressed beyond both the threshold and the measured noise.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[derive(clap::Args, Debug)]
-pub struct CompareArgs {}
+use crate::error::{BadInput, CheckFailed};
+use crate::report::compare::{compare, text_summary};
+use crate::report::export::{ExportType, GabMetric};
+use crate::report::{cli_error, load_runs};
 
-pub fn run(_args: CompareArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`attnbench compare` is not built yet")
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Verdict per case: regression when new/base median time > 1 + PCT/100 AND the p20–p80 intervals \
+of the two runs do not overlap (new p20 > base p80); improvement symmetrically; otherwise unchanged. A missing p20/p80 counts \
+as the median. Cases in one run only are only-in-base / only-in-new; a case not ok in either run is not-ok. \
+Exit status: 1 on any regression (or, with --fail-on-broken, a case ok in BASE and failing in NEW), 0 otherwise, 2 on bad input.")]
+pub struct CompareArgs {
+    /// The reference run.
+    #[arg(value_name = "BASE.csv")]
+    pub base: PathBuf,
+    /// The run under test.
+    #[arg(value_name = "NEW.csv")]
+    pub new: PathBuf,
+    /// Relative change of the median time, in percent, below which nothing counts.
+    #[arg(long, default_value_t = 5.0, value_name = "PCT")]
+    pub threshold: f64,
+    /// Write a Markdown summary (for a PR comment) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub markdown: Option<PathBuf>,
+    /// Write github-action-benchmark JSON (the NEW run's ok cases) to FILE.
+    #[arg(long = "json-gab", value_name = "FILE")]
+    pub json_gab: Option<PathBuf>,
+    /// Value exported with --json-gab: ms (tool customSmallerIsBetter) or tflops (customBiggerIsBetter).
+    #[arg(long, value_enum, default_value = "ms")]
+    pub gab_metric: GabMetric,
+    /// Write Bencher Metric Format JSON (latency in ns with p20/p80 bounds, throughput in TFLOPS) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub bmf: Option<PathBuf>,
+    /// Also exit 1 when a case that was ok in BASE is not ok in NEW (OOM, wrong, error, …).
+    #[arg(long)]
+    pub fail_on_broken: bool,
+}
+
+pub fn run(args: CompareArgs) -> anyhow::Result<ExitCode> {
+    if !(args.threshold.is_finite() && args.threshold >= 0.0) {
+        return Err(BadInput::new(format!("--threshold {}: expected a non-negative percentage, e.g. 5", args.threshold)).into());
+    }
+    let runs = load_runs(&[args.base.clone(), args.new.clone()], &[]).map_err(cli_error)?;
+    let cmp = compare(&runs[0].rows, &runs[1].rows, args.threshold);
+    let outputs = [(args.markdown, ExportType::Markdown), (args.json_gab, ExportType::GithubActionBenchmark(args.gab_metric)), (args.bmf, ExportType::Bencher)];
+    for (path, kind) in outputs {
+        if let Some(p) = path {
+            let bytes = kind.exporter().serialize(&cmp).map_err(cli_error)?;
+            std::fs::write(&p, bytes).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+        }
+    }
+    print!("{}", text_summary(&cmp));
+    if cmp.regressions() > 0 {
+        return Err(CheckFailed(format!("{} case(s) regressed beyond {} % and noise", cmp.regressions(), args.threshold)).into());
+    }
+    if args.fail_on_broken && cmp.newly_broken() > 0 {
+        return Err(CheckFailed(format!("{} case(s) ok in the base run fail in the new run", cmp.newly_broken())).into());
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,10 +1,32 @@
-//! `attnbench report` (not built yet).
+//! `attnbench report RUN_DIR`: a self-contained HTML page (tables, inline SVG plots, metadata).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[derive(clap::Args, Debug)]
-pub struct ReportArgs {}
+use crate::report::html::{report_dir, HtmlOptions};
+use crate::report::cli_error;
 
-pub fn run(_args: ReportArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`attnbench report` is not built yet")
+#[derive(clap::Args, Debug)]
+#[command(after_help = "RUN_DIR holds results.csv and meta.json (as written by `attnbench run`). The page has no scripts \
+and no external files; it opens from disk in any browser. --cab adds the CAB-style efficiency analysis: per backend a \
+least-squares power law t = a·S^b (log-log) for time and memory, with R², and the length from which each backend beats \
+`naive` (from the fits and the first measured length).")]
+pub struct ReportArgs {
+    /// Run directory (results.csv + meta.json).
+    #[arg(value_name = "RUN_DIR")]
+    pub dir: PathBuf,
+    /// Output file [default: RUN_DIR/report.html].
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Include the CAB-style efficiency analysis.
+    #[arg(long)]
+    pub cab: bool,
+}
+
+pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
+    let html = report_dir(&args.dir, &HtmlOptions { cab: args.cab }).map_err(cli_error)?;
+    let out = args.out.unwrap_or_else(|| args.dir.join("report.html"));
+    std::fs::write(&out, html).map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
+    println!("{}", out.display());
+    Ok(ExitCode::SUCCESS)
 }

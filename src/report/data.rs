@@ -163,9 +163,9 @@ pub const MARK_LEGEND: &str = "X unsupported · E out of memory · W wrong resul
 
 /// `1024` → `1K`, `131072` → `128K`, `1048576` → `1M`; other numbers as they are.
 pub fn fmt_seqlen(s: usize) -> String {
-    if s >= 1 << 20 && s % (1 << 20) == 0 {
+    if s >= 1 << 20 && s.is_multiple_of(1 << 20) {
         format!("{}M", s >> 20)
-    } else if s >= 1024 && s % 1024 == 0 {
+    } else if s >= 1024 && s.is_multiple_of(1024) {
         format!("{}K", s >> 10)
     } else {
         s.to_string()
@@ -299,6 +299,16 @@ pub fn slug(s: &str) -> String {
         }
     }
     out.trim_matches('-').to_string()
+}
+
+/// A short, stable, human name of a row's case, e.g. `sdpa-flash causal S=4K h64:8 d128 bf16 fwd`
+/// or `ring×8 (varlen-flash) causal S=64K …`; used as the benchmark name in exports.
+pub fn row_label(r: &Row) -> String {
+    let what = if r.strategy.is_empty() { r.backend.clone() } else { format!("{}×{} ({})", r.strategy, r.world_size, r.backend) };
+    let p = if r.mask_params.is_empty() { String::new() } else { format!("[{}]", r.mask_params) };
+    let b = if r.batch == 1 { String::new() } else { format!(" b{}", r.batch) };
+    let sim = if r.kind == CaseKind::Simulated { " (projected)" } else { "" };
+    format!("{what} {}{p} S={}{b} h{}:{} d{} {} {} {}{sim}", r.mask, fmt_seqlen(r.seqlen), r.heads_q, r.heads_kv, r.head_dim, r.dtype, r.pass, r.device)
 }
 
 /// Order passes fwd, bwd, fwdbwd, then anything else.

@@ -5,7 +5,10 @@
 //! [`crate::results::read_rows`], and a row whose status is not `ok` never becomes a number.
 
 pub mod cab;
+pub mod compare;
 pub mod data;
+pub mod export;
+pub mod html;
 pub mod plot;
 pub mod table;
 

@@ -219,6 +219,9 @@ pub fn latex_escape(s: &str) -> String {
             '—' => o.push_str("---"),
             '–' => o.push_str("--"),
             '×' => o.push_str("$\\times$"),
+            '²' => o.push_str("$^2$"),
+            '≈' => o.push_str("$\\approx$"),
+            '∞' => o.push_str("$\\infty$"),
             _ => o.push(c),
         }
     }

@@ -1,0 +1,267 @@
+//! Comparing two runs case by case (joined on `case_id`), with a noise-aware verdict.
+//!
+//! Per case present and `ok` in both runs: `ratio = new median ms / base median ms`. The change is a
+//! **regression** when `ratio > 1 + threshold` *and* the runs' noise intervals do not overlap,
+//! i.e. `new.p20 > base.p80`; an **improvement** when `ratio < 1 − threshold` and `new.p80 <
+//! base.p20`; otherwise **unchanged**. The noise interval of a run is its [p20, p80] of the repeat
+//! times (a missing p20/p80 counts as the median, a zero-width interval). So a 10 % slowdown with
+//! ±1 % spread is a regression, the same slowdown with ±10 % spread is not. Cases in one run only
+//! are `only-in-base` / `only-in-new`; a case not `ok` in either run is `not-ok` (reported, not a
+//! regression unless the caller asks for that).
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::results::{Row, Status};
+
+use super::data::{fmt_sig, row_label};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    Regression,
+    Improvement,
+    Unchanged,
+    NotOk,
+    OnlyInBase,
+    OnlyInNew,
+}
+
+impl Verdict {
+    pub const ALL: [Verdict; 6] = [Verdict::Regression, Verdict::Improvement, Verdict::Unchanged, Verdict::NotOk, Verdict::OnlyInBase, Verdict::OnlyInNew];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Regression => "regression",
+            Verdict::Improvement => "improvement",
+            Verdict::Unchanged => "unchanged",
+            Verdict::NotOk => "not-ok",
+            Verdict::OnlyInBase => "only-in-base",
+            Verdict::OnlyInNew => "only-in-new",
+        }
+    }
+}
+
+/// One case of the comparison.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseComparison {
+    pub case_id: String,
+    pub label: String,
+    pub verdict: Verdict,
+    /// new median / base median (both ok).
+    pub ratio: Option<f64>,
+    /// Whether the [p20, p80] intervals overlap (both ok).
+    pub noise_overlap: Option<bool>,
+    pub base_ms: Option<f64>,
+    pub new_ms: Option<f64>,
+    pub base_status: Option<Status>,
+    pub new_status: Option<Status>,
+    /// The new row (or the base row for `only-in-base`), for exports.
+    #[serde(skip)]
+    pub row: Row,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    /// Relative change needed to call a regression/improvement, percent.
+    pub threshold_pct: f64,
+    pub cases: Vec<CaseComparison>,
+}
+
+impl Comparison {
+    pub fn count(&self, v: Verdict) -> usize {
+        self.cases.iter().filter(|c| c.verdict == v).count()
+    }
+
+    pub fn regressions(&self) -> usize {
+        self.count(Verdict::Regression)
+    }
+
+    /// Cases that were ok in base and are not ok in new (a kernel that broke).
+    pub fn newly_broken(&self) -> usize {
+        self.cases.iter().filter(|c| c.base_status == Some(Status::Ok) && matches!(c.new_status, Some(s) if s != Status::Ok)).count()
+    }
+}
+
+fn interval(r: &Row) -> Option<(f64, f64, f64)> {
+    let m = r.ms_median?;
+    Some((r.ms_p20.unwrap_or(m), m, r.ms_p80.unwrap_or(m)))
+}
+
+/// Compares `new` against `base`. When a run has several rows for a case the last one counts.
+/// Cases are ordered as in `base`, then new-only cases as in `new`.
+pub fn compare(base: &[Row], new: &[Row], threshold_pct: f64) -> Comparison {
+    let last = |rows: &[Row]| -> (Vec<String>, HashMap<String, Row>) {
+        let mut order = Vec::new();
+        let mut map = HashMap::new();
+        for r in rows {
+            if map.insert(r.case_id.clone(), r.clone()).is_none() {
+                order.push(r.case_id.clone());
+            }
+        }
+        (order, map)
+    };
+    let (border, bmap) = last(base);
+    let (norder, nmap) = last(new);
+    let t = threshold_pct / 100.0;
+    let mut cases = Vec::new();
+    for id in border.iter().chain(norder.iter().filter(|id| !bmap.contains_key(*id))) {
+        let (b, n) = (bmap.get(id), nmap.get(id));
+        let row = n.or(b).expect("id from one of the maps").clone();
+        let mut c = CaseComparison {
+            case_id: id.clone(),
+            label: row_label(&row),
+            verdict: Verdict::Unchanged,
+            ratio: None,
+            noise_overlap: None,
+            base_ms: b.and_then(|r| r.ms_median),
+            new_ms: n.and_then(|r| r.ms_median),
+            base_status: b.map(|r| r.status),
+            new_status: n.map(|r| r.status),
+            row,
+        };
+        c.verdict = match (b, n) {
+            (Some(_), None) => Verdict::OnlyInBase,
+            (None, Some(_)) => Verdict::OnlyInNew,
+            (Some(b), Some(n)) => match (b.status == Status::Ok, n.status == Status::Ok, interval(b), interval(n)) {
+                (true, true, Some((b20, bm, b80)), Some((n20, nm, n80))) if bm > 0.0 => {
+                    let ratio = nm / bm;
+                    c.ratio = Some(ratio);
+                    c.noise_overlap = Some(n20 <= b80 && b20 <= n80);
+                    if ratio > 1.0 + t && n20 > b80 {
+                        Verdict::Regression
+                    } else if ratio < 1.0 - t && n80 < b20 {
+                        Verdict::Improvement
+                    } else {
+                        Verdict::Unchanged
+                    }
+                }
+                _ => Verdict::NotOk,
+            },
+            (None, None) => unreachable!("every id comes from base or new"),
+        };
+        cases.push(c);
+    }
+    Comparison { threshold_pct, cases }
+}
+
+fn pct(ratio: f64) -> String {
+    format!("{:+.1} %", (ratio - 1.0) * 100.0)
+}
+
+fn md_cell(s: &str) -> String {
+    s.replace('|', "\\|")
+}
+
+/// Markdown summary for a PR comment: counts, then regressions and improvements (largest first),
+/// then newly broken cases; every case in a collapsed `<details>` block.
+pub fn markdown(cmp: &Comparison) -> String {
+    let mut o = String::from("## attnbench comparison\n\n");
+    let verdict_line = if cmp.regressions() > 0 {
+        format!("**{} regression(s)** beyond {} % and noise.", cmp.regressions(), cmp.threshold_pct)
+    } else {
+        format!("No regression beyond {} % and noise.", cmp.threshold_pct)
+    };
+    o.push_str(&verdict_line);
+    o.push_str("\n\n| verdict | cases |\n|:--|--:|\n");
+    for v in Verdict::ALL {
+        o.push_str(&format!("| {} | {} |\n", v.name(), cmp.count(v)));
+    }
+    o.push_str(&format!(
+        "\nA change counts when the median moved by more than {} % **and** the p20–p80 intervals of the two runs do not overlap.\n",
+        cmp.threshold_pct
+    ));
+    let table = |title: &str, mut cs: Vec<&CaseComparison>, desc: bool| -> String {
+        if cs.is_empty() {
+            return String::new();
+        }
+        cs.sort_by(|a, b| {
+            let (x, y) = (a.ratio.unwrap_or(1.0), b.ratio.unwrap_or(1.0));
+            if desc { y.total_cmp(&x) } else { x.total_cmp(&y) }
+        });
+        let mut s = format!("\n### {title}\n\n| case | base ms | new ms | change |\n|:--|--:|--:|--:|\n");
+        for c in cs {
+            s.push_str(&format!(
+                "| {} | {} | {} | {} |\n",
+                md_cell(&c.label),
+                c.base_ms.map(fmt_sig).unwrap_or_default(),
+                c.new_ms.map(fmt_sig).unwrap_or_default(),
+                c.ratio.map(pct).unwrap_or_default()
+            ));
+        }
+        s
+    };
+    o.push_str(&table("Regressions", cmp.cases.iter().filter(|c| c.verdict == Verdict::Regression).collect(), true));
+    o.push_str(&table("Improvements", cmp.cases.iter().filter(|c| c.verdict == Verdict::Improvement).collect(), false));
+    let broken: Vec<&CaseComparison> = cmp.cases.iter().filter(|c| c.base_status == Some(Status::Ok) && matches!(c.new_status, Some(s) if s != Status::Ok)).collect();
+    if !broken.is_empty() {
+        o.push_str("\n### Ok in base, failing in new\n\n| case | new status |\n|:--|:--|\n");
+        for c in broken {
+            o.push_str(&format!("| {} | {} |\n", md_cell(&c.label), c.new_status.map(|s| s.name()).unwrap_or("")));
+        }
+    }
+    o.push_str("\n<details><summary>All cases</summary>\n\n| case | verdict | base | new | change |\n|:--|:--|--:|--:|--:|\n");
+    for c in &cmp.cases {
+        let side = |ms: Option<f64>, st: Option<Status>| match (ms, st) {
+            (_, None) => "–".to_string(),
+            (Some(m), Some(Status::Ok)) => format!("{} ms", fmt_sig(m)),
+            (_, Some(s)) => s.name().to_string(),
+        };
+        o.push_str(&format!(
+            "| {} | {} | {} | {} | {} |\n",
+            md_cell(&c.label),
+            c.verdict.name(),
+            side(c.base_ms, c.base_status),
+            side(c.new_ms, c.new_status),
+            c.ratio.map(pct).unwrap_or_default()
+        ));
+    }
+    o.push_str("\n</details>\n");
+    o
+}
+
+/// One line per verdict for the terminal.
+pub fn text_summary(cmp: &Comparison) -> String {
+    let mut o = String::new();
+    for c in cmp.cases.iter().filter(|c| matches!(c.verdict, Verdict::Regression | Verdict::Improvement)) {
+        o.push_str(&format!("{:<12} {} {} ({} → {} ms)\n", c.verdict.name(), pct(c.ratio.unwrap_or(1.0)), c.label, fmt_sig(c.base_ms.unwrap_or(0.0)), fmt_sig(c.new_ms.unwrap_or(0.0))));
+    }
+    let counts: Vec<String> = Verdict::ALL.iter().map(|v| format!("{} {}", cmp.count(*v), v.name())).collect();
+    o.push_str(&format!("{} cases: {} (threshold {} %, noise = p20–p80 overlap)\n", cmp.cases.len(), counts.join(", "), cmp.threshold_pct));
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::case::{Case, DType, DeviceKind, HeadLayout};
+    use crate::flops::Pass;
+
+    fn row(s: usize, ms: f64, spread: f64) -> Row {
+        let c = Case::kernel("sdpa", "causal", Default::default(), s, HeadLayout { q: 8, kv: 8 }, 64, DType::Bf16, Pass::Fwd, DeviceKind::Cuda);
+        let mut r = Row::for_case("r", &c, "gpu");
+        r.status = Status::Ok;
+        r.ms_median = Some(ms);
+        r.ms_p20 = Some(ms * (1.0 - spread));
+        r.ms_p80 = Some(ms * (1.0 + spread));
+        r
+    }
+
+    #[test]
+    fn verdicts() {
+        let base = vec![row(1024, 1.0, 0.01), row(2048, 1.0, 0.10), row(4096, 1.0, 0.01), row(8192, 1.0, 0.01), row(16384, 1.0, 0.01)];
+        let mut broken = row(8192, 1.0, 0.01);
+        broken.fail(Status::Oom, "oom");
+        let new = vec![row(1024, 1.1, 0.01), row(2048, 1.1, 0.10), row(4096, 0.8, 0.01), broken, row(32768, 1.0, 0.01)];
+        let c = compare(&base, &new, 5.0);
+        let v: Vec<Verdict> = c.cases.iter().map(|c| c.verdict).collect();
+        assert_eq!(v, vec![Verdict::Regression, Verdict::Unchanged, Verdict::Improvement, Verdict::NotOk, Verdict::OnlyInBase, Verdict::OnlyInNew]);
+        assert_eq!(c.newly_broken(), 1);
+        // 3 % slower with tight noise stays under a 5 % threshold.
+        let c = compare(&[row(1024, 1.0, 0.001)], &[row(1024, 1.03, 0.001)], 5.0);
+        assert_eq!(c.cases[0].verdict, Verdict::Unchanged);
+        let md = markdown(&compare(&base, &new, 5.0));
+        assert!(md.contains("**1 regression(s)**"), "{md}");
+    }
+}
