@@ -16,5 +16,6 @@ pub mod measure;
 pub mod report;
 pub mod results;
 pub mod sim;
+pub mod suite;
 
 pub use error::{BadInput, CheckFailed};

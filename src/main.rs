@@ -41,6 +41,9 @@ enum Command {
     Env(cli::env::EnvArgs),
     /// Mask patterns (with parameters and defaults), backends and strategies.
     List(cli::list::ListArgs),
+    /// Internal: serve kernel cases to `attnbench run` over stdin/stdout (one JSON line each way).
+    #[command(hide = true)]
+    Worker,
 }
 
 fn main() -> ExitCode {
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
         Command::Simulate(a) => cli::simulate::run(a),
         Command::Env(a) => cli::env::run(a),
         Command::List(a) => cli::list::run(a),
+        Command::Worker => attnbench::suite::worker::serve().map(|_| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

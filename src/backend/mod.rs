@@ -32,7 +32,10 @@ impl BackendError {
     /// Classifies a libtorch error message: "out of memory" anywhere → [`BackendError::Oom`].
     pub fn from_message(msg: String) -> Self {
         let first = crate::results::one_line(&msg);
-        if msg.to_ascii_lowercase().contains("out of memory") {
+        // CUDA: "CUDA out of memory"; CPU allocator: "DefaultCPUAllocator: can't allocate memory" /
+        // "not enough memory".
+        let lower = msg.to_ascii_lowercase();
+        if ["out of memory", "can't allocate memory", "not enough memory"].iter().any(|p| lower.contains(p)) {
             BackendError::Oom(first)
         } else {
             BackendError::Torch(first)

@@ -193,6 +193,8 @@ impl Row {
 
 /// Error messages go in one CSV cell: flatten newlines, cap the length.
 pub fn one_line(s: &str) -> String {
+    // libtorch appends a C++ stack trace ("Exception raised from …", "frame #0: …"): not for a CSV cell.
+    let s = ["Exception raised from", "frame #0"].iter().filter_map(|m| s.find(m)).min().map_or(s, |p| &s[..p]);
     let mut t: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
     if t.len() > 500 {
         let mut cut = 500;

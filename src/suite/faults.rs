@@ -6,7 +6,14 @@
 //! - `fault-wrong`: the `naive` kernel with its output perturbed, run through the real correctness
 //!   gate → `wrong` row with `max_abs_err` and no timing.
 
+use tch::Tensor;
+
 use super::worker::WorkItem;
+use crate::backend::naive::NAIVE;
+use crate::backend::{Backend, BackendError, Fwd, Inputs, Kernel};
+use crate::case::Case;
+use crate::flops::Pass;
+use crate::mask::HeadMasks;
 use crate::results::Row;
 
 pub const FAULT_BACKENDS: &[&str] = &["fault-crash", "fault-hang", "fault-wrong"];
@@ -35,19 +42,54 @@ pub fn execute(item: &WorkItem) -> Option<Row> {
 }
 
 fn wrong(item: &WorkItem) -> Row {
-    let backend = crate::backend::testing::PerturbedBackend::new("naive", 1e-1);
-    let mut case = item.case.clone();
-    case.backend = "naive".into();
-    let mut row = match crate::exec::execute_kernel_case_with(&backend, &case, &item.settings, &item.run_id) {
+    let mut row = match crate::exec::execute_kernel_case_with(&PERTURBED, &item.case, &item.settings, &item.run_id) {
         Ok(r) => r,
         Err(e) => {
-            let mut r = Row::for_case(&item.run_id, &case, "");
+            let mut r = Row::for_case(&item.run_id, &item.case, "");
             r.fail(crate::results::Status::Error, e.to_string());
             r
         }
     };
-    // Keep the identity of the requested case.
-    row.backend = item.case.backend.clone();
     row.case_id = item.case.case_id();
-    Some(row)
+    row
+}
+
+/// `naive` with 0.1 added to every output element: wrong by construction, otherwise a real kernel.
+struct Perturbed;
+static PERTURBED: Perturbed = Perturbed;
+
+struct PerturbedKernel(Box<dyn Kernel>);
+
+impl Backend for Perturbed {
+    fn name(&self) -> &'static str {
+        "fault-wrong"
+    }
+    fn summary(&self) -> &'static str {
+        "test only: naive with a perturbed output"
+    }
+    fn supports(&self, case: &Case, masks: &HeadMasks) -> Result<(), String> {
+        NAIVE.supports(case, masks)
+    }
+    fn autograd(&self) -> bool {
+        NAIVE.autograd()
+    }
+    fn prepare(&self, case: &Case, x: &Inputs) -> Result<Box<dyn Kernel>, BackendError> {
+        Ok(Box::new(PerturbedKernel(NAIVE.prepare(case, x)?)))
+    }
+}
+
+impl Kernel for PerturbedKernel {
+    fn forward(&mut self, x: &Inputs) -> Result<Fwd, BackendError> {
+        let f = self.0.forward(x)?;
+        Ok(Fwd { out: f.out.f_add_scalar(0.1)?, lse: f.lse })
+    }
+    fn backward(&mut self, x: &Inputs, fwd: &Fwd) -> Result<(Tensor, Tensor, Tensor), BackendError> {
+        self.0.backward(x, fwd)
+    }
+    fn note(&self) -> String {
+        "test only: output + 0.1".into()
+    }
+    fn cpu_bytes(&self, x: &Inputs, pass: Pass) -> u64 {
+        self.0.cpu_bytes(x, pass)
+    }
 }

@@ -3,6 +3,7 @@
 
 pub mod faults;
 pub mod filter;
+pub mod oracle;
 pub mod plan;
 pub mod runner;
 pub mod schema;

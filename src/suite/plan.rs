@@ -108,7 +108,7 @@ pub fn load(path: &Path, filter: Option<&Filter>, oracle: &dyn SupportOracle) ->
     // Memory-sane order: within a backend (and strategy), small to large, so an OOM at length L is
     // seen before the larger lengths it lets us skip.
     cases.sort_by(|a, b| {
-        let key = |c: &Case| (c.kind, c.strategy.clone(), c.backend.clone(), c.device, c.seqlen, c.world_size, c.pattern.clone(), c.params.clone(), c.pass, c.dtype, c.heads, c.head_dim, c.batch);
+        let key = |c: &Case| ((c.kind, c.strategy.clone(), c.backend.clone(), c.device, c.seqlen, c.world_size), (c.pattern.clone(), c.params.clone(), c.pass, c.dtype, c.heads, c.head_dim, c.batch));
         key(a).cmp(&key(b))
     });
 

@@ -293,14 +293,24 @@ fn stderr_tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(3)..].join(" | ")
 }
 
-/// Command line of one CP case: `mpirun -np W attnbench cp ... --json`.
+/// Command line of one CP case: `mpirun -np W attnbench cp ... --json` when this binary has MPI,
+/// else the in-process local world (`attnbench cp --comm local --world W`), which runs the same
+/// strategies with one thread per rank.
 pub fn cp_command(case: &Case, settings: &MeasureSettings) -> anyhow::Result<Command> {
     let exe = std::env::current_exe()?;
-    let mpirun = std::env::var("ATTNBENCH_MPIRUN").unwrap_or_else(|_| "mpirun".into());
-    let mut cmd = Command::new(mpirun);
-    cmd.args(["-np", &case.world_size.to_string()]);
-    cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1").env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1").env("OMPI_MCA_rmaps_base_oversubscribe", "1");
-    cmd.arg(exe).arg("cp");
+    let mut cmd = if cfg!(feature = "mpi") {
+        let mpirun = std::env::var("ATTNBENCH_MPIRUN").unwrap_or_else(|_| "mpirun".into());
+        let mut cmd = Command::new(mpirun);
+        cmd.args(["-np", &case.world_size.to_string()]);
+        cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1").env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1").env("OMPI_MCA_rmaps_base_oversubscribe", "1");
+        cmd.arg(exe).arg("cp");
+        cmd.args(["--comm", if case.device == crate::case::DeviceKind::Cuda { "nccl" } else { "mpi" }]);
+        cmd
+    } else {
+        let mut cmd = Command::new(exe);
+        cmd.arg("cp").args(["--comm", "local", "--world", &case.world_size.to_string()]);
+        cmd
+    };
     cmd.args(["--strategy", &case.strategy, "--mask", &case.pattern, "--seqlen", &case.seqlen.to_string()]);
     for (k, v) in &case.params.0 {
         cmd.args(["--set", &format!("{k}={v}")]);
@@ -309,8 +319,7 @@ pub fn cp_command(case: &Case, settings: &MeasureSettings) -> anyhow::Result<Com
         cmd.arg(format!("--{}", k.replace('_', "-"))).arg(v);
     }
     cmd.args(["--heads", &case.heads.to_string(), "--head-dim", &case.head_dim.to_string(), "--dtype", case.dtype.name()]);
-    cmd.args(["--batch", &case.batch.to_string()]);
-    cmd.args(["--pass", case.pass.name(), "--device", case.device.name(), "--backend", &case.backend]);
+    cmd.args(["--batch", &case.batch.to_string(), "--pass", case.pass.name(), "--device", case.device.name()]);
     cmd.args(["--warmup", &settings.warmup.to_string(), "--repeats", &settings.repeats.to_string(), "--seed", &settings.seed.to_string()]);
     if !settings.check {
         cmd.arg("--no-check");

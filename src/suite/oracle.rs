@@ -1,0 +1,65 @@
+//! The real registries as the plan's [`SupportOracle`]: kernel backends from `crate::backend`,
+//! CP strategies from `crate::cp::registry`, plus the test-only fault backends when enabled.
+
+use super::faults;
+use super::plan::SupportOracle;
+use crate::case::{Case, CaseKind};
+use crate::mask::HeadMasks;
+
+pub struct Registries;
+
+impl SupportOracle for Registries {
+    fn backend_known(&self, name: &str) -> bool {
+        crate::backend::find_backend(name).is_ok() || faults::is_fault_backend(name)
+    }
+
+    fn strategy_known(&self, name: &str) -> bool {
+        crate::cp::registry::find_strategy(name).is_ok()
+    }
+
+    fn known_backends(&self) -> Vec<String> {
+        crate::backend::registry().iter().map(|b| b.name().to_string()).collect()
+    }
+
+    fn known_strategies(&self) -> Vec<String> {
+        crate::cp::registry::STRATEGIES.iter().map(|s| s.name.to_string()).collect()
+    }
+
+    fn supports(&self, case: &Case, masks: &HeadMasks) -> Result<(), String> {
+        if faults::is_fault_backend(&case.backend) {
+            return Ok(());
+        }
+        match case.kind {
+            CaseKind::Kernel => {
+                let b = crate::backend::find_backend(&case.backend)?;
+                if case.device == crate::case::DeviceKind::Cuda && !crate::backend::shim::cuda_available() {
+                    return Err("no CUDA device available on this machine".into());
+                }
+                b.supports(case, masks)
+            }
+            CaseKind::Cp => cp_supports(case),
+            CaseKind::Simulated => Err("simulated cases come from `attnbench simulate`".into()),
+        }
+    }
+}
+
+/// Whether a CP case can run here: the strategy accepts the world size and head layout, and this
+/// binary has a communicator for the device (CPU: MPI or the in-process local world; CUDA: NCCL).
+fn cp_supports(case: &Case) -> Result<(), String> {
+    let def = crate::cp::registry::find_strategy(&case.strategy).map_err(|e| e.to_string())?;
+    if case.device == crate::case::DeviceKind::Cuda && !cfg!(feature = "nccl") {
+        return Err("CUDA CP cases need a build with `--features nccl`".into());
+    }
+    let get = |k: &str| case.strategy_params.get(k).and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
+    let layout = crate::cp::schedule::CpLayout {
+        batch: case.batch,
+        heads_q: case.heads.q,
+        heads_kv: case.heads.kv,
+        head_dim: case.head_dim,
+        elem_bytes: case.dtype.size(),
+        pass: case.pass,
+        ulysses_degree: get("ulysses_degree"),
+        inner_ring: get("inner_ring"),
+    };
+    (def.plan)(case.world_size, &layout).map(|_| ()).map_err(|e| e.to_string())
+}
