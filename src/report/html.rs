@@ -33,8 +33,8 @@ td.best { background:#e8f3e8; }
 td.mark { color:#b03030; font-weight:600; text-align:center; }
 .meta { display:grid; grid-template-columns: max-content 1fr; gap:3px 18px; font-size:13.5px; }
 .meta dt { color:var(--muted); } .meta dd { margin:0; font-family: "DejaVu Sans Mono", monospace; word-break: break-all; }
-.tbls { display:grid; grid-template-columns: repeat(auto-fill, minmax(560px, 1fr)); gap:4px 28px; }
-.tbl { min-width:0; overflow-x:auto; }
+.tbls { display:flex; flex-wrap:wrap; gap:4px 36px; align-items:flex-start; }
+.tbl { max-width:100%; overflow-x:auto; }
 .fig { margin:14px 0 22px; } .fig svg { max-width:100%; height:auto; display:block; border:1px solid var(--line); border-radius:6px; }
 .pill { display:inline-block; padding:1px 10px; border-radius:10px; margin-right:6px; font-size:13px; background:#eef1f5; }
 .pill.bad { background:#fbe9e9; color:#8a1f1f; } .pill.ok { background:#e8f3e8; color:#1f5f1f; }
