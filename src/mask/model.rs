@@ -428,7 +428,6 @@ pub fn clip_slice(s: &Slice, q: Range<usize>, k: Range<usize>) -> Vec<Slice> {
         (lo <= hi).then_some((lo, hi))
     };
     // Rows r0..r1 whose clipped intervals move linearly, with the first and last row's (lo, hi).
-    type Span = (usize, usize, (usize, usize), (usize, usize));
     let mut spans: Vec<Span> = Vec::with_capacity(4);
     for w in cuts.windows(2) {
         let (a, b) = (w[0] as usize, w[1] as usize);
@@ -484,12 +483,12 @@ pub fn clip_slice(s: &Slice, q: Range<usize>, k: Range<usize>) -> Vec<Slice> {
         .collect()
 }
 
+/// Rows `r0..r1` of a clipped piece with the first and the last row's attended keys `(lo, hi)`.
+type Span = (usize, usize, (usize, usize), (usize, usize));
+
 /// Joins two adjacent row spans when all four end rows lie on one lo line and one hi line, each of
 /// slope 0 or 1 (each span is linear between its ends, so the union is then linear too).
-fn merge_spans(
-    p: &(usize, usize, (usize, usize), (usize, usize)),
-    c: &(usize, usize, (usize, usize), (usize, usize)),
-) -> Option<(usize, usize, (usize, usize), (usize, usize))> {
+fn merge_spans(p: &Span, c: &Span) -> Option<Span> {
     if p.1 != c.0 {
         return None;
     }

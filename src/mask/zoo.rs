@@ -278,6 +278,9 @@ pub const PATTERNS: &[Pattern] = &[
     },
 ];
 
+/// Largest accepted sequence length: 2³¹ tokens, so S² (the largest area) fits a u64 with room to spare.
+pub const MAX_SEQLEN: usize = 1 << 31;
+
 pub fn find_pattern(name: &str) -> Result<&'static Pattern, MaskError> {
     PATTERNS
         .iter()
@@ -290,6 +293,12 @@ pub fn build_pattern(name: &str, seqlen: usize, params: &Params) -> Result<HeadM
     let p = find_pattern(name)?;
     if seqlen == 0 {
         return Err(MaskError::bad("seqlen", "must be at least 1"));
+    }
+    if seqlen > MAX_SEQLEN {
+        return Err(MaskError::bad(
+            "seqlen",
+            format!("must be ≤ {MAX_SEQLEN} (areas are counted in u64), got {seqlen}"),
+        ));
     }
     let keys: Vec<&str> = p.params.iter().map(|s| s.key).collect();
     params.check_known(name, &keys)?;
@@ -640,7 +649,7 @@ fn causal_document_long(s: usize, p: &Params) -> Result<HeadMasks, MaskError> {
 /// block-sparse attention.
 fn block_sparse(s: usize, p: &Params) -> Result<HeadMasks, MaskError> {
     let density = p.f64_or("density", 0.1)?;
-    if !(density > 0.0 && density <= 1.0) {
+    if density <= 0.0 || density > 1.0 {
         return Err(MaskError::bad(
             "density",
             format!("must be in (0, 1], got {density}"),
@@ -751,6 +760,12 @@ fn per_head(s: usize, p: &Params) -> Result<HeadMasks, MaskError> {
 }
 
 #[cfg(test)]
+// The predicates mirror DESIGN.md's wording literally, so they are not simplified.
+#[allow(
+    clippy::nonminimal_bool,
+    clippy::redundant_closure,
+    clippy::collapsible_match
+)]
 mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
@@ -1239,6 +1254,14 @@ mod tests {
         assert!(err("full_document_long", 100, &["doc_lens=100"]).contains("`doc_lens`"));
         assert!(err("nope", 100, &[]).contains("nope"));
         assert!(err("causal", 0, &[]).contains("`seqlen`"));
+        assert!(err("full", MAX_SEQLEN + 1, &[]).contains("`seqlen`"));
+        assert_eq!(
+            build_pattern("full", MAX_SEQLEN, &Params::new())
+                .unwrap()
+                .groups[0]
+                .area(),
+            1 << 62
+        );
     }
 
     #[test]
