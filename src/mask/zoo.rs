@@ -472,8 +472,8 @@ fn sliding_window_causal(s: usize, p: &Params) -> Result<HeadMasks, MaskError> {
 ///
 /// Anchors: this is the apparent intent of LC/MA. LC's literal slices give a different shape (see
 /// `global_sliding_window_longca`), its flex reference uses `i < 2W or j < 2W`, and its FlashMask
-/// reference a third variant. LC draws W at random; MA uses the configured window with no separate
-/// global size (global = W).
+/// reference a third variant. Both LC and MA build those literal slices with one W as window and
+/// global size (LC draws W at random, MA takes its configured window); here the two are separate.
 fn global_sliding_window(s: usize, p: &Params) -> Result<HeadMasks, MaskError> {
     let g = p.usize_or("global", 64)?.min(s);
     let w = p.usize_or("window", 1024)?;
