@@ -47,7 +47,31 @@ pub struct Section {
 
 /// Every section, in output order. Add a section here.
 pub fn sections() -> Vec<Section> {
-    vec![patterns(), doc_tables()]
+    vec![patterns(), doc_tables(), backends(), strategies()]
+}
+
+/// Kernel backends (`--backend NAME`), from the backend registry.
+fn backends() -> Section {
+    Section {
+        key: "backends",
+        title: "Kernel backends (--backend NAME)",
+        items: crate::backend::registry()
+            .iter()
+            .map(|b| Item { name: b.name().to_string(), summary: b.summary().to_string(), params: vec![] })
+            .collect(),
+    }
+}
+
+/// Context-parallel strategies (`--strategy NAME`), from the CP registry.
+fn strategies() -> Section {
+    Section {
+        key: "strategies",
+        title: "Context-parallel strategies (attnbench cp --strategy NAME)",
+        items: crate::cp::registry::STRATEGIES
+            .iter()
+            .map(|s| Item { name: s.name.to_string(), summary: s.summary.to_string(), params: vec![] })
+            .collect(),
+    }
 }
 
 /// Mask patterns of the zoo with their `--set` keys and defaults.
