@@ -1,0 +1,195 @@
+//! Per-piece compute time of a virtual rank: either **measured** (the piece is executed on this device
+//! with exactly the tensors and sub-mask the real rank would use — `sliced_forward` / `sliced_backward`
+//! on `block_mask(mask, piece.q, piece.k)` — warmup then the median of a few repeats), or a
+//! **roofline** model (FLOPs / (device peak × efficiency) + one launch overhead per kernel launch the
+//! sliced backend would make), for worlds whose pieces are far too slow to execute on the machine at
+//! hand.
+//!
+//! Identical pieces — same q/k lengths, heads, pass and the same local sub-mask — cost the same, so the
+//! measured model times each distinct piece once and reuses it (the simulator reports how many pieces
+//! were timed out of how many were needed).
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use tch::{Device, Tensor};
+
+use crate::backend::sliced::{plan_groups, sliced_backward, sliced_forward};
+use crate::backend::BackendError;
+use crate::case::DType;
+use crate::cp::shard::{block_mask, total_len};
+use crate::mask::{Mask, Slice};
+use crate::measure::clock::{run_repeats, Clock, CudaEventClock, InstantClock};
+use crate::measure::{MeasureSettings, TimingMode};
+
+/// Shape of one piece as the real rank computes it (the per-rank kernel's inputs).
+#[derive(Debug, Clone)]
+pub struct PieceShape<'a> {
+    /// The virtual rank that computes the piece.
+    pub rank: usize,
+    pub q: &'a [Range<usize>],
+    pub k: &'a [Range<usize>],
+    pub batch: usize,
+    pub heads_q: usize,
+    /// KV heads of the tensors the rank holds for this piece (Hkv·repeat/U for Ulysses-type plans).
+    pub heads_kv: usize,
+    pub head_dim: usize,
+    /// True for a backward piece (`sliced_backward`), false for a forward piece (`sliced_forward`).
+    pub backward: bool,
+    /// FLOPs of the piece for its pass (the schedule's number).
+    pub flops: f64,
+}
+
+/// How a piece's time is obtained.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ComputeModel {
+    /// Execute the piece on `device` (warmup + median of `repeats`).
+    Measured { device: Device, dtype: DType, warmup: usize, repeats: usize },
+    /// FLOPs / (peak_tflops·10¹² × efficiency) + launches × launch_us.
+    Roofline(Roofline),
+}
+
+/// Parameters of the roofline model. Defaults (see docs/SIMULATION.md): H100 SXM bf16 dense peak
+/// 989 TFLOPS, efficiency 0.6 (what FlashAttention-3-class kernels sustain on long pieces on H100),
+/// 10 µs per kernel launch (host launch + tail of a small varlen kernel).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Roofline {
+    /// Dense peak of the device for the dtype, TFLOPS.
+    pub peak_tflops: f64,
+    /// Fraction of the peak a long attention kernel sustains (0, 1].
+    pub efficiency: f64,
+    /// Fixed cost per kernel launch, microseconds.
+    pub launch_us: f64,
+    /// Which device the peak is for (goes into the row's note).
+    pub device: &'static str,
+}
+
+impl Roofline {
+    /// Seconds of one piece: compute at the sustained rate plus one launch per varlen group (the
+    /// number of launches `sliced_forward`/`sliced_backward` make on the GPU for this sub-mask).
+    pub fn piece_s(&self, flops: f64, launches: usize) -> f64 {
+        flops / (self.peak_tflops * 1e12 * self.efficiency) + launches as f64 * self.launch_us * 1e-6
+    }
+}
+
+/// Identity of a piece for the reuse cache: lengths, heads, pass and the local slices.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct PieceKey {
+    sq: usize,
+    sk: usize,
+    hq: usize,
+    hkv: usize,
+    d: usize,
+    b: usize,
+    backward: bool,
+    slices: Vec<Slice>,
+}
+
+/// Times pieces under a [`ComputeModel`], caching identical pieces.
+pub struct PieceTimer {
+    pub model: ComputeModel,
+    cache: HashMap<PieceKey, f64>,
+    /// Pieces asked for / pieces actually executed (measured model) or evaluated.
+    pub requested: usize,
+    pub executed: usize,
+    /// Softmax scale used for executed pieces.
+    scale: f64,
+    /// Every piece asked for: (rank, attended pairs of its sub-mask, query heads, backward) — what the
+    /// virtual ranks computed, for checks against the real strategy's work.
+    pub trace: Vec<(usize, u64, usize, bool)>,
+}
+
+impl PieceTimer {
+    pub fn new(model: ComputeModel, head_dim: usize) -> Self {
+        PieceTimer { model, cache: HashMap::new(), requested: 0, executed: 0, scale: 1.0 / (head_dim as f64).sqrt(), trace: Vec::new() }
+    }
+
+    /// Seconds of one piece whose sub-mask has already been built (`sub` = block_mask(mask, q, k)).
+    pub fn time_s(&mut self, p: &PieceShape, sub: &Mask) -> Result<f64, BackendError> {
+        self.requested += 1;
+        self.trace.push((p.rank, sub.area(), p.heads_q, p.backward));
+        let key = PieceKey {
+            sq: total_len(p.q),
+            sk: total_len(p.k),
+            hq: p.heads_q,
+            hkv: p.heads_kv,
+            d: p.head_dim,
+            b: p.batch,
+            backward: p.backward,
+            slices: sub.slices().to_vec(),
+        };
+        if let Some(&t) = self.cache.get(&key) {
+            return Ok(t);
+        }
+        let t = match &self.model {
+            ComputeModel::Roofline(r) => r.piece_s(p.flops, plan_groups(sub).len().max(1)),
+            ComputeModel::Measured { device, dtype, warmup, repeats } => measure_piece(&key, sub, *device, *dtype, *warmup, *repeats, self.scale)?,
+        };
+        self.executed += 1;
+        self.cache.insert(key, t);
+        Ok(t)
+    }
+
+    /// Seconds of the whole (single-device) problem under this model: measured by executing it, or
+    /// the roofline of its FLOPs and launches.
+    pub fn whole_problem_s(&mut self, mask: &Mask, batch: usize, heads_q: usize, heads_kv: usize, head_dim: usize, backward: bool, flops: f64) -> Result<f64, BackendError> {
+        let all = [0..mask.seqlen_q];
+        let shape = PieceShape { rank: 0, q: &all, k: &all, batch, heads_q, heads_kv, head_dim, backward, flops };
+        let sub = block_mask(mask, &all, &all);
+        self.time_s(&shape, &sub)
+    }
+}
+
+fn measure_piece(key: &PieceKey, sub: &Mask, device: Device, dtype: DType, warmup: usize, repeats: usize, scale: f64) -> Result<f64, BackendError> {
+    let kind = dtype.kind();
+    let (b, hq, hkv, sq, sk, d) = (key.b as i64, key.hq as i64, key.hkv as i64, key.sq as i64, key.sk as i64, key.d as i64);
+    let q = Tensor::f_randn([b, hq, sq, d], (kind, device))?;
+    let k = Tensor::f_randn([b, hkv, sk, d], (kind, device))?;
+    let v = Tensor::f_randn([b, hkv, sk, d], (kind, device))?;
+    let settings = MeasureSettings { warmup, repeats: repeats.max(1), target_spread: None, check: false, timing_mode: TimingMode::L2flush, ..MeasureSettings::default() };
+    let mut clock: Box<dyn Clock> = match device {
+        Device::Cuda(i) => Box::new(CudaEventClock::new(i, TimingMode::L2flush)?),
+        _ => Box::new(InstantClock),
+    };
+    let timing = if key.backward {
+        // The real rank calls backward with the final out/lse of its rows; for timing, the piece's own
+        // forward result has the same shapes and dtypes.
+        let (out, lse) = sliced_forward(&q, &k, &v, sub, scale)?;
+        let dout = Tensor::f_randn([b, hq, sq, d], (kind, device))?;
+        run_repeats(clock.as_mut(), &settings, &mut || sliced_backward(&q, &k, &v, &out, &lse, &dout, sub, scale).map(|_| ()))?
+    } else {
+        run_repeats(clock.as_mut(), &settings, &mut || sliced_forward(&q, &k, &v, sub, scale).map(|_| ()))?
+    };
+    Ok(timing.summary.median * 1e-3)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mask::SliceKind;
+
+    #[test]
+    fn roofline_is_flops_over_sustained_rate_plus_launches() {
+        let r = Roofline { peak_tflops: 1000.0, efficiency: 0.5, launch_us: 10.0, device: "H100" };
+        assert!((r.piece_s(5e14, 2) - (1.0 + 20e-6)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn identical_pieces_are_timed_once() {
+        let m = Mask::new(16, vec![Slice::new(0..16, 0..16, SliceKind::Causal)]).unwrap();
+        let mut t = PieceTimer::new(ComputeModel::Measured { device: Device::Cpu, dtype: DType::Fp32, warmup: 0, repeats: 1 }, 8);
+        let (q0, q1) = ([0..4], [4..8]);
+        let k = [0..4];
+        // Rank 0 q=0..4 vs k=0..4 (causal) and rank 1 q=4..8 vs k=0..4 (full): different sub-masks.
+        let s0 = block_mask(&m, &q0, &k);
+        let s1 = block_mask(&m, &q1, &k);
+        let p0 = PieceShape { rank: 0, q: &q0, k: &k, batch: 1, heads_q: 2, heads_kv: 1, head_dim: 8, backward: false, flops: 0.0 };
+        let p1 = PieceShape { q: &q1, k: &k, ..p0.clone() };
+        t.time_s(&p0, &s0).unwrap();
+        t.time_s(&p1, &s1).unwrap();
+        t.time_s(&p1, &s1).unwrap();
+        let pb = PieceShape { backward: true, ..p1.clone() };
+        t.time_s(&pb, &s1).unwrap();
+        assert_eq!((t.requested, t.executed), (4, 3));
+    }
+}
