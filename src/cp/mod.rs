@@ -15,6 +15,7 @@ pub mod ulysses;
 pub mod double_ring;
 pub mod registry;
 pub mod exec;
+pub mod commbench;
 
 use tch::Kind;
 
