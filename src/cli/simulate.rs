@@ -1,10 +1,302 @@
-//! `attnbench simulate` (not built yet).
+//! `attnbench simulate`: project a CP strategy to N GPUs from one device. Virtual ranks execute (or
+//! model with `--compute-model roofline`) exactly the per-rank attention pieces of the strategy's
+//! schedule; an α–β model of `--topology` (optionally `--calibrate`d from `attnbench comm --json`)
+//! costs its messages. Prints per-step times (per-rank compute, comm, the critical rank), imbalance
+//! and TFLOPS/GPU; `--json` prints one JSON object per case; `--out` appends rows of kind `simulated`
+//! (timing mode `model`) and writes `meta.json` beside the CSV when none is there. `--strategy`,
+//! `--mask` and `--world-size` may repeat: every combination is one case. See docs/SIMULATION.md.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[derive(clap::Args, Debug)]
-pub struct SimulateArgs {}
+use anyhow::Context;
 
-pub fn run(_args: SimulateArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`attnbench simulate` is not built yet")
+use crate::case::{DType, DeviceKind, HeadLayout};
+use crate::cp::shard::Sharding;
+use crate::error::BadInput;
+use crate::flops::Pass;
+use crate::mask::Params;
+use crate::results::{CsvAppender, RunMeta};
+use crate::sim::calibrate::{apply, calibrate_file};
+use crate::sim::comm_model::{preset, Link, PRESETS};
+use crate::sim::compute::{ComputeModel, Roofline};
+use crate::sim::{simulate, to_row, SimError, SimReport, SimSpec};
+
+#[derive(clap::Args, Debug)]
+pub struct SimulateArgs {
+    /// CP strategy (repeatable, or `all`): ring-p2p, ring-p2p-zigzag, ring-allgather, ulysses, usp,
+    /// double-ring.
+    #[arg(long, required = true)]
+    pub strategy: Vec<String>,
+    /// Number of virtual ranks (repeatable).
+    #[arg(long = "world-size", required = true)]
+    pub world_size: Vec<usize>,
+    /// Mask pattern, optionally `name?key=value&key=value` (repeatable).
+    #[arg(long, required = true)]
+    pub mask: Vec<String>,
+    /// Mask parameter key=value (repeatable).
+    #[arg(long = "set", value_name = "K=V")]
+    pub set: Vec<String>,
+    /// Total sequence length (tokens over all ranks).
+    #[arg(long, conflicts_with = "seqlen_per_rank")]
+    pub seqlen: Option<usize>,
+    /// Tokens per rank (total = this × world size).
+    #[arg(long)]
+    pub seqlen_per_rank: Option<usize>,
+    #[arg(long, default_value = "64:8")]
+    pub heads: String,
+    #[arg(long, default_value_t = 128)]
+    pub head_dim: usize,
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    #[arg(long, default_value = "bf16")]
+    pub dtype: String,
+    /// fwd, bwd or fwdbwd.
+    #[arg(long = "pass", default_value = "fwd")]
+    pub pass: String,
+    /// Device the measured model executes pieces on (and the case's device column).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Cluster preset: h100, h200, a100 (per-direction NVLink / InfiniBand bandwidths, latencies).
+    #[arg(long, default_value = "h100")]
+    pub topology: String,
+    /// GPUs per node (ranks are placed node by node).
+    #[arg(long)]
+    pub gpus_per_node: Option<usize>,
+    /// Override both link classes: ALPHA_US,BETA_GBPS (latency µs, bandwidth GB/s per direction).
+    #[arg(long, value_name = "ALPHA_US,BETA_GBPS")]
+    pub link: Option<String>,
+    /// Fit the intra-node link (and the inter-node one when the measurement spanned nodes) to the
+    /// send/recv results of `attnbench comm --json` output.
+    #[arg(long, value_name = "COMM.json")]
+    pub calibrate: Option<PathBuf>,
+    /// measured (execute every distinct piece on --device) or roofline (FLOPs / (peak × efficiency) +
+    /// launches × launch overhead).
+    #[arg(long, default_value = "measured")]
+    pub compute_model: String,
+    /// Roofline: fraction of the dense peak sustained by the attention kernel.
+    #[arg(long, default_value_t = 0.6)]
+    pub efficiency: f64,
+    /// Roofline: microseconds per kernel launch.
+    #[arg(long, default_value_t = 10.0)]
+    pub launch_us: f64,
+    /// Roofline: device whose peak is used (a name in the peak table); default from --topology.
+    #[arg(long)]
+    pub peak_device: Option<String>,
+    /// Measured model: untimed calls per distinct piece.
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    /// Measured model: timed repeats per distinct piece (the median is used).
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    #[arg(long, default_value_t = 0)]
+    pub ulysses_degree: usize,
+    #[arg(long, default_value_t = 0)]
+    pub inner_ring: usize,
+    /// contiguous or zigzag (default: the strategy's).
+    #[arg(long)]
+    pub sharding: Option<String>,
+    /// Append rows (kind simulated) to this CSV.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// One JSON object per case: {"row": …, "report": …}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn bad(m: impl Into<String>) -> anyhow::Error {
+    BadInput::new(m).into()
+}
+
+fn parse<T: std::str::FromStr<Err = String>>(flag: &str, v: &str) -> Result<T, anyhow::Error> {
+    v.parse::<T>().map_err(|e| bad(format!("--{flag}: {e}")))
+}
+
+fn parse_link(s: &str) -> Result<Link, anyhow::Error> {
+    let (a, b) = s.split_once(',').ok_or_else(|| bad(format!("--link: expected ALPHA_US,BETA_GBPS, got `{s}`")))?;
+    let alpha_us: f64 = a.trim().parse().map_err(|_| bad(format!("--link: bad latency `{a}` (µs)")))?;
+    let beta_gbps: f64 = b.trim().parse().map_err(|_| bad(format!("--link: bad bandwidth `{b}` (GB/s)")))?;
+    if !(alpha_us >= 0.0 && beta_gbps > 0.0) {
+        return Err(bad("--link: latency must be ≥ 0 and bandwidth > 0"));
+    }
+    Ok(Link { alpha_us, beta_gbps })
+}
+
+pub fn run(a: SimulateArgs) -> anyhow::Result<ExitCode> {
+    let heads: HeadLayout = parse("heads", &a.heads)?;
+    let dtype: DType = parse("dtype", &a.dtype)?;
+    let pass: Pass = parse("pass", &a.pass)?;
+    let device: DeviceKind = parse("device", &a.device)?;
+    let sharding = a.sharding.as_deref().map(|s| parse::<Sharding>("sharding", s)).transpose()?;
+    let params = Params::parse_kv(&a.set).map_err(|e| bad(format!("--set: {e}")))?;
+    if a.head_dim == 0 || a.batch == 0 || a.repeats == 0 {
+        return Err(bad("--head-dim, --batch and --repeats must be at least 1"));
+    }
+    if a.world_size.contains(&0) {
+        return Err(bad("--world-size must be at least 1"));
+    }
+    let mut topo = preset(&a.topology).ok_or_else(|| bad(format!("--topology: unknown `{}` (expected h100, h200, a100 or one of {})", a.topology, PRESETS.join(", "))))?;
+    if let Some(g) = a.gpus_per_node {
+        if g == 0 {
+            return Err(bad("--gpus-per-node must be at least 1"));
+        }
+        topo.gpus_per_node = g;
+    }
+    if let Some(l) = &a.link {
+        let l = parse_link(l)?;
+        topo.intra = l;
+        topo.inter = l;
+        topo.name = format!("{}+link({},{})", topo.name, l.alpha_us, l.beta_gbps);
+    }
+    let mut calibrated = false;
+    if let Some(p) = &a.calibrate {
+        let (link, rep, _) = calibrate_file(p).map_err(bad)?;
+        apply(&mut topo, link, rep.world_size);
+        calibrated = true;
+    }
+    let (model, device_name) = match a.compute_model.as_str() {
+        "measured" => {
+            let (dev, name) = match device {
+                DeviceKind::Cpu => (tch::Device::Cpu, "cpu".to_string()),
+                DeviceKind::Cuda => {
+                    crate::backend::shim::ensure_cuda_loaded();
+                    if !crate::backend::shim::cuda_available() {
+                        return Err(bad("--device cuda: no CUDA device is available on this machine (use --compute-model roofline to project without one)"));
+                    }
+                    (tch::Device::Cuda(0), crate::envinfo::cuda_device_names().into_iter().next().unwrap_or_else(|| "cuda".into()))
+                }
+            };
+            (ComputeModel::Measured { device: dev, dtype, warmup: a.warmup, repeats: a.repeats }, name)
+        }
+        "roofline" => {
+            if !(a.efficiency > 0.0 && a.efficiency <= 1.0) {
+                return Err(bad(format!("--efficiency: must be in (0, 1], got {}", a.efficiency)));
+            }
+            if !(a.launch_us >= 0.0) {
+                return Err(bad("--launch-us must be ≥ 0"));
+            }
+            let want = a.peak_device.clone().unwrap_or_else(|| topo.name.split('-').next().unwrap_or("h100").to_string());
+            let peak = crate::flops::device_peak(&want).ok_or_else(|| bad(format!("--peak-device: no peak known for `{want}` (see crate::flops::DEVICE_PEAKS: H100, H200, A100, B200)")))?;
+            let peak_tflops = crate::flops::peak_tflops(peak.name, dtype.name()).ok_or_else(|| bad(format!("--dtype {}: no {} peak for the roofline", dtype, peak.name)))?;
+            (ComputeModel::Roofline(Roofline { peak_tflops, efficiency: a.efficiency, launch_us: a.launch_us, device: peak.name }), format!("{} (roofline)", peak.name))
+        }
+        other => return Err(bad(format!("--compute-model: unknown `{other}` (expected measured or roofline)"))),
+    };
+
+    let strategies: Vec<String> = if a.strategy.iter().any(|s| s == "all") { crate::cp::registry::STRATEGIES.iter().map(|s| s.name.to_string()).collect() } else { a.strategy.clone() };
+    let run_id = format!("simulate-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"));
+    let mut csv = match &a.out {
+        Some(p) => {
+            if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).with_context(|| format!("--out {}", p.display()))?;
+                let meta_path = dir.join("meta.json");
+                if !meta_path.exists() {
+                    let mut meta = RunMeta { run_id: run_id.clone(), started_utc: chrono::Utc::now().to_rfc3339(), command_line: std::env::args().collect::<Vec<_>>().join(" "), ..Default::default() };
+                    crate::envinfo::fill_meta(&mut meta);
+                    meta.settings = serde_json::json!({
+                        "simulated": true, "timing_mode": "model", "compute_model": a.compute_model, "topology": topo, "calibrated": calibrated,
+                        "efficiency": a.efficiency, "launch_us": a.launch_us, "warmup": a.warmup, "repeats": a.repeats,
+                    });
+                    std::fs::write(&meta_path, serde_json::to_string_pretty(&meta)?).with_context(|| format!("writing {}", meta_path.display()))?;
+                }
+            }
+            Some(CsvAppender::open(p).with_context(|| format!("--out {}", p.display()))?)
+        }
+        None => None,
+    };
+
+    for st in &strategies {
+        for m in &a.mask {
+            let (name, own) = m.split_once('?').unwrap_or((m.as_str(), ""));
+            let mut p = params.clone();
+            if !own.is_empty() {
+                let kv: Vec<&str> = own.split('&').collect();
+                p.0.extend(Params::parse_kv(&kv).map_err(|e| bad(format!("--mask {m}: {e}")))?.0);
+            }
+            for &w in &a.world_size {
+                let seqlen = match (a.seqlen, a.seqlen_per_rank) {
+                    (Some(s), None) => s,
+                    (None, Some(s)) => s * w,
+                    _ => return Err(bad("give exactly one of --seqlen (total) or --seqlen-per-rank")),
+                };
+                if seqlen == 0 {
+                    return Err(bad("--seqlen must be at least 1"));
+                }
+                let spec = SimSpec {
+                    strategy: st.clone(),
+                    pattern: name.to_string(),
+                    params: p.clone(),
+                    seqlen,
+                    batch: a.batch,
+                    heads,
+                    head_dim: a.head_dim,
+                    dtype,
+                    pass,
+                    device,
+                    world: w,
+                    ulysses_degree: a.ulysses_degree,
+                    inner_ring: a.inner_ring,
+                    sharding,
+                    topology: topo.clone(),
+                    calibrated,
+                };
+                let rep = match simulate(&spec, model.clone()) {
+                    Ok(r) => r,
+                    Err(SimError::Bad(m)) => return Err(bad(m)),
+                    Err(e) => return Err(anyhow::anyhow!("{} {} W={w}: {e}", st, name)),
+                };
+                let row = to_row(&spec, &rep, &run_id, &device_name);
+                if let Some(c) = csv.as_mut() {
+                    c.append(&row)?;
+                }
+                if a.json {
+                    println!("{}", serde_json::to_string(&serde_json::json!({ "row": row, "report": rep }))?);
+                } else {
+                    print_report(&spec, &rep);
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_report(spec: &SimSpec, r: &SimReport) {
+    println!(
+        "{} {} S={} ({} per rank) ws={} {} {}: predicted {:.4} ms, {:.2} TFLOPS/GPU, scaling eff {:.3}, imbalance {:.3} (compute time {:.3}), bytes sent/rank {}",
+        spec.strategy,
+        spec.pattern,
+        spec.seqlen,
+        spec.seqlen / spec.world,
+        spec.world,
+        spec.heads,
+        spec.pass,
+        r.total_s * 1e3,
+        r.tflops_per_gpu,
+        r.scaling_eff,
+        r.imbalance,
+        r.compute_imbalance,
+        r.bytes_sent
+    );
+    println!("  {}", r.note);
+    let show_ranks = spec.world <= 8;
+    println!("  {:<26} {:>10} {:>6} {:>8}  {}", "step", "ms", "crit", "bound", if show_ranks { "compute ms per rank | comm ms (overlapped+blocking) on the critical rank" } else { "compute ms min/mean/max | comm ms on the critical rank" });
+    for s in &r.steps {
+        let c = &s.compute_s;
+        let comp = if show_ranks {
+            c.iter().map(|x| format!("{:.3}", x * 1e3)).collect::<Vec<_>>().join(" ")
+        } else {
+            let mean = c.iter().sum::<f64>() / c.len() as f64;
+            format!("{:.3}/{:.3}/{:.3}", c.iter().copied().fold(f64::INFINITY, f64::min) * 1e3, mean * 1e3, c.iter().copied().fold(0.0, f64::max) * 1e3)
+        };
+        let cr = s.critical_rank;
+        println!("  {:<26} {:>10.4} {:>6} {:>8}  {} | {:.3}+{:.3}", s.label, s.time_s * 1e3, cr, s.bound, comp, s.comm_overlapped_s[cr] * 1e3, s.comm_blocking_s[cr] * 1e3);
+    }
+    println!(
+        "  critical path: {:.4} ms = {:.4} ms compute-bound + {:.4} ms waiting for communication; per-rank compute total ms: max {:.4} mean {:.4}",
+        r.total_s * 1e3,
+        r.critical_compute_s * 1e3,
+        (r.total_s - r.critical_compute_s) * 1e3,
+        r.rank_compute_s.iter().copied().fold(0.0, f64::max) * 1e3,
+        r.rank_compute_s.iter().sum::<f64>() / r.rank_compute_s.len() as f64 * 1e3
+    );
 }

@@ -159,7 +159,7 @@ pub fn compute_times(p: &Plan, timer: &mut PieceTimer) -> Result<Vec<Vec<f64>>, 
 
 fn model_name(m: &ComputeModel) -> String {
     match m {
-        ComputeModel::Measured { device, .. } => format!("measured on {device:?}"),
+        ComputeModel::Measured { device, .. } => format!("measured on {}", if device.is_cuda() { "cuda" } else { "cpu" }),
         ComputeModel::Roofline(r) => format!("roofline {} {:.0} TFLOPS × {:.2} + {:.0} µs/launch", r.device, r.peak_tflops, r.efficiency, r.launch_us),
     }
 }

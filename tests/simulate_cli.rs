@@ -1,0 +1,97 @@
+//! `attnbench simulate` through the real binary at tiny sizes (measured model, CPU): rows of kind
+//! `simulated` with timing mode `model`, the analytic causal imbalance, calibration from `attnbench
+//! comm --json`-shaped output, the roofline model, and bad input → exit 2 with one line naming the flag.
+
+use std::process::{Command, Output};
+
+fn sim(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_attnbench")).arg("simulate").args(args).env("OMP_NUM_THREADS", "1").output().expect("binary runs")
+}
+
+const TINY: &[&str] = &["--seqlen", "128", "--heads", "4:2", "--head-dim", "16", "--dtype", "fp32", "--warmup", "0", "--repeats", "1"];
+
+fn json_lines(o: &Output) -> Vec<serde_json::Value> {
+    assert!(o.status.success(), "{:?}\n{}\n{}", o.status, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn measured_rows_are_simulated_and_imbalance_is_analytic() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("sim").join("results.csv");
+    let mut args = vec!["--strategy", "ring-p2p", "--strategy", "ring-p2p-zigzag", "--world-size", "2", "--world-size", "4", "--mask", "causal", "--pass", "fwdbwd", "--json", "--out", csv.to_str().unwrap()];
+    args.extend_from_slice(TINY);
+    let rows = json_lines(&sim(&args));
+    assert_eq!(rows.len(), 4);
+    for v in &rows {
+        let (row, rep) = (&v["row"], &v["report"]);
+        assert_eq!(row["kind"], "simulated");
+        assert_eq!(row["timing_mode"], "model");
+        assert_eq!(row["status"], "ok");
+        let w = row["world_size"].as_u64().unwrap() as f64;
+        let c = 128.0 / w;
+        let want = if row["strategy"] == "ring-p2p" { (2.0 * c * w - c + 1.0) / (w * c + 1.0) } else { 1.0 };
+        assert!((row["imbalance"].as_f64().unwrap() - want).abs() < 1e-12, "{row}");
+        // One step per ring position and pass, a time per rank in each.
+        let steps = rep["steps"].as_array().unwrap();
+        assert_eq!(steps.len(), 2 * w as usize);
+        assert!(steps.iter().all(|s| s["compute_s"].as_array().unwrap().len() == w as usize));
+        let total: f64 = steps.iter().map(|s| s["time_s"].as_f64().unwrap()).sum();
+        assert!((total * 1e3 - row["ms_median"].as_f64().unwrap()).abs() < 1e-9);
+        assert!(row["note"].as_str().unwrap().contains("uncalibrated"), "{row}");
+        assert!(rep["pieces_executed"].as_u64().unwrap() <= rep["pieces_requested"].as_u64().unwrap());
+    }
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(text.lines().count(), 5, "header + 4 rows");
+    assert!(csv.parent().unwrap().join("meta.json").exists());
+}
+
+#[test]
+fn calibration_link_reaches_the_prediction() {
+    let dir = tempfile::tempdir().unwrap();
+    let comm = dir.path().join("comm.json");
+    // t = 5 µs + bytes / 2 GB/s.
+    let pts: Vec<String> = [1e3f64, 1e5, 1e6, 4e6].iter().map(|b| format!(r#"{{"op":"sendrecv","bytes":{b},"time_us":{},"algbw_gbps":0,"busbw_gbps":0,"wrong":false}}"#, 5.0 + b / 2e9 * 1e6)).collect();
+    std::fs::write(&comm, format!(r#"{{"world_size":2,"device":"cpu","results":[{}]}}"#, pts.join(","))).unwrap();
+    let mut args = vec!["--strategy", "ring-allgather", "--world-size", "2", "--mask", "full", "--json", "--calibrate", comm.to_str().unwrap()];
+    args.extend_from_slice(TINY);
+    let v = &json_lines(&sim(&args))[0];
+    let topo = &v["report"]["topology"];
+    assert!((topo["intra"]["alpha_us"].as_f64().unwrap() - 5.0).abs() < 1e-6, "{topo}");
+    assert!((topo["intra"]["beta_gbps"].as_f64().unwrap() - 2.0).abs() < 1e-6, "{topo}");
+    // The all-gather step: one 64-token KV shard (2·2 heads·16·4 bytes per token) over the fitted link.
+    let gather = &v["report"]["steps"][0];
+    let bytes = 64.0 * 2.0 * 2.0 * 16.0 * 4.0;
+    assert!((gather["time_s"].as_f64().unwrap() - (5e-6 + bytes / 2e9)).abs() < 1e-12, "{gather}");
+    assert!(v["row"]["note"].as_str().unwrap().contains("calibrated from attnbench comm"));
+}
+
+#[test]
+fn roofline_projects_big_worlds_without_executing() {
+    let o = sim(&["--strategy", "ulysses", "--world-size", "64", "--mask", "causal", "--seqlen-per-rank", "8192", "--compute-model", "roofline", "--json"]);
+    let v = &json_lines(&o)[0];
+    let row = &v["row"];
+    assert_eq!(row["seqlen"], 8192 * 64);
+    assert!(row["device"].as_str().unwrap().contains("H100"));
+    let tf = row["tflops_per_gpu"].as_f64().unwrap();
+    assert!(tf > 0.0 && tf < 989.0 * 0.6, "{tf}");
+    assert!(row["note"].as_str().unwrap().contains("roofline"));
+}
+
+#[test]
+fn bad_input_is_one_line_and_exit_2() {
+    for (args, needle) in [
+        (vec!["--strategy", "nope", "--world-size", "2", "--mask", "causal", "--seqlen", "64"], "--strategy"),
+        (vec!["--strategy", "ring-p2p", "--world-size", "2", "--mask", "causal", "--seqlen", "64", "--topology", "tpu"], "--topology"),
+        (vec!["--strategy", "ring-p2p", "--world-size", "2", "--mask", "causal", "--seqlen", "64", "--compute-model", "guess"], "--compute-model"),
+        (vec!["--strategy", "ring-p2p", "--world-size", "2", "--mask", "causal"], "--seqlen"),
+        (vec!["--strategy", "ring-p2p", "--world-size", "2", "--mask", "causal", "--seqlen", "64", "--calibrate", "/nonexistent/comm.json"], "--calibrate"),
+        (vec!["--strategy", "usp", "--world-size", "4", "--mask", "causal", "--seqlen", "64", "--ulysses-degree", "3"], "--ulysses-degree"),
+    ] {
+        let o = sim(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+}
