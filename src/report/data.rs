@@ -357,3 +357,39 @@ mod tests {
         assert_eq!(slug("docs=pile;seed=42"), "docs-pile-seed-42");
     }
 }
+
+/// How CP rows are grouped into one scaling figure/table: by total tokens (strong scaling), or by
+/// tokens per rank when the run scaled the sequence with the world size (weak scaling, LongCA-bench's
+/// "8K per GPU"). Chosen per set of rows: whichever gives fewer groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpLen {
+    Total,
+    PerRank,
+}
+
+impl CpLen {
+    pub fn choose(rows: &[&Row]) -> CpLen {
+        let total = distinct(rows.iter().map(|r| r.seqlen)).len();
+        let per = distinct(rows.iter().map(|r| r.seqlen / r.world_size.max(1))).len();
+        if per < total {
+            CpLen::PerRank
+        } else {
+            CpLen::Total
+        }
+    }
+
+    pub fn key(self, r: &Row) -> usize {
+        match self {
+            CpLen::Total => r.seqlen,
+            CpLen::PerRank => r.seqlen / r.world_size.max(1),
+        }
+    }
+
+    /// `S=8K` or `S=8K/GPU`.
+    pub fn label(self, len: usize) -> String {
+        match self {
+            CpLen::Total => format!("S={}", fmt_seqlen(len)),
+            CpLen::PerRank => format!("S={}/GPU", fmt_seqlen(len)),
+        }
+    }
+}

@@ -213,9 +213,10 @@ pub fn build_figures(runs: &[Run], opts: &PlotOptions, colors: &mut Colors) -> V
         }
     }
     figs.extend(bar_figures(&kernel, opts, multi, colors));
-    for ((k, seqlen, pass), rs) in group_ordered(cp.iter(), |t| (plot_key(t.row), t.row.seqlen, t.row.pass.clone())) {
+    let len = super::data::CpLen::choose(&cp.iter().map(|t| t.row).collect::<Vec<_>>());
+    for ((k, seqlen, pass), rs) in group_ordered(cp.iter(), |t| (plot_key(t.row), len.key(t.row), t.row.pass.clone())) {
         let rs: Vec<Tagged> = rs.into_iter().copied().collect();
-        figs.push(cp_figure(&k, seqlen, &pass, &rs, multi, colors));
+        figs.push(cp_figure(&k, len, seqlen, &pass, &rs, multi, colors));
     }
     figs
 }
@@ -406,7 +407,7 @@ fn bar_figures(kernel: &[Tagged], opts: &PlotOptions, multi: bool, colors: &mut 
     figs
 }
 
-fn cp_figure(k: &GroupKey, seqlen: usize, pass: &str, rs: &[Tagged], multi: bool, colors: &mut Colors) -> Figure {
+fn cp_figure(k: &GroupKey, len: super::data::CpLen, seqlen: usize, pass: &str, rs: &[Tagged], multi: bool, colors: &mut Colors) -> Figure {
     let tput = lines_by_series(rs, multi, true, colors, |r| r.world_size as f64, |r| Metric::Tflops.value(r));
     // Scaling efficiency: the row's own column, else TFLOPS/GPU relative to the series' 1-GPU point.
     let eff = lines_by_series(rs, multi, true, colors, |r| r.world_size as f64, |r| {
@@ -440,8 +441,8 @@ fn cp_figure(k: &GroupKey, seqlen: usize, pass: &str, rs: &[Tagged], multi: bool
     ];
     let backends = distinct(rs.iter().map(|t| t.row.backend.clone())).join(", ");
     Figure {
-        name: format!("cp-{}-S{}-{}", k.slug(), fmt_seqlen(seqlen), slug(pass)),
-        title: format!("Context parallel: {}, S = {}, {} (per-rank kernel {backends})", k.pattern(), fmt_seqlen(seqlen), pass_title(pass)),
+        name: format!("cp-{}-S{}{}-{}", k.slug(), fmt_seqlen(seqlen), if len == super::data::CpLen::PerRank { "-per-gpu" } else { "" }, slug(pass)),
+        title: format!("Context parallel: {}, {}, {} (per-rank kernel {backends})", k.pattern(), len.label(seqlen), pass_title(pass)),
         subtitle: setup_line(k, rs),
         legend: legend_of(&panels),
         panels,

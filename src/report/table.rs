@@ -65,7 +65,8 @@ pub fn pivot(rows: &[Row], metric: Metric) -> Vec<Table> {
         });
     }
     let cp: Vec<&Row> = rows.iter().filter(|r| r.kind != CaseKind::Kernel).collect();
-    let mut groups = group_ordered(cp.iter().copied(), |r| (GroupKey::of(r), r.pass.clone(), r.seqlen, r.backend.clone()));
+    let len = super::data::CpLen::choose(&cp);
+    let mut groups = group_ordered(cp.iter().copied(), |r| (GroupKey::of(r), r.pass.clone(), len.key(r), r.backend.clone()));
     groups.sort_by_key(|((g, p, s, _), _)| (g.mask.clone(), pass_rank(p), *s));
     for ((g, pass, seqlen, backend), rs) in groups {
         let label = |r: &Row| if r.kind == CaseKind::Simulated { format!("{} (projected)", r.strategy) } else { r.strategy.clone() };
@@ -74,7 +75,7 @@ pub fn pivot(rows: &[Row], metric: Metric) -> Vec<Table> {
         ws.sort_unstable();
         let grid = build_grid(&rs, &series, &ws, metric, label, |r| r.world_size);
         tables.push(Table {
-            title: format!("{} · {} · context parallel, S={} (kernel {})", g.pattern(), pass, fmt_seqlen(seqlen), backend),
+            title: format!("{} · {} · context parallel, {} (kernel {})", g.pattern(), pass, len.label(seqlen), backend),
             subtitle: format!("{} — {} by world size", g.setup(), metric.caption(CaseKind::Cp)),
             corner: "strategy".into(),
             columns: ws.iter().map(|w| format!("{w} GPU{}", if *w == 1 { "" } else { "s" })).collect(),
