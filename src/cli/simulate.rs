@@ -172,7 +172,7 @@ pub fn run(a: SimulateArgs) -> anyhow::Result<ExitCode> {
             if !(a.efficiency > 0.0 && a.efficiency <= 1.0) {
                 return Err(bad(format!("--efficiency: must be in (0, 1], got {}", a.efficiency)));
             }
-            if !(a.launch_us >= 0.0) {
+            if a.launch_us.is_nan() || a.launch_us < 0.0 {
                 return Err(bad("--launch-us must be ≥ 0"));
             }
             let want = a.peak_device.clone().unwrap_or_else(|| topo.name.split('-').next().unwrap_or("h100").to_string());

@@ -132,7 +132,9 @@ impl PieceTimer {
 
     /// Seconds of the whole (single-device) problem under this model: measured by executing it, or
     /// the roofline of its FLOPs and launches.
+    #[allow(clippy::too_many_arguments)]
     pub fn whole_problem_s(&mut self, mask: &Mask, batch: usize, heads_q: usize, heads_kv: usize, head_dim: usize, backward: bool, flops: f64) -> Result<f64, BackendError> {
+        #[allow(clippy::single_range_in_vec_init)]
         let all = [0..mask.seqlen_q];
         let shape = PieceShape { rank: 0, q: &all, k: &all, batch, heads_q, heads_kv, head_dim, backward, flops };
         let sub = block_mask(mask, &all, &all);
@@ -175,6 +177,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::single_range_in_vec_init)]
     fn identical_pieces_are_timed_once() {
         let m = Mask::new(16, vec![Slice::new(0..16, 0..16, SliceKind::Causal)]).unwrap();
         let mut t = PieceTimer::new(ComputeModel::Measured { device: Device::Cpu, dtype: DType::Fp32, warmup: 0, repeats: 1 }, 8);
