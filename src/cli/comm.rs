@@ -205,7 +205,6 @@ fn run_distributed(a: &CommArgs) -> anyhow::Result<ExitCode> {
 
 #[cfg(not(feature = "mpi"))]
 fn run_distributed(a: &CommArgs) -> anyhow::Result<ExitCode> {
-    parse(a)?;
-    let name = a.comm.clone().unwrap_or_default();
-    Err(BadInput(format!("--comm {name}: this attnbench was built without the `mpi` feature (cargo build --features mpi), use --comm local")).into())
+    let p = parse(a)?;
+    Err(BadInput(format!("--comm {}: this attnbench was built without the `mpi` feature (cargo build --features mpi), use --comm local", p.comm)).into())
 }
