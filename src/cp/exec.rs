@@ -371,8 +371,12 @@ fn run_after_setup(comm: &dyn Comm, spec: &CpSpec, s: &Setup, run_id: &str, devi
 static RNG_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// CUDA device of this rank: LOCAL_RANK, OMPI_COMM_WORLD_LOCAL_RANK or SLURM_LOCALID (default 0).
+/// The CUDA device of this rank: local rank modulo the visible devices — the same rule the NCCL
+/// communicator uses, so tensors and NCCL buffers live on one device even with more ranks than GPUs.
 pub fn local_device_index() -> usize {
-    ["LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID"].iter().find_map(|v| std::env::var(v).ok()?.parse().ok()).unwrap_or(0)
+    let local = ["LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID"].iter().find_map(|v| std::env::var(v).ok()?.parse::<usize>().ok()).unwrap_or(0);
+    let count = if crate::backend::shim::cuda_available() { tch::Cuda::device_count().max(1) as usize } else { 1 };
+    local % count
 }
 
 #[cfg(test)]
