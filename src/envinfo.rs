@@ -66,7 +66,12 @@ pub fn collect() -> EnvInfo {
         cpu: cpu_model(),
         cpu_cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         host: std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| first_line_of("hostname", &[])),
-        git_sha: first_line_of("git", &["rev-parse", "HEAD"]),
+        git_sha: {
+            // A run from a tree with uncommitted changes is not reproducible from the sha alone: say so.
+            let sha = first_line_of("git", &["rev-parse", "HEAD"]);
+            let dirty = std::process::Command::new("git").args(["status", "--porcelain", "--untracked-files=no"]).output().map(|o| o.status.success() && !o.stdout.is_empty()).unwrap_or(false);
+            if dirty && !sha.is_empty() { format!("{sha}+dirty") } else { sha }
+        },
         torch_threads: tch::get_num_threads(),
     }
 }
