@@ -63,7 +63,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             parts.push(format!("{} {s}", summary.count(s)));
         }
     }
-    let overhead = if summary.timed_s > 0.0 { format!(", timed kernel time {:.1} s", summary.timed_s) } else { String::new() };
+    let overhead = if summary.timed_s > 0.0 {
+        format!(
+            " (inside cases {:.1} s, of which timed kernel calls {:.1} s; runner overhead {:.2} %)",
+            summary.case_s,
+            summary.timed_s,
+            100.0 * (summary.wall_s - summary.case_s).max(0.0) / summary.wall_s.max(1e-9)
+        )
+    } else {
+        String::new()
+    };
     println!("{}: {} in {:.1} s{overhead} → {}", plan.name, if parts.is_empty() { "nothing to do".into() } else { parts.join(", ") }, summary.wall_s, summary.csv.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -48,6 +48,9 @@ pub struct RunSummary {
     pub wall_s: f64,
     /// Σ over ok rows of median × repeats: the time spent inside timed kernel calls.
     pub timed_s: f64,
+    /// Σ of the time each case spent in its worker / mpirun (mask, inputs, check, warmup, repeats):
+    /// `wall_s − case_s` is what the runner itself costs (planning, process start, CSV writes).
+    pub case_s: f64,
 }
 
 impl RunSummary {
@@ -113,6 +116,7 @@ pub fn run_plan(plan: &Plan, opts: &RunOptions) -> anyhow::Result<RunSummary> {
     for (n, pc) in todo.into_iter().enumerate() {
         let case = &pc.case;
         progress.start(n, total, case);
+        let case_start = Instant::now();
         let mut row = if let Err(reason) = &pc.support {
             parent_row(&run_id, pc, Status::Unsupported, reason)
         } else if let Some(&l) = oom_at.get(&oom_group(case)).filter(|&&l| case.seqlen > l) {
@@ -124,6 +128,7 @@ pub fn run_plan(plan: &Plan, opts: &RunOptions) -> anyhow::Result<RunSummary> {
                 CaseKind::Simulated => parent_row(&run_id, pc, Status::Unsupported, "simulated cases are produced by `attnbench simulate`, not by `run`"),
             }
         };
+        summary.case_s += case_start.elapsed().as_secs_f64();
         row.run_id = run_id.clone();
         if row.status == Status::Oom {
             let e = oom_at.entry(oom_group(case)).or_insert(case.seqlen);
