@@ -4,9 +4,12 @@
 //! log-sum-exp. Because slices never share an attended (query, key) pair, merging partial results over
 //! them is exact.
 //!
-//! - CPU (and any device without the flash varlen kernel): each slice is computed densely on its own
-//!   rectangle (QKᵀ, masked by the slice's kind, f32 accumulation — f64 when the inputs are f64), in row
-//!   chunks of at most [`CHUNK_ELEMS`] scores so memory stays bounded, and merged into the running result.
+//! - CPU (and any device without the flash varlen kernel): full slices and square causal slices in
+//!   f32/bf16/f16 run on torch's fused CPU flash kernel (`_scaled_dot_product_flash_attention_for_cpu`,
+//!   which returns the LSE; its backward takes the final out/lse); every other slice — and everything in
+//!   f64 — is computed densely on its own rectangle (QKᵀ, masked by the slice's kind, f32 accumulation,
+//!   f64 for f64 inputs) in row chunks of at most [`CHUNK_ELEMS`] scores. Pieces are merged into the
+//!   running result by LSE.
 //! - CUDA: one `at::_flash_attention_forward` varlen call per group through the shim (see
 //!   [`GroupPlan`]); FlashAttention-2 aligns causal bottom-right like our model, inv_causal is causal on
 //!   reversed rows and keys, bi_causal is a (Lk − Lq, 0) window.
@@ -58,13 +61,13 @@ fn uses_flash(q: &Tensor) -> bool {
     q.device().is_cuda() && matches!(q.kind(), Kind::BFloat16 | Kind::Half)
 }
 
-/// Kernel launches per forward call: one per group on the flash path, one fused block per piece
-/// otherwise (reported in the row's note).
+/// Kernel launches per forward call: one per group on the flash path, one per piece on the CPU
+/// (a fused kernel call or a dense block; reported in the row's note).
 pub fn launches(q: &Tensor, mask: &Mask) -> usize {
     if uses_flash(q) {
         plan_groups(mask).len()
     } else {
-        pieces(mask, q.size()[0] * q.size()[1]).len()
+        pieces(q, mask, q.size()[0] * q.size()[1]).len()
     }
 }
 
@@ -124,11 +127,39 @@ fn kind_mask(kind: SliceKind, lq: i64, lk: i64, device: Device) -> Option<Tensor
     })
 }
 
+/// Whether a slice runs on torch's fused CPU flash kernel (`_scaled_dot_product_flash_attention_for_cpu`,
+/// which returns the LSE and has a backward taking out/lse): full slices, and causal slices that are
+/// square — SDPA's `is_causal` is top-left aligned, which equals our bottom-right rule only when
+/// lq == lk. f64 keeps the dense path (it is the reference-grade precision the checks rely on).
+fn fused_cpu_slice(q: &Tensor, s: &Slice) -> bool {
+    q.device() == Device::Cpu
+        && matches!(q.kind(), Kind::Float | Kind::BFloat16 | Kind::Half)
+        && (s.kind == SliceKind::Full || (s.kind == SliceKind::Causal && s.q_len() == s.k_len()))
+}
+
+/// A slice's q rows `[B, Hq, lq, D]` and keys / values `[B, Hq, lk, D]` (KV heads repeated for GQA),
+/// contiguous, in the input dtype — the layout the fused CPU kernel takes.
+fn slice_qkv_repeated(q: &Tensor, k: &Tensor, v: &Tensor, s: &Slice, dm: &Dims) -> Result<(Tensor, Tensor, Tensor), BackendError> {
+    let g = dm.hq / dm.hkv;
+    let (lq, lk) = (s.q_len() as i64, s.k_len() as i64);
+    let qs = q.f_narrow(2, s.q.start as i64, lq)?.f_contiguous()?;
+    let rep = |t: &Tensor| -> Result<Tensor, BackendError> {
+        let t = t.f_narrow(2, s.k.start as i64, lk)?;
+        Ok(if g > 1 { t.f_repeat_interleave_self_int(g, 1, None)?.f_contiguous()? } else { t.f_contiguous()? })
+    };
+    Ok((qs, rep(k)?, rep(v)?))
+}
+
 /// Splits every slice into row chunks whose dense score block stays under [`CHUNK_ELEMS`]; each piece
 /// is again an exact slice (via [`clip_slice`]).
-fn pieces(mask: &Mask, per_row_elems: i64) -> Vec<Slice> {
+fn pieces(q: &Tensor, mask: &Mask, per_row_elems: i64) -> Vec<Slice> {
     let mut out = Vec::new();
     for s in mask.slices() {
+        if fused_cpu_slice(q, s) {
+            // The fused kernel tiles internally: no score block is materialised, no chunking needed.
+            out.push(s.clone());
+            continue;
+        }
         let rows = (CHUNK_ELEMS / (per_row_elems * s.k_len() as i64).max(1)).max(1) as usize;
         if rows >= s.q_len() {
             out.push(s.clone());
@@ -178,13 +209,18 @@ pub fn sliced_forward(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Mask, scale: f6
     let dev = q.device();
     let out = Tensor::f_zeros([dm.b, dm.hq, dm.sq, dm.d], (acc, dev))?;
     let lse = Tensor::f_full([dm.b, dm.hq, dm.sq], f64::NEG_INFINITY, (acc, dev))?;
-    for s in pieces(mask, dm.b * dm.hq) {
+    for s in pieces(q, mask, dm.b * dm.hq) {
         let (lq, q0) = (s.q_len() as i64, s.q.start as i64);
-        let (scores, _, _, vs) = piece_scores(q, k, v, &s, &dm, scale, acc)?;
-        let plse = scores.f_logsumexp([-1], false)?; // [B, Hkv, G, lq]
-        let p = scores.f_sub(&finite_or_zero(&plse)?.f_unsqueeze(-1)?)?.f_exp()?;
-        let po = p.f_matmul(&vs)?.f_reshape([dm.b, dm.hq, lq, dm.d])?;
-        let plse = plse.f_reshape([dm.b, dm.hq, lq])?;
+        let (po, plse) = if fused_cpu_slice(q, &s) {
+            let (qs, ks, vs) = slice_qkv_repeated(q, k, v, &s, &dm)?;
+            let (o, l) = Tensor::f_internal_scaled_dot_product_flash_attention_for_cpu(&qs, &ks, &vs, 0.0, s.kind == SliceKind::Causal, None::<Tensor>, scale)?;
+            (o.f_to_kind(acc)?, l.f_to_kind(acc)?)
+        } else {
+            let (scores, _, _, vs) = piece_scores(q, k, v, &s, &dm, scale, acc)?;
+            let plse = scores.f_logsumexp([-1], false)?; // [B, Hkv, G, lq]
+            let p = scores.f_sub(&finite_or_zero(&plse)?.f_unsqueeze(-1)?)?.f_exp()?;
+            (p.f_matmul(&vs)?.f_reshape([dm.b, dm.hq, lq, dm.d])?, plse.f_reshape([dm.b, dm.hq, lq])?)
+        };
         let mut o_rows = out.f_narrow(2, q0, lq)?;
         let mut l_rows = lse.f_narrow(2, q0, lq)?;
         let (mo, ml) = merge_acc(&o_rows, &l_rows, &po, &plse)?;
@@ -245,8 +281,22 @@ pub fn sliced_backward(q: &Tensor, k: &Tensor, v: &Tensor, out: &Tensor, lse: &T
     let dq = Tensor::f_zeros([dm.b, dm.hq, dm.sq, dm.d], (acc, dev))?;
     let dk = Tensor::f_zeros([dm.b, dm.hkv, dm.sk, dm.d], (acc, dev))?;
     let dv = Tensor::f_zeros([dm.b, dm.hkv, dm.sk, dm.d], (acc, dev))?;
-    for s in pieces(mask, dm.b * dm.hq) {
+    for s in pieces(q, mask, dm.b * dm.hq) {
         let (lq, lk, q0, k0) = (s.q_len() as i64, s.k_len() as i64, s.q.start as i64, s.k.start as i64);
+        if fused_cpu_slice(q, &s) {
+            // torch's fused CPU flash backward, fed the FINAL out and lse of these rows (so this block's
+            // dq, dk, dv are its share of the merged attention, as in ring attention).
+            let (qs, ks, vs) = slice_qkv_repeated(q, k, v, &s, &dm)?;
+            let o_rows = out.f_narrow(2, q0, lq)?.f_to_kind(q.kind())?.f_contiguous()?;
+            let l_rows = lse.f_narrow(2, q0, lq)?.f_to_kind(Kind::Float)?.f_contiguous()?;
+            let do_rows = dout.f_narrow(2, q0, lq)?.f_to_kind(q.kind())?.f_contiguous()?;
+            let (pdq, pdk, pdv) = Tensor::f_internal_scaled_dot_product_flash_attention_for_cpu_backward(&do_rows, &qs, &ks, &vs, &o_rows, &l_rows, 0.0, s.kind == SliceKind::Causal, None::<Tensor>, scale)?;
+            let fold = |t: Tensor| -> Result<Tensor, BackendError> { Ok(t.f_to_kind(acc)?.f_reshape([dm.b, dm.hkv, g, lk, dm.d])?.f_sum_dim_intlist(&[2i64][..], false, acc)?) };
+            let _ = dq.f_narrow(2, q0, lq)?.f_add_(&pdq.f_to_kind(acc)?)?;
+            let _ = dk.f_narrow(2, k0, lk)?.f_add_(&fold(pdk)?)?;
+            let _ = dv.f_narrow(2, k0, lk)?.f_add_(&fold(pdv)?)?;
+            continue;
+        }
         let (scores, qs, ks, vs) = piece_scores(q, k, v, &s, &dm, scale, acc)?;
         let l = lse_safe.f_narrow(2, q0, lq)?.f_reshape([dm.b, dm.hkv, g, lq, 1])?;
         let p = scores.f_sub(&l)?.f_exp()?; // [B, Hkv, G, lq, lk]
@@ -297,8 +347,13 @@ impl super::Backend for Sliced {
         let (hq, hkv) = (case.heads.q as i64 / g, case.heads.kv as i64 / g);
         let parts: Vec<_> = x.masks.groups.iter().enumerate().map(|(i, m)| (i as i64 * hq..(i as i64 + 1) * hq, i as i64 * hkv..(i as i64 + 1) * hkv, m.clone())).collect();
         let launches: usize = parts.iter().map(|p| launches(&x.q, &p.2)).sum();
-        let how = if uses_flash(&x.q) { "flash varlen launches (one per slice group)" } else { "dense slice pieces (f32 accumulation)" };
-        let gqa = if case.heads.q == case.heads.kv { "MHA" } else { "GQA by KV-group broadcast" };
+        let how = if uses_flash(&x.q) {
+            "flash varlen launches (one per slice group)".to_string()
+        } else {
+            let fused: usize = parts.iter().map(|p| p.2.slices().iter().filter(|s| fused_cpu_slice(&x.q, s)).count()).sum();
+            format!("CPU pieces ({fused} on torch's fused CPU flash kernel, the rest dense with f32 accumulation)")
+        };
+        let gqa = if case.heads.q == case.heads.kv { "MHA" } else { "GQA by KV-group broadcast (fused pieces: KV heads repeated)" };
         Ok(Box::new(SlicedKernel { parts, note: format!("{launches} {how} per call; {gqa}") }))
     }
 }
@@ -447,10 +502,42 @@ mod tests {
     fn chunked_pieces_cover_large_slices_exactly() {
         // B·Hq·rows·keys over CHUNK_ELEMS forces row chunking of a causal slice.
         let m = Mask::new(300, vec![Slice::new(0..300, 0..300, SliceKind::Causal)]).unwrap();
-        let ps = pieces(&m, CHUNK_ELEMS / 10_000);
+        // f64 inputs take the dense (chunked) path; f32 would take the fused kernel, unchunked.
+        let ps = pieces(&Tensor::zeros([1], (Kind::Double, Device::Cpu)), &m, CHUNK_ELEMS / 10_000);
         assert!(ps.len() > 1);
         assert_eq!(ps.iter().map(Slice::area).sum::<u64>(), m.area());
         assert_eq!(Mask::new(300, ps).unwrap().to_dense(), m.to_dense());
+    }
+
+    #[test]
+    fn fused_cpu_slices_match_the_dense_path_forward_and_backward() {
+        // Documents (square causal and full slices → fused kernel) next to a rectangular causal and a
+        // band (dense path), GQA 3:1; f32 through the fused kernel vs f64 through the dense path.
+        let m = Mask::new(
+            96,
+            vec![
+                Slice::new(0..40, 0..40, SliceKind::Causal),
+                Slice::new(40..60, 40..60, SliceKind::Full),
+                Slice::new(60..96, 40..60, SliceKind::Causal),
+                Slice::new(60..96, 60..96, SliceKind::BiCausal),
+            ],
+        )
+        .unwrap();
+        let f32q = Tensor::zeros([1], (Kind::Float, Device::Cpu));
+        let fused: Vec<bool> = m.slices().iter().map(|s| fused_cpu_slice(&f32q, s)).collect();
+        assert_eq!(fused, vec![true, true, false, false]);
+        let (q, k, v) = rand_qkv(2, 6, 2, 96, 96, 16, 11);
+        let dout = Tensor::randn([2, 6, 96, 16], (Kind::Double, Device::Cpu));
+        let (o64, l64) = sliced_forward(&q, &k, &v, &m, 0.25).unwrap();
+        let (o32, l32) = sliced_forward(&q.to_kind(Kind::Float), &k.to_kind(Kind::Float), &v.to_kind(Kind::Float), &m, 0.25).unwrap();
+        assert!(max_diff(&o32.to_kind(Kind::Double), &o64) < 1e-5);
+        assert!(max_diff(&l32.to_kind(Kind::Double), &l64) < 1e-5);
+        let g64 = sliced_backward(&q, &k, &v, &o64, &l64, &dout, &m, 0.25).unwrap();
+        let f = |t: &Tensor| t.to_kind(Kind::Float);
+        let g32 = sliced_backward(&f(&q), &f(&k), &f(&v), &o32, &l32, &f(&dout), &m, 0.25).unwrap();
+        for (a, b) in [(&g32.0, &g64.0), (&g32.1, &g64.1), (&g32.2, &g64.2)] {
+            assert!(max_diff(&a.to_kind(Kind::Double), b) < 1e-4, "{}", max_diff(&a.to_kind(Kind::Double), b));
+        }
     }
 
     #[test]
