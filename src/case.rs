@@ -156,7 +156,7 @@ impl FromStr for HeadLayout {
         if q == 0 || kv == 0 {
             return Err(format!("head layout `{s}`: head counts must be at least 1"));
         }
-        if q % kv != 0 {
+        if !q.is_multiple_of(kv) {
             return Err(format!("head layout `{s}`: query heads ({q}) must be a multiple of KV heads ({kv})"));
         }
         Ok(HeadLayout { q, kv })

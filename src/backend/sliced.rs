@@ -334,7 +334,7 @@ impl super::Backend for Sliced {
     }
     fn supports(&self, case: &crate::case::Case, masks: &crate::mask::HeadMasks) -> Result<(), String> {
         let g = masks.groups.len();
-        if case.heads.kv % g != 0 {
+        if !case.heads.kv.is_multiple_of(g) {
             return Err(format!("{g} head groups do not divide the {} KV heads (a KV head would see two masks)", case.heads.kv));
         }
         Ok(())

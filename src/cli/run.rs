@@ -82,7 +82,7 @@ fn print_plan(plan: &Plan, assume_tflops: Option<f64>) {
     let s = &plan.settings;
     let calls = (s.warmup + s.repeats) as f64 + if s.check { 1.0 } else { 0.0 };
     let mut total_s = 0.0;
-    println!("{:<16} {:<10} {:<60} {:>12} {:>10}  {}", "case_id", "kind", "case", "GFLOP", "est. s", "plan");
+    println!("{:<16} {:<10} {:<60} {:>12} {:>10}  plan", "case_id", "kind", "case", "GFLOP", "est. s");
     let mut unsupported = 0;
     for pc in &plan.cases {
         let rate = assume_tflops.unwrap_or(match pc.case.device {

@@ -17,7 +17,7 @@ pub const STRATEGY: StrategyDef =
 
 /// Default inner ring size: the largest divisor of `world` not above √world.
 pub fn default_inner(world: usize) -> usize {
-    (1..=world).filter(|d| world % d == 0 && d * d <= world).max().unwrap_or(1)
+    (1..=world).filter(|d| world.is_multiple_of(*d) && d * d <= world).max().unwrap_or(1)
 }
 
 pub fn plan(world: usize, layout: &CpLayout) -> Result<Engine, CpError> {

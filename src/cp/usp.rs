@@ -43,14 +43,14 @@ pub struct UspPlan {
 impl UspPlan {
     /// Validates the degrees against the world and head layout; errors name the flag to change.
     pub fn new(world: usize, ulysses: usize, inner: usize, layout: &CpLayout) -> Result<UspPlan, CpError> {
-        if ulysses == 0 || world % ulysses != 0 {
+        if ulysses == 0 || !world.is_multiple_of(ulysses) {
             return Err(CpError::Config(format!("--ulysses-degree {ulysses} must divide the world size {world}")));
         }
         let ring = world / ulysses;
-        if inner == 0 || ring % inner != 0 {
+        if inner == 0 || !ring.is_multiple_of(inner) {
             return Err(CpError::Config(format!("--inner-ring {inner} must divide the ring degree {ring} (world {world} / ulysses degree {ulysses})")));
         }
-        if layout.heads_q % ulysses != 0 {
+        if !layout.heads_q.is_multiple_of(ulysses) {
             return Err(CpError::Config(format!("Ulysses degree {ulysses} must divide the query heads ({}); change --heads or --ulysses-degree", layout.heads_q)));
         }
         Ok(UspPlan { ulysses, ring, inner })
@@ -64,7 +64,7 @@ impl UspPlan {
     /// smallest factor r of Hq/Hkv with U | Hkv·r (at most Hq/Hkv: full MHA expansion).
     pub fn kv_repeat(&self, layout: &CpLayout) -> usize {
         let group = layout.heads_q / layout.heads_kv;
-        (1..=group).find(|r| group % r == 0 && (layout.heads_kv * r) % self.ulysses == 0).unwrap_or(group)
+        (1..=group).find(|r| group.is_multiple_of(*r) && (layout.heads_kv * r).is_multiple_of(self.ulysses)).unwrap_or(group)
     }
 
     /// Ring member whose KV block member `m` holds at outer round `to`, inner step `ti`.
@@ -425,7 +425,7 @@ pub const STRATEGY: StrategyDef =
 /// Default Ulysses degree: the largest divisor of `world` that divides the KV heads and is at most
 /// √world-ish balanced (prefers 2-D); falls back to 1 (pure ring).
 pub fn default_ulysses(world: usize, layout: &CpLayout) -> usize {
-    (1..=world).filter(|u| world % u == 0 && layout.heads_q % u == 0 && layout.heads_kv % u == 0 && u * u <= world).max().unwrap_or(1)
+    (1..=world).filter(|u| world.is_multiple_of(*u) && layout.heads_q.is_multiple_of(*u) && layout.heads_kv.is_multiple_of(*u) && u * u <= world).max().unwrap_or(1)
 }
 
 pub fn plan(world: usize, layout: &CpLayout) -> Result<Engine, CpError> {

@@ -78,7 +78,7 @@ impl HeadMasks {
     /// Checks that the groups fit a head layout: G divides Hq.
     pub fn check_heads(&self, heads_q: usize) -> Result<(), MaskError> {
         let g = self.groups.len();
-        if heads_q % g != 0 {
+        if !heads_q.is_multiple_of(g) {
             return Err(MaskError::Invalid(format!("{g} head groups do not divide {heads_q} query heads")));
         }
         Ok(())
