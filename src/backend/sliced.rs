@@ -389,12 +389,24 @@ impl super::Kernel for SlicedKernel {
         self.note.clone()
     }
     fn cpu_bytes(&self, x: &super::Inputs, pass: crate::flops::Pass) -> u64 {
-        // f32 accumulators (out + lse, or dq/dk/dv) plus at most one piece's scores, probabilities and
-        // their f32 copies of q/k/v rows at a time (≤ CHUNK_ELEMS scores each).
+        // f32 accumulators (out + lse, or dq/dk/dv), plus the largest piece's working set: a dense piece
+        // holds its scores and probabilities (and dP, dS for backward) in f32, ≤ CHUNK_ELEMS each; a
+        // fused piece holds no score block, only its contiguous q rows and GQA-repeated K/V (and their
+        // gradients for backward) in the input dtype (the kernel's per-thread tile buffers are not counted).
+        let bwd = pass != crate::flops::Pass::Fwd;
         let acc = (x.q.numel() + x.k.numel() * 2) as u64 * 4;
-        let piece = CHUNK_ELEMS as u64 * 4 * if pass == crate::flops::Pass::Fwd { 2 } else { 4 };
-        let max_piece = self.parts.iter().flat_map(|p| p.2.slices().iter().map(|s| (s.q_len() * s.k_len()) as u64)).max().unwrap_or(0) * (x.q.size()[0] * x.q.size()[1]) as u64 * 4;
-        acc + piece.min(max_piece * if pass == crate::flops::Pass::Fwd { 2 } else { 4 })
+        let (b, hq, d) = (x.q.size()[0] as u64, x.q.size()[1] as u64, x.q.size()[3] as u64);
+        let elem = x.q.kind().elt_size_in_bytes() as u64;
+        let piece_bytes = |s: &Slice| -> u64 {
+            let (lq, lk) = (s.q_len() as u64, s.k_len() as u64);
+            if fused_cpu_slice(&x.q, s) {
+                b * hq * (lq + 2 * lk) * d * elem * if bwd { 2 } else { 1 }
+            } else {
+                (b * hq * lq * lk).min(CHUNK_ELEMS as u64) * 4 * if bwd { 4 } else { 2 }
+            }
+        };
+        let worst = self.parts.iter().flat_map(|p| p.2.slices().iter().map(piece_bytes)).max().unwrap_or(0);
+        acc + worst
     }
 }
 
