@@ -13,7 +13,8 @@ use crate::report::{cli_error, load_runs};
 #[command(after_help = "Figures: tflops-<pattern> (TFLOPS vs length, one panel per pass), mem-<pattern> (peak memory), \
 bars-<pass>-S<len> (grouped bars per pattern; X unsupported, E out of memory, W wrong, T timeout, ! error), \
 cp-<pattern>-S<len>-<pass> (TFLOPS/GPU and scaling efficiency vs world size); with --cab also cab-<pattern>-<pass> \
-(time and memory vs length with fitted power laws). Each as .svg and .png, plus plots.json with the data drawn. \
+(time and memory vs length with fitted power laws), mask-<pattern> (a picture of each mask of the CSVs at its smallest \
+length, PNG; --no-masks to skip). Each figure as .svg and .png, plus plots.json with the data drawn. \
 Rows of kind `simulated` are dashed and labelled \"projected\"; rows whose status is not ok are never drawn as numbers.")]
 pub struct PlotArgs {
     /// Result CSVs; several are overlaid (e.g. two GPUs or two commits).
@@ -31,6 +32,9 @@ pub struct PlotArgs {
     /// Also draw the CAB-style efficiency figures (power-law fits of time and memory vs length).
     #[arg(long)]
     pub cab: bool,
+    /// Skip the mask pictures (mask-<pattern>.png).
+    #[arg(long)]
+    pub no_masks: bool,
 }
 
 pub fn run(args: PlotArgs) -> anyhow::Result<ExitCode> {
@@ -53,9 +57,42 @@ pub fn run(args: PlotArgs) -> anyhow::Result<ExitCode> {
     if figs.is_empty() {
         return Err(BadInput::new("no rows to plot in the given CSVs").into());
     }
-    let files = write_figures(&figs, &out).map_err(cli_error)?;
+    let mut files = write_figures(&figs, &out).map_err(cli_error)?;
+    if !args.no_masks {
+        files.extend(mask_pictures(&runs, &out)?);
+    }
     for f in &files {
         println!("{}", f.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One PNG per distinct (pattern, parameters) of the runs, drawn at the smallest length it was run at
+/// (the exact mask the rows measured, downsampled to at most 1024×1024 cells).
+fn mask_pictures(runs: &[crate::report::data::Run], out: &std::path::Path) -> anyhow::Result<Vec<PathBuf>> {
+    use std::collections::BTreeMap;
+    let mut smallest: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for r in runs.iter().flat_map(|r| &r.rows) {
+        let e = smallest.entry((r.mask.clone(), r.mask_params.clone())).or_insert(r.seqlen);
+        *e = (*e).min(r.seqlen);
+    }
+    let mut files = Vec::new();
+    for ((pattern, params), seqlen) in smallest {
+        let items: Vec<&str> = params.split(';').filter(|s| !s.is_empty()).collect();
+        let p = crate::mask::Params::parse_kv(&items)?;
+        // A CSV from another version may name a pattern this build does not know: skip it, say why.
+        let masks = match crate::mask::build_pattern(&pattern, seqlen, &p) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("mask picture of {pattern} skipped: {e}");
+                continue;
+            }
+        };
+        let name = if params.is_empty() { format!("mask-{}", slug(&pattern)) } else { format!("mask-{}-{}", slug(&pattern), slug(&params)) };
+        let path = out.join(format!("{name}.png"));
+        let title = format!("{pattern} {} S={seqlen} density={:.4}", params.replace(';', " "), masks.density());
+        crate::mask::render::write_png(&masks.groups, &title, &path, crate::mask::render::MAX_CELLS)?;
+        files.push(path);
+    }
+    Ok(files)
 }
