@@ -49,7 +49,19 @@ enum Command {
 fn main() -> ExitCode {
     // Before any CUDA call: load libtorch_cuda.so, which `--as-needed` linking drops (see DESIGN.md).
     attnbench::backend::shim::ensure_cuda_loaded();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Under mpirun every rank parses the same bad command line: let rank 0 alone say so.
+            let rank = ["OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID"].iter().find_map(|v| std::env::var(v).ok());
+            if rank.as_deref().is_some_and(|r| r != "0") {
+                // mpirun aborts the job at the first non-zero exit: give rank 0 time to print first.
+                std::thread::sleep(std::time::Duration::from_millis(500));
+                return ExitCode::from(e.exit_code() as u8);
+            }
+            e.exit()
+        }
+    };
     let result = match cli.command {
         Command::Run(a) => cli::run::run(a),
         Command::Kernel(a) => cli::kernel::run(a),

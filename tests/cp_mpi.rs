@@ -90,3 +90,12 @@ fn failing_ranks_end_the_job_and_keep_written_rows() {
     assert_eq!(std::fs::read_to_string(&csv).unwrap(), before, "rows written before the failures are intact");
     attnbench::results::read_rows(&csv).expect("still a valid results CSV");
 }
+
+#[test]
+fn a_flag_clap_rejects_is_reported_once_not_once_per_rank() {
+    let out = mpirun(3, &["cp", "--strategy", "ring-p2p", "--mask", "causal", "--seqlen", "64", "--no-such-flag"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().filter(|l| l.starts_with("error:")).count(), 1, "{stderr}");
+    assert!(stderr.contains("--no-such-flag"), "{stderr}");
+}
