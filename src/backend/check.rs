@@ -15,7 +15,7 @@
 use tch::{Device, Kind, Tensor};
 
 use super::reference::{reference_attention, SCORE_BUDGET};
-use super::{BackendError, Inputs, Kernel};
+use super::{BackendError, Fwd, Inputs, Kernel};
 use crate::case::DType;
 use crate::flops::Pass;
 
@@ -58,8 +58,14 @@ fn f64cpu(t: &Tensor) -> Result<Tensor, BackendError> {
 
 /// Runs `kernel` once (forward, plus backward when `pass` has one) and compares with the reference.
 pub fn gate(kernel: &mut dyn Kernel, x: &Inputs, pass: Pass, dtype: DType) -> Result<CheckOutcome, BackendError> {
-    let fwd = kernel.forward(x)?;
-    let grads = if pass.includes_backward() { Some(kernel.backward(x, &fwd)?) } else { None };
+    let raw = kernel.forward(x)?;
+    let grads = if pass.includes_backward() {
+        let g = kernel.backward(x, &raw)?;
+        Some(kernel.standard_grads(g)?)
+    } else {
+        None
+    };
+    let fwd = Fwd { out: kernel.standard_out(&raw)?, lse: None };
     let s = x.q.size();
     let rows = check_rows(s[0] as usize, s[1] as usize, s[2] as usize);
     let (q, k, v) = (f64cpu(&x.q)?.set_requires_grad(true), f64cpu(&x.k)?.set_requires_grad(true), f64cpu(&x.v)?.set_requires_grad(true));

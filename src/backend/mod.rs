@@ -121,6 +121,15 @@ pub trait Kernel {
     /// CPU peak-memory model: bytes of the tensors one call of `pass` allocates (inputs excluded),
     /// counted from the shapes the backend creates. GPUs use the allocator's peak instead.
     fn cpu_bytes(&self, x: &Inputs, pass: crate::flops::Pass) -> u64;
+    /// The forward's output in the standard layout `[B, Hq, S, D]`, for the correctness gate. A kernel
+    /// whose timed calls work in its own layout (packed varlen rows) converts here, outside timing.
+    fn standard_out(&self, fwd: &Fwd) -> Result<Tensor, BackendError> {
+        Ok(fwd.out.shallow_clone())
+    }
+    /// Gradients (dq, dk, dv) in the standard layout, for the correctness gate (see `standard_out`).
+    fn standard_grads(&self, grads: (Tensor, Tensor, Tensor)) -> Result<(Tensor, Tensor, Tensor), BackendError> {
+        Ok(grads)
+    }
 }
 
 /// A kernel backend: one file each, one line in [`registry`].

@@ -83,6 +83,109 @@ impl VarlenPlan {
     pub fn sequences(&self) -> usize {
         self.cu_q.len() - 1
     }
+
+    /// One call over square documents `docs` (in order, covering their rows) with FlashAttention's
+    /// native sliding window: query i of a document attends keys j of the same document with
+    /// i − left ≤ j ≤ i + right (`None` = unbounded on that side). `right = Some(0)` is causal.
+    pub fn windowed(w: &WindowForm, batch: usize, seqlen: usize) -> VarlenPlan {
+        let (mut q_idx, mut cu_q) = (vec![], vec![0i32]);
+        let mut max = 0;
+        for b in 0..batch {
+            for d in &w.docs {
+                q_idx.extend(d.clone().map(|i| (b * seqlen + i) as i64));
+                cu_q.push(q_idx.len() as i32);
+                max = max.max(d.len() as i64);
+            }
+        }
+        let causal = w.right == Some(0);
+        VarlenPlan { k_idx: q_idx.clone(), q_idx, cu_k: cu_q.clone(), cu_q, max_q: max, max_k: max, causal, window: (w.left, w.right) }
+    }
+
+    /// The exact mask the kernel applies to packed sequence `n`, in its own coordinates (what the CPU
+    /// emulation computes): bottom-right causal alignment and the (left, right) window.
+    pub fn sequence_mask(&self, n: usize) -> Result<Mask, BackendError> {
+        let lq = (self.cu_q[n + 1] - self.cu_q[n]) as usize;
+        let lk = (self.cu_k[n + 1] - self.cu_k[n]) as usize;
+        let invalid = |e: crate::mask::MaskError| BackendError::Invalid(e.to_string());
+        let (left, right) = (self.window.0, if self.causal { Some(0) } else { self.window.1 });
+        if left.is_none() && (right.is_none() || right == Some(0)) {
+            // Full or plain causal: the single-kind slice says it exactly.
+            return Mask::rect(lq, lk, vec![self.sequence_slice(n)]).map_err(invalid);
+        }
+        // Allowed keys: i + shift − L ≤ j ≤ i + shift + R (shift = lk − lq, bottom-right alignment).
+        // In widened coordinates w = j − (shift − L) that is i ≤ w ≤ i + L + R: one bi-causal slice over
+        // [0, lq) × [0, lq + L + R), clipped to the real keys and shifted back.
+        let big = (lq + lk) as i64;
+        let (l, r) = (left.unwrap_or(big).max(0), right.unwrap_or(big).max(0));
+        let c = (lk as i64 - lq as i64) - l; // j = w + c
+        let width = lq as i64 + l + r;
+        let (w0, w1) = ((-c).max(0), (lk as i64 - c).min(width));
+        let mut slices = Vec::new();
+        if w0 < w1 {
+            let band = Slice::new(0..lq, 0..width as usize, SliceKind::BiCausal);
+            for p in crate::mask::clip_slice(&band, 0..lq, w0 as usize..w1 as usize) {
+                slices.push(Slice::new(p.q.clone(), (p.k.start as i64 + c) as usize..(p.k.end as i64 + c) as usize, p.kind));
+            }
+        }
+        Mask::rect(lq, lk, slices).map_err(invalid)
+    }
+}
+
+/// A mask FlashAttention's varlen kernel runs in ONE call with its native sliding window: square
+/// documents covering the sequence in order, and in each, query i attends keys j of its document with
+/// i − left ≤ j ≤ i + right (`None` = unbounded). Covers full / causal document masks, sliding_window,
+/// sliding_window_causal (and windows inside documents) — what LongCA-bench's FA2-varlen baseline runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowForm {
+    pub docs: Vec<std::ops::Range<usize>>,
+    pub left: Option<i64>,
+    pub right: Option<i64>,
+}
+
+/// Recognises a [`WindowForm`] exactly: per-row attended keys must be one interval containing the
+/// diagonal; the window sizes are the largest reach left and right; documents start where a row's
+/// interval starts at the row itself (and end where it ends there); then every row is re-derived from
+/// (documents, left, right) and compared. `None` unless the mask is exactly that shape.
+pub fn window_form(mask: &Mask) -> Option<WindowForm> {
+    let s = mask.seqlen_q;
+    if mask.seqlen_k != s {
+        return None;
+    }
+    let (mut lo, mut hi, mut count) = (vec![usize::MAX; s], vec![0usize; s], vec![0u64; s]);
+    for sl in mask.slices() {
+        for i in sl.nonempty_rows() {
+            let (a, b) = sl.row_keys(i - sl.q.start)?;
+            lo[i] = lo[i].min(sl.k.start + a);
+            hi[i] = hi[i].max(sl.k.start + b);
+            count[i] += (b - a + 1) as u64;
+        }
+    }
+    let (mut wl, mut wr) = (0usize, 0usize);
+    for i in 0..s {
+        if count[i] == 0 || count[i] != (hi[i] - lo[i] + 1) as u64 || lo[i] > i || hi[i] < i {
+            return None;
+        }
+        wl = wl.max(i - lo[i]);
+        wr = wr.max(hi[i] - i);
+    }
+    let mut starts = vec![0usize];
+    for i in 1..s {
+        if (wl > 0 && lo[i] == i) || (wr > 0 && hi[i - 1] == i - 1) {
+            starts.push(i);
+        }
+    }
+    let docs: Vec<std::ops::Range<usize>> = starts.iter().zip(starts.iter().skip(1).chain(std::iter::once(&s))).map(|(&a, &b)| a..b).collect();
+    for d in &docs {
+        for i in d.clone() {
+            if lo[i] != d.start.max(i.saturating_sub(wl)) || hi[i] != (d.end - 1).min(i + wr) {
+                return None;
+            }
+        }
+    }
+    let longest = docs.iter().map(|d| d.len()).max().unwrap_or(1);
+    let side = |w: usize| if w + 1 >= longest { None } else { Some(w as i64) };
+    let (left, right) = (side(wl), if wr == 0 { Some(0) } else { side(wr) });
+    Some(WindowForm { docs, left, right })
 }
 
 /// Runs one packed varlen forward / backward. q `[Tq, Hq, D]`, k/v `[Tk, Hkv, D]`; lse `[Hq, Tq]` f32.
@@ -293,8 +396,7 @@ impl GroupKernel for EmulatedGroupKernel {
     fn forward(&self, plan: &VarlenPlan, q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<(Tensor, Tensor, Vec<Tensor>), BackendError> {
         let (mut outs, mut lses) = (vec![], vec![]);
         for n in 0..plan.sequences() {
-            let s = plan.sequence_slice(n);
-            let m = Mask::rect(s.q_len(), s.k_len(), vec![s.clone()]).map_err(|e| BackendError::Invalid(e.to_string()))?;
+            let m = plan.sequence_mask(n)?;
             let (qs, ks, vs) = (seq_tensors(q, plan.cu_q[n], plan.cu_q[n + 1])?, seq_tensors(k, plan.cu_k[n], plan.cu_k[n + 1])?, seq_tensors(v, plan.cu_k[n], plan.cu_k[n + 1])?);
             let (o, l) = sliced_forward(&qs, &ks, &vs, &m, scale)?;
             outs.push(o.f_squeeze_dim(0)?.f_transpose(0, 1)?);
@@ -306,8 +408,7 @@ impl GroupKernel for EmulatedGroupKernel {
     fn backward(&self, plan: &VarlenPlan, q: &Tensor, k: &Tensor, v: &Tensor, out: &Tensor, lse: &Tensor, dout: &Tensor, _state: &[Tensor], scale: f64) -> Result<(Tensor, Tensor, Tensor), BackendError> {
         let (mut dqs, mut dks, mut dvs) = (vec![], vec![], vec![]);
         for n in 0..plan.sequences() {
-            let s = plan.sequence_slice(n);
-            let m = Mask::rect(s.q_len(), s.k_len(), vec![s.clone()]).map_err(|e| BackendError::Invalid(e.to_string()))?;
+            let m = plan.sequence_mask(n)?;
             let (a, b, c, e) = (plan.cu_q[n], plan.cu_q[n + 1], plan.cu_k[n], plan.cu_k[n + 1]);
             let l = lse.f_narrow(1, a as i64, (b - a) as i64)?.f_unsqueeze(0)?;
             let (dq, dk, dv) = sliced_backward(&seq_tensors(q, a, b)?, &seq_tensors(k, c, e)?, &seq_tensors(v, c, e)?, &seq_tensors(out, a, b)?, &l, &seq_tensors(dout, a, b)?, &m, scale)?;
@@ -379,6 +480,75 @@ mod tests {
         }
     }
 
+    fn zoo(name: &str, s: usize, kv: &[(&str, &str)]) -> Mask {
+        let mut p = crate::mask::Params::new();
+        for (k, v) in kv {
+            p = p.set(k, v);
+        }
+        crate::mask::build_pattern(name, s, &p).unwrap().groups.remove(0)
+    }
+
+    #[test]
+    fn window_form_recognises_exactly_the_one_call_masks() {
+        let s = 97;
+        let docs = [("doc_lens", "30,1,40,26")];
+        let yes = [
+            zoo("full", s, &[]),
+            zoo("causal", s, &[]),
+            zoo("sliding_window", s, &[("window_left", "7"), ("window_right", "3")]),
+            zoo("sliding_window", s, &[("window_left", "0"), ("window_right", "5")]),
+            zoo("sliding_window", s, &[("window_left", "200"), ("window_right", "4")]),
+            zoo("sliding_window_causal", s, &[("window", "9")]),
+            zoo("causal_document", s, &docs),
+            zoo("full_document", s, &docs),
+        ];
+        for m in &yes {
+            let w = window_form(m).unwrap_or_else(|| panic!("not recognised: {:?}", m.slices()));
+            // Rebuild the mask the kernel would apply from (documents, window) and compare exactly.
+            let plan = VarlenPlan::windowed(&w, 1, s);
+            let mut dense = vec![false; s * s];
+            for (n, d) in w.docs.iter().enumerate() {
+                let seq = plan.sequence_mask(n).unwrap().to_dense();
+                for (i, row) in d.clone().enumerate() {
+                    for (j, col) in d.clone().enumerate() {
+                        dense[row * s + col] = seq[i * d.len() + j];
+                    }
+                }
+            }
+            assert_eq!(dense, m.to_dense(), "{w:?}");
+        }
+        assert_eq!(window_form(&zoo("sliding_window_causal", s, &[("window", "9")])).unwrap().right, Some(0));
+        assert_eq!(window_form(&zoo("causal_document", s, &docs)).unwrap().docs.len(), 4);
+        for (name, kv) in [("share_question", &docs[..]), ("prefix_lm_causal", &[][..]), ("causal_blockwise", &docs[..]), ("global_sliding_window", &[("global", "4"), ("window", "8")][..])] {
+            assert!(window_form(&zoo(name, s, kv)).is_none(), "{name} is not one window call");
+        }
+    }
+
+    #[test]
+    fn single_call_kernel_with_packed_inputs_matches_sliced() {
+        use crate::case::{Case, DType, DeviceKind, HeadLayout};
+        use crate::flops::Pass;
+        for (name, kv) in [("sliding_window", &[("window_left", "6"), ("window_right", "2")][..]), ("sliding_window_causal", &[("window", "5")][..]), ("causal_document", &[("doc_lens", "20,1,19")][..])] {
+            let m = zoo(name, 40, kv);
+            let case = Case { batch: 2, ..Case::kernel("flash-varlen", name, crate::mask::Params::new(), 40, HeadLayout { q: 4, kv: 2 }, 8, DType::Fp64, Pass::Fwdbwd, DeviceKind::Cpu) };
+            let x = super::super::Inputs::new(&case, crate::mask::HeadMasks::shared(m.clone()), 3, false).unwrap();
+            let (plan, _) = single_call_plan(&m, CudaVarlen::Flash, 2).unwrap();
+            let mut k = VarlenKernel::new(Box::new(EmulatedGroupKernel), plan, String::new(), &x).unwrap();
+            use super::super::Kernel;
+            let f = k.forward(&x).unwrap();
+            let (ro, rl) = sliced_forward(&x.q, &x.k, &x.v, &m, x.scale).unwrap();
+            assert!((k.standard_out(&f).unwrap() - &ro).abs().max().double_value(&[]) < 1e-9, "{name} out");
+            let g = k.backward(&x, &f).unwrap();
+            let (dq, dk, dv) = k.standard_grads(g).unwrap();
+            let (rq, rk, rv) = sliced_backward(&x.q, &x.k, &x.v, &ro, &rl, &x.dout, &m, x.scale).unwrap();
+            for (a, b) in [(dq, rq), (dk, rk), (dv, rv)] {
+                // The emulated kernel keeps the LSE in f32, like the real kernels: f32-level agreement.
+                let e = (&a - &b).abs().max().double_value(&[]);
+                assert!(e < 1e-5, "{name} grads differ by {e}");
+            }
+        }
+    }
+
     /// On the GPU machine: the real flash varlen kernel through the shim agrees with the CPU sliced
     /// computation (bf16 inputs, so a bf16 tolerance). Skipped where CUDA is not available.
     #[test]
@@ -401,19 +571,73 @@ mod tests {
     }
 }
 
-/// A `*_varlen` backend: one varlen kernel call over the whole mask, which must be one group (e.g.
-/// document masks: block-diagonal full or causal slices; FlashAttention also takes one bi_causal
-/// window). Masks that need several launches are unsupported here — the `sliced` backend runs them.
+/// A `*_varlen` backend: ONE varlen kernel call over the whole mask, like the FA2-varlen baselines of
+/// LongCA-bench: a mask of one slice group (document masks: block-diagonal full or causal slices), or —
+/// FlashAttention only — any [`WindowForm`] (sliding_window, sliding_window_causal, windows inside
+/// documents) through the kernel's native window. Masks that need several launches are unsupported
+/// here; the `sliced` backend runs them.
+///
+/// Inputs are packed into the kernel's `[total, H, D]` layout in `prepare`, so a timed call is the
+/// kernel alone (as in the baselines, whose inputs already are packed); the correctness gate unpacks the
+/// results outside the timed region.
 pub struct VarlenBackend {
     pub name: &'static str,
     pub summary: &'static str,
     pub kernel: CudaVarlen,
 }
 
-struct VarlenKernel {
-    kernel: CudaVarlen,
-    group: Vec<Group>,
-    mask: Mask,
+/// How a mask maps onto one varlen call, or why it cannot.
+pub fn single_call_plan(mask: &Mask, kernel: CudaVarlen, batch: usize) -> Result<(VarlenPlan, String), String> {
+    let groups = super::sliced::plan_groups(mask);
+    if groups.len() == 1 {
+        let g = &groups[0];
+        match (g.kind, kernel) {
+            (SliceKind::Full | SliceKind::Causal, _) | (SliceKind::BiCausal, CudaVarlen::Flash) => {
+                let how = format!("{} {} sequences", g.slices.len(), g.kind);
+                return Ok((VarlenPlan::for_group(g, batch, mask.seqlen_q, mask.seqlen_k), how));
+            }
+            (k, _) => return Err(format!("no native {k} slices")),
+        }
+    }
+    if kernel == CudaVarlen::Flash {
+        if let Some(w) = window_form(mask) {
+            let side = |x: Option<i64>| x.map_or("∞".to_string(), |v| v.to_string());
+            let how = format!("{} documents, native window (left {}, right {})", w.docs.len(), side(w.left), side(w.right));
+            return Ok((VarlenPlan::windowed(&w, batch, mask.seqlen_q), how));
+        }
+    }
+    Err(format!("needs {} varlen launches (slice groups) and is not one native window", groups.len()))
+}
+
+/// A prepared single varlen call: the plan, the packed inputs, and how to unpack results.
+pub struct VarlenKernel {
+    kern: Box<dyn GroupKernel>,
+    plan: VarlenPlan,
+    how: String,
+    qp: Tensor,
+    kp: Tensor,
+    vp: Tensor,
+    dop: Tensor,
+    /// (batch, seqlen_q, seqlen_k) of the standard layout.
+    dims: (i64, i64, i64),
+}
+
+impl VarlenKernel {
+    /// Packs `x` for `plan` (outside any timed region).
+    pub fn new(kern: Box<dyn GroupKernel>, plan: VarlenPlan, how: String, x: &super::Inputs) -> Result<VarlenKernel, BackendError> {
+        let dev = x.q.device();
+        let (qi, ki) = (idx(&plan.q_idx, dev), idx(&plan.k_idx, dev));
+        let pack = |t: &Tensor, i: &Tensor| -> Result<Tensor, BackendError> { Ok(flat_rows(&t.f_detach()?)?.f_index_select(0, i)?.f_contiguous()?) };
+        let (qp, kp, vp, dop) = (pack(&x.q, &qi)?, pack(&x.k, &ki)?, pack(&x.v, &ki)?, pack(&x.dout, &qi)?);
+        Ok(VarlenKernel { kern, plan, how, qp, kp, vp, dop, dims: (x.q.size()[0], x.q.size()[2], x.k.size()[2]) })
+    }
+
+    fn unpack(&self, packed: &Tensor, rows: &[i64], s: i64) -> Result<Tensor, BackendError> {
+        let (b, dev) = (self.dims.0, packed.device());
+        let sz = packed.size();
+        let full = Tensor::f_zeros([b * s, sz[1], sz[2]], (packed.kind(), dev))?.f_index_add(0, &idx(rows, dev), packed)?;
+        unflat_rows(&full, b, s)
+    }
 }
 
 impl super::Backend for VarlenBackend {
@@ -433,37 +657,34 @@ impl super::Backend for VarlenBackend {
         if !masks.is_shared() {
             return Err(format!("{} needs one mask shared by all heads", self.name));
         }
-        let groups = super::sliced::plan_groups(&masks.groups[0]);
-        if groups.len() != 1 {
-            return Err(format!("`{}` needs {} varlen launches (slice groups); {} runs exactly one — use `sliced`", case.pattern, groups.len(), self.name));
-        }
-        match (groups[0].kind, self.kernel) {
-            (SliceKind::Full | SliceKind::Causal, _) => Ok(()),
-            (SliceKind::BiCausal, CudaVarlen::Flash) => Ok(()),
-            (k, _) => Err(format!("{} has no native {k} slices", self.name)),
-        }
+        single_call_plan(&masks.groups[0], self.kernel, 1).map(|_| ()).map_err(|why| format!("`{}` {why}; {} runs exactly one call — use `sliced`", case.pattern, self.name))
     }
     fn autograd(&self) -> bool {
         false
     }
-    fn prepare(&self, _case: &crate::case::Case, x: &super::Inputs) -> Result<Box<dyn super::Kernel>, BackendError> {
-        let mask = x.masks.groups[0].clone();
-        Ok(Box::new(VarlenKernel { kernel: self.kernel, group: super::sliced::plan_groups(&mask), mask }))
+    fn prepare(&self, case: &crate::case::Case, x: &super::Inputs) -> Result<Box<dyn super::Kernel>, BackendError> {
+        let (plan, how) = single_call_plan(&x.masks.groups[0], self.kernel, case.batch).map_err(BackendError::Unsupported)?;
+        Ok(Box::new(VarlenKernel::new(Box::new(CudaGroupKernel(self.kernel)), plan, how, x)?))
     }
 }
 
 impl super::Kernel for VarlenKernel {
     fn forward(&mut self, x: &super::Inputs) -> Result<super::Fwd, BackendError> {
-        let (o, l, _) = grouped_forward(&CudaGroupKernel(self.kernel), &self.group, &x.q, &x.k, &x.v, &self.mask, x.scale)?;
+        let (o, l, _) = self.kern.forward(&self.plan, &self.qp, &self.kp, &self.vp, x.scale)?;
         Ok(super::Fwd { out: o, lse: Some(l) })
     }
     fn backward(&mut self, x: &super::Inputs, f: &super::Fwd) -> Result<(Tensor, Tensor, Tensor), BackendError> {
         let lse = f.lse.as_ref().ok_or_else(|| BackendError::Invalid("varlen backward needs the forward's LSE".into()))?;
-        grouped_backward(&CudaGroupKernel(self.kernel), &self.group, &x.q, &x.k, &x.v, &f.out, lse, &x.dout, &self.mask, x.scale)
+        self.kern.backward(&self.plan, &self.qp, &self.kp, &self.vp, &f.out, lse, &self.dop, &[], x.scale)
+    }
+    fn standard_out(&self, f: &super::Fwd) -> Result<Tensor, BackendError> {
+        self.unpack(&f.out, &self.plan.q_idx, self.dims.1)
+    }
+    fn standard_grads(&self, (dq, dk, dv): (Tensor, Tensor, Tensor)) -> Result<(Tensor, Tensor, Tensor), BackendError> {
+        Ok((self.unpack(&dq, &self.plan.q_idx, self.dims.1)?, self.unpack(&dk, &self.plan.k_idx, self.dims.2)?, self.unpack(&dv, &self.plan.k_idx, self.dims.2)?))
     }
     fn note(&self) -> String {
-        let seqs: usize = self.group.iter().map(|g| g.slices.len()).sum();
-        format!("one varlen launch over {seqs} sequences per batch element ({}); gather/scatter packing outside the kernel is timed", self.group[0].kind)
+        format!("one varlen call over {} per batch element; inputs packed to [total, H, D] in prepare (untimed)", self.how)
     }
     fn cpu_bytes(&self, x: &super::Inputs, _pass: crate::flops::Pass) -> u64 {
         super::tensor_bytes(&x.q) * 4
