@@ -10,8 +10,9 @@
 //!   f64 — is computed densely on its own rectangle (QKᵀ, masked by the slice's kind, f32 accumulation,
 //!   f64 for f64 inputs) in row chunks of at most [`CHUNK_ELEMS`] scores. Pieces are merged into the
 //!   running result by LSE.
-//! - CUDA: one `at::_flash_attention_forward` varlen call per group through the shim (see
-//!   [`GroupPlan`]); FlashAttention-2 aligns causal bottom-right like our model, inv_causal is causal on
+//! - CUDA: one `at::_flash_attention_forward` varlen call per group through the shim — or a single
+//!   call when the whole mask is one native FlashAttention window (documents, sliding windows; see
+//!   `varlen::window_form`); FlashAttention-2 aligns causal bottom-right like our model, inv_causal is causal on
 //!   reversed rows and keys, bi_causal is a (Lk − Lq, 0) window.
 //!
 //! Tensor conventions: q `[B, Hq, Sq, D]`, k and v `[B, Hkv, Sk, D]`, LSE `[B, Hq, Sq]` f32 natural log,
@@ -20,7 +21,7 @@
 
 use tch::{Device, Kind, Tensor};
 
-use super::varlen::{grouped_backward, grouped_forward, CudaGroupKernel, CudaVarlen};
+use super::varlen::{mask_plans, planned_backward, planned_forward, CudaGroupKernel, CudaVarlen};
 use super::BackendError;
 use crate::mask::{clip_slice, Mask, Slice, SliceKind};
 
@@ -65,7 +66,7 @@ fn uses_flash(q: &Tensor) -> bool {
 /// (a fused kernel call or a dense block; reported in the row's note).
 pub fn launches(q: &Tensor, mask: &Mask) -> usize {
     if uses_flash(q) {
-        plan_groups(mask).len()
+        mask_plans(mask, 1, true).len()
     } else {
         pieces(q, mask, q.size()[0] * q.size()[1]).len()
     }
@@ -202,7 +203,8 @@ fn finite_or_zero(lse: &Tensor) -> Result<Tensor, BackendError> {
 pub fn sliced_forward(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Mask, scale: f64) -> Result<(Tensor, Tensor), BackendError> {
     let dm = check_inputs(q, k, v, mask)?;
     if uses_flash(q) {
-        let (o, l, _) = grouped_forward(&CudaGroupKernel(CudaVarlen::Flash), &plan_groups(mask), q, k, v, mask, scale)?;
+        let plans = mask_plans(mask, q.size()[0] as usize, true);
+        let (o, l, _) = planned_forward(&CudaGroupKernel(CudaVarlen::Flash), &plans, q, k, v, scale)?;
         return Ok((o, l));
     }
     let acc = acc_kind(q.kind());
@@ -261,7 +263,8 @@ pub fn merge_partials(o1: &Tensor, lse1: &Tensor, o2: &Tensor, lse2: &Tensor) ->
 pub fn sliced_backward(q: &Tensor, k: &Tensor, v: &Tensor, out: &Tensor, lse: &Tensor, dout: &Tensor, mask: &Mask, scale: f64) -> Result<(Tensor, Tensor, Tensor), BackendError> {
     let dm = check_inputs(q, k, v, mask)?;
     if uses_flash(q) {
-        return grouped_backward(&CudaGroupKernel(CudaVarlen::Flash), &plan_groups(mask), q, k, v, out, lse, dout, mask, scale);
+        let plans = mask_plans(mask, q.size()[0] as usize, true);
+        return planned_backward(&CudaGroupKernel(CudaVarlen::Flash), &plans, q, k, v, out, lse, dout, scale);
     }
     let acc = acc_kind(q.kind());
     let dev = q.device();
@@ -348,7 +351,7 @@ impl super::Backend for Sliced {
         let parts: Vec<_> = x.masks.groups.iter().enumerate().map(|(i, m)| (i as i64 * hq..(i as i64 + 1) * hq, i as i64 * hkv..(i as i64 + 1) * hkv, m.clone())).collect();
         let launches: usize = parts.iter().map(|p| launches(&x.q, &p.2)).sum();
         let how = if uses_flash(&x.q) {
-            "flash varlen launches (one per slice group)".to_string()
+            "flash varlen launches (one per slice group, or one native window)".to_string()
         } else {
             let fused: usize = parts.iter().map(|p| p.2.slices().iter().filter(|s| fused_cpu_slice(&x.q, s)).count()).sum();
             format!("CPU pieces ({fused} on torch's fused CPU flash kernel, the rest dense with f32 accumulation)")

@@ -226,16 +226,35 @@ fn unflat_lse(t: &Tensor, b: i64, s: i64) -> Result<Tensor, BackendError> {
 /// Forward over a mask with one kernel call per group, merged with LSE. Returns (out in q's dtype,
 /// lse f32 `[B, Hq, Sq]`, number of launches).
 pub fn grouped_forward(kern: &dyn GroupKernel, groups: &[Group], q: &Tensor, k: &Tensor, v: &Tensor, mask: &Mask, scale: f64) -> Result<(Tensor, Tensor, usize), BackendError> {
+    planned_forward(kern, &plans_for(groups, mask, q.size()[0] as usize), q, k, v, scale)
+}
+
+/// The launch plans of a mask: one per slice group — or, for FlashAttention, a single call when the
+/// whole mask is one native window ([`window_form`]: sliding windows, documents).
+pub fn mask_plans(mask: &Mask, batch: usize, flash: bool) -> Vec<VarlenPlan> {
+    if flash {
+        if let Some(w) = window_form(mask) {
+            return vec![VarlenPlan::windowed(&w, batch, mask.seqlen_q)];
+        }
+    }
+    plans_for(&super::sliced::plan_groups(mask), mask, batch)
+}
+
+fn plans_for(groups: &[Group], mask: &Mask, batch: usize) -> Vec<VarlenPlan> {
+    groups.iter().map(|g| VarlenPlan::for_group(g, batch, mask.seqlen_q, mask.seqlen_k)).collect()
+}
+
+/// Forward with one kernel call per plan, merged with LSE (see [`grouped_forward`]).
+pub fn planned_forward(kern: &dyn GroupKernel, plans: &[VarlenPlan], q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<(Tensor, Tensor, usize), BackendError> {
     let (b, hq, sq, d) = (q.size()[0], q.size()[1], q.size()[2], q.size()[3]);
     let dev = q.device();
     let (qf, kf, vf) = (flat_rows(q)?, flat_rows(k)?, flat_rows(v)?);
     let mut out = Tensor::f_zeros([b * sq, hq, d], (Kind::Float, dev))?;
     let mut lse = Tensor::f_full([hq, b * sq], f64::NEG_INFINITY, (Kind::Float, dev))?;
-    for g in groups {
-        let plan = VarlenPlan::for_group(g, b as usize, mask.seqlen_q, mask.seqlen_k);
+    for plan in plans {
         let (qi, ki) = (idx(&plan.q_idx, dev), idx(&plan.k_idx, dev));
         let (qp, kp, vp) = (qf.f_index_select(0, &qi)?, kf.f_index_select(0, &ki)?, vf.f_index_select(0, &ki)?);
-        let (op, lp, _) = kern.forward(&plan, &qp, &kp, &vp, scale)?;
+        let (op, lp, _) = kern.forward(plan, &qp, &kp, &vp, scale)?;
         // Partial result of this group over all rows: zero / −inf outside its rows.
         let go = Tensor::f_zeros([b * sq, hq, d], (Kind::Float, dev))?.f_index_copy(0, &qi, &op.f_to_kind(Kind::Float)?)?;
         let gl = Tensor::f_full([hq, b * sq], f64::NEG_INFINITY, (Kind::Float, dev))?.f_index_copy(1, &qi, &lp.f_to_kind(Kind::Float)?)?;
@@ -243,7 +262,7 @@ pub fn grouped_forward(kern: &dyn GroupKernel, groups: &[Group], q: &Tensor, k: 
         out = mo;
         lse = ml;
     }
-    Ok((unflat_rows(&out, b, sq)?.f_to_kind(q.kind())?, unflat_lse(&lse, b, sq)?, groups.len()))
+    Ok((unflat_rows(&out, b, sq)?.f_to_kind(q.kind())?, unflat_lse(&lse, b, sq)?, plans.len()))
 }
 
 /// LSE merge in the flat layout (out `[T, H, D]`, lse `[H, T]`).
@@ -258,6 +277,12 @@ fn merge_rows(o1: &Tensor, l1: &Tensor, o2: &Tensor, l2: &Tensor) -> Result<(Ten
 /// Backward with one kernel call per group, given the final out / lse `[B, Hq, Sq]` and dout.
 #[allow(clippy::too_many_arguments)]
 pub fn grouped_backward(kern: &dyn GroupKernel, groups: &[Group], q: &Tensor, k: &Tensor, v: &Tensor, out: &Tensor, lse: &Tensor, dout: &Tensor, mask: &Mask, scale: f64) -> Result<(Tensor, Tensor, Tensor), BackendError> {
+    planned_backward(kern, &plans_for(groups, mask, q.size()[0] as usize), q, k, v, out, lse, dout, scale)
+}
+
+/// Backward with one kernel call per plan, given the final out / lse (see [`grouped_backward`]).
+#[allow(clippy::too_many_arguments)]
+pub fn planned_backward(kern: &dyn GroupKernel, plans: &[VarlenPlan], q: &Tensor, k: &Tensor, v: &Tensor, out: &Tensor, lse: &Tensor, dout: &Tensor, scale: f64) -> Result<(Tensor, Tensor, Tensor), BackendError> {
     let (b, hq, sq, d) = (q.size()[0], q.size()[1], q.size()[2], q.size()[3]);
     let (hkv, sk) = (k.size()[1], k.size()[2]);
     let dev = q.device();
@@ -266,14 +291,13 @@ pub fn grouped_backward(kern: &dyn GroupKernel, groups: &[Group], q: &Tensor, k:
     let mut dq = Tensor::f_zeros([b * sq, hq, d], (Kind::Float, dev))?;
     let mut dk = Tensor::f_zeros([b * sk, hkv, d], (Kind::Float, dev))?;
     let mut dv = Tensor::f_zeros([b * sk, hkv, d], (Kind::Float, dev))?;
-    for g in groups {
-        let plan = VarlenPlan::for_group(g, b as usize, mask.seqlen_q, mask.seqlen_k);
+    for plan in plans {
         let (qi, ki) = (idx(&plan.q_idx, dev), idx(&plan.k_idx, dev));
         let (qp, kp, vp) = (qf.f_index_select(0, &qi)?, kf.f_index_select(0, &ki)?, vf.f_index_select(0, &ki)?);
         let (op, dop) = (of.f_index_select(0, &qi)?, dof.f_index_select(0, &qi)?);
         let lp = lf.f_index_select(1, &qi)?.f_contiguous()?;
         // Dropout is 0, so the backward needs no forward state (rng / philox): none is passed.
-        let (gq, gk, gv) = kern.backward(&plan, &qp, &kp, &vp, &op, &lp, &dop, &[], scale)?;
+        let (gq, gk, gv) = kern.backward(plan, &qp, &kp, &vp, &op, &lp, &dop, &[], scale)?;
         let _ = dq.f_index_add_(0, &qi, &gq.f_to_kind(Kind::Float)?)?;
         let _ = dk.f_index_add_(0, &ki, &gk.f_to_kind(Kind::Float)?)?;
         let _ = dv.f_index_add_(0, &ki, &gv.f_to_kind(Kind::Float)?)?;

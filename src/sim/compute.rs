@@ -14,7 +14,8 @@ use std::ops::Range;
 
 use tch::{Device, Tensor};
 
-use crate::backend::sliced::{plan_groups, sliced_backward, sliced_forward};
+use crate::backend::sliced::{sliced_backward, sliced_forward};
+use crate::backend::varlen::mask_plans;
 use crate::backend::BackendError;
 use crate::case::DType;
 use crate::cp::shard::{block_mask, total_len};
@@ -122,7 +123,7 @@ impl PieceTimer {
             return Ok(t);
         }
         let t = match &self.model {
-            ComputeModel::Roofline(r) => r.piece_s(p.flops, plan_groups(sub).len().max(1)),
+            ComputeModel::Roofline(r) => r.piece_s(p.flops, mask_plans(sub, 1, true).len().max(1)),
             ComputeModel::Measured { device, dtype, warmup, repeats } => measure_piece(&key, sub, *device, *dtype, *warmup, *repeats, self.scale)?,
         };
         self.executed += 1;
