@@ -474,8 +474,10 @@ pub fn figure_size(fig: &Figure) -> (u32, u32) {
     let mut w = PANEL_W * fig.panels.len().max(1) as u32;
     for p in &fig.panels {
         if let Content::Bars(b) = &p.content {
-            // Room for every group's bars and its label.
-            w = w.max(1000).max(160 + (b.groups.len() * (b.series.len() * 36 + 60)) as u32);
+            // Room for every group's bars and its label (≈ 8 px per character at 14 px), so a long
+            // `pattern [params]` label is not cut at the right edge.
+            let need: usize = b.groups.iter().map(|g| (b.series.len() * 36 + 60).max(g.chars().count() * 8 + 24)).sum();
+            w = w.max(1000).max(160 + need as u32);
         }
     }
     (w, HEADER_H + PANEL_H + legend_rows(fig, w) * LEGEND_ROW_H + 16)
