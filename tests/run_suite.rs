@@ -210,3 +210,18 @@ fn filter_expression_selects_cases_and_bad_filter_is_exit_2() {
     let o = bin().args(["run", "--dry-run", "--filter", "colour=red"]).arg(suite("good/small.toml")).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn an_oom_from_an_earlier_run_skips_larger_lengths_after_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let o = bin().arg("run").arg(suite("good/failures.toml")).arg("--out").arg(&out).args(["--filter", "seqlen=2097152"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = bin().arg("run").arg(suite("good/failures.toml")).arg("--out").arg(&out).arg("--resume").args(["--filter", "seqlen>=2097152"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let csv = out.join("results.csv");
+    let (s, e, seq) = (col(&csv, "status"), col(&csv, "error"), col(&csv, "seqlen"));
+    let big = rows(&csv).into_iter().find(|r| &r[seq] == "4194304").expect("row for the larger length");
+    assert_eq!(&big[s], "oom");
+    assert!(big[e].contains("skipped"), "{}", &big[e]);
+}

@@ -100,7 +100,7 @@ pub fn run_plan(plan: &Plan, opts: &RunOptions) -> anyhow::Result<RunSummary> {
     let mut oom_at: HashMap<String, usize> = HashMap::new();
     for r in &csv.existing {
         if r.status == Status::Oom {
-            let e = oom_at.entry(oom_group_of_row(r)).or_insert(r.seqlen);
+            let e = oom_at.entry(oom_group(r)).or_insert(r.seqlen);
             *e = (*e).min(r.seqlen);
         }
     }
@@ -119,7 +119,7 @@ pub fn run_plan(plan: &Plan, opts: &RunOptions) -> anyhow::Result<RunSummary> {
         let case_start = Instant::now();
         let mut row = if let Err(reason) = &pc.support {
             parent_row(&run_id, pc, Status::Unsupported, reason)
-        } else if let Some(&l) = oom_at.get(&oom_group(case)).filter(|&&l| case.seqlen > l) {
+        } else if let Some(&l) = oom_at.get(&oom_group_of_case(case)).filter(|&&l| case.seqlen > l) {
             parent_row(&run_id, pc, Status::Oom, &format!("skipped: out of memory already at seqlen {l} for this backend and mask"))
         } else {
             match case.kind {
@@ -131,7 +131,7 @@ pub fn run_plan(plan: &Plan, opts: &RunOptions) -> anyhow::Result<RunSummary> {
         summary.case_s += case_start.elapsed().as_secs_f64();
         row.run_id = run_id.clone();
         if row.status == Status::Oom {
-            let e = oom_at.entry(oom_group(case)).or_insert(case.seqlen);
+            let e = oom_at.entry(oom_group_of_case(case)).or_insert(case.seqlen);
             *e = (*e).min(case.seqlen);
         }
         csv.append(&row)?;
@@ -170,12 +170,14 @@ fn build_meta(plan: &Plan, opts: &RunOptions, run_id: &str) -> RunMeta {
 }
 
 /// Cases that share everything but the sequence length: an OOM at length L predicts an OOM above L.
-fn oom_group(c: &Case) -> String {
-    format!("{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}", c.kind, c.backend, c.strategy, c.pattern, c.params, c.pass, c.dtype, c.heads, c.head_dim, c.batch, c.world_size)
+/// Keyed on the row's identity columns, so rows read back from an earlier run (resume) and cases of
+/// this run produce the same key by construction.
+fn oom_group(r: &Row) -> String {
+    format!("{}|{}|{}|{}|{}|{}|{}|{}:{}|{}|{}|{}", r.kind, r.backend, r.strategy, r.mask, r.mask_params, r.pass, r.dtype, r.heads_q, r.heads_kv, r.head_dim, r.batch, r.world_size)
 }
 
-fn oom_group_of_row(r: &Row) -> String {
-    format!("{}|{}|{}|{}|{}|{}|{}|{}:{}|{}|{}|{}", r.kind, r.backend, r.strategy, r.mask, r.mask_params, r.pass, r.dtype, r.heads_q, r.heads_kv, r.head_dim, r.batch, r.world_size)
+fn oom_group_of_case(c: &Case) -> String {
+    oom_group(&Row::for_case("", c, ""))
 }
 
 /// A row the runner writes without running anything (unsupported, skipped, crashed, timed out).
