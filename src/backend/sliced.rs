@@ -243,11 +243,23 @@ fn merge_acc(o1: &Tensor, lse1: &Tensor, o2: &Tensor, lse2: &Tensor) -> Result<(
     Ok((out, lse))
 }
 
+#[cfg(test)]
+thread_local! {
+    /// (calls, output elements) of `merge_partials` on this thread: lets tests compare the merges a
+    /// rank (one thread of a local world) really ran with the simulator's glue model of them.
+    pub static MERGES_ON_THIS_THREAD: std::cell::Cell<(usize, u64)> = const { std::cell::Cell::new((0, 0)) };
+}
+
 /// Merge two partial results over disjoint key sets of the same rows: lse = logaddexp(lse1, lse2),
 /// out = o1·exp(lse1 − lse) + o2·exp(lse2 − lse). −inf-safe: a row empty in both stays (0, −inf), a
 /// row empty in one takes the other. Computed in f32 (f64 for f64 inputs); out is returned in o1's
 /// dtype and lse in f32 (f64 for f64 inputs).
 pub fn merge_partials(o1: &Tensor, lse1: &Tensor, o2: &Tensor, lse2: &Tensor) -> (Tensor, Tensor) {
+    #[cfg(test)]
+    MERGES_ON_THIS_THREAD.with(|c| {
+        let (n, e) = c.get();
+        c.set((n + 1, e + o1.numel() as u64));
+    });
     let acc = acc_kind(o1.kind());
     let (o, l) = merge_acc(&o1.to_kind(acc), &lse1.to_kind(acc), &o2.to_kind(acc), &lse2.to_kind(acc))
         .unwrap_or_else(|e| panic!("merge_partials: shapes must match (o [B,H,S,D], lse [B,H,S]): {e}"));

@@ -80,6 +80,10 @@ pub struct SimulateArgs {
     /// Roofline: microseconds per kernel launch.
     #[arg(long, default_value_t = 10.0)]
     pub launch_us: f64,
+    /// Roofline: fraction of the device's datasheet memory bandwidth that the glue work (LSE merges,
+    /// gradient accumulation, re-layout copies) sustains.
+    #[arg(long, default_value_t = 0.8)]
+    pub mem_efficiency: f64,
     /// Roofline: device whose peak is used (a name in the peak table); default from --topology.
     #[arg(long)]
     pub peak_device: Option<String>,
@@ -175,10 +179,13 @@ pub fn run(a: SimulateArgs) -> anyhow::Result<ExitCode> {
             if a.launch_us.is_nan() || a.launch_us < 0.0 {
                 return Err(bad("--launch-us must be ≥ 0"));
             }
+            if !(a.mem_efficiency > 0.0 && a.mem_efficiency <= 1.0) {
+                return Err(bad(format!("--mem-efficiency: must be in (0, 1], got {}", a.mem_efficiency)));
+            }
             let want = a.peak_device.clone().unwrap_or_else(|| topo.name.split('-').next().unwrap_or("h100").to_string());
             let peak = crate::flops::device_peak(&want).ok_or_else(|| bad(format!("--peak-device: no peak known for `{want}` (see crate::flops::DEVICE_PEAKS: H100, H200, A100, B200)")))?;
             let peak_tflops = crate::flops::peak_tflops(peak.name, dtype.name()).ok_or_else(|| bad(format!("--dtype {}: no {} peak for the roofline", dtype, peak.name)))?;
-            (ComputeModel::Roofline(Roofline { peak_tflops, efficiency: a.efficiency, launch_us: a.launch_us, device: peak.name }), format!("{} (roofline)", peak.name))
+            (ComputeModel::Roofline(Roofline { peak_tflops, efficiency: a.efficiency, launch_us: a.launch_us, mem_tbps: peak.mem_tbps, mem_efficiency: a.mem_efficiency, device: peak.name }), format!("{} (roofline)", peak.name))
         }
         other => return Err(bad(format!("--compute-model: unknown `{other}` (expected measured or roofline)"))),
     };
@@ -195,7 +202,7 @@ pub fn run(a: SimulateArgs) -> anyhow::Result<ExitCode> {
                     crate::envinfo::fill_meta(&mut meta);
                     meta.settings = serde_json::json!({
                         "simulated": true, "timing_mode": "model", "compute_model": a.compute_model, "topology": topo, "calibrated": calibrated,
-                        "efficiency": a.efficiency, "launch_us": a.launch_us, "warmup": a.warmup, "repeats": a.repeats,
+                        "efficiency": a.efficiency, "launch_us": a.launch_us, "mem_efficiency": a.mem_efficiency, "warmup": a.warmup, "repeats": a.repeats,
                     });
                     std::fs::write(&meta_path, serde_json::to_string_pretty(&meta)?).with_context(|| format!("writing {}", meta_path.display()))?;
                 }
@@ -279,9 +286,9 @@ fn print_report(spec: &SimSpec, r: &SimReport) {
     );
     println!("  {}", r.note);
     let show_ranks = spec.world <= 8;
-    println!("  {:<26} {:>10} {:>6} {:>8}  {}", "step", "ms", "crit", "bound", if show_ranks { "compute ms per rank | comm ms (overlapped+blocking) on the critical rank" } else { "compute ms min/mean/max | comm ms on the critical rank" });
+    println!("  {:<26} {:>10} {:>6} {:>8}  {}", "step", "ms", "crit", "bound", if show_ranks { "compute+glue ms per rank | comm ms (overlapped+blocking) on the critical rank" } else { "compute+glue ms min/mean/max | comm ms on the critical rank" });
     for s in &r.steps {
-        let c = &s.compute_s;
+        let c: Vec<f64> = s.compute_s.iter().zip(&s.glue_s).map(|(a, g)| a + g).collect();
         let comp = if show_ranks {
             c.iter().map(|x| format!("{:.3}", x * 1e3)).collect::<Vec<_>>().join(" ")
         } else {
@@ -292,11 +299,13 @@ fn print_report(spec: &SimSpec, r: &SimReport) {
         println!("  {:<26} {:>10.4} {:>6} {:>8}  {} | {:.3}+{:.3}", s.label, s.time_s * 1e3, cr, s.bound, comp, s.comm_overlapped_s[cr] * 1e3, s.comm_blocking_s[cr] * 1e3);
     }
     println!(
-        "  critical path: {:.4} ms = {:.4} ms compute-bound + {:.4} ms waiting for communication; per-rank compute total ms: max {:.4} mean {:.4}",
+        "  critical path: {:.4} ms = {:.4} ms compute-bound + {:.4} ms waiting for communication; per-rank attention ms: max {:.4} mean {:.4}; glue ms: max {:.4} mean {:.4}",
         r.total_s * 1e3,
         r.critical_compute_s * 1e3,
         (r.total_s - r.critical_compute_s) * 1e3,
         r.rank_compute_s.iter().copied().fold(0.0, f64::max) * 1e3,
-        r.rank_compute_s.iter().sum::<f64>() / r.rank_compute_s.len() as f64 * 1e3
+        r.rank_compute_s.iter().sum::<f64>() / r.rank_compute_s.len() as f64 * 1e3,
+        r.rank_glue_s.iter().copied().fold(0.0, f64::max) * 1e3,
+        r.rank_glue_s.iter().sum::<f64>() / r.rank_glue_s.len() as f64 * 1e3
     );
 }

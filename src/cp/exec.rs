@@ -437,6 +437,46 @@ mod tests {
         assert!(failures.is_empty(), "{}", failures.join("\n"));
     }
 
+    /// The simulator's glue model counts the merges the engine really runs: per rank, as many
+    /// `merge_partials` calls over as many output elements as the schedule's `Merge` entries (the
+    /// forward runs twice in a case without warmup: once untimed, once timed).
+    #[test]
+    fn schedule_merges_are_the_merges_each_rank_runs() {
+        use crate::backend::sliced::MERGES_ON_THIS_THREAD;
+        use crate::cp::schedule::GlueOp;
+        for def in STRATEGIES {
+            for world in [2usize, 4] {
+                for (m, params) in [("causal", &[][..]), ("causal_document", &[("doc_lens", "20,7,23")][..])] {
+                    let mut sp = spec(def.name, m, params, 50, Pass::Fwd);
+                    sp.check = false;
+                    let per_rank = LocalWorld::run(world, {
+                        let sp = sp.clone();
+                        move |c| {
+                            MERGES_ON_THIS_THREAD.with(|x| x.set((0, 0)));
+                            run_case(c, &sp, "t", "cpu").map_err(|e| format!("{e:?}")).unwrap();
+                            MERGES_ON_THIS_THREAD.with(|x| x.get())
+                        }
+                    });
+                    let s = setup(&sp, world, 0).map_err(|e| e.1).unwrap();
+                    for (r, &(calls, elems)) in per_rank.iter().enumerate() {
+                        let merges: Vec<u64> = s
+                            .schedule
+                            .steps
+                            .iter()
+                            .flat_map(|st| st.glue.iter())
+                            .filter(|g| g.rank == r)
+                            .filter_map(|g| match g.op {
+                                GlueOp::Merge { batch, heads, rows, head_dim } => Some((batch * heads * rows * head_dim) as u64),
+                                _ => None,
+                            })
+                            .collect();
+                        assert_eq!((calls, elems), (2 * merges.len(), 2 * merges.iter().sum::<u64>()), "{} W={world} {m} rank {r}", def.name);
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn zigzag_balances_causal_work_and_contiguous_does_not() {
         let a = run_local(4, spec("ring-p2p", "causal", &[], 64, Pass::Fwd)).imbalance.unwrap();

@@ -9,7 +9,7 @@ use tch::Tensor;
 
 use super::comm::Comm;
 use super::registry::{Engine, StrategyDef};
-use super::schedule::{CpLayout, Message, Piece, Schedule, Step};
+use super::schedule::{CpLayout, Glue, GlueOp, Message, Piece, Schedule, Step};
 use super::shard::{block_mask, Shard, Sharding};
 use super::{acc_kind, CpError, Problem};
 use crate::backend::sliced::{sliced_backward, sliced_forward};
@@ -80,6 +80,10 @@ pub fn schedule_allgather(name: &str, shard: &Shard, mask: &Mask, layout: &CpLay
     let (b, d) = (layout.batch as u64, layout.head_dim as u64);
     let kv_tok = |eb: usize| 2 * b * layout.heads_kv as u64 * d * eb as u64;
     let all = all_ranges(shard);
+    // Glue (see `Glue`), mirroring `gather_kv` and `backward`: elements of a rank's K+V and of all K+V.
+    let kv_elems = |r: usize| 2 * b * layout.heads_kv as u64 * d * shard.len(r) as u64;
+    let all_kv = 2 * b * layout.heads_kv as u64 * d * shard.seqlen as u64;
+    let copy = |rank: usize, elems: u64, elem_bytes: usize| Glue { rank, op: GlueOp::Copy { elems, elem_bytes } };
     let gather = |label: &str| Step {
         label: label.into(),
         compute: vec![],
@@ -87,6 +91,8 @@ pub fn schedule_allgather(name: &str, shard: &Shard, mask: &Mask, layout: &CpLay
             .flat_map(|r| (0..world).filter(move |&j| j != r).map(move |j| (r, j)))
             .map(|(r, j)| Message { src: r, dst: j, bytes: kv_tok(layout.elem_bytes) * shard.len(r) as u64, what: "kv-allgather".into(), overlapped: false })
             .collect(),
+        // stack(k, v) before the gather, cat of the gathered blocks after it.
+        glue: (0..world).flat_map(|r| [copy(r, kv_elems(r), layout.elem_bytes), copy(r, all_kv, layout.elem_bytes)]).collect(),
     };
     let compute = |factor: f64| -> Vec<Piece> {
         (0..world)
@@ -106,17 +112,21 @@ pub fn schedule_allgather(name: &str, shard: &Shard, mask: &Mask, layout: &CpLay
     let mut steps = Vec::new();
     if layout.pass != Pass::Bwd {
         steps.push(gather("fwd all-gather kv"));
-        steps.push(Step { label: "fwd compute".into(), compute: compute(1.0), messages: vec![] });
+        steps.push(Step { label: "fwd compute".into(), compute: compute(1.0), messages: vec![], glue: vec![] });
     }
     if layout.pass.includes_backward() {
         steps.push(gather("bwd all-gather kv"));
-        steps.push(Step { label: "bwd compute".into(), compute: compute(2.5), messages: vec![] });
+        steps.push(Step { label: "bwd compute".into(), compute: compute(2.5), messages: vec![], glue: vec![] });
         steps.push(Step {
             label: "bwd reduce-scatter dkv".into(),
             compute: vec![],
             messages: (0..world)
                 .flat_map(|r| (0..world).filter(move |&j| j != r).map(move |j| (r, j)))
                 .map(|(r, j)| Message { src: r, dst: j, bytes: kv_tok(layout.acc_bytes()) * shard.len(j) as u64, what: "dkv-reduce-scatter".into(), overlapped: false })
+                .collect(),
+            // dK, dV cast up and stacked, split into contiguous parts; the rank's sum cast back.
+            glue: (0..world)
+                .flat_map(|r| [Glue { rank: r, op: GlueOp::Cast { elems: all_kv } }, copy(r, all_kv, layout.acc_bytes()), copy(r, all_kv, layout.acc_bytes()), Glue { rank: r, op: GlueOp::Cast { elems: kv_elems(r) } }])
                 .collect(),
         });
     }

@@ -65,12 +65,65 @@ pub struct Message {
     pub overlapped: bool,
 }
 
+/// Memory-bound work a rank runs on its compute stream around the attention calls: the LSE merge of
+/// a partial output into the running one, gradient accumulation, and the copies of re-layouts,
+/// stacks and concatenations. It runs on the same stream as the attention kernels, so it never hides
+/// behind them (it does hide behind in-flight messages, like attention does). Every entry mirrors
+/// tensor operations the real engine (`usp.rs`, `ring_allgather.rs`) runs; what is left out is
+/// written down in docs/SIMULATION.md (zero fills of accumulators, LSE-sized re-layouts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Glue {
+    pub rank: usize,
+    pub op: GlueOp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum GlueOp {
+    /// `merge_partials(out, lse, part_out, part_lse)` on out `[batch, heads, rows, head_dim]`.
+    Merge { batch: usize, heads: usize, rows: usize, head_dim: usize },
+    /// `acc += part.to_kind(acc)` over `elems` elements (dq and dK/dV accumulation).
+    Accumulate { elems: u64 },
+    /// One copy of `elems` elements of `elem_bytes` each (`contiguous`, `stack`, `cat`, `repeat`).
+    Copy { elems: u64, elem_bytes: usize },
+    /// A cast of `elems` elements between the input dtype and the accumulation dtype (free when they
+    /// are the same).
+    Cast { elems: u64 },
+}
+
+impl GlueOp {
+    /// HBM bytes read plus written by the tensor operations of this entry, and the number of kernels
+    /// they launch, for inputs of `layout.elem_bytes` accumulated in `layout.acc_bytes()`.
+    ///
+    /// Merge of N = B·H·rows·D output elements and L = B·H·rows LSE values, inputs of e bytes,
+    /// accumulation in a bytes: casting both outputs up (2·(e+a)·N, when e ≠ a), two scalings
+    /// (2·2a·N), one add (3a·N), the cast back ((a+e)·N, when e ≠ a) and ~15a·L for logaddexp,
+    /// the −inf guard and the two exp weights: (3e + 10a)·N for bf16, 7a·N for f32.
+    pub fn traffic(&self, layout: &CpLayout) -> (u64, usize) {
+        let (e, a) = (layout.elem_bytes as u64, layout.acc_bytes() as u64);
+        let cast = e != a;
+        match *self {
+            GlueOp::Merge { batch, heads, rows, head_dim } => {
+                let l = (batch * heads * rows) as u64;
+                let n = l * head_dim as u64;
+                let casts = if cast { 3 * (e + a) * n } else { 0 };
+                (casts + 7 * a * n + 15 * a * l, if cast { 13 } else { 10 })
+            }
+            GlueOp::Accumulate { elems } => (if cast { (e + a) * elems } else { 0 } + 3 * a * elems, if cast { 2 } else { 1 }),
+            GlueOp::Copy { elems, elem_bytes } => (2 * elem_bytes as u64 * elems, 1),
+            GlueOp::Cast { elems } => if cast { ((e + a) * elems, 1) } else { (0, 0) },
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Step {
     /// `fwd ring 2`, `bwd a2a`, …
     pub label: String,
     pub compute: Vec<Piece>,
     pub messages: Vec<Message>,
+    /// Memory-bound work around the attention calls (merges, accumulation, copies).
+    #[serde(default)]
+    pub glue: Vec<Glue>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -98,6 +151,17 @@ impl Schedule {
         for s in &self.steps {
             for p in &s.compute {
                 v[p.rank] += p.area * p.heads_q as u64;
+            }
+        }
+        v
+    }
+
+    /// HBM bytes of glue work (merges, accumulation, copies) each rank runs over the whole schedule.
+    pub fn glue_bytes(&self, layout: &CpLayout) -> Vec<u64> {
+        let mut v = vec![0u64; self.world];
+        for s in &self.steps {
+            for g in &s.glue {
+                v[g.rank] += g.op.traffic(layout).0;
             }
         }
         v

@@ -26,7 +26,7 @@ use std::ops::Range;
 use tch::{Kind, Tensor};
 
 use super::comm::{Comm, SubComm};
-use super::schedule::{CpLayout, Message, Piece, Schedule, Step};
+use super::schedule::{CpLayout, Glue, GlueOp, Message, Piece, Schedule, Step};
 use super::shard::{block_mask, total_len, Shard};
 use super::{acc_kind, CpError, Problem};
 use crate::backend::sliced::{merge_partials, sliced_backward, sliced_forward};
@@ -353,11 +353,64 @@ pub fn schedule_plan(name: &str, plan: &UspPlan, shard: &Shard, mask: &Mask, lay
                 }
             }
         }
-        Step { label: label.to_string(), compute: vec![], messages }
+        Step { label: label.to_string(), compute: vec![], messages, glue: vec![] }
     };
     let q_tok = b * hq_u * d * e;
     let kv_tok = 2 * b * hkv_u * d * e;
     let lse_tok = b * hq_u * layout.lse_bytes() as u64;
+
+    // Glue work (see `Glue`), per rank, mirroring `forward`/`backward` above. Element counts per rank:
+    // its q-sized tensors, its (repeated) K or V, its LSE; all keep their count through the all-to-all.
+    let q_elems = |r: usize| b * layout.heads_q as u64 * shard.len(r) as u64 * d;
+    let kv_elems = |r: usize| b * layout.heads_kv as u64 * rep * shard.len(r) as u64 * d;
+    let lse_elems = |r: usize| b * layout.heads_q as u64 * shard.len(r) as u64;
+    let acc = layout.acc_bytes();
+    let copy = |rank: usize, elems: u64, elem_bytes: usize| Glue { rank, op: GlueOp::Copy { elems, elem_bytes } };
+    // `to_heads`/`to_seq`: the per-peer `contiguous` slices plus the `cat` of what arrived (U > 1 only).
+    let relayout = |g: &mut Vec<Glue>, rank: usize, elems: u64, elem_bytes: usize| {
+        if plan.ulysses > 1 {
+            g.push(copy(rank, elems, elem_bytes));
+            g.push(copy(rank, elems, elem_bytes));
+        }
+    };
+    // Before the rotation: repeat K/V, move q (and out, dout, lse in backward) and K/V to heads, stack K,V.
+    let prologue = |bwd: bool| -> Vec<Glue> {
+        let mut g = Vec::new();
+        for r in 0..world {
+            if rep > 1 {
+                g.push(copy(r, 2 * kv_elems(r), layout.elem_bytes));
+            }
+            let q_like = if bwd { 3 } else { 1 };
+            for _ in 0..q_like {
+                relayout(&mut g, r, q_elems(r), layout.elem_bytes);
+            }
+            if bwd {
+                relayout(&mut g, r, lse_elems(r), layout.lse_bytes());
+            }
+            relayout(&mut g, r, 2 * kv_elems(r), layout.elem_bytes);
+            g.push(copy(r, 2 * kv_elems(r), layout.elem_bytes));
+        }
+        g
+    };
+    // After the rotation: back to sequence sharding (and in backward the casts to the input dtypes).
+    let epilogue = |bwd: bool| -> Vec<Glue> {
+        let mut g = Vec::new();
+        for r in 0..world {
+            if bwd {
+                relayout(&mut g, r, q_elems(r), acc);
+                relayout(&mut g, r, 2 * kv_elems(r), acc);
+                if rep > 1 {
+                    // Summing the repeated heads back: reads every repeated element, writes 1/rep of them.
+                    g.push(copy(r, kv_elems(r) + kv_elems(r) / rep, acc));
+                }
+                g.push(Glue { rank: r, op: GlueOp::Cast { elems: q_elems(r) + 2 * kv_elems(r) / rep } });
+            } else {
+                relayout(&mut g, r, q_elems(r), layout.elem_bytes);
+                relayout(&mut g, r, lse_elems(r), layout.lse_bytes());
+            }
+        }
+        g
+    };
 
     let ring_steps = |bwd: bool, steps: &mut Vec<Step>| {
         let tag = if bwd { "bwd" } else { "fwd" };
@@ -365,6 +418,7 @@ pub fn schedule_plan(name: &str, plan: &UspPlan, shard: &Shard, mask: &Mask, lay
             for ti in 0..plan.inner {
                 let mut compute = Vec::new();
                 let mut messages = Vec::new();
+                let mut glue = Vec::new();
                 for r in 0..world {
                     let (m, uj) = (r / plan.ulysses, r % plan.ulysses);
                     let g = |mm: usize| plan.global(mm, uj);
@@ -373,6 +427,15 @@ pub fn schedule_plan(name: &str, plan: &UspPlan, shard: &Shard, mask: &Mask, lay
                     if area > 0 {
                         let f = fwd_flops(area) * if bwd { 2.5 } else { 1.0 };
                         compute.push(Piece { rank: r, q: members[m].clone(), k: members[origin].clone(), heads_q: hq_u as usize, area, flops: f });
+                        if bwd {
+                            // dq += pdq.to_kind(acc); dacc += stack(pdk.to_kind(acc), pdv.to_kind(acc)).
+                            let dkv = 2 * b * hkv_u * mlen(origin) * d;
+                            glue.push(Glue { rank: r, op: GlueOp::Accumulate { elems: b * hq_u * mlen(m) * d } });
+                            glue.push(Glue { rank: r, op: GlueOp::Accumulate { elems: dkv } });
+                            glue.push(copy(r, dkv, acc));
+                        } else {
+                            glue.push(Glue { rank: r, op: GlueOp::Merge { batch: layout.batch, heads: hq_u as usize, rows: mlen(m) as usize, head_dim: layout.head_dim } });
+                        }
                     }
                     if ti == 0 && to + 1 < plan.outer() {
                         let bytes = kv_bytes(plan.round_owner(m, to), e);
@@ -389,29 +452,42 @@ pub fn schedule_plan(name: &str, plan: &UspPlan, shard: &Shard, mask: &Mask, lay
                         messages.push(Message { src: r, dst: g(owner), bytes: kv_bytes(owner, layout.acc_bytes() as u64), what: "dkv-return".into(), overlapped: false });
                     }
                 }
-                steps.push(Step { label: format!("{tag} ring {to}.{ti}"), compute, messages });
+                steps.push(Step { label: format!("{tag} ring {to}.{ti}"), compute, messages, glue });
             }
         }
     };
 
+    // With U = 1 there is no all-to-all step: the prologue joins the first ring step and the epilogue
+    // the last one.
+    let pass = |bwd: bool, steps: &mut Vec<Step>| {
+        let tag = if bwd { "bwd" } else { "fwd" };
+        let first = steps.len();
+        if plan.ulysses > 1 {
+            if bwd {
+                steps.push(a2a("bwd a2a q,kv,out,dout,lse", &[("a2a-q", q_tok), ("a2a-kv", kv_tok), ("a2a-out", q_tok), ("a2a-dout", q_tok), ("a2a-lse", lse_tok)], true));
+            } else {
+                steps.push(a2a("fwd a2a q,kv", &[("a2a-q", q_tok), ("a2a-kv", kv_tok)], true));
+            }
+        }
+        ring_steps(bwd, steps);
+        if plan.ulysses > 1 {
+            if bwd {
+                let acc = layout.acc_bytes() as u64;
+                steps.push(a2a("bwd a2a dq,dkv", &[("a2a-dq", b * hq_u * d * acc), ("a2a-dkv", 2 * b * hkv_u * d * acc)], false));
+            } else {
+                steps.push(a2a("fwd a2a out,lse", &[("a2a-out", q_tok), ("a2a-lse", lse_tok)], false));
+            }
+        }
+        debug_assert!(steps[first].label.starts_with(tag));
+        steps[first].glue.extend(prologue(bwd));
+        steps.last_mut().expect("a pass has steps").glue.extend(epilogue(bwd));
+    };
+
     if layout.pass != crate::flops::Pass::Bwd {
-        if plan.ulysses > 1 {
-            steps.push(a2a("fwd a2a q,kv", &[("a2a-q", q_tok), ("a2a-kv", kv_tok)], true));
-        }
-        ring_steps(false, &mut steps);
-        if plan.ulysses > 1 {
-            steps.push(a2a("fwd a2a out,lse", &[("a2a-out", q_tok), ("a2a-lse", lse_tok)], false));
-        }
+        pass(false, &mut steps);
     }
     if layout.pass.includes_backward() {
-        if plan.ulysses > 1 {
-            steps.push(a2a("bwd a2a q,kv,out,dout,lse", &[("a2a-q", q_tok), ("a2a-kv", kv_tok), ("a2a-out", q_tok), ("a2a-dout", q_tok), ("a2a-lse", lse_tok)], true));
-        }
-        ring_steps(true, &mut steps);
-        if plan.ulysses > 1 {
-            let acc = layout.acc_bytes() as u64;
-            steps.push(a2a("bwd a2a dq,dkv", &[("a2a-dq", b * hq_u * d * acc), ("a2a-dkv", 2 * b * hkv_u * d * acc)], false));
-        }
+        pass(true, &mut steps);
     }
     Schedule { strategy: name.to_string(), world, steps }
 }

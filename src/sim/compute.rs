@@ -14,10 +14,11 @@ use std::ops::Range;
 
 use tch::{Device, Tensor};
 
-use crate::backend::sliced::{sliced_backward, sliced_forward};
+use crate::backend::sliced::{merge_partials, sliced_backward, sliced_forward};
 use crate::backend::varlen::mask_plans;
 use crate::backend::BackendError;
 use crate::case::DType;
+use crate::cp::schedule::{CpLayout, GlueOp};
 use crate::cp::shard::{block_mask, total_len};
 use crate::mask::{Mask, Slice};
 use crate::measure::clock::{run_repeats, Clock, CudaEventClock, InstantClock};
@@ -52,7 +53,8 @@ pub enum ComputeModel {
 
 /// Parameters of the roofline model. Defaults (see docs/SIMULATION.md): H100 SXM bf16 dense peak
 /// 989 TFLOPS, efficiency 0.6 (what FlashAttention-3-class kernels sustain on long pieces on H100),
-/// 10 µs per kernel launch (host launch + tail of a small varlen kernel).
+/// 10 µs per kernel launch (host launch + tail of a small varlen kernel); glue work streams through
+/// HBM (3.35 TB/s on H100 SXM) at 0.8 of the datasheet bandwidth.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Roofline {
     /// Dense peak of the device for the dtype, TFLOPS.
@@ -61,6 +63,10 @@ pub struct Roofline {
     pub efficiency: f64,
     /// Fixed cost per kernel launch, microseconds.
     pub launch_us: f64,
+    /// Datasheet memory bandwidth of the device, TB/s (10¹² bytes/s).
+    pub mem_tbps: f64,
+    /// Fraction of `mem_tbps` that elementwise and copy kernels sustain (0, 1].
+    pub mem_efficiency: f64,
     /// Which device the peak is for (goes into the row's note).
     pub device: &'static str,
 }
@@ -70,6 +76,11 @@ impl Roofline {
     /// number of launches `sliced_forward`/`sliced_backward` make on the GPU for this sub-mask).
     pub fn piece_s(&self, flops: f64, launches: usize) -> f64 {
         flops / (self.peak_tflops * 1e12 * self.efficiency) + launches as f64 * self.launch_us * 1e-6
+    }
+
+    /// Seconds of memory-bound glue work moving `bytes` through HBM in `launches` kernels.
+    pub fn glue_s(&self, bytes: u64, launches: usize) -> f64 {
+        bytes as f64 / (self.mem_tbps * 1e12 * self.mem_efficiency) + launches as f64 * self.launch_us * 1e-6
     }
 }
 
@@ -90,6 +101,9 @@ struct PieceKey {
 pub struct PieceTimer {
     pub model: ComputeModel,
     cache: HashMap<PieceKey, f64>,
+    glue_cache: HashMap<GlueOp, f64>,
+    /// Distinct glue operations measured or evaluated.
+    pub glue_executed: usize,
     /// Pieces asked for / pieces actually executed (measured model) or evaluated.
     pub requested: usize,
     pub executed: usize,
@@ -102,7 +116,7 @@ pub struct PieceTimer {
 
 impl PieceTimer {
     pub fn new(model: ComputeModel, head_dim: usize) -> Self {
-        PieceTimer { model, cache: HashMap::new(), requested: 0, executed: 0, scale: 1.0 / (head_dim as f64).sqrt(), trace: Vec::new() }
+        PieceTimer { model, cache: HashMap::new(), glue_cache: HashMap::new(), glue_executed: 0, requested: 0, executed: 0, scale: 1.0 / (head_dim as f64).sqrt(), trace: Vec::new() }
     }
 
     /// Seconds of one piece whose sub-mask has already been built (`sub` = block_mask(mask, q, k)).
@@ -131,6 +145,25 @@ impl PieceTimer {
         Ok(t)
     }
 
+    /// Seconds of one glue operation (`layout` gives the dtypes): measured by running the same tensor
+    /// operations the real engine runs on tensors of the same size, or the bandwidth roofline of its
+    /// HBM traffic ([`GlueOp::traffic`]). Identical operations are timed once.
+    pub fn glue_s(&mut self, op: &GlueOp, layout: &CpLayout) -> Result<f64, BackendError> {
+        if let Some(&t) = self.glue_cache.get(op) {
+            return Ok(t);
+        }
+        let t = match &self.model {
+            ComputeModel::Roofline(r) => {
+                let (bytes, launches) = op.traffic(layout);
+                r.glue_s(bytes, launches)
+            }
+            ComputeModel::Measured { device, dtype, warmup, repeats } => measure_glue(op, *device, *dtype, *warmup, *repeats)?,
+        };
+        self.glue_executed += 1;
+        self.glue_cache.insert(*op, t);
+        Ok(t)
+    }
+
     /// Seconds of the whole (single-device) problem under this model: measured by executing it, or
     /// the roofline of its FLOPs and launches.
     #[allow(clippy::too_many_arguments)]
@@ -143,17 +176,79 @@ impl PieceTimer {
     }
 }
 
+fn clock_for(device: Device) -> Result<Box<dyn Clock>, BackendError> {
+    Ok(match device {
+        Device::Cuda(i) => Box::new(CudaEventClock::new(i, TimingMode::L2flush)?),
+        _ => Box::new(InstantClock),
+    })
+}
+
+fn timing_settings(warmup: usize, repeats: usize) -> MeasureSettings {
+    MeasureSettings { warmup, repeats: repeats.max(1), target_spread: None, check: false, timing_mode: TimingMode::L2flush, ..MeasureSettings::default() }
+}
+
+/// Runs a glue operation the way the engine does (`merge_partials`, `acc += part.to_kind(acc)`, a
+/// contiguous copy, a dtype cast) on fresh tensors of its size; median seconds.
+fn measure_glue(op: &GlueOp, device: Device, dtype: DType, warmup: usize, repeats: usize) -> Result<f64, BackendError> {
+    let kind = dtype.kind();
+    let acc = crate::cp::acc_kind(kind);
+    let settings = timing_settings(warmup, repeats);
+    let mut clock = clock_for(device)?;
+    let timing = match *op {
+        GlueOp::Merge { batch, heads, rows, head_dim } => {
+            let (b, h, s, d) = (batch as i64, heads as i64, rows as i64, head_dim as i64);
+            let o1 = Tensor::f_randn([b, h, s, d], (kind, device))?;
+            let o2 = Tensor::f_randn([b, h, s, d], (kind, device))?;
+            let l1 = Tensor::f_randn([b, h, s], (acc, device))?;
+            let l2 = Tensor::f_randn([b, h, s], (acc, device))?;
+            run_repeats(clock.as_mut(), &settings, &mut || {
+                let _ = merge_partials(&o1, &l1, &o2, &l2);
+                Ok(())
+            })?
+        }
+        GlueOp::Accumulate { elems } => {
+            let mut total = Tensor::f_zeros([elems as i64], (acc, device))?;
+            let part = Tensor::f_randn([elems as i64], (kind, device))?;
+            run_repeats(clock.as_mut(), &settings, &mut || {
+                let _ = total.f_add_(&part.f_to_kind(acc)?)?;
+                Ok(())
+            })?
+        }
+        GlueOp::Copy { elems, elem_bytes } => {
+            let k = match elem_bytes {
+                8 => tch::Kind::Double,
+                4 => tch::Kind::Float,
+                _ => kind,
+            };
+            let src = Tensor::f_randn([elems as i64], (k, device))?;
+            let mut dst = src.f_empty_like()?;
+            run_repeats(clock.as_mut(), &settings, &mut || {
+                let _ = dst.f_copy_(&src)?;
+                Ok(())
+            })?
+        }
+        GlueOp::Cast { elems } => {
+            if acc == kind {
+                return Ok(0.0);
+            }
+            let src = Tensor::f_randn([elems as i64], (kind, device))?;
+            run_repeats(clock.as_mut(), &settings, &mut || {
+                let _ = src.f_to_kind(acc)?;
+                Ok(())
+            })?
+        }
+    };
+    Ok(timing.summary.median * 1e-3)
+}
+
 fn measure_piece(key: &PieceKey, sub: &Mask, device: Device, dtype: DType, warmup: usize, repeats: usize, scale: f64) -> Result<f64, BackendError> {
     let kind = dtype.kind();
     let (b, hq, hkv, sq, sk, d) = (key.b as i64, key.hq as i64, key.hkv as i64, key.sq as i64, key.sk as i64, key.d as i64);
     let q = Tensor::f_randn([b, hq, sq, d], (kind, device))?;
     let k = Tensor::f_randn([b, hkv, sk, d], (kind, device))?;
     let v = Tensor::f_randn([b, hkv, sk, d], (kind, device))?;
-    let settings = MeasureSettings { warmup, repeats: repeats.max(1), target_spread: None, check: false, timing_mode: TimingMode::L2flush, ..MeasureSettings::default() };
-    let mut clock: Box<dyn Clock> = match device {
-        Device::Cuda(i) => Box::new(CudaEventClock::new(i, TimingMode::L2flush)?),
-        _ => Box::new(InstantClock),
-    };
+    let settings = timing_settings(warmup, repeats);
+    let mut clock = clock_for(device)?;
     let timing = if key.backward {
         // The real rank calls backward with the final out/lse of its rows; for timing, the piece's own
         // forward result has the same shapes and dtypes.
@@ -173,8 +268,10 @@ mod tests {
 
     #[test]
     fn roofline_is_flops_over_sustained_rate_plus_launches() {
-        let r = Roofline { peak_tflops: 1000.0, efficiency: 0.5, launch_us: 10.0, device: "H100" };
+        let r = Roofline { peak_tflops: 1000.0, efficiency: 0.5, launch_us: 10.0, mem_tbps: 2.0, mem_efficiency: 0.5, device: "H100" };
         assert!((r.piece_s(5e14, 2) - (1.0 + 20e-6)).abs() < 1e-12);
+        // 1 TB/s sustained: 10⁹ bytes take 1 ms, plus 3 launches.
+        assert!((r.glue_s(1_000_000_000, 3) - (1e-3 + 30e-6)).abs() < 1e-15);
     }
 
     #[test]

@@ -69,15 +69,18 @@ pub struct SimReport {
     pub calibrated: bool,
     pub compute_model: String,
     pub steps: Vec<StepTime>,
-    /// Per rank: compute seconds summed over steps.
+    /// Per rank: attention compute seconds summed over steps.
     pub rank_compute_s: Vec<f64>,
+    /// Per rank: glue seconds (merges, accumulation, copies) summed over steps.
+    pub rank_glue_s: Vec<f64>,
     /// max/mean of attended area × heads per rank (the schedule's work; analytic).
     pub imbalance: f64,
     /// max/mean of per-rank compute seconds.
     pub compute_imbalance: f64,
     /// Predicted time of one pass, seconds (sum of step times).
     pub total_s: f64,
-    /// Sum over steps of the critical rank's compute-bound share; the rest is waiting for comm.
+    /// Sum over steps of the critical rank's compute-bound (attention + glue) share; the rest is
+    /// waiting for comm.
     pub critical_compute_s: f64,
     pub flops: f64,
     pub tflops_per_gpu: f64,
@@ -160,7 +163,7 @@ pub fn compute_times(p: &Plan, timer: &mut PieceTimer) -> Result<Vec<Vec<f64>>, 
 fn model_name(m: &ComputeModel) -> String {
     match m {
         ComputeModel::Measured { device, .. } => format!("measured on {}", if device.is_cuda() { "cuda" } else { "cpu" }),
-        ComputeModel::Roofline(r) => format!("roofline {} {:.0} TFLOPS × {:.2} + {:.0} µs/launch", r.device, r.peak_tflops, r.efficiency, r.launch_us),
+        ComputeModel::Roofline(r) => format!("roofline {} {:.0} TFLOPS × {:.2} + {:.0} µs/launch, glue at {:.2} TB/s × {:.2}", r.device, r.peak_tflops, r.efficiency, r.launch_us, r.mem_tbps, r.mem_efficiency),
     }
 }
 
@@ -169,15 +172,31 @@ fn model_name(m: &ComputeModel) -> String {
 /// per-piece times (what one device would spend on the same pieces).
 pub const SINGLE_MAX_PIECES: f64 = 64.0;
 
+/// Per step and rank: seconds of the rank's glue work (merges, accumulation, copies; see `Glue`).
+pub fn glue_times(p: &Plan, timer: &mut PieceTimer) -> Result<Vec<Vec<f64>>, SimError> {
+    let world = p.schedule.world;
+    let mut out = Vec::with_capacity(p.schedule.steps.len());
+    for step in &p.schedule.steps {
+        let mut per = vec![0.0; world];
+        for g in &step.glue {
+            per[g.rank] += timer.glue_s(&g.op, &p.layout)?;
+        }
+        out.push(per);
+    }
+    Ok(out)
+}
+
 /// Runs the simulation of `spec` with `model`.
 pub fn simulate(spec: &SimSpec, model: ComputeModel) -> Result<SimReport, SimError> {
     let p = plan(spec)?;
     let mut timer = PieceTimer::new(model, spec.head_dim);
     let compute = compute_times(&p, &mut timer)?;
+    let glue = glue_times(&p, &mut timer)?;
     let (hkv, outer_wait) = engine_shape(&p.engine, &p.layout);
-    let steps = predict::predict(&spec.topology, &p.schedule, &compute, outer_wait);
+    let steps = predict::predict(&spec.topology, &p.schedule, &compute, &glue, outer_wait);
     let world = spec.world;
     let rank_compute_s: Vec<f64> = (0..world).map(|r| compute.iter().map(|s| s[r]).sum()).collect();
+    let rank_glue_s: Vec<f64> = (0..world).map(|r| glue.iter().map(|s| s[r]).sum()).collect();
     let total_s: f64 = steps.iter().map(|s| s.time_s).sum();
     let critical_compute_s: f64 = steps.iter().filter(|s| s.bound == "compute").map(|s| s.time_s).sum();
     let area = p.mask.area();
@@ -218,12 +237,13 @@ pub fn simulate(spec: &SimSpec, model: ComputeModel) -> Result<SimReport, SimErr
     let compute_model = model_name(&timer.model);
     let _ = hkv;
     let note = format!(
-        "projected: topology {}{}; compute {}; {} of {} pieces executed (identical pieces reused); single-device baseline {}; {}; sharding={}",
+        "projected: topology {}{}; compute {}; {} of {} pieces executed (identical pieces reused); glue {:.1}% of the critical rank's compute; single-device baseline {}; {}; sharding={}",
         spec.topology.name,
         if spec.calibrated { " (calibrated from attnbench comm)" } else { " (uncalibrated preset)" },
         compute_model,
         timer.executed,
         timer.requested,
+        glue_share(&rank_compute_s, &rank_glue_s) * 100.0,
         single_how,
         p.engine.note(&p.layout),
         p.shard.kind
@@ -236,6 +256,7 @@ pub fn simulate(spec: &SimSpec, model: ComputeModel) -> Result<SimReport, SimErr
         compute_model,
         steps,
         rank_compute_s,
+        rank_glue_s,
         imbalance: imb,
         compute_imbalance: if mean_c > 0.0 { max_c / mean_c } else { 1.0 },
         total_s,
@@ -252,6 +273,12 @@ pub fn simulate(spec: &SimSpec, model: ComputeModel) -> Result<SimReport, SimErr
         density: p.mask.density(),
         note,
     })
+}
+
+/// Glue seconds over glue + attention seconds of the busiest rank.
+pub fn glue_share(compute: &[f64], glue: &[f64]) -> f64 {
+    let busiest = (0..compute.len()).max_by(|&a, &b| (compute[a] + glue[a]).total_cmp(&(compute[b] + glue[b])));
+    busiest.map(|r| if compute[r] + glue[r] > 0.0 { glue[r] / (compute[r] + glue[r]) } else { 0.0 }).unwrap_or(0.0)
 }
 
 /// The CSV row of a simulated case: kind `simulated`, timing mode `model`, times from the prediction.

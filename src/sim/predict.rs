@@ -2,8 +2,9 @@
 //! timer), its communication (from the α–β model), and the step's time.
 //!
 //! Rules (docs/SIMULATION.md):
-//! - a rank's step time is `max(compute, overlapped comm) + blocking comm`; messages the schedule
-//!   marks `overlapped` are posted before the step's compute and waited after it;
+//! - a rank's step time is `max(compute + glue, overlapped comm) + blocking comm`; messages the
+//!   schedule marks `overlapped` are posted before the step's compute and waited after it; glue work
+//!   (merges, accumulation, copies) shares the compute stream with the attention calls;
 //! - a `kv-outer` message (double ring's prefetch of the next outer round) is posted at the round's
 //!   first step and waited at its last, so it hides behind the whole round (`outer_wait_after` steps);
 //! - steps synchronise on the slowest rank (a ring step waits for the neighbour's message, which waits
@@ -27,6 +28,7 @@ pub struct StepTime {
     pub label: String,
     /// Per rank, seconds.
     pub compute_s: Vec<f64>,
+    pub glue_s: Vec<f64>,
     pub comm_overlapped_s: Vec<f64>,
     pub comm_blocking_s: Vec<f64>,
     /// The step's time (slowest rank), seconds.
@@ -143,9 +145,10 @@ pub fn step_comm(topo: &Topology, world: usize, messages: &[Message]) -> (Vec<f6
     (ov, bl, deferred)
 }
 
-/// Predicts every step. `compute_s[step][rank]` comes from the piece timer; `outer_wait_after` is the
-/// number of steps after the posting step at which a `kv-outer` message is waited (inner ring size − 1).
-pub fn predict(topo: &Topology, schedule: &Schedule, compute_s: &[Vec<f64>], outer_wait_after: usize) -> Vec<StepTime> {
+/// Predicts every step. `compute_s[step][rank]` and `glue_s[step][rank]` come from the piece timer;
+/// `outer_wait_after` is the number of steps after the posting step at which a `kv-outer` message is
+/// waited (inner ring size − 1).
+pub fn predict(topo: &Topology, schedule: &Schedule, compute_s: &[Vec<f64>], glue_s: &[Vec<f64>], outer_wait_after: usize) -> Vec<StepTime> {
     let world = schedule.world;
     let mut out: Vec<StepTime> = Vec::with_capacity(schedule.steps.len());
     // (due step, rank, absolute time the message lands)
@@ -158,7 +161,7 @@ pub fn predict(topo: &Topology, schedule: &Schedule, compute_s: &[Vec<f64>], out
                 pending.push((si + outer_wait_after, r, clock + t));
             }
         }
-        let c = &compute_s[si];
+        let c: Vec<f64> = compute_s[si].iter().zip(&glue_s[si]).map(|(a, g)| a + g).collect();
         let mut best = (0.0f64, 0usize, "compute");
         for r in 0..world {
             let mut t = c[r].max(ov[r]) + bl[r];
@@ -175,7 +178,7 @@ pub fn predict(topo: &Topology, schedule: &Schedule, compute_s: &[Vec<f64>], out
         }
         pending.retain(|&(due, _, _)| due > si);
         clock += best.0;
-        out.push(StepTime { label: step.label.clone(), compute_s: c.clone(), comm_overlapped_s: ov, comm_blocking_s: bl, time_s: best.0, critical_rank: best.1, bound: best.2 });
+        out.push(StepTime { label: step.label.clone(), compute_s: compute_s[si].clone(), glue_s: glue_s[si].clone(), comm_overlapped_s: ov, comm_blocking_s: bl, time_s: best.0, critical_rank: best.1, bound: best.2 });
     }
     out
 }
@@ -194,14 +197,19 @@ mod tests {
     fn overlapped_ring_step_is_max_of_compute_and_comm() {
         let t = preset("h100").unwrap();
         let m: Vec<Message> = (0..4).map(|r| msg(r, (r + 1) % 4, 450_000_000, "kv", true)).collect();
-        let s = Schedule { strategy: "x".into(), world: 4, steps: vec![Step { label: "fwd ring 0.0".into(), compute: vec![], messages: m }] };
+        let s = Schedule { strategy: "x".into(), world: 4, steps: vec![Step { label: "fwd ring 0.0".into(), compute: vec![], messages: m, glue: vec![] }] };
         let comm = t.intra.time_s(450e6);
         // Compute shorter than comm: the step waits for the message.
-        let p = predict(&t, &s, &[vec![0.5e-3; 4]], 0);
+        let p = predict(&t, &s, &[vec![0.5e-3; 4]], &[vec![0.0; 4]], 0);
         assert!((p[0].time_s - comm).abs() < 1e-12 && p[0].bound == "comm");
         // Compute longer: communication is hidden.
-        let p = predict(&t, &s, &[vec![0.1, 0.1, 0.2, 0.1]], 0);
+        let p = predict(&t, &s, &[vec![0.1, 0.1, 0.2, 0.1]], &[vec![0.0; 4]], 0);
         assert_eq!((p[0].time_s, p[0].critical_rank, p[0].bound), (0.2, 2, "compute"));
+        // Glue runs on the compute stream: it adds to the rank's compute, and still hides the message.
+        let p = predict(&t, &s, &[vec![0.1, 0.1, 0.2, 0.1]], &[vec![0.0, 0.15, 0.0, 0.0]], 0);
+        assert_eq!((p[0].time_s, p[0].critical_rank, p[0].bound), (0.25, 1, "compute"));
+        let p = predict(&t, &s, &[vec![0.2e-3; 4]], &[vec![0.2e-3; 4]], 0);
+        assert!((p[0].time_s - comm).abs() < 1e-12 && p[0].bound == "comm", "{p:?}");
     }
 
     #[test]
@@ -227,10 +235,10 @@ mod tests {
         let s = Schedule {
             strategy: "double-ring".into(),
             world: 16,
-            steps: vec![Step { label: "a".into(), compute: vec![], messages: outer }, Step { label: "b".into(), compute: vec![], messages: vec![] }],
+            steps: vec![Step { label: "a".into(), compute: vec![], messages: outer, glue: vec![] }, Step { label: "b".into(), compute: vec![], messages: vec![], glue: vec![] }],
         };
         let c = vec![vec![0.3e-3; 16], vec![0.3e-3; 16]];
-        let p = predict(&t, &s, &c, 1);
+        let p = predict(&t, &s, &c, &[vec![0.0; 16], vec![0.0; 16]], 1);
         assert!((p[0].time_s - 0.3e-3).abs() < 1e-12);
         assert!((p[0].time_s + p[1].time_s - t.inter.time_s(50e6)).abs() < 1e-12, "{p:?}");
         assert_eq!(p[1].bound, "comm");

@@ -33,7 +33,7 @@ fn spec(strategy: &str, pattern: &str, params: &[(&str, &str)], seqlen: usize, w
 }
 
 fn roofline() -> ComputeModel {
-    ComputeModel::Roofline(Roofline { peak_tflops: 989.0, efficiency: 0.6, launch_us: 10.0, device: "H100" })
+    ComputeModel::Roofline(Roofline { peak_tflops: 989.0, efficiency: 0.6, launch_us: 10.0, mem_tbps: 3.35, mem_efficiency: 0.8, device: "H100" })
 }
 
 const MASKS: [(&str, &[(&str, &str)]); 4] = [("full", &[]), ("causal", &[]), ("causal_document", &[("doc_lens", "30,9,25")]), ("sliding_window", &[("window_left", "9"), ("window_right", "4")])];
@@ -146,4 +146,95 @@ fn bad_input_names_the_flag() {
     let mut sp = spec("usp", "causal", &[], 64, 4, Pass::Fwd);
     sp.ulysses_degree = 3;
     assert!(matches!(simulate(&sp, roofline()), Err(SimError::Bad(m)) if m.contains("--ulysses-degree")));
+}
+
+/// Glue entries follow the pieces: one forward merge per forward piece (over the member's rows), two
+/// accumulations per backward piece; the all-gather strategy merges nothing; relayout copies appear
+/// only when there is an all-to-all.
+#[test]
+fn glue_follows_the_pieces() {
+    use crate::cp::schedule::GlueOp;
+    for def in STRATEGIES {
+        for world in [2usize, 4] {
+            let sp = spec(def.name, "causal", &[], 64, world, Pass::Fwdbwd);
+            let p = plan(&sp).unwrap();
+            for step in &p.schedule.steps {
+                let bwd = step.label.starts_with("bwd");
+                for r in 0..world {
+                    let pieces: Vec<_> = step.compute.iter().filter(|pc| pc.rank == r).collect();
+                    let merges: Vec<_> = step.glue.iter().filter(|g| g.rank == r && matches!(g.op, GlueOp::Merge { .. })).collect();
+                    let accs = step.glue.iter().filter(|g| g.rank == r && matches!(g.op, GlueOp::Accumulate { .. })).count();
+                    match p.engine {
+                        Engine::AllGather => assert!(merges.is_empty() && accs == 0),
+                        Engine::Usp(_) if bwd => assert_eq!((merges.len(), accs), (0, 2 * pieces.len()), "{} {}", def.name, step.label),
+                        Engine::Usp(_) => {
+                            assert_eq!(merges.len(), pieces.len(), "{} {}", def.name, step.label);
+                            for (g, pc) in merges.iter().zip(&pieces) {
+                                let rows: usize = pc.q.iter().map(|q| q.len()).sum();
+                                assert_eq!(g.op, GlueOp::Merge { batch: 1, heads: pc.heads_q, rows, head_dim: 16 });
+                            }
+                        }
+                    }
+                }
+            }
+            let copies = |label: &str| p.schedule.steps.iter().filter(|s| s.label.starts_with(label)).flat_map(|s| &s.glue).filter(|g| g.rank == 0 && matches!(g.op, GlueOp::Copy { .. })).count();
+            match def.name {
+                // Only the stack of K and V per pass (no relayout, no repeat), and in backward the
+                // stack of each piece's dK, dV.
+                "ring-p2p" | "ring-p2p-zigzag" | "double-ring" => {
+                    let bwd_pieces = p.schedule.steps.iter().filter(|s| s.label.starts_with("bwd")).flat_map(|s| &s.compute).filter(|pc| pc.rank == 0).count();
+                    assert_eq!((copies("fwd"), copies("bwd")), (1, 1 + bwd_pieces), "{}", def.name)
+                }
+                // Stack + cat per all-gather; the reduce-scatter adds the dK/dV stack and split.
+                "ring-allgather" => assert_eq!((copies("fwd"), copies("bwd")), (2, 4)),
+                // With an all-to-all (Ulysses; USP once U > 1): q and K,V relayouts (two copies each)
+                // plus the stack, then out and lse back (two each); a repeat of K,V when U > Hkv.
+                _ => {
+                    let Engine::Usp(up) = p.engine else { panic!("usp engine") };
+                    let want = if up.ulysses > 1 { 4 + 1 + 4 + usize::from(up.kv_repeat(&p.layout) > 1) } else { 1 };
+                    assert_eq!(copies("fwd"), want, "{} W={world}", def.name);
+                }
+            }
+        }
+    }
+}
+
+/// Traffic of the glue operations: the bf16 merge moves (3·2 + 10·4) = 46 bytes per output element
+/// plus 15·4 per LSE value, the f32 merge 7·4 = 28; casts are free when no dtype changes.
+#[test]
+fn glue_traffic_counts_the_tensor_operations() {
+    use crate::cp::schedule::GlueOp;
+    let layout = |e: usize| CpLayout { batch: 1, heads_q: 8, heads_kv: 2, head_dim: 64, elem_bytes: e, pass: Pass::Fwd, ulysses_degree: 0, inner_ring: 0 };
+    let m = GlueOp::Merge { batch: 2, heads: 8, rows: 100, head_dim: 64 };
+    let (n, l) = (2 * 8 * 100 * 64u64, 2 * 8 * 100u64);
+    assert_eq!(m.traffic(&layout(2)), (46 * n + 60 * l, 13));
+    assert_eq!(m.traffic(&layout(4)), (28 * n + 60 * l, 10));
+    assert_eq!(GlueOp::Cast { elems: 10 }.traffic(&layout(4)), (0, 0));
+    assert_eq!(GlueOp::Cast { elems: 10 }.traffic(&layout(2)), (60, 1));
+    assert_eq!(GlueOp::Accumulate { elems: 10 }.traffic(&layout(2)), (60 + 120, 2));
+    assert_eq!(GlueOp::Copy { elems: 10, elem_bytes: 4 }.traffic(&layout(2)), (80, 1));
+}
+
+/// The roofline glue of a ring-p2p rank at 8K tokens per GPU (bf16, 64:8 heads, D = 128, 8 ranks) is
+/// its 8 merges and one K,V stack at 0.8 × 3.35 TB/s plus their launches, and it lands on the
+/// critical path (same stream as attention); Ulysses and the all-gather ring, which make one call,
+/// carry far less glue and overtake ring P2P although ring P2P hides all its communication.
+#[test]
+fn ring_glue_is_on_the_critical_path_at_8k_tokens_per_gpu() {
+    let mut sp = spec("ring-p2p", "full", &[], 8192 * 8, 8, Pass::Fwd);
+    sp.heads = HeadLayout { q: 64, kv: 8 };
+    sp.head_dim = 128;
+    sp.dtype = DType::Bf16;
+    let rep = simulate(&sp, roofline()).unwrap();
+    let (n, l) = (64 * 8192 * 128u64, 64 * 8192u64);
+    let bw = 3.35e12 * 0.8;
+    let want = 8.0 * ((46 * n + 60 * l) as f64 / bw + 13.0 * 10e-6) + ((2 * 8 * 8192 * 128 * 2 * 2) as f64 / bw + 10e-6);
+    assert!((rep.rank_glue_s[3] - want).abs() < 1e-12, "{} vs {want}", rep.rank_glue_s[3]);
+    let attention = rep.rank_compute_s[3];
+    assert!((rep.total_s - (attention + want)).abs() < 1e-9, "{} vs {}", rep.total_s, attention + want);
+    for other in ["ulysses", "ring-allgather"] {
+        sp.strategy = other.into();
+        let o = simulate(&sp, roofline()).unwrap();
+        assert!(o.rank_glue_s[3] < want / 4.0 && o.tflops_per_gpu > rep.tflops_per_gpu, "{other}: {o:?}");
+    }
 }
