@@ -11,6 +11,7 @@ use anyhow::Context;
 
 use crate::case::{DType, DeviceKind, HeadLayout};
 use crate::cp::comm::Comm;
+use crate::cp::def::CpDef;
 use crate::cp::exec::{run_case, CpSpec};
 use crate::cp::shard::Sharding;
 use crate::error::BadInput;
@@ -112,19 +113,21 @@ fn base_spec(a: &CpArgs) -> Result<CpSpec, BadInput> {
         }
     };
     Ok(CpSpec {
-        strategy: String::new(),
-        pattern: String::new(),
-        params,
-        seqlen: a.seqlen,
-        batch: a.batch,
-        heads,
-        head_dim: a.head_dim,
-        dtype,
-        pass,
-        device,
-        ulysses_degree: a.ulysses_degree,
-        inner_ring: a.inner_ring,
-        sharding,
+        def: CpDef {
+            strategy: String::new(),
+            pattern: String::new(),
+            params,
+            seqlen: a.seqlen,
+            batch: a.batch,
+            heads,
+            head_dim: a.head_dim,
+            dtype,
+            pass,
+            device,
+            ulysses_degree: a.ulysses_degree,
+            inner_ring: a.inner_ring,
+            sharding,
+        },
         warmup: a.warmup,
         repeats: a.repeats,
         check: !a.no_check,
@@ -136,27 +139,7 @@ fn base_spec(a: &CpArgs) -> Result<CpSpec, BadInput> {
 /// The cases of a (possibly multi-valued) command line: strategies × masks.
 fn specs_from(a: &CpArgs) -> Result<Vec<CpSpec>, BadInput> {
     let base = base_spec(a)?;
-    let strategies: Vec<String> = if a.strategy.iter().any(|s| s == "all") {
-        crate::cp::registry::STRATEGIES.iter().map(|s| s.name.to_string()).collect()
-    } else {
-        a.strategy.clone()
-    };
-    let mut out = Vec::new();
-    for st in &strategies {
-        for m in &a.mask {
-            let (name, own) = m.split_once('?').unwrap_or((m.as_str(), ""));
-            let mut sp = base.clone();
-            sp.strategy = st.clone();
-            sp.pattern = name.to_string();
-            if !own.is_empty() {
-                let kv: Vec<&str> = own.split('&').collect();
-                let extra = Params::parse_kv(&kv).map_err(|e| BadInput(format!("--mask {m}: {e}")))?;
-                sp.params.0.extend(extra.0);
-            }
-            out.push(sp);
-        }
-    }
-    Ok(out)
+    Ok(base.def.expand(&a.strategy, &a.mask)?.into_iter().map(|def| CpSpec { def, ..base.clone() }).collect())
 }
 
 /// Runs every case on one rank, in order; stops at the first failure (its code). Rows of the cases

@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::case::{DType, DeviceKind, HeadLayout};
+use crate::cp::def::CpDef;
 use crate::cp::shard::Sharding;
 use crate::error::BadInput;
 use crate::flops::Pass;
@@ -190,7 +191,22 @@ pub fn run(a: SimulateArgs) -> anyhow::Result<ExitCode> {
         other => return Err(bad(format!("--compute-model: unknown `{other}` (expected measured or roofline)"))),
     };
 
-    let strategies: Vec<String> = if a.strategy.iter().any(|s| s == "all") { crate::cp::registry::STRATEGIES.iter().map(|s| s.name.to_string()).collect() } else { a.strategy.clone() };
+    let base = CpDef {
+        strategy: String::new(),
+        pattern: String::new(),
+        params,
+        seqlen: 0,
+        batch: a.batch,
+        heads,
+        head_dim: a.head_dim,
+        dtype,
+        pass,
+        device,
+        ulysses_degree: a.ulysses_degree,
+        inner_ring: a.inner_ring,
+        sharding,
+    };
+    let defs = base.expand(&a.strategy, &a.mask)?;
     let run_id = format!("simulate-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"));
     let mut csv = match &a.out {
         Some(p) => {
@@ -212,55 +228,30 @@ pub fn run(a: SimulateArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
 
-    for st in &strategies {
-        for m in &a.mask {
-            let (name, own) = m.split_once('?').unwrap_or((m.as_str(), ""));
-            let mut p = params.clone();
-            if !own.is_empty() {
-                let kv: Vec<&str> = own.split('&').collect();
-                p.0.extend(Params::parse_kv(&kv).map_err(|e| bad(format!("--mask {m}: {e}")))?.0);
+    for def in &defs {
+        for &w in &a.world_size {
+            let seqlen = match (a.seqlen, a.seqlen_per_rank) {
+                (Some(s), None) => s,
+                (None, Some(s)) => s * w,
+                _ => return Err(bad("give exactly one of --seqlen (total) or --seqlen-per-rank")),
+            };
+            if seqlen == 0 {
+                return Err(bad("--seqlen must be at least 1"));
             }
-            for &w in &a.world_size {
-                let seqlen = match (a.seqlen, a.seqlen_per_rank) {
-                    (Some(s), None) => s,
-                    (None, Some(s)) => s * w,
-                    _ => return Err(bad("give exactly one of --seqlen (total) or --seqlen-per-rank")),
-                };
-                if seqlen == 0 {
-                    return Err(bad("--seqlen must be at least 1"));
-                }
-                let spec = SimSpec {
-                    strategy: st.clone(),
-                    pattern: name.to_string(),
-                    params: p.clone(),
-                    seqlen,
-                    batch: a.batch,
-                    heads,
-                    head_dim: a.head_dim,
-                    dtype,
-                    pass,
-                    device,
-                    world: w,
-                    ulysses_degree: a.ulysses_degree,
-                    inner_ring: a.inner_ring,
-                    sharding,
-                    topology: topo.clone(),
-                    calibrated,
-                };
-                let rep = match simulate(&spec, model.clone()) {
-                    Ok(r) => r,
-                    Err(SimError::Bad(m)) => return Err(bad(m)),
-                    Err(e) => return Err(anyhow::anyhow!("{} {} W={w}: {e}", st, name)),
-                };
-                let row = to_row(&spec, &rep, &run_id, &device_name);
-                if let Some(c) = csv.as_mut() {
-                    c.append(&row)?;
-                }
-                if a.json {
-                    println!("{}", serde_json::to_string(&serde_json::json!({ "row": row, "report": rep }))?);
-                } else {
-                    print_report(&spec, &rep);
-                }
+            let spec = SimSpec { def: CpDef { seqlen, ..def.clone() }, world: w, topology: topo.clone(), calibrated };
+            let rep = match simulate(&spec, model.clone()) {
+                Ok(r) => r,
+                Err(SimError::Bad(m)) => return Err(bad(m)),
+                Err(e) => return Err(anyhow::anyhow!("{} {} W={w}: {e}", def.strategy, def.pattern)),
+            };
+            let row = to_row(&spec, &rep, &run_id, &device_name);
+            if let Some(c) = csv.as_mut() {
+                c.append(&row)?;
+            }
+            if a.json {
+                println!("{}", serde_json::to_string(&serde_json::json!({ "row": row, "report": rep }))?);
+            } else {
+                print_report(&spec, &rep);
             }
         }
     }
@@ -270,13 +261,13 @@ pub fn run(a: SimulateArgs) -> anyhow::Result<ExitCode> {
 fn print_report(spec: &SimSpec, r: &SimReport) {
     println!(
         "{} {} S={} ({} per rank) ws={} {} {}: predicted {:.4} ms, {:.2} TFLOPS/GPU, scaling eff {:.3}, imbalance {:.3} (compute time {:.3}), bytes sent/rank {}",
-        spec.strategy,
-        spec.pattern,
-        spec.seqlen,
-        spec.seqlen / spec.world,
+        spec.def.strategy,
+        spec.def.pattern,
+        spec.def.seqlen,
+        spec.def.seqlen / spec.world,
         spec.world,
-        spec.heads,
-        spec.pass,
+        spec.def.heads,
+        spec.def.pass,
         r.total_s * 1e3,
         r.tflops_per_gpu,
         r.scaling_eff,

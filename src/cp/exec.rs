@@ -16,32 +16,18 @@ use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
 use super::comm::{Comm, ReduceOp};
-use super::registry::{find_strategy, Engine};
-use super::schedule::{CpLayout, Schedule};
-use super::shard::{imbalance, Shard, Sharding};
+use super::def::{CpDef, CpPlan};
+use super::shard::{imbalance, Shard};
 use super::{CpError, Problem};
 use crate::backend::sliced::{sliced_backward, sliced_forward};
-use crate::case::{Case, CaseKind, DType, DeviceKind, HeadLayout};
+use crate::case::{DType, DeviceKind};
 use crate::flops::{pass_flops, Pass};
-use crate::mask::{build_pattern, Mask, Params};
 use crate::results::{Row, Status};
 
-/// Everything that defines one CP case and how it is measured.
+/// One CP case on real ranks: what it computes and how it is measured.
 #[derive(Debug, Clone)]
 pub struct CpSpec {
-    pub strategy: String,
-    pub pattern: String,
-    pub params: Params,
-    pub seqlen: usize,
-    pub batch: usize,
-    pub heads: HeadLayout,
-    pub head_dim: usize,
-    pub dtype: DType,
-    pub pass: Pass,
-    pub device: DeviceKind,
-    pub ulysses_degree: usize,
-    pub inner_ring: usize,
-    pub sharding: Option<Sharding>,
+    pub def: CpDef,
     pub warmup: usize,
     pub repeats: usize,
     pub check: bool,
@@ -68,61 +54,13 @@ pub fn tolerance(dtype: DType) -> f64 {
     }
 }
 
-struct Setup {
-    mask: Mask,
-    shard: Shard,
-    layout: CpLayout,
-    engine: Engine,
-    schedule: Schedule,
-}
-
-fn setup(spec: &CpSpec, world: usize, rank: usize) -> Result<Setup, (u8, String)> {
-    let bad = |m: String| (2u8, m);
-    let def = find_strategy(&spec.strategy).map_err(|e| bad(e.to_string()))?;
-    let mut seqlen = spec.seqlen;
+/// Resolves the case on this rank (see [`CpDef::plan`]); the `mask` fault gives this rank alone an
+/// invalid (empty) mask. Errors: exit code 2 (bad input) and the message.
+fn setup(spec: &CpSpec, world: usize, rank: usize) -> Result<CpPlan, (u8, String)> {
     if matches!(&spec.fault, Some((r, k)) if *r == rank && k == "mask") {
-        seqlen = 0; // an invalid mask on this rank only
+        return CpDef { seqlen: 0, ..spec.def.clone() }.plan(world).map_err(|m| (2, m));
     }
-    let hm = build_pattern(&spec.pattern, seqlen, &spec.params).map_err(|e| bad(format!("--mask {}: {e}", spec.pattern)))?;
-    if !hm.is_shared() {
-        return Err(bad(format!("--mask {}: per-head masks are not supported by CP strategies yet", spec.pattern)));
-    }
-    let mask = hm.groups.into_iter().next().expect("one group");
-    let layout = CpLayout {
-        batch: spec.batch,
-        heads_q: spec.heads.q,
-        heads_kv: spec.heads.kv,
-        head_dim: spec.head_dim,
-        elem_bytes: spec.dtype.size(),
-        pass: spec.pass,
-        ulysses_degree: spec.ulysses_degree,
-        inner_ring: spec.inner_ring,
-    };
-    let engine = (def.plan)(world, &layout).map_err(|e| bad(e.to_string()))?;
-    let shard = Shard::new(spec.sharding.unwrap_or(def.default_sharding), spec.seqlen, world).map_err(|e| bad(e.to_string()))?;
-    let schedule = engine.schedule(def.name, &shard, &mask, &layout);
-    Ok(Setup { mask, shard, layout, engine, schedule })
-}
-
-/// The case identity of a spec at `world` ranks.
-pub fn case_of(spec: &CpSpec, world: usize) -> Case {
-    let mut c = Case::kernel("sliced", &spec.pattern, spec.params.clone(), spec.seqlen, spec.heads, spec.head_dim, spec.dtype, spec.pass, spec.device);
-    c.kind = CaseKind::Cp;
-    c.strategy = spec.strategy.clone();
-    c.batch = spec.batch;
-    c.world_size = world;
-    let mut sp = Params::new();
-    if spec.ulysses_degree > 0 {
-        sp = sp.set("ulysses_degree", spec.ulysses_degree);
-    }
-    if spec.inner_ring > 0 {
-        sp = sp.set("inner_ring", spec.inner_ring);
-    }
-    if let Some(s) = spec.sharding {
-        sp = sp.set("sharding", s);
-    }
-    c.strategy_params = sp;
-    c
+    spec.def.plan(world).map_err(|m| (2, m))
 }
 
 /// Rows `ranges` of dim 2 of `x`, concatenated.
@@ -206,14 +144,14 @@ pub fn run_case(comm: &dyn Comm, spec: &CpSpec, run_id: &str, device_name: &str)
     run_after_setup(comm, spec, &s, run_id, device_name).map_err(Err)
 }
 
-fn run_after_setup(comm: &dyn Comm, spec: &CpSpec, s: &Setup, run_id: &str, device_name: &str) -> Result<Option<Row>, CpError> {
+fn run_after_setup(comm: &dyn Comm, spec: &CpSpec, s: &CpPlan, run_id: &str, device_name: &str) -> Result<Option<Row>, CpError> {
     let (world, rank) = (comm.size(), comm.rank());
-    let dev = match spec.device {
+    let dev = match spec.def.device {
         DeviceKind::Cpu => Device::Cpu,
         DeviceKind::Cuda => Device::Cuda(local_device_index()),
     };
-    let (b, hq, hkv, n, d) = (spec.batch as i64, spec.heads.q as i64, spec.heads.kv as i64, spec.seqlen as i64, spec.head_dim as i64);
-    let kind = spec.dtype.kind();
+    let (b, hq, hkv, n, d) = (spec.def.batch as i64, spec.def.heads.q as i64, spec.def.heads.kv as i64, spec.def.seqlen as i64, spec.def.head_dim as i64);
+    let kind = spec.def.dtype.kind();
     // The global torch RNG is shared by the ranks of a local (threaded) world: draw under a lock.
     let (q, k, v, dout) = {
         let _g = RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
@@ -228,15 +166,15 @@ fn run_after_setup(comm: &dyn Comm, spec: &CpSpec, s: &Setup, run_id: &str, devi
     };
     let mine = s.shard.ranges(rank);
     let (ql, kl, vl, dol) = (take_ranges(&q, mine), take_ranges(&k, mine), take_ranges(&v, mine), take_ranges(&dout, mine));
-    let scale = 1.0 / (spec.head_dim as f64).sqrt();
+    let scale = 1.0 / (spec.def.head_dim as f64).sqrt();
     let p = Problem { mask: &s.mask, shard: &s.shard, scale, layout: s.layout };
     let eng = &s.engine;
 
-    let case = case_of(spec, world);
+    let case = spec.def.case(world);
     let mut row = Row::for_case(run_id, &case, device_name);
     row.mask_area = s.mask.area() as f64;
     row.density = s.mask.density();
-    row.flops = pass_flops(s.mask.area() as u128 * spec.heads.q as u128, spec.head_dim, spec.batch, spec.pass);
+    row.flops = pass_flops(s.mask.area() as u128 * spec.def.heads.q as u128, spec.def.head_dim, spec.def.batch, spec.def.pass);
     row.imbalance = Some(imbalance(&s.schedule.work()));
     row.timing_mode = "cpu-instant".into();
     row.note = format!("{}; sharding={}", eng.note(&s.layout), s.shard.kind);
@@ -248,7 +186,7 @@ fn run_after_setup(comm: &dyn Comm, spec: &CpSpec, s: &Setup, run_id: &str, devi
         let mut worst = 0.0f64;
         let (ro, rl) = sliced_forward(&q, &k, &v, &s.mask, scale).map(Some).or_else(|e| if rank == 0 { Err(e) } else { Ok(None) })?.unwrap_or_else(|| (q.zeros_like(), q.zeros_like()));
         let mut pairs: Vec<(Option<Tensor>, Tensor)> = vec![(gather_global(comm, &s.shard, &out, &q)?, ro.shallow_clone()), (gather_global(comm, &s.shard, &lse, &rl)?, rl.shallow_clone())];
-        if spec.pass.includes_backward() {
+        if spec.def.pass.includes_backward() {
             let (dq, dk, dv) = eng.backward(comm, &p, &ql, &kl, &vl, &out, &lse, &dol)?;
             let refs = if rank == 0 { Some(sliced_backward(&q, &k, &v, &ro, &rl, &dout, &s.mask, scale)?) } else { None };
             let (rdq, rdk, rdv) = refs.unwrap_or_else(|| (q.zeros_like(), k.zeros_like(), v.zeros_like()));
@@ -268,15 +206,15 @@ fn run_after_setup(comm: &dyn Comm, spec: &CpSpec, s: &Setup, run_id: &str, devi
         let scale_ref = comm.all_reduce_f64(if rank == 0 { scale_ref } else { 0.0 }, ReduceOp::Max)?;
         err = Some(worst);
         row.max_abs_err = err;
-        if !(worst <= tolerance(spec.dtype) * scale_ref) {
-            row.fail(Status::Wrong, format!("max |cp − single device| = {worst:.3e} > tolerance {:.1e}", tolerance(spec.dtype) * scale_ref));
+        if !(worst <= tolerance(spec.def.dtype) * scale_ref) {
+            row.fail(Status::Wrong, format!("max |cp − single device| = {worst:.3e} > tolerance {:.1e}", tolerance(spec.def.dtype) * scale_ref));
             return Ok((rank == 0).then_some(row));
         }
     }
 
     // One pass as timed: forward, backward (given out/lse), or both.
     let run_pass = |comm: &dyn Comm| -> Result<(), CpError> {
-        match spec.pass {
+        match spec.def.pass {
             Pass::Fwd => {
                 let _ = eng.forward(comm, &p, &ql, &kl, &vl)?;
             }
@@ -326,7 +264,7 @@ fn run_after_setup(comm: &dyn Comm, spec: &CpSpec, s: &Setup, run_id: &str, devi
         let (ro, rl) = sliced_forward(&q, &k, &v, &s.mask, scale)?;
         for _ in 0..spec.repeats.max(1).min(3) {
             let t0 = Instant::now();
-            match spec.pass {
+            match spec.def.pass {
                 Pass::Fwd => {
                     let _ = sliced_forward(&q, &k, &v, &s.mask, scale)?;
                 }
@@ -356,7 +294,7 @@ fn run_after_setup(comm: &dyn Comm, spec: &CpSpec, s: &Setup, run_id: &str, devi
     let tf = crate::flops::tflops(row.flops, med);
     row.tflops = Some(tf);
     row.tflops_per_gpu = Some(tf / world as f64);
-    row.mfu = crate::flops::mfu(tf / world as f64, device_name, spec.dtype.name());
+    row.mfu = crate::flops::mfu(tf / world as f64, device_name, spec.def.dtype.name());
     row.repeats = Some(times.len());
     row.bytes_sent = Some(max_bytes);
     row.bandwidth_gbps = Some(max_bytes as f64 / (med * 1e-3) / 1e9);
@@ -382,7 +320,9 @@ pub fn local_device_index() -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::case::HeadLayout;
     use crate::cp::comm::local::LocalWorld;
+    use crate::mask::Params;
     use crate::cp::registry::STRATEGIES;
 
     pub(crate) fn spec(strategy: &str, pattern: &str, params: &[(&str, &str)], seqlen: usize, pass: Pass) -> CpSpec {
@@ -391,19 +331,21 @@ mod tests {
             p = p.set(k, v);
         }
         CpSpec {
-            strategy: strategy.into(),
-            pattern: pattern.into(),
-            params: p,
-            seqlen,
-            batch: 1,
-            heads: HeadLayout { q: 12, kv: 2 },
-            head_dim: 16,
-            dtype: DType::Fp32,
-            pass,
-            device: DeviceKind::Cpu,
-            ulysses_degree: 0,
-            inner_ring: 0,
-            sharding: None,
+            def: CpDef {
+                strategy: strategy.into(),
+                pattern: pattern.into(),
+                params: p,
+                seqlen,
+                batch: 1,
+                heads: HeadLayout { q: 12, kv: 2 },
+                head_dim: 16,
+                dtype: DType::Fp32,
+                pass,
+                device: DeviceKind::Cpu,
+                ulysses_degree: 0,
+                inner_ring: 0,
+                sharding: None,
+            },
             warmup: 0,
             repeats: 1,
             check: true,
@@ -489,7 +431,7 @@ mod tests {
     #[test]
     fn bad_configuration_is_agreed_bad_input() {
         let mut sp = spec("usp", "causal", &[], 48, Pass::Fwd);
-        sp.ulysses_degree = 3;
+        sp.def.ulysses_degree = 3;
         let out = LocalWorld::run(2, move |c| match run_case(c, &sp, "t", "cpu") {
             Err(Ok(f)) => (f.code, f.message),
             other => panic!("expected an agreed failure, got {:?}", other.map(|r| r.is_some())),

@@ -6,6 +6,7 @@
 //! `[B, Hq, S]`. A rank's local tensors hold its shard's token ranges concatenated along S.
 
 pub mod comm;
+pub mod def;
 pub mod shard;
 pub mod schedule;
 pub mod usp;

@@ -14,13 +14,12 @@ pub mod predict;
 use serde::Serialize;
 
 use crate::backend::BackendError;
-use crate::case::{CaseKind, DType, DeviceKind, HeadLayout};
-use crate::cp::exec::{case_of, CpSpec};
-use crate::cp::registry::{find_strategy, Engine};
-use crate::cp::schedule::{CpLayout, Schedule};
-use crate::cp::shard::{block_mask, imbalance, Shard, Sharding};
+use crate::case::CaseKind;
+use crate::cp::def::{CpDef, CpPlan};
+use crate::cp::registry::Engine;
+use crate::cp::schedule::CpLayout;
+use crate::cp::shard::{block_mask, imbalance};
 use crate::flops::{pass_flops, Pass};
-use crate::mask::{build_pattern, Mask, Params};
 use crate::results::{Row, Status};
 use comm_model::Topology;
 use compute::{ComputeModel, PieceShape, PieceTimer};
@@ -36,25 +35,11 @@ pub enum SimError {
     Backend(#[from] BackendError),
 }
 
-/// One simulated case.
+/// One simulated case: what it computes, on how many virtual ranks, over which cluster model.
 #[derive(Debug, Clone)]
 pub struct SimSpec {
-    pub strategy: String,
-    pub pattern: String,
-    pub params: Params,
-    /// Total tokens (all ranks).
-    pub seqlen: usize,
-    pub batch: usize,
-    pub heads: HeadLayout,
-    pub head_dim: usize,
-    pub dtype: DType,
-    pub pass: Pass,
-    /// Device of the case identity (and of the measured model).
-    pub device: DeviceKind,
+    pub def: CpDef,
     pub world: usize,
-    pub ulysses_degree: usize,
-    pub inner_ring: usize,
-    pub sharding: Option<Sharding>,
     pub topology: Topology,
     /// True when the topology's links were fitted from `attnbench comm` output.
     pub calibrated: bool,
@@ -98,39 +83,12 @@ pub struct SimReport {
     pub note: String,
 }
 
-/// The mask, shard, layout, engine and schedule of a spec — the same setup the real executor does.
-pub struct Plan {
-    pub mask: Mask,
-    pub shard: Shard,
-    pub layout: CpLayout,
-    pub engine: Engine,
-    pub schedule: Schedule,
-}
+/// The mask, shard, layout, engine and schedule of a spec — the same [`CpDef::plan`] the real
+/// executor starts from.
+pub type Plan = CpPlan;
 
 pub fn plan(spec: &SimSpec) -> Result<Plan, SimError> {
-    let def = find_strategy(&spec.strategy).map_err(|e| SimError::Bad(e.to_string()))?;
-    if spec.world == 0 {
-        return Err(SimError::Bad("--world-size must be at least 1".into()));
-    }
-    let hm = build_pattern(&spec.pattern, spec.seqlen, &spec.params).map_err(|e| SimError::Bad(format!("--mask {}: {e}", spec.pattern)))?;
-    if !hm.is_shared() {
-        return Err(SimError::Bad(format!("--mask {}: per-head masks are not supported by CP strategies yet", spec.pattern)));
-    }
-    let mask = hm.groups.into_iter().next().expect("one group");
-    let layout = CpLayout {
-        batch: spec.batch,
-        heads_q: spec.heads.q,
-        heads_kv: spec.heads.kv,
-        head_dim: spec.head_dim,
-        elem_bytes: spec.dtype.size(),
-        pass: spec.pass,
-        ulysses_degree: spec.ulysses_degree,
-        inner_ring: spec.inner_ring,
-    };
-    let engine = (def.plan)(spec.world, &layout).map_err(|e| SimError::Bad(e.to_string()))?;
-    let shard = Shard::new(spec.sharding.unwrap_or(def.default_sharding), spec.seqlen, spec.world).map_err(|e| SimError::Bad(e.to_string()))?;
-    let schedule = engine.schedule(def.name, &shard, &mask, &layout);
-    Ok(Plan { mask, shard, layout, engine, schedule })
+    spec.def.plan(spec.world).map_err(SimError::Bad)
 }
 
 /// KV heads of the tensors a rank holds for its pieces, and the number of steps a `kv-outer` prefetch
@@ -189,7 +147,7 @@ pub fn glue_times(p: &Plan, timer: &mut PieceTimer) -> Result<Vec<Vec<f64>>, Sim
 /// Runs the simulation of `spec` with `model`.
 pub fn simulate(spec: &SimSpec, model: ComputeModel) -> Result<SimReport, SimError> {
     let p = plan(spec)?;
-    let mut timer = PieceTimer::new(model, spec.head_dim);
+    let mut timer = PieceTimer::new(model, spec.def.head_dim);
     let compute = compute_times(&p, &mut timer)?;
     let glue = glue_times(&p, &mut timer)?;
     let (hkv, outer_wait) = engine_shape(&p.engine, &p.layout);
@@ -200,33 +158,33 @@ pub fn simulate(spec: &SimSpec, model: ComputeModel) -> Result<SimReport, SimErr
     let total_s: f64 = steps.iter().map(|s| s.time_s).sum();
     let critical_compute_s: f64 = steps.iter().filter(|s| s.bound == "compute").map(|s| s.time_s).sum();
     let area = p.mask.area();
-    let flops = pass_flops(area as u128 * spec.heads.q as u128, spec.head_dim, spec.batch, spec.pass);
+    let flops = pass_flops(area as u128 * spec.def.heads.q as u128, spec.def.head_dim, spec.def.batch, spec.def.pass);
     let mean_c = rank_compute_s.iter().sum::<f64>() / world as f64;
     let max_c = rank_compute_s.iter().copied().fold(0.0, f64::max);
 
     // Single-device baseline of the whole problem under the same compute model.
     let sum_pieces: f64 = rank_compute_s.iter().sum();
     let largest_piece = p.schedule.steps.iter().flat_map(|s| s.compute.iter()).map(|pc| pc.area as f64 * pc.heads_q as f64).fold(1.0, f64::max);
-    let whole_work = area as f64 * spec.heads.q as f64;
+    let whole_work = area as f64 * spec.def.heads.q as f64;
     let (single_s, single_how) = match &timer.model {
         ComputeModel::Roofline(_) => {
             let mut s = 0.0;
-            if spec.pass != Pass::Bwd {
-                s += timer.whole_problem_s(&p.mask, spec.batch, spec.heads.q, spec.heads.kv, spec.head_dim, false, flops / spec.pass.factor())?;
+            if spec.def.pass != Pass::Bwd {
+                s += timer.whole_problem_s(&p.mask, spec.def.batch, spec.def.heads.q, spec.def.heads.kv, spec.def.head_dim, false, flops / spec.def.pass.factor())?;
             }
-            if spec.pass.includes_backward() {
-                s += timer.whole_problem_s(&p.mask, spec.batch, spec.heads.q, spec.heads.kv, spec.head_dim, true, flops / spec.pass.factor() * 2.5)?;
+            if spec.def.pass.includes_backward() {
+                s += timer.whole_problem_s(&p.mask, spec.def.batch, spec.def.heads.q, spec.def.heads.kv, spec.def.head_dim, true, flops / spec.def.pass.factor() * 2.5)?;
             }
             (s, "roofline")
         }
         ComputeModel::Measured { .. } if whole_work <= SINGLE_MAX_PIECES * largest_piece => {
-            let f1 = flops / spec.pass.factor();
+            let f1 = flops / spec.def.pass.factor();
             let mut s = 0.0;
-            if spec.pass != Pass::Bwd {
-                s += timer.whole_problem_s(&p.mask, spec.batch, spec.heads.q, spec.heads.kv, spec.head_dim, false, f1)?;
+            if spec.def.pass != Pass::Bwd {
+                s += timer.whole_problem_s(&p.mask, spec.def.batch, spec.def.heads.q, spec.def.heads.kv, spec.def.head_dim, false, f1)?;
             }
-            if spec.pass.includes_backward() {
-                s += timer.whole_problem_s(&p.mask, spec.batch, spec.heads.q, spec.heads.kv, spec.head_dim, true, f1 * 2.5)?;
+            if spec.def.pass.includes_backward() {
+                s += timer.whole_problem_s(&p.mask, spec.def.batch, spec.def.heads.q, spec.def.heads.kv, spec.def.head_dim, true, f1 * 2.5)?;
             }
             (s, "measured")
         }
@@ -249,7 +207,7 @@ pub fn simulate(spec: &SimSpec, model: ComputeModel) -> Result<SimReport, SimErr
         p.shard.kind
     );
     Ok(SimReport {
-        strategy: spec.strategy.clone(),
+        strategy: spec.def.strategy.clone(),
         world_size: world,
         topology: spec.topology.clone(),
         calibrated: spec.calibrated,
@@ -283,27 +241,7 @@ pub fn glue_share(compute: &[f64], glue: &[f64]) -> f64 {
 
 /// The CSV row of a simulated case: kind `simulated`, timing mode `model`, times from the prediction.
 pub fn to_row(spec: &SimSpec, rep: &SimReport, run_id: &str, device_name: &str) -> Row {
-    let cp = CpSpec {
-        strategy: spec.strategy.clone(),
-        pattern: spec.pattern.clone(),
-        params: spec.params.clone(),
-        seqlen: spec.seqlen,
-        batch: spec.batch,
-        heads: spec.heads,
-        head_dim: spec.head_dim,
-        dtype: spec.dtype,
-        pass: spec.pass,
-        device: spec.device,
-        ulysses_degree: spec.ulysses_degree,
-        inner_ring: spec.inner_ring,
-        sharding: spec.sharding,
-        warmup: 0,
-        repeats: 1,
-        check: false,
-        seed: 0,
-        fault: None,
-    };
-    let mut case = case_of(&cp, spec.world);
+    let mut case = spec.def.case(spec.world);
     case.kind = CaseKind::Simulated;
     let mut row = Row::for_case(run_id, &case, device_name);
     row.status = Status::Ok;
@@ -317,7 +255,7 @@ pub fn to_row(spec: &SimSpec, rep: &SimReport, run_id: &str, device_name: &str) 
     row.cv = Some(0.0);
     row.tflops = Some(rep.tflops_per_gpu * spec.world as f64);
     row.tflops_per_gpu = Some(rep.tflops_per_gpu);
-    row.mfu = crate::flops::mfu(rep.tflops_per_gpu, device_name, spec.dtype.name());
+    row.mfu = crate::flops::mfu(rep.tflops_per_gpu, device_name, spec.def.dtype.name());
     row.timing_mode = "model".into();
     row.imbalance = Some(rep.imbalance);
     row.bytes_sent = Some(rep.bytes_sent);

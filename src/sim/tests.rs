@@ -3,6 +3,8 @@
 
 use super::compute::{ComputeModel, Roofline};
 use super::*;
+use crate::case::{DType, DeviceKind, HeadLayout};
+use crate::mask::Params;
 use crate::cp::registry::STRATEGIES;
 use crate::cp::usp::UspPlan;
 use crate::sim::comm_model::preset;
@@ -13,20 +15,22 @@ fn spec(strategy: &str, pattern: &str, params: &[(&str, &str)], seqlen: usize, w
         p = p.set(k, v);
     }
     SimSpec {
-        strategy: strategy.into(),
-        pattern: pattern.into(),
-        params: p,
-        seqlen,
-        batch: 1,
-        heads: HeadLayout { q: 8, kv: 2 },
-        head_dim: 16,
-        dtype: DType::Fp32,
-        pass,
-        device: DeviceKind::Cpu,
+        def: CpDef {
+            strategy: strategy.into(),
+            pattern: pattern.into(),
+            params: p,
+            seqlen,
+            batch: 1,
+            heads: HeadLayout { q: 8, kv: 2 },
+            head_dim: 16,
+            dtype: DType::Fp32,
+            pass,
+            device: DeviceKind::Cpu,
+            ulysses_degree: 0,
+            inner_ring: 0,
+            sharding: None,
+        },
         world,
-        ulysses_degree: 0,
-        inner_ring: 0,
-        sharding: None,
         topology: preset("h100").unwrap(),
         calibrated: false,
     }
@@ -49,7 +53,7 @@ fn virtual_ranks_compute_exactly_the_strategy_work() {
                 for pass in [Pass::Fwd, Pass::Fwdbwd] {
                     let sp = spec(def.name, m, params, 64, world, pass);
                     let p = plan(&sp).unwrap();
-                    let mut timer = PieceTimer::new(roofline(), sp.head_dim);
+                    let mut timer = PieceTimer::new(roofline(), sp.def.head_dim);
                     compute_times(&p, &mut timer).unwrap();
                     let passes = if pass == Pass::Fwdbwd { 2 } else { 1 };
                     let total: u64 = timer.trace.iter().map(|&(_, a, h, _)| a * h as u64).sum();
@@ -80,7 +84,7 @@ fn virtual_ranks_compute_exactly_the_strategy_work() {
 fn ring_pieces_follow_the_executor_rotation() {
     for (name, world, inner) in [("ring-p2p", 4usize, 0usize), ("double-ring", 4, 2), ("ring-p2p-zigzag", 3, 0)] {
         let mut sp = spec(name, "full", &[], 48, world, Pass::Fwd);
-        sp.inner_ring = inner;
+        sp.def.inner_ring = inner;
         let p = plan(&sp).unwrap();
         let Engine::Usp(up) = p.engine else { panic!("usp engine") };
         let up: UspPlan = up;
@@ -109,7 +113,7 @@ fn imbalance_is_analytic_for_causal_contiguous_and_zigzag() {
         let mut sp = spec("ring-p2p", "causal", &[], s, w, Pass::Fwd);
         let a = simulate(&sp, roofline()).unwrap();
         assert!((a.imbalance - want).abs() < 1e-12, "S={s} W={w}: {} vs {want}", a.imbalance);
-        sp.strategy = "ring-p2p-zigzag".into();
+        sp.def.strategy = "ring-p2p-zigzag".into();
         let z = simulate(&sp, roofline()).unwrap();
         assert_eq!(z.imbalance, 1.0);
         // The roofline compute time follows the work: the contiguous ring's busiest rank does more.
@@ -144,7 +148,7 @@ fn bad_input_names_the_flag() {
     let sp = spec("nope", "causal", &[], 64, 4, Pass::Fwd);
     assert!(matches!(simulate(&sp, roofline()), Err(SimError::Bad(m)) if m.contains("--strategy")));
     let mut sp = spec("usp", "causal", &[], 64, 4, Pass::Fwd);
-    sp.ulysses_degree = 3;
+    sp.def.ulysses_degree = 3;
     assert!(matches!(simulate(&sp, roofline()), Err(SimError::Bad(m)) if m.contains("--ulysses-degree")));
 }
 
@@ -222,9 +226,9 @@ fn glue_traffic_counts_the_tensor_operations() {
 #[test]
 fn ring_glue_is_on_the_critical_path_at_8k_tokens_per_gpu() {
     let mut sp = spec("ring-p2p", "full", &[], 8192 * 8, 8, Pass::Fwd);
-    sp.heads = HeadLayout { q: 64, kv: 8 };
-    sp.head_dim = 128;
-    sp.dtype = DType::Bf16;
+    sp.def.heads = HeadLayout { q: 64, kv: 8 };
+    sp.def.head_dim = 128;
+    sp.def.dtype = DType::Bf16;
     let rep = simulate(&sp, roofline()).unwrap();
     let (n, l) = (64 * 8192 * 128u64, 64 * 8192u64);
     let bw = 3.35e12 * 0.8;
@@ -233,7 +237,7 @@ fn ring_glue_is_on_the_critical_path_at_8k_tokens_per_gpu() {
     let attention = rep.rank_compute_s[3];
     assert!((rep.total_s - (attention + want)).abs() < 1e-9, "{} vs {}", rep.total_s, attention + want);
     for other in ["ulysses", "ring-allgather"] {
-        sp.strategy = other.into();
+        sp.def.strategy = other.into();
         let o = simulate(&sp, roofline()).unwrap();
         assert!(o.rank_glue_s[3] < want / 4.0 && o.tflops_per_gpu > rep.tflops_per_gpu, "{other}: {o:?}");
     }
