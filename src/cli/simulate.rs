@@ -94,8 +94,11 @@ pub struct SimulateArgs {
     /// Measured model: timed repeats per distinct piece (the median is used).
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
+    /// Ulysses (head-parallel) degree for usp (must divide the world size and Hq); 0 = the
+    /// strategy's default.
     #[arg(long, default_value_t = 0)]
     pub ulysses_degree: usize,
+    /// Inner ring size for double-ring (must divide the world size); 0 = the strategy's default.
     #[arg(long, default_value_t = 0)]
     pub inner_ring: usize,
     /// contiguous or zigzag (default: the strategy's).
@@ -104,9 +107,13 @@ pub struct SimulateArgs {
     /// Append rows (kind simulated) to this CSV.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// One JSON object per case: {"row": …, "report": …}.
+    /// One JSON object per case: {"row": …, "report": …} (plus "schedule" with --schedule).
     #[arg(long)]
     pub json: bool,
+    /// Also print the strategy's schedule: per step, every rank's pieces (query × key tokens), every
+    /// message (who sends what to whom, bytes, overlapped or blocking) and the glue work.
+    #[arg(long)]
+    pub schedule: bool,
 }
 
 fn bad(m: impl Into<String>) -> anyhow::Error {
@@ -248,10 +255,18 @@ pub fn run(a: SimulateArgs) -> anyhow::Result<ExitCode> {
             if let Some(c) = csv.as_mut() {
                 c.append(&row)?;
             }
+            let schedule = if a.schedule { Some(crate::sim::plan(&spec).map_err(|e| bad(e.to_string()))?.schedule) } else { None };
             if a.json {
-                println!("{}", serde_json::to_string(&serde_json::json!({ "row": row, "report": rep }))?);
+                let mut v = serde_json::json!({ "row": row, "report": rep });
+                if let Some(s) = &schedule {
+                    v["schedule"] = serde_json::to_value(s)?;
+                }
+                println!("{}", serde_json::to_string(&v)?);
             } else {
                 print_report(&spec, &rep);
+                if let Some(s) = &schedule {
+                    print_schedule(s, &spec.def.layout());
+                }
             }
         }
     }
@@ -299,4 +314,33 @@ fn print_report(spec: &SimSpec, r: &SimReport) {
         r.rank_glue_s.iter().copied().fold(0.0, f64::max) * 1e3,
         r.rank_glue_s.iter().sum::<f64>() / r.rank_glue_s.len() as f64 * 1e3
     );
+}
+
+fn ranges(r: &[std::ops::Range<usize>]) -> String {
+    r.iter().map(|x| format!("{}..{}", x.start, x.end)).collect::<Vec<_>>().join("+")
+}
+
+/// The schedule as text: one line per piece, message and glue operation, grouped by step.
+fn print_schedule(s: &crate::cp::schedule::Schedule, layout: &crate::cp::schedule::CpLayout) {
+    use crate::cp::schedule::GlueOp;
+    println!("  schedule of {} on {} ranks ({} steps):", s.strategy, s.world, s.steps.len());
+    for st in &s.steps {
+        println!("  [{}]", st.label);
+        for p in &st.compute {
+            println!("    compute r{:<3} q {} × k {}  {} heads, {} pairs, {:.3e} FLOPs", p.rank, ranges(&p.q), ranges(&p.k), p.heads_q, p.area, p.flops);
+        }
+        for m in &st.messages {
+            println!("    send    r{:<3} → r{:<3} {:<20} {:>12} B  {}", m.src, m.dst, m.what, m.bytes, if m.overlapped { "overlapped" } else { "blocking" });
+        }
+        for g in &st.glue {
+            let what = match g.op {
+                GlueOp::Merge { batch, heads, rows, head_dim } => format!("merge [{batch}, {heads}, {rows}, {head_dim}]"),
+                GlueOp::Accumulate { elems } => format!("accumulate {elems} elements"),
+                GlueOp::Copy { elems, elem_bytes } => format!("copy {elems} × {elem_bytes} B"),
+                GlueOp::Cast { elems } => format!("cast {elems} elements"),
+            };
+            let (bytes, launches) = g.op.traffic(layout);
+            println!("    glue    r{:<3} {what}: {bytes} B of HBM traffic, {launches} kernels", g.rank);
+        }
+    }
 }
