@@ -90,6 +90,7 @@ pub fn fill_meta(meta: &mut RunMeta) {
     meta.torch = e.torch;
     meta.tch = e.tch;
     meta.mpi = if e.mpirun.is_empty() { format!("mpirun not found; mpi feature {}", e.mpi_feature) } else { format!("{}; mpi feature {}", e.mpirun, e.mpi_feature) };
+    meta.host_allocator = crate::measure::allocator::in_effect().to_string();
     meta.clocks = if e.cuda_available { first_line_of("nvidia-smi", &["--query-gpu=clocks.sm,clocks.max.sm", "--format=csv,noheader"]) } else { format!("{} torch threads", e.torch_threads) };
 }
 

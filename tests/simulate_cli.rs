@@ -43,7 +43,21 @@ fn measured_rows_are_simulated_and_imbalance_is_analytic() {
     }
     let text = std::fs::read_to_string(&csv).unwrap();
     assert_eq!(text.lines().count(), 5, "header + 4 rows");
-    assert!(csv.parent().unwrap().join("meta.json").exists());
+    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(csv.parent().unwrap().join("meta.json")).unwrap()).unwrap();
+    // The binary steadies glibc's heap for CPU timings (measure::allocator) and says so.
+    assert_eq!(meta["host_allocator"], "glibc mmap threshold 32 MiB, trim threshold 1 GiB");
+}
+
+#[test]
+fn allocator_defaults_can_be_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("results.csv");
+    let mut args = vec!["--strategy", "ring-p2p", "--world-size", "2", "--mask", "full", "--out", csv.to_str().unwrap()];
+    args.extend_from_slice(TINY);
+    let o = Command::new(env!("CARGO_BIN_EXE_attnbench")).arg("simulate").args(&args).env("ATTNBENCH_MALLOC_DEFAULTS", "1").output().unwrap();
+    assert!(o.status.success());
+    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("meta.json")).unwrap()).unwrap();
+    assert_eq!(meta["host_allocator"], "glibc defaults (ATTNBENCH_MALLOC_DEFAULTS=1)");
 }
 
 #[test]

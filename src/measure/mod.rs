@@ -1,6 +1,8 @@
 //! Measuring: clocks (CPU `Instant`, CUDA events with L2 flush), the warmup/repeat policy
-//! ([`clock::run_repeats`]), statistics ([`stats`]) and peak memory ([`memory`]).
+//! ([`clock::run_repeats`]), statistics ([`stats`]), peak memory ([`memory`]) and host allocator
+//! hygiene for CPU timings ([`allocator`]).
 
+pub mod allocator;
 pub mod clock;
 pub mod memory;
 pub mod settings;

@@ -19,6 +19,9 @@ pub struct RunMeta {
     pub mpi: String,
     /// GPU SM clock / CPU frequency information when available.
     pub clocks: String,
+    /// Host allocator settings in effect (see `measure::allocator`).
+    #[serde(default)]
+    pub host_allocator: String,
     pub suite_file: String,
     /// SHA-256 of the suite file's bytes.
     pub suite_sha256: String,
