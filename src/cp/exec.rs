@@ -380,7 +380,7 @@ mod tests {
     }
 
     /// The simulator's glue model counts the merges the engine really runs: per rank, as many
-    /// `merge_partials` calls over as many output elements as the schedule's `Merge` entries (the
+    /// `RunningMerge::add` calls over as many output elements as the schedule's `Merge` entries (the
     /// forward runs twice in a case without warmup: once untimed, once timed).
     #[test]
     fn schedule_merges_are_the_merges_each_rank_runs() {

@@ -79,7 +79,7 @@ pub struct Glue {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum GlueOp {
-    /// `merge_partials(out, lse, part_out, part_lse)` on out `[batch, heads, rows, head_dim]`.
+    /// `RunningMerge::add(part_out, part_lse)` on out `[batch, heads, rows, head_dim]`.
     Merge { batch: usize, heads: usize, rows: usize, head_dim: usize },
     /// `acc += part.to_kind(acc)` over `elems` elements (dq and dK/dV accumulation).
     Accumulate { elems: u64 },
@@ -94,10 +94,10 @@ impl GlueOp {
     /// HBM bytes read plus written by the tensor operations of this entry, and the number of kernels
     /// they launch, for inputs of `layout.elem_bytes` accumulated in `layout.acc_bytes()`.
     ///
-    /// Merge of N = B·H·rows·D output elements and L = B·H·rows LSE values, inputs of e bytes,
-    /// accumulation in a bytes: casting both outputs up (2·(e+a)·N, when e ≠ a), two scalings
-    /// (2·2a·N), one add (3a·N), the cast back ((a+e)·N, when e ≠ a) and ~15a·L for logaddexp,
-    /// the −inf guard and the two exp weights: (3e + 10a)·N for bf16, 7a·N for f32.
+    /// Merge (`RunningMerge::add`) of N = B·H·rows·D output elements and L = B·H·rows LSE values,
+    /// partial of e bytes into a running result of a bytes: `mul_` (2a·N) and `addcmul_` reading the
+    /// partial ((2a + e)·N), plus ~15a·L for logaddexp, the −inf guard and the two weights: 18 bytes
+    /// per output element for bf16, 20 for f32.
     pub fn traffic(&self, layout: &CpLayout) -> (u64, usize) {
         let (e, a) = (layout.elem_bytes as u64, layout.acc_bytes() as u64);
         let cast = e != a;
@@ -105,8 +105,7 @@ impl GlueOp {
             GlueOp::Merge { batch, heads, rows, head_dim } => {
                 let l = (batch * heads * rows) as u64;
                 let n = l * head_dim as u64;
-                let casts = if cast { 3 * (e + a) * n } else { 0 };
-                (casts + 7 * a * n + 15 * a * l, if cast { 13 } else { 10 })
+                ((4 * a + e) * n + 15 * a * l, 9)
             }
             GlueOp::Accumulate { elems } => (if cast { (e + a) * elems } else { 0 } + 3 * a * elems, if cast { 2 } else { 1 }),
             GlueOp::Copy { elems, elem_bytes } => (2 * elem_bytes as u64 * elems, 1),

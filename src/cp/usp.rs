@@ -29,7 +29,7 @@ use super::comm::{Comm, SubComm};
 use super::schedule::{CpLayout, Glue, GlueOp, Message, Piece, Schedule, Step};
 use super::shard::{block_mask, total_len, Shard};
 use super::{acc_kind, CpError, Problem};
-use crate::backend::sliced::{merge_partials, sliced_backward, sliced_forward};
+use crate::backend::sliced::{sliced_backward, sliced_forward, RunningMerge};
 use crate::mask::Mask;
 
 /// Degrees of the head × (inner × outer) ring decomposition. `ulysses · ring` = world.
@@ -229,8 +229,7 @@ fn rotate_forward(g: &Groups, mask: &Mask, scale: f64, q: &Tensor, kv_own: &Tens
     let m = g.ring.rank();
     let myq = &g.members[m];
     let s = q.size();
-    let mut out = Tensor::zeros(s.as_slice(), (q.kind(), q.device()));
-    let mut lse = Tensor::full([s[0], s[1], s[2]], f64::NEG_INFINITY, (acc_kind(q.kind()), q.device()));
+    let mut result = RunningMerge::new(s[0], s[1], s[2], s[3], q.kind(), q.device())?;
     let mut round_kv = kv_own.shallow_clone();
     for to in 0..plan.outer() {
         let outer = if to + 1 < plan.outer() {
@@ -250,7 +249,7 @@ fn rotate_forward(g: &Groups, mask: &Mask, scale: f64, q: &Tensor, kv_own: &Tens
             let bm = block_mask(mask, myq, &g.members[plan.origin(m, to, ti)]);
             if bm.area() > 0 {
                 let (po, pl) = sliced_forward(q, &held.get(0), &held.get(1), &bm, scale)?;
-                (out, lse) = merge_partials(&out, &lse, &po, &pl);
+                result.add(&po, &pl)?;
             }
             if let Some(p) = inner {
                 held = p.wait()?.pop().expect("one block");
@@ -260,7 +259,7 @@ fn rotate_forward(g: &Groups, mask: &Mask, scale: f64, q: &Tensor, kv_own: &Tens
             round_kv = p.wait()?.pop().expect("one block");
         }
     }
-    Ok((out, lse))
+    Ok(result.finish(q.kind())?)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -405,6 +404,9 @@ pub fn schedule_plan(name: &str, plan: &UspPlan, shard: &Shard, mask: &Mask, lay
                 }
                 g.push(Glue { rank: r, op: GlueOp::Cast { elems: q_elems(r) + 2 * kv_elems(r) / rep } });
             } else {
+                // RunningMerge::finish: the running output, head-sharded, cast to the input dtype.
+                let m = r / plan.ulysses;
+                g.push(Glue { rank: r, op: GlueOp::Cast { elems: b * hq_u * mlen(m) * d } });
                 relayout(&mut g, r, q_elems(r), layout.elem_bytes);
                 relayout(&mut g, r, lse_elems(r), layout.lse_bytes());
             }

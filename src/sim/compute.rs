@@ -14,7 +14,7 @@ use std::ops::Range;
 
 use tch::{Device, Tensor};
 
-use crate::backend::sliced::{merge_partials, sliced_backward, sliced_forward};
+use crate::backend::sliced::{sliced_backward, sliced_forward, RunningMerge};
 use crate::backend::varlen::mask_plans;
 use crate::backend::BackendError;
 use crate::case::DType;
@@ -187,7 +187,7 @@ fn timing_settings(warmup: usize, repeats: usize) -> MeasureSettings {
     MeasureSettings { warmup, repeats: repeats.max(1), target_spread: None, check: false, timing_mode: TimingMode::L2flush, ..MeasureSettings::default() }
 }
 
-/// Runs a glue operation the way the engine does (`merge_partials`, `acc += part.to_kind(acc)`, a
+/// Runs a glue operation the way the engine does (`RunningMerge::add`, `acc += part.to_kind(acc)`, a
 /// contiguous copy, a dtype cast) on fresh tensors of its size; median seconds.
 fn measure_glue(op: &GlueOp, device: Device, dtype: DType, warmup: usize, repeats: usize) -> Result<f64, BackendError> {
     let kind = dtype.kind();
@@ -197,14 +197,11 @@ fn measure_glue(op: &GlueOp, device: Device, dtype: DType, warmup: usize, repeat
     let timing = match *op {
         GlueOp::Merge { batch, heads, rows, head_dim } => {
             let (b, h, s, d) = (batch as i64, heads as i64, rows as i64, head_dim as i64);
-            let o1 = Tensor::f_randn([b, h, s, d], (kind, device))?;
-            let o2 = Tensor::f_randn([b, h, s, d], (kind, device))?;
-            let l1 = Tensor::f_randn([b, h, s], (acc, device))?;
-            let l2 = Tensor::f_randn([b, h, s], (acc, device))?;
-            run_repeats(clock.as_mut(), &settings, &mut || {
-                let _ = merge_partials(&o1, &l1, &o2, &l2);
-                Ok(())
-            })?
+            let part = Tensor::f_randn([b, h, s, d], (kind, device))?;
+            let part_lse = Tensor::f_randn([b, h, s], (acc, device))?;
+            let mut running = RunningMerge::new(b, h, s, d, kind, device)?;
+            running.add(&part, &part_lse)?;
+            run_repeats(clock.as_mut(), &settings, &mut || running.add(&part, &part_lse))?
         }
         GlueOp::Accumulate { elems } => {
             let mut total = Tensor::f_zeros([elems as i64], (acc, device))?;

