@@ -658,7 +658,7 @@ mod tests {
             let parts: Vec<(Tensor, Tensor)> = (0..4)
                 .map(|i| {
                     let o = Tensor::randn([2, 3, 5, 8], (Kind::Double, Device::Cpu)).to_kind(kind);
-                    let mut l = Tensor::randn([2, 3, 5], (Kind::Double, Device::Cpu)).to_kind(acc);
+                    let l = Tensor::randn([2, 3, 5], (Kind::Double, Device::Cpu)).to_kind(acc);
                     // Row 4 is empty in every block, row 3 in all but the last.
                     let _ = l.narrow(2, 4, 1).fill_(f64::NEG_INFINITY);
                     if i < 3 {

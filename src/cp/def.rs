@@ -124,25 +124,33 @@ impl CpDef {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn base() -> CpDef {
+impl CpDef {
+    /// A small CPU case for tests: batch 1, D = 16, fp32, the strategy's default degrees and sharding.
+    pub(crate) fn for_test(strategy: &str, pattern: &str, params: &[(&str, &str)], seqlen: usize, heads: HeadLayout, pass: Pass) -> CpDef {
         CpDef {
-            strategy: String::new(),
-            pattern: String::new(),
-            params: Params::new().set("doc_lens", "3,5"),
-            seqlen: 64,
+            strategy: strategy.into(),
+            pattern: pattern.into(),
+            params: params.iter().fold(Params::new(), |p, (k, v)| p.set(k, v)),
+            seqlen,
             batch: 1,
-            heads: HeadLayout { q: 8, kv: 2 },
+            heads,
             head_dim: 16,
             dtype: DType::Fp32,
-            pass: Pass::Fwd,
+            pass,
             device: DeviceKind::Cpu,
             ulysses_degree: 0,
             inner_ring: 0,
             sharding: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> CpDef {
+        CpDef::for_test("", "", &[("doc_lens", "3,5")], 64, HeadLayout { q: 8, kv: 2 }, Pass::Fwd)
     }
 
     #[test]

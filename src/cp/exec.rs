@@ -322,30 +322,11 @@ mod tests {
     use super::*;
     use crate::case::HeadLayout;
     use crate::cp::comm::local::LocalWorld;
-    use crate::mask::Params;
     use crate::cp::registry::STRATEGIES;
 
     pub(crate) fn spec(strategy: &str, pattern: &str, params: &[(&str, &str)], seqlen: usize, pass: Pass) -> CpSpec {
-        let mut p = Params::new();
-        for (k, v) in params {
-            p = p.set(k, v);
-        }
         CpSpec {
-            def: CpDef {
-                strategy: strategy.into(),
-                pattern: pattern.into(),
-                params: p,
-                seqlen,
-                batch: 1,
-                heads: HeadLayout { q: 12, kv: 2 },
-                head_dim: 16,
-                dtype: DType::Fp32,
-                pass,
-                device: DeviceKind::Cpu,
-                ulysses_degree: 0,
-                inner_ring: 0,
-                sharding: None,
-            },
+            def: CpDef::for_test(strategy, pattern, params, seqlen, HeadLayout { q: 12, kv: 2 }, pass),
             warmup: 0,
             repeats: 1,
             check: true,

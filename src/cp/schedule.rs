@@ -155,17 +155,6 @@ impl Schedule {
         v
     }
 
-    /// HBM bytes of glue work (merges, accumulation, copies) each rank runs over the whole schedule.
-    pub fn glue_bytes(&self, layout: &CpLayout) -> Vec<u64> {
-        let mut v = vec![0u64; self.world];
-        for s in &self.steps {
-            for g in &s.glue {
-                v[g.rank] += g.op.traffic(layout).0;
-            }
-        }
-        v
-    }
-
     /// FLOPs each rank computes.
     pub fn flops(&self) -> Vec<f64> {
         let mut v = vec![0f64; self.world];

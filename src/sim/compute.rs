@@ -102,8 +102,6 @@ pub struct PieceTimer {
     pub model: ComputeModel,
     cache: HashMap<PieceKey, f64>,
     glue_cache: HashMap<GlueOp, f64>,
-    /// Distinct glue operations measured or evaluated.
-    pub glue_executed: usize,
     /// Pieces asked for / pieces actually executed (measured model) or evaluated.
     pub requested: usize,
     pub executed: usize,
@@ -116,7 +114,7 @@ pub struct PieceTimer {
 
 impl PieceTimer {
     pub fn new(model: ComputeModel, head_dim: usize) -> Self {
-        PieceTimer { model, cache: HashMap::new(), glue_cache: HashMap::new(), glue_executed: 0, requested: 0, executed: 0, scale: 1.0 / (head_dim as f64).sqrt(), trace: Vec::new() }
+        PieceTimer { model, cache: HashMap::new(), glue_cache: HashMap::new(), requested: 0, executed: 0, scale: 1.0 / (head_dim as f64).sqrt(), trace: Vec::new() }
     }
 
     /// Seconds of one piece whose sub-mask has already been built (`sub` = block_mask(mask, q, k)).
@@ -159,7 +157,6 @@ impl PieceTimer {
             }
             ComputeModel::Measured { device, dtype, warmup, repeats } => measure_glue(op, *device, *dtype, *warmup, *repeats)?,
         };
-        self.glue_executed += 1;
         self.glue_cache.insert(*op, t);
         Ok(t)
     }
@@ -219,10 +216,7 @@ fn measure_glue(op: &GlueOp, device: Device, dtype: DType, warmup: usize, repeat
             };
             let src = Tensor::f_randn([elems as i64], (k, device))?;
             let mut dst = src.f_empty_like()?;
-            run_repeats(clock.as_mut(), &settings, &mut || {
-                let _ = dst.f_copy_(&src)?;
-                Ok(())
-            })?
+            run_repeats(clock.as_mut(), &settings, &mut || Ok(dst.f_copy_(&src)?))?
         }
         GlueOp::Cast { elems } => {
             if acc == kind {

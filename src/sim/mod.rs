@@ -85,9 +85,7 @@ pub struct SimReport {
 
 /// The mask, shard, layout, engine and schedule of a spec — the same [`CpDef::plan`] the real
 /// executor starts from.
-pub type Plan = CpPlan;
-
-pub fn plan(spec: &SimSpec) -> Result<Plan, SimError> {
+pub fn plan(spec: &SimSpec) -> Result<CpPlan, SimError> {
     spec.def.plan(spec.world).map_err(SimError::Bad)
 }
 
@@ -101,7 +99,7 @@ pub fn engine_shape(engine: &Engine, layout: &CpLayout) -> (usize, usize) {
 }
 
 /// Per step and rank: compute seconds of the rank's pieces (a rank may have several pieces in a step).
-pub fn compute_times(p: &Plan, timer: &mut PieceTimer) -> Result<Vec<Vec<f64>>, SimError> {
+pub fn compute_times(p: &CpPlan, timer: &mut PieceTimer) -> Result<Vec<Vec<f64>>, SimError> {
     let (hkv, _) = engine_shape(&p.engine, &p.layout);
     let world = p.schedule.world;
     let mut out = Vec::with_capacity(p.schedule.steps.len());
@@ -131,7 +129,7 @@ fn model_name(m: &ComputeModel) -> String {
 pub const SINGLE_MAX_PIECES: f64 = 64.0;
 
 /// Per step and rank: seconds of the rank's glue work (merges, accumulation, copies; see `Glue`).
-pub fn glue_times(p: &Plan, timer: &mut PieceTimer) -> Result<Vec<Vec<f64>>, SimError> {
+pub fn glue_times(p: &CpPlan, timer: &mut PieceTimer) -> Result<Vec<Vec<f64>>, SimError> {
     let world = p.schedule.world;
     let mut out = Vec::with_capacity(p.schedule.steps.len());
     for step in &p.schedule.steps {
@@ -150,7 +148,7 @@ pub fn simulate(spec: &SimSpec, model: ComputeModel) -> Result<SimReport, SimErr
     let mut timer = PieceTimer::new(model, spec.def.head_dim);
     let compute = compute_times(&p, &mut timer)?;
     let glue = glue_times(&p, &mut timer)?;
-    let (hkv, outer_wait) = engine_shape(&p.engine, &p.layout);
+    let (_, outer_wait) = engine_shape(&p.engine, &p.layout);
     let steps = predict::predict(&spec.topology, &p.schedule, &compute, &glue, outer_wait);
     let world = spec.world;
     let rank_compute_s: Vec<f64> = (0..world).map(|r| compute.iter().map(|s| s[r]).sum()).collect();
@@ -193,7 +191,6 @@ pub fn simulate(spec: &SimSpec, model: ComputeModel) -> Result<SimReport, SimErr
     let bytes_sent = p.schedule.bytes_sent().into_iter().max().unwrap_or(0);
     let imb = imbalance(&p.schedule.work());
     let compute_model = model_name(&timer.model);
-    let _ = hkv;
     let note = format!(
         "projected: topology {}{}; compute {}; {} of {} pieces executed (identical pieces reused); glue {:.1}% of the critical rank's compute; single-device baseline {}; {}; sharding={}",
         spec.topology.name,

@@ -3,33 +3,14 @@
 
 use super::compute::{ComputeModel, Roofline};
 use super::*;
-use crate::case::{DType, DeviceKind, HeadLayout};
-use crate::mask::Params;
+use crate::case::{DType, HeadLayout};
 use crate::cp::registry::STRATEGIES;
 use crate::cp::usp::UspPlan;
 use crate::sim::comm_model::preset;
 
 fn spec(strategy: &str, pattern: &str, params: &[(&str, &str)], seqlen: usize, world: usize, pass: Pass) -> SimSpec {
-    let mut p = Params::new();
-    for (k, v) in params {
-        p = p.set(k, v);
-    }
     SimSpec {
-        def: CpDef {
-            strategy: strategy.into(),
-            pattern: pattern.into(),
-            params: p,
-            seqlen,
-            batch: 1,
-            heads: HeadLayout { q: 8, kv: 2 },
-            head_dim: 16,
-            dtype: DType::Fp32,
-            pass,
-            device: DeviceKind::Cpu,
-            ulysses_degree: 0,
-            inner_ring: 0,
-            sharding: None,
-        },
+        def: CpDef::for_test(strategy, pattern, params, seqlen, HeadLayout { q: 8, kv: 2 }, pass),
         world,
         topology: preset("h100").unwrap(),
         calibrated: false,
