@@ -99,3 +99,24 @@ fn a_flag_clap_rejects_is_reported_once_not_once_per_rank() {
     assert_eq!(stderr.lines().filter(|l| l.starts_with("error:")).count(), 1, "{stderr}");
     assert!(stderr.contains("--no-such-flag"), "{stderr}");
 }
+
+/// `--comm nccl` in a build without the `nccl` feature: exit 2 and one line from rank 0. `cp` says
+/// how to build it (the shared `cli::with_nccl`); `comm --comm nccl` benchmarks GPU buffers, so on a
+/// machine without CUDA it stops one check earlier, saying that instead.
+#[cfg(not(feature = "nccl"))]
+#[test]
+fn nccl_without_the_feature_is_one_line_and_exit_2() {
+    attnbench::backend::shim::ensure_cuda_loaded();
+    let cuda = attnbench::backend::shim::cuda_available();
+    let cases: [(&[&str], &str); 2] = [
+        (&["cp", "--comm", "nccl", "--strategy", "ring-p2p", "--mask", "causal", "--seqlen", "64"], "built without the `nccl` feature"),
+        (&["comm", "--comm", "nccl", "--max-bytes", "4K"], if cuda { "built without the `nccl` feature" } else { "CUDA is not available" }),
+    ];
+    for (args, says) in cases {
+        let out = mpirun(2, args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().filter(|l| l.starts_with("error:")).count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}

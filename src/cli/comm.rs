@@ -176,26 +176,10 @@ fn run_distributed(a: &CommArgs) -> anyhow::Result<ExitCode> {
         }
     };
     if p.comm == "nccl" {
-        #[cfg(feature = "nccl")]
-        {
-            return match crate::cp::comm::nccl::NcclComm::init(&mpi) {
-                Ok(n) => {
-                    p.cfg.device = n.device();
-                    go(&n, &p.cfg)
-                }
-                Err(e) => {
-                    eprintln!("error: rank {}: {e}", mpi.rank());
-                    Ok(ExitCode::from(1))
-                }
-            };
-        }
-        #[cfg(not(feature = "nccl"))]
-        {
-            if mpi.rank() == 0 {
-                eprintln!("error: --comm nccl: this attnbench was built without the `nccl` feature (cargo build --features nccl)");
-            }
-            return Ok(ExitCode::from(2));
-        }
+        return super::with_nccl(&mpi, |n, device| {
+            p.cfg.device = device;
+            go(n, &p.cfg)
+        });
     }
     if p.device_cuda {
         p.cfg.device = Device::Cuda(crate::cp::exec::local_device_index() % (tch::Cuda::device_count().max(1) as usize));

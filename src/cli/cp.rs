@@ -271,23 +271,7 @@ fn run_distributed(a: &CpArgs, comm_name: &str, run_id: &str, device_name: &str)
         }
     };
     if comm_name == "nccl" {
-        #[cfg(feature = "nccl")]
-        {
-            match crate::cp::comm::nccl::NcclComm::init(&mpi) {
-                Ok(n) => run_all(&n, &specs, a, run_id, device_name, true),
-                Err(e) => {
-                    eprintln!("error: rank {}: {e}", mpi.rank());
-                    Ok(ExitCode::from(1))
-                }
-            }
-        }
-        #[cfg(not(feature = "nccl"))]
-        {
-            if mpi.rank() == 0 {
-                eprintln!("error: --comm nccl: this attnbench was built without the `nccl` feature (cargo build --features nccl)");
-            }
-            Ok(ExitCode::from(2))
-        }
+        super::with_nccl(&mpi, |n, _| run_all(n, &specs, a, run_id, device_name, true))
     } else {
         run_all(&mpi, &specs, a, run_id, device_name, true)
     }
