@@ -10,15 +10,8 @@ use serde_json::Value;
 
 const SMALL: [&str; 10] = ["comm", "--max-bytes", "64K", "--step-factor", "4", "--warmup", "1", "--iters", "2", "--json"];
 
-fn mpirun(np: usize, args: &[&str]) -> Output {
-    Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/launch/mpirun"))
-        .arg("-np")
-        .arg(np.to_string())
-        .arg(env!("CARGO_BIN_EXE_attnbench"))
-        .args(args)
-        .output()
-        .expect("mpirun runs")
-}
+mod common;
+use common::mpirun;
 
 fn factor(op: &str, n: f64) -> f64 {
     match op {

@@ -5,17 +5,10 @@
 //! rows written before stay intact. Run with `cargo test --features mpi --test cp_mpi`.
 #![cfg(feature = "mpi")]
 
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn mpirun(np: usize, args: &[&str]) -> Output {
-    Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/launch/mpirun"))
-        .arg("-np")
-        .arg(np.to_string())
-        .arg(env!("CARGO_BIN_EXE_attnbench"))
-        .args(args)
-        .output()
-        .expect("mpirun runs")
-}
+mod common;
+use common::mpirun;
 
 fn all_cases(np: usize, seqlen: &str, doc_lens: &str) {
     let docs = format!("causal_document?doc_lens={doc_lens}");
