@@ -21,7 +21,7 @@ use crate::results::{CsvAppender, RunMeta};
 use crate::sim::calibrate::{apply, calibrate_file};
 use crate::sim::comm_model::{preset, Link, PRESETS};
 use crate::sim::compute::{ComputeModel, Roofline};
-use crate::sim::{simulate, to_row, SimError, SimReport, SimSpec};
+use crate::sim::{plan, simulate_planned, to_row, SimError, SimReport, SimSpec};
 
 #[derive(clap::Args, Debug)]
 pub struct SimulateArgs {
@@ -246,7 +246,8 @@ pub fn run(a: SimulateArgs) -> anyhow::Result<ExitCode> {
                 return Err(bad("--seqlen must be at least 1"));
             }
             let spec = SimSpec { def: CpDef { seqlen, ..def.clone() }, world: w, topology: topo.clone(), calibrated };
-            let rep = match simulate(&spec, model.clone()) {
+            let planned = plan(&spec).map_err(|e| bad(e.to_string()))?;
+            let rep = match simulate_planned(&spec, &planned, model.clone()) {
                 Ok(r) => r,
                 Err(SimError::Bad(m)) => return Err(bad(m)),
                 Err(e) => return Err(anyhow::anyhow!("{} {} W={w}: {e}", def.strategy, def.pattern)),
@@ -255,7 +256,7 @@ pub fn run(a: SimulateArgs) -> anyhow::Result<ExitCode> {
             if let Some(c) = csv.as_mut() {
                 c.append(&row)?;
             }
-            let schedule = if a.schedule { Some(crate::sim::plan(&spec).map_err(|e| bad(e.to_string()))?.schedule) } else { None };
+            let schedule = a.schedule.then_some(&planned.schedule);
             if a.json {
                 let mut v = serde_json::json!({ "row": row, "report": rep });
                 if let Some(s) = &schedule {

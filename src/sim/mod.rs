@@ -144,10 +144,14 @@ pub fn glue_times(p: &CpPlan, timer: &mut PieceTimer) -> Result<Vec<Vec<f64>>, S
 
 /// Runs the simulation of `spec` with `model`.
 pub fn simulate(spec: &SimSpec, model: ComputeModel) -> Result<SimReport, SimError> {
-    let p = plan(spec)?;
+    simulate_planned(spec, &plan(spec)?, model)
+}
+
+/// [`simulate`] of a spec already planned with [`plan`] (for callers that also show the schedule).
+pub fn simulate_planned(spec: &SimSpec, p: &CpPlan, model: ComputeModel) -> Result<SimReport, SimError> {
     let mut timer = PieceTimer::new(model, spec.def.head_dim);
-    let compute = compute_times(&p, &mut timer)?;
-    let glue = glue_times(&p, &mut timer)?;
+    let compute = compute_times(p, &mut timer)?;
+    let glue = glue_times(p, &mut timer)?;
     let (_, outer_wait) = engine_shape(&p.engine, &p.layout);
     let steps = predict::predict(&spec.topology, &p.schedule, &compute, &glue, outer_wait);
     let world = spec.world;
