@@ -106,6 +106,8 @@ fn bad_input_is_one_line_and_exit_2() {
         (vec!["--strategy", "ring-p2p", "--world-size", "2", "--mask", "causal"], "--seqlen"),
         (vec!["--strategy", "ring-p2p", "--world-size", "2", "--mask", "causal", "--seqlen", "64", "--calibrate", "/nonexistent/comm.json"], "--calibrate"),
         (vec!["--strategy", "usp", "--world-size", "4", "--mask", "causal", "--seqlen", "64", "--ulysses-degree", "3"], "--ulysses-degree"),
+        (vec!["--strategy", "ring-p2p", "--world-size", "2", "--mask", "causal", "--seqlen", "64", "--compute-model", "roofline", "--mem-efficiency", "2"], "--mem-efficiency"),
+        (vec!["--strategy", "ring-p2p", "--world-size", "2", "--mask", "causal?oops", "--seqlen", "64"], "--mask causal?oops"),
     ] {
         let o = sim(&args);
         let err = String::from_utf8_lossy(&o.stderr);
