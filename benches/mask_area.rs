@@ -13,9 +13,7 @@ use attnbench::mask::{build_pattern, Params};
 const S: usize = 1 << 20;
 
 fn equal_docs(n: usize) -> Params {
-    let lens: Vec<String> = (0..n)
-        .map(|d| (S / n + usize::from(d < S % n)).to_string())
-        .collect();
+    let lens: Vec<String> = (0..n).map(|d| (S / n + usize::from(d < S % n)).to_string()).collect();
     Params::new().set("doc_lens", lens.join(","))
 }
 
@@ -28,9 +26,7 @@ fn bench(c: &mut Criterion) {
         })
     });
     let built = build_pattern("causal_document", S, &docs).unwrap();
-    c.bench_function("causal_document 1M tokens, 10k docs: area only", |b| {
-        b.iter(|| black_box(&built).groups[0].area())
-    });
+    c.bench_function("causal_document 1M tokens, 10k docs: area only", |b| b.iter(|| black_box(&built).groups[0].area()));
     let sw = Params::new();
     c.bench_function("sliding_window 1M tokens (±1024): build + area", |b| {
         b.iter(|| {
@@ -39,15 +35,12 @@ fn bench(c: &mut Criterion) {
         })
     });
     let sampled = Params::new().set("docs", "prolong512k");
-    c.bench_function(
-        "causal_document 1M tokens, prolong512k sampled: build + area",
-        |b| {
-            b.iter(|| {
-                let m = build_pattern("causal_document", black_box(S), &sampled).unwrap();
-                black_box(m.groups[0].area())
-            })
-        },
-    );
+    c.bench_function("causal_document 1M tokens, prolong512k sampled: build + area", |b| {
+        b.iter(|| {
+            let m = build_pattern("causal_document", black_box(S), &sampled).unwrap();
+            black_box(m.groups[0].area())
+        })
+    });
 }
 
 criterion_group!(benches, bench);

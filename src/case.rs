@@ -193,7 +193,17 @@ pub struct Case {
 
 impl Case {
     /// A single-device case with the common defaults (batch 1, fp32 unless changed by the caller).
-    pub fn kernel(backend: &str, pattern: &str, params: Params, seqlen: usize, heads: HeadLayout, head_dim: usize, dtype: DType, pass: Pass, device: DeviceKind) -> Case {
+    pub fn kernel(
+        backend: &str,
+        pattern: &str,
+        params: Params,
+        seqlen: usize,
+        heads: HeadLayout,
+        head_dim: usize,
+        dtype: DType,
+        pass: Pass,
+        device: DeviceKind,
+    ) -> Case {
         Case {
             kind: CaseKind::Kernel,
             backend: backend.to_string(),
@@ -216,8 +226,20 @@ impl Case {
     pub fn canonical(&self) -> String {
         format!(
             "kind={};backend={};strategy={};sp={};mask={};params={};S={};b={};h={};d={};dtype={};pass={};device={};ws={}",
-            self.kind, self.backend, self.strategy, self.strategy_params, self.pattern, self.params, self.seqlen, self.batch,
-            self.heads, self.head_dim, self.dtype, self.pass, self.device, self.world_size
+            self.kind,
+            self.backend,
+            self.strategy,
+            self.strategy_params,
+            self.pattern,
+            self.params,
+            self.seqlen,
+            self.batch,
+            self.heads,
+            self.head_dim,
+            self.dtype,
+            self.pass,
+            self.device,
+            self.world_size
         )
     }
 

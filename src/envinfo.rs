@@ -29,7 +29,13 @@ pub struct EnvInfo {
 }
 
 fn first_line_of(cmd: &str, args: &[&str]) -> String {
-    std::process::Command::new(cmd).args(args).output().ok().filter(|o| o.status.success()).map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").trim().to_string()).unwrap_or_default()
+    std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").trim().to_string())
+        .unwrap_or_default()
 }
 
 /// CUDA device names via `nvidia-smi` (libtorch has no device-name API in tch); `cuda:N` when absent.
@@ -50,7 +56,10 @@ pub fn cuda_device_names() -> Vec<String> {
 }
 
 fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_string())).unwrap_or_else(|| std::env::consts::ARCH.to_string())
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_string()))
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
 }
 
 pub fn collect() -> EnvInfo {
@@ -69,8 +78,16 @@ pub fn collect() -> EnvInfo {
         git_sha: {
             // A run from a tree with uncommitted changes is not reproducible from the sha alone: say so.
             let sha = first_line_of("git", &["rev-parse", "HEAD"]);
-            let dirty = std::process::Command::new("git").args(["status", "--porcelain", "--untracked-files=no"]).output().map(|o| o.status.success() && !o.stdout.is_empty()).unwrap_or(false);
-            if dirty && !sha.is_empty() { format!("{sha}+dirty") } else { sha }
+            let dirty = std::process::Command::new("git")
+                .args(["status", "--porcelain", "--untracked-files=no"])
+                .output()
+                .map(|o| o.status.success() && !o.stdout.is_empty())
+                .unwrap_or(false);
+            if dirty && !sha.is_empty() {
+                format!("{sha}+dirty")
+            } else {
+                sha
+            }
         },
         torch_threads: tch::get_num_threads(),
     }
@@ -89,9 +106,14 @@ pub fn fill_meta(meta: &mut RunMeta) {
     meta.cuda = if e.cuda_available { "available".into() } else { "not available".into() };
     meta.torch = e.torch;
     meta.tch = e.tch;
-    meta.mpi = if e.mpirun.is_empty() { format!("mpirun not found; mpi feature {}", e.mpi_feature) } else { format!("{}; mpi feature {}", e.mpirun, e.mpi_feature) };
+    meta.mpi =
+        if e.mpirun.is_empty() { format!("mpirun not found; mpi feature {}", e.mpi_feature) } else { format!("{}; mpi feature {}", e.mpirun, e.mpi_feature) };
     meta.host_allocator = crate::measure::allocator::in_effect().to_string();
-    meta.clocks = if e.cuda_available { first_line_of("nvidia-smi", &["--query-gpu=clocks.sm,clocks.max.sm", "--format=csv,noheader"]) } else { format!("{} torch threads", e.torch_threads) };
+    meta.clocks = if e.cuda_available {
+        first_line_of("nvidia-smi", &["--query-gpu=clocks.sm,clocks.max.sm", "--format=csv,noheader"])
+    } else {
+        format!("{} torch threads", e.torch_threads)
+    };
 }
 
 #[cfg(test)]

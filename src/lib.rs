@@ -5,8 +5,8 @@
 
 pub mod backend;
 pub mod case;
-pub mod cp;
 pub mod cli;
+pub mod cp;
 pub mod envinfo;
 pub mod error;
 pub mod exec;

@@ -43,7 +43,11 @@ fn every_cpu_backend_matches_reference_on_every_pattern() {
             continue;
         }
         built += 1;
-        for (dtype, pass, heads) in [(DType::Fp32, Pass::Fwd, HeadLayout { q: 4, kv: 4 }), (DType::Bf16, Pass::Fwdbwd, HeadLayout { q: 4, kv: 1 }), (DType::Fp32, Pass::Bwd, HeadLayout { q: 4, kv: 1 })] {
+        for (dtype, pass, heads) in [
+            (DType::Fp32, Pass::Fwd, HeadLayout { q: 4, kv: 4 }),
+            (DType::Bf16, Pass::Fwdbwd, HeadLayout { q: 4, kv: 1 }),
+            (DType::Fp32, Pass::Bwd, HeadLayout { q: 4, kv: 1 }),
+        ] {
             for b in registry() {
                 let case = Case::kernel(b.name(), pat.name, params.clone(), S, heads, 16, dtype, pass, DeviceKind::Cpu);
                 let row = execute_kernel_case_with(*b, &case, &quick(), "t").unwrap();
@@ -81,7 +85,17 @@ fn cuda_only_backends_answer_unsupported_on_cpu() {
         assert_eq!(row.status, Status::Unsupported);
     }
     // sdpa-flash on CUDA takes no attn_mask: document masks are unsupported there (answered up front).
-    let mut c = Case::kernel("sdpa-flash", "full_document", Params::new().set("doc_lens", "30,34"), 64, HeadLayout { q: 2, kv: 2 }, 16, DType::Bf16, Pass::Fwd, DeviceKind::Cuda);
+    let mut c = Case::kernel(
+        "sdpa-flash",
+        "full_document",
+        Params::new().set("doc_lens", "30,34"),
+        64,
+        HeadLayout { q: 2, kv: 2 },
+        16,
+        DType::Bf16,
+        Pass::Fwd,
+        DeviceKind::Cuda,
+    );
     if let Ok(m) = build_pattern("full_document", 64, &c.params) {
         c.device = DeviceKind::Cuda;
         assert!(attnbench::backend::find_backend("sdpa-flash").unwrap().supports(&c, &m).is_err());

@@ -16,7 +16,28 @@ fn json_of(args: &[&str]) -> (i32, serde_json::Value) {
 
 #[test]
 fn sdpa_flash_causal_4k_cpu_json_tflops_is_flops_over_median() {
-    let (code, v) = json_of(&["kernel", "--backend", "sdpa-flash", "--mask", "causal", "--seqlen", "4096", "--heads", "8:2", "--head-dim", "64", "--dtype", "fp32", "--device", "cpu", "--repeats", "3", "--warmup", "1", "--json"]);
+    let (code, v) = json_of(&[
+        "kernel",
+        "--backend",
+        "sdpa-flash",
+        "--mask",
+        "causal",
+        "--seqlen",
+        "4096",
+        "--heads",
+        "8:2",
+        "--head-dim",
+        "64",
+        "--dtype",
+        "fp32",
+        "--device",
+        "cpu",
+        "--repeats",
+        "3",
+        "--warmup",
+        "1",
+        "--json",
+    ]);
     assert_eq!(code, 0);
     assert_eq!(v["status"], "ok");
     let flops = v["flops"].as_f64().unwrap();
@@ -37,7 +58,22 @@ fn sdpa_flash_causal_4k_cpu_json_tflops_is_flops_over_median() {
 
 #[test]
 fn unsupported_is_a_row_not_an_error() {
-    let (code, v) = json_of(&["kernel", "--backend", "sdpa-efficient", "--mask", "causal", "--seqlen", "128", "--heads", "2:2", "--head-dim", "16", "--dtype", "fp32", "--json"]);
+    let (code, v) = json_of(&[
+        "kernel",
+        "--backend",
+        "sdpa-efficient",
+        "--mask",
+        "causal",
+        "--seqlen",
+        "128",
+        "--heads",
+        "2:2",
+        "--head-dim",
+        "16",
+        "--dtype",
+        "fp32",
+        "--json",
+    ]);
     assert_eq!(code, 0);
     assert_eq!(v["status"], "unsupported");
     assert!(v["tflops"].is_null() && v["ms_median"].is_null());
@@ -74,7 +110,28 @@ fn cuda_without_gpu_is_a_clear_exit_2() {
 
 #[test]
 fn human_table_and_env() {
-    let out = bin().args(["kernel", "--backend", "sliced", "--mask", "causal", "--seqlen", "128", "--heads", "4:2", "--head-dim", "16", "--dtype", "fp32", "--pass", "fwdbwd", "--repeats", "2"]).output().unwrap();
+    let out = bin()
+        .args([
+            "kernel",
+            "--backend",
+            "sliced",
+            "--mask",
+            "causal",
+            "--seqlen",
+            "128",
+            "--heads",
+            "4:2",
+            "--head-dim",
+            "16",
+            "--dtype",
+            "fp32",
+            "--pass",
+            "fwdbwd",
+            "--repeats",
+            "2",
+        ])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
     let s = String::from_utf8_lossy(&out.stdout);
     assert!(s.contains("status        ok") && s.contains("TFLOPS"), "{s}");

@@ -3,19 +3,12 @@
 use std::process::{Command, Output};
 
 fn attnbench(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_attnbench"))
-        .args(args)
-        .output()
-        .expect("run attnbench")
+    Command::new(env!("CARGO_BIN_EXE_attnbench")).args(args).output().expect("run attnbench")
 }
 
 fn json(args: &[&str]) -> serde_json::Value {
     let out = attnbench(args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("one JSON object on stdout")
 }
 
@@ -31,73 +24,27 @@ fn causal_area_is_exact() {
 
 #[test]
 fn document_area_and_flops() {
-    let v = json(&[
-        "mask",
-        "area",
-        "causal_document",
-        "--seqlen",
-        "300",
-        "--set",
-        "doc_lens=100,200",
-        "--heads",
-        "64:8",
-        "--head-dim",
-        "128",
-        "--json",
-    ]);
+    let v = json(&["mask", "area", "causal_document", "--seqlen", "300", "--set", "doc_lens=100,200", "--heads", "64:8", "--head-dim", "128", "--json"]);
     let area = 100 * 101 / 2 + 200 * 201 / 2;
     assert_eq!(v["area"], area);
     assert_eq!(v["params"]["doc_lens"], "100,200");
-    assert_eq!(
-        v["flops_fwd"].as_f64().unwrap(),
-        4.0 * area as f64 * 64.0 * 128.0
-    );
+    assert_eq!(v["flops_fwd"].as_f64().unwrap(), 4.0 * area as f64 * 64.0 * 128.0);
 }
 
 #[test]
 fn sliding_window_with_window_larger_than_seqlen_is_full() {
-    let v = json(&[
-        "mask",
-        "area",
-        "sliding_window",
-        "--seqlen",
-        "50",
-        "--set",
-        "window_left=99",
-        "--set",
-        "window_right=60",
-        "--json",
-    ]);
+    let v = json(&["mask", "area", "sliding_window", "--seqlen", "50", "--set", "window_left=99", "--set", "window_right=60", "--json"]);
     assert_eq!(v["area"], 2500);
 }
 
 #[test]
 fn heterogeneous_heads_report_groups() {
-    let v = json(&[
-        "mask",
-        "area",
-        "per_head",
-        "--seqlen",
-        "100",
-        "--set",
-        "patterns=full,causal",
-        "--json",
-    ]);
+    let v = json(&["mask", "area", "per_head", "--seqlen", "100", "--set", "patterns=full,causal", "--json"]);
     assert_eq!(v["groups"], 2);
     assert_eq!(v["group_areas"], serde_json::json!([10000, 5050]));
     assert_eq!(v["area"].as_f64().unwrap(), 7525.0);
     // 2 groups do not divide 3 query heads
-    let out = attnbench(&[
-        "mask",
-        "area",
-        "per_head",
-        "--seqlen",
-        "100",
-        "--set",
-        "patterns=full,causal",
-        "--heads",
-        "3:1",
-    ]);
+    let out = attnbench(&["mask", "area", "per_head", "--seqlen", "100", "--set", "patterns=full,causal", "--heads", "3:1"]);
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -112,9 +59,7 @@ fn assert_bad_input(args: &[&str], names: &str) {
 
 #[test]
 fn invalid_parameters_exit_2_with_one_line() {
-    let area = |pattern: &'static str, set: &'static str| {
-        vec!["mask", "area", pattern, "--seqlen", "100", "--set", set]
-    };
+    let area = |pattern: &'static str, set: &'static str| vec!["mask", "area", pattern, "--seqlen", "100", "--set", set];
     assert_bad_input(&area("sliding_window_causal", "window=-1"), "`window`");
     assert_bad_input(&area("prefix_lm_causal", "prefix=101"), "`prefix`");
     assert_bad_input(&area("causal", "windoww=3"), "`windoww`");
@@ -131,24 +76,8 @@ fn invalid_parameters_exit_2_with_one_line() {
 fn show_prints_a_picture_and_writes_a_png() {
     let dir = tempfile::tempdir().unwrap();
     let png = dir.path().join("f.png");
-    let out = attnbench(&[
-        "mask",
-        "show",
-        "causal_blockwise",
-        "--seqlen",
-        "64",
-        "--set",
-        "doc_lens=16,16,32",
-        "--width",
-        "16",
-        "--png",
-        png.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = attnbench(&["mask", "show", "causal_blockwise", "--seqlen", "64", "--set", "doc_lens=16,16,32", "--width", "16", "--png", png.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
     let rows: Vec<&str> = text.lines().skip(1).collect();
     assert_eq!(rows.len(), 16);
@@ -162,18 +91,7 @@ fn show_prints_a_picture_and_writes_a_png() {
 
 #[test]
 fn png_to_an_unwritable_path_is_bad_input() {
-    assert_bad_input(
-        &[
-            "mask",
-            "show",
-            "causal",
-            "--seqlen",
-            "8",
-            "--png",
-            "/nonexistent-dir/x.png",
-        ],
-        "--png",
-    );
+    assert_bad_input(&["mask", "show", "causal", "--seqlen", "8", "--png", "/nonexistent-dir/x.png"], "--png");
 }
 
 #[test]
@@ -185,10 +103,7 @@ fn list_shows_patterns_with_defaults() {
     assert!(text.contains("prolong64k"));
     let v = json(&["list", "patterns", "--json"]);
     let pats = v["patterns"].as_array().unwrap();
-    let gsw = pats
-        .iter()
-        .find(|p| p["name"] == "global_sliding_window")
-        .unwrap();
+    let gsw = pats.iter().find(|p| p["name"] == "global_sliding_window").unwrap();
     assert_eq!(gsw["params"][0]["key"], "global");
     assert_eq!(gsw["params"][0]["default"], "64");
     assert!(v.get("docs").is_none());

@@ -68,7 +68,10 @@ fn every_op_is_exact_on_a_local_world_of_3() {
 
 #[test]
 fn table_and_selected_ops() {
-    let out = Command::new(env!("CARGO_BIN_EXE_attnbench")).args(["comm", "--comm", "local", "--world", "2", "--ops", "allreduce,sendrecv", "--max-bytes", "1K", "--iters", "1"]).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_attnbench"))
+        .args(["comm", "--comm", "local", "--world", "2", "--ops", "allreduce,sendrecv", "--max-bytes", "1K", "--iters", "1"])
+        .output()
+        .unwrap();
     let s = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{s}{}", String::from_utf8_lossy(&out.stderr));
     assert!(s.contains("busbw(GB/s)") && s.contains("#wrong"), "{s}");

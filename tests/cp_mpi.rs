@@ -13,7 +13,24 @@ use common::mpirun;
 fn all_cases(np: usize, seqlen: &str, doc_lens: &str) {
     let docs = format!("causal_document?doc_lens={doc_lens}");
     let masks = ["full", "causal", docs.as_str(), "sliding_window?window_left=16&window_right=8"];
-    let mut args = vec!["cp", "--strategy", "all", "--seqlen", seqlen, "--heads", "8:2", "--head-dim", "16", "--pass", "fwdbwd", "--repeats", "1", "--warmup", "0", "--json"];
+    let mut args = vec![
+        "cp",
+        "--strategy",
+        "all",
+        "--seqlen",
+        seqlen,
+        "--heads",
+        "8:2",
+        "--head-dim",
+        "16",
+        "--pass",
+        "fwdbwd",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+        "--json",
+    ];
     for m in masks {
         args.push("--mask");
         args.push(m);
@@ -44,7 +61,23 @@ fn every_strategy_and_mask_matches_single_device_at_world_4() {
 }
 
 fn one_case(np: usize, csv: &std::path::Path, extra: &[&str]) -> Output {
-    let mut args = vec!["cp", "--strategy", "ring-p2p", "--mask", "causal", "--seqlen", "64", "--heads", "4:2", "--head-dim", "16", "--repeats", "2", "--out", csv.to_str().unwrap()];
+    let mut args = vec![
+        "cp",
+        "--strategy",
+        "ring-p2p",
+        "--mask",
+        "causal",
+        "--seqlen",
+        "64",
+        "--heads",
+        "4:2",
+        "--head-dim",
+        "16",
+        "--repeats",
+        "2",
+        "--out",
+        csv.to_str().unwrap(),
+    ];
     args.extend_from_slice(extra);
     mpirun(np, &args)
 }

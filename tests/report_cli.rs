@@ -84,7 +84,8 @@ fn plot_writes_valid_svg_and_png_with_one_series_per_backend() {
     let mut masks: Vec<(String, String)> = rows.iter().map(|r| (r.mask.clone(), r.mask_params.clone())).collect();
     masks.sort();
     masks.dedup();
-    let pictures: Vec<PathBuf> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("mask-")).collect();
+    let pictures: Vec<PathBuf> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("mask-")).collect();
     assert_eq!(pictures.len(), masks.len(), "{pictures:?}");
     for p in &pictures {
         assert_eq!(&std::fs::read(p).unwrap()[..8], b"\x89PNG\r\n\x1a\n", "{}", p.display());

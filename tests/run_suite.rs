@@ -107,7 +107,16 @@ fn failing_cases_become_rows_and_the_sweep_finishes() {
     assert!(err.contains("skipped"), "{err}");
     // --fail-on-wrong turns the wrong row into exit 1.
     let out2 = tmp.path().join("run2");
-    let o = bin().arg("run").arg(suite("good/failures.toml")).arg("--out").arg(&out2).arg("--fail-on-wrong").arg("--filter").arg("backend~fault-wrong").output().unwrap();
+    let o = bin()
+        .arg("run")
+        .arg(suite("good/failures.toml"))
+        .arg("--out")
+        .arg(&out2)
+        .arg("--fail-on-wrong")
+        .arg("--filter")
+        .arg("backend~fault-wrong")
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
 }
 

@@ -19,7 +19,23 @@ fn json_lines(o: &Output) -> Vec<serde_json::Value> {
 fn measured_rows_are_simulated_and_imbalance_is_analytic() {
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("sim").join("results.csv");
-    let mut args = vec!["--strategy", "ring-p2p", "--strategy", "ring-p2p-zigzag", "--world-size", "2", "--world-size", "4", "--mask", "causal", "--pass", "fwdbwd", "--json", "--out", csv.to_str().unwrap()];
+    let mut args = vec![
+        "--strategy",
+        "ring-p2p",
+        "--strategy",
+        "ring-p2p-zigzag",
+        "--world-size",
+        "2",
+        "--world-size",
+        "4",
+        "--mask",
+        "causal",
+        "--pass",
+        "fwdbwd",
+        "--json",
+        "--out",
+        csv.to_str().unwrap(),
+    ];
     args.extend_from_slice(TINY);
     let rows = json_lines(&sim(&args));
     assert_eq!(rows.len(), 4);
@@ -65,7 +81,10 @@ fn calibration_link_reaches_the_prediction() {
     let dir = tempfile::tempdir().unwrap();
     let comm = dir.path().join("comm.json");
     // t = 5 µs + bytes / 2 GB/s.
-    let pts: Vec<String> = [1e3f64, 1e5, 1e6, 4e6].iter().map(|b| format!(r#"{{"op":"sendrecv","bytes":{b},"time_us":{},"algbw_gbps":0,"busbw_gbps":0,"wrong":false}}"#, 5.0 + b / 2e9 * 1e6)).collect();
+    let pts: Vec<String> = [1e3f64, 1e5, 1e6, 4e6]
+        .iter()
+        .map(|b| format!(r#"{{"op":"sendrecv","bytes":{b},"time_us":{},"algbw_gbps":0,"busbw_gbps":0,"wrong":false}}"#, 5.0 + b / 2e9 * 1e6))
+        .collect();
     std::fs::write(&comm, format!(r#"{{"world_size":2,"device":"cpu","results":[{}]}}"#, pts.join(","))).unwrap();
     let mut args = vec!["--strategy", "ring-allgather", "--world-size", "2", "--mask", "full", "--json", "--calibrate", comm.to_str().unwrap()];
     args.extend_from_slice(TINY);
@@ -106,7 +125,10 @@ fn bad_input_is_one_line_and_exit_2() {
         (vec!["--strategy", "ring-p2p", "--world-size", "2", "--mask", "causal"], "--seqlen"),
         (vec!["--strategy", "ring-p2p", "--world-size", "2", "--mask", "causal", "--seqlen", "64", "--calibrate", "/nonexistent/comm.json"], "--calibrate"),
         (vec!["--strategy", "usp", "--world-size", "4", "--mask", "causal", "--seqlen", "64", "--ulysses-degree", "3"], "--ulysses-degree"),
-        (vec!["--strategy", "ring-p2p", "--world-size", "2", "--mask", "causal", "--seqlen", "64", "--compute-model", "roofline", "--mem-efficiency", "2"], "--mem-efficiency"),
+        (
+            vec!["--strategy", "ring-p2p", "--world-size", "2", "--mask", "causal", "--seqlen", "64", "--compute-model", "roofline", "--mem-efficiency", "2"],
+            "--mem-efficiency",
+        ),
         (vec!["--strategy", "ring-p2p", "--world-size", "2", "--mask", "causal?oops", "--seqlen", "64"], "--mask causal?oops"),
     ] {
         let o = sim(&args);

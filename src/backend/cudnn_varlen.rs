@@ -2,4 +2,5 @@
 
 use super::varlen::{CudaVarlen, VarlenBackend};
 
-pub static CUDNN_VARLEN: VarlenBackend = VarlenBackend { name: "cudnn-varlen", summary: "cuDNN varlen (at::_cudnn_attention_forward, cum_seq_q/k); CUDA only", kernel: CudaVarlen::Cudnn };
+pub static CUDNN_VARLEN: VarlenBackend =
+    VarlenBackend { name: "cudnn-varlen", summary: "cuDNN varlen (at::_cudnn_attention_forward, cum_seq_q/k); CUDA only", kernel: CudaVarlen::Cudnn };

@@ -2,4 +2,8 @@
 
 use super::varlen::{CudaVarlen, VarlenBackend};
 
-pub static EFFICIENT_VARLEN: VarlenBackend = VarlenBackend { name: "efficient-varlen", summary: "memory-efficient varlen (at::_efficient_attention_forward, cu_seqlens); CUDA only", kernel: CudaVarlen::Efficient };
+pub static EFFICIENT_VARLEN: VarlenBackend = VarlenBackend {
+    name: "efficient-varlen",
+    summary: "memory-efficient varlen (at::_efficient_attention_forward, cu_seqlens); CUDA only",
+    kernel: CudaVarlen::Efficient,
+};

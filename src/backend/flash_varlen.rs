@@ -2,4 +2,8 @@
 
 use super::varlen::{CudaVarlen, VarlenBackend};
 
-pub static FLASH_VARLEN: VarlenBackend = VarlenBackend { name: "flash-varlen", summary: "FlashAttention-2 varlen (at::_flash_attention_forward) over document / window masks; CUDA only", kernel: CudaVarlen::Flash };
+pub static FLASH_VARLEN: VarlenBackend = VarlenBackend {
+    name: "flash-varlen",
+    summary: "FlashAttention-2 varlen (at::_flash_attention_forward) over document / window masks; CUDA only",
+    kernel: CudaVarlen::Flash,
+};

@@ -85,7 +85,8 @@ impl Backend for Reference {
 
 impl Kernel for RefKernel {
     fn forward(&mut self, x: &Inputs) -> Result<Fwd, BackendError> {
-        let leaf = |t: &Tensor| -> Result<Tensor, BackendError> { Ok(t.f_detach()?.f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?.set_requires_grad(true)) };
+        let leaf =
+            |t: &Tensor| -> Result<Tensor, BackendError> { Ok(t.f_detach()?.f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?.set_requires_grad(true)) };
         let (q, k, v) = (leaf(&x.q)?, leaf(&x.k)?, leaf(&x.v)?);
         let (out, lse) = reference_attention(&q, &k, &v, &x.masks, x.scale, None)?;
         let res = out.f_detach()?.f_to_kind(x.q.kind())?.f_to_device(x.q.device())?;
@@ -106,6 +107,10 @@ impl Kernel for RefKernel {
         let s = x.q.size();
         let scores = (s[0] * s[1] * s[2] * s[2]) as u64 * 8;
         // scores, masked scores, p, normalised p (+ their gradients in the backward).
-        if pass == Pass::Fwd { 4 * scores } else { 8 * scores }
+        if pass == Pass::Fwd {
+            4 * scores
+        } else {
+            8 * scores
+        }
     }
 }

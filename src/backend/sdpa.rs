@@ -75,7 +75,9 @@ impl Backend for Sdpa {
             _ => {}
         }
         match (self.which, case.dtype) {
-            (Which::Flash | Which::Cudnn, DType::Fp32 | DType::Fp64) if !cpu => return Err(format!("{} takes bf16/fp16 on CUDA, not {}", self.name, case.dtype)),
+            (Which::Flash | Which::Cudnn, DType::Fp32 | DType::Fp64) if !cpu => {
+                return Err(format!("{} takes bf16/fp16 on CUDA, not {}", self.name, case.dtype))
+            }
             (Which::Efficient, DType::Fp64) => return Err("the memory-efficient kernel does not take fp64".into()),
             _ => {}
         }
@@ -94,8 +96,20 @@ impl Backend for Sdpa {
             Some(Simple::Causal) => (None, true, "is_causal"),
             None => (Some(dense_mask(&x.masks, case.heads.q, x.q.device())?), false, "dense bool attn_mask"),
         };
-        let gqa = if case.heads.q == case.heads.kv { "MHA" } else if self.native_gqa() { "GQA via enable_gqa" } else { "GQA via explicit KV repeat" };
-        Ok(Box::new(SdpaKernel { toggles: self.toggles(), mask, causal, gqa_native: self.native_gqa(), note: format!("{mnote}; {gqa}; only {} enabled", self.name) }))
+        let gqa = if case.heads.q == case.heads.kv {
+            "MHA"
+        } else if self.native_gqa() {
+            "GQA via enable_gqa"
+        } else {
+            "GQA via explicit KV repeat"
+        };
+        Ok(Box::new(SdpaKernel {
+            toggles: self.toggles(),
+            mask,
+            causal,
+            gqa_native: self.native_gqa(),
+            note: format!("{mnote}; {gqa}; only {} enabled", self.name),
+        }))
     }
 }
 

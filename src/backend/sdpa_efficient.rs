@@ -2,4 +2,5 @@
 
 use super::sdpa::{Sdpa, Which};
 
-pub static SDPA_EFFICIENT: Sdpa = Sdpa { name: "sdpa-efficient", summary: "SDPA with only the memory-efficient (CUTLASS) backend; CUDA only", which: Which::Efficient };
+pub static SDPA_EFFICIENT: Sdpa =
+    Sdpa { name: "sdpa-efficient", summary: "SDPA with only the memory-efficient (CUTLASS) backend; CUDA only", which: Which::Efficient };

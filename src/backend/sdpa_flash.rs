@@ -2,4 +2,5 @@
 
 use super::sdpa::{Sdpa, Which};
 
-pub static SDPA_FLASH: Sdpa = Sdpa { name: "sdpa-flash", summary: "SDPA with only the flash backend (CUDA: FlashAttention-2; CPU: torch's flash kernel)", which: Which::Flash };
+pub static SDPA_FLASH: Sdpa =
+    Sdpa { name: "sdpa-flash", summary: "SDPA with only the flash backend (CUDA: FlashAttention-2; CPU: torch's flash kernel)", which: Which::Flash };

@@ -16,22 +16,58 @@ extern "C" {
     fn ab_sdp_set(flash: c_int, mem_efficient: c_int, math: c_int, cudnn: c_int, err: *mut c_char, errlen: usize) -> c_int;
     fn ab_sdp_get(bits: *mut c_int, err: *mut c_char, errlen: usize) -> c_int;
     fn ab_flash_varlen_fwd(
-        q: *const C_tensor, k: *const C_tensor, v: *const C_tensor, cu_q: *const C_tensor, cu_k: *const C_tensor,
-        max_q: i64, max_k: i64, scale: f64, is_causal: c_int, window_left: i64, window_right: i64,
-        out: *mut *mut C_tensor, lse: *mut *mut C_tensor, rng: *mut *mut C_tensor, unused: *mut *mut C_tensor,
-        err: *mut c_char, errlen: usize,
+        q: *const C_tensor,
+        k: *const C_tensor,
+        v: *const C_tensor,
+        cu_q: *const C_tensor,
+        cu_k: *const C_tensor,
+        max_q: i64,
+        max_k: i64,
+        scale: f64,
+        is_causal: c_int,
+        window_left: i64,
+        window_right: i64,
+        out: *mut *mut C_tensor,
+        lse: *mut *mut C_tensor,
+        rng: *mut *mut C_tensor,
+        unused: *mut *mut C_tensor,
+        err: *mut c_char,
+        errlen: usize,
     ) -> c_int;
     fn ab_efficient_varlen_fwd(
-        q: *const C_tensor, k: *const C_tensor, v: *const C_tensor, cu_q: *const C_tensor, cu_k: *const C_tensor,
-        max_q: i64, max_k: i64, scale: f64, custom_mask_type: i64, window: i64,
-        out: *mut *mut C_tensor, lse: *mut *mut C_tensor, seed: *mut *mut C_tensor, offset: *mut *mut C_tensor,
-        err: *mut c_char, errlen: usize,
+        q: *const C_tensor,
+        k: *const C_tensor,
+        v: *const C_tensor,
+        cu_q: *const C_tensor,
+        cu_k: *const C_tensor,
+        max_q: i64,
+        max_k: i64,
+        scale: f64,
+        custom_mask_type: i64,
+        window: i64,
+        out: *mut *mut C_tensor,
+        lse: *mut *mut C_tensor,
+        seed: *mut *mut C_tensor,
+        offset: *mut *mut C_tensor,
+        err: *mut c_char,
+        errlen: usize,
     ) -> c_int;
     fn ab_cudnn_varlen_fwd(
-        q: *const C_tensor, k: *const C_tensor, v: *const C_tensor, cu_q: *const C_tensor, cu_k: *const C_tensor,
-        max_q: i64, max_k: i64, scale: f64, is_causal: c_int,
-        out: *mut *mut C_tensor, lse: *mut *mut C_tensor, seed: *mut *mut C_tensor, offset: *mut *mut C_tensor,
-        err: *mut c_char, errlen: usize,
+        q: *const C_tensor,
+        k: *const C_tensor,
+        v: *const C_tensor,
+        cu_q: *const C_tensor,
+        cu_k: *const C_tensor,
+        max_q: i64,
+        max_k: i64,
+        scale: f64,
+        is_causal: c_int,
+        out: *mut *mut C_tensor,
+        lse: *mut *mut C_tensor,
+        seed: *mut *mut C_tensor,
+        offset: *mut *mut C_tensor,
+        err: *mut c_char,
+        errlen: usize,
     ) -> c_int;
     fn ab_event_new(ev: *mut *mut c_void, err: *mut c_char, errlen: usize) -> c_int;
     fn ab_event_free(ev: *mut c_void);
@@ -122,7 +158,9 @@ pub struct VarlenOut {
     pub aux1: Tensor,
 }
 
-fn four(f: impl FnOnce(*mut *mut C_tensor, *mut *mut C_tensor, *mut *mut C_tensor, *mut *mut C_tensor, *mut c_char, usize) -> c_int) -> Result<VarlenOut, BackendError> {
+fn four(
+    f: impl FnOnce(*mut *mut C_tensor, *mut *mut C_tensor, *mut *mut C_tensor, *mut *mut C_tensor, *mut c_char, usize) -> c_int,
+) -> Result<VarlenOut, BackendError> {
     let mut p = [std::ptr::null_mut::<C_tensor>(); 4];
     let [a, b, c, d] = &mut p;
     call(|e, n| f(a, b, c, d, e, n))?;
@@ -133,7 +171,18 @@ fn four(f: impl FnOnce(*mut *mut C_tensor, *mut *mut C_tensor, *mut *mut C_tenso
 /// `at::_flash_attention_forward` varlen: q `[total_q, Hq, D]`, k/v `[total_k, Hkv, D]`, cu_* int32.
 /// Window sizes `None` = unbounded.
 #[allow(clippy::too_many_arguments)]
-pub fn flash_varlen_fwd(q: &Tensor, k: &Tensor, v: &Tensor, cu_q: &Tensor, cu_k: &Tensor, max_q: i64, max_k: i64, scale: f64, causal: bool, window: (Option<i64>, Option<i64>)) -> Result<VarlenOut, BackendError> {
+pub fn flash_varlen_fwd(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    cu_q: &Tensor,
+    cu_k: &Tensor,
+    max_q: i64,
+    max_k: i64,
+    scale: f64,
+    causal: bool,
+    window: (Option<i64>, Option<i64>),
+) -> Result<VarlenOut, BackendError> {
     let (wl, wr) = (window.0.unwrap_or(-1), window.1.unwrap_or(-1));
     four(|a, b, c, d, e, n| unsafe {
         ab_flash_varlen_fwd(q.as_ptr(), k.as_ptr(), v.as_ptr(), cu_q.as_ptr(), cu_k.as_ptr(), max_q, max_k, scale, causal as c_int, wl, wr, a, b, c, d, e, n)
@@ -143,15 +192,53 @@ pub fn flash_varlen_fwd(q: &Tensor, k: &Tensor, v: &Tensor, cu_q: &Tensor, cu_k:
 /// `at::_efficient_attention_forward` varlen: q `[1, total_q, H, D]`, k/v `[1, total_k, H, D]`;
 /// `custom_mask_type` 0 none, 1 causal top-left, 2 causal bottom-right.
 #[allow(clippy::too_many_arguments)]
-pub fn efficient_varlen_fwd(q: &Tensor, k: &Tensor, v: &Tensor, cu_q: &Tensor, cu_k: &Tensor, max_q: i64, max_k: i64, scale: f64, custom_mask_type: i64, window: Option<i64>) -> Result<VarlenOut, BackendError> {
+pub fn efficient_varlen_fwd(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    cu_q: &Tensor,
+    cu_k: &Tensor,
+    max_q: i64,
+    max_k: i64,
+    scale: f64,
+    custom_mask_type: i64,
+    window: Option<i64>,
+) -> Result<VarlenOut, BackendError> {
     four(|a, b, c, d, e, n| unsafe {
-        ab_efficient_varlen_fwd(q.as_ptr(), k.as_ptr(), v.as_ptr(), cu_q.as_ptr(), cu_k.as_ptr(), max_q, max_k, scale, custom_mask_type, window.unwrap_or(-1), a, b, c, d, e, n)
+        ab_efficient_varlen_fwd(
+            q.as_ptr(),
+            k.as_ptr(),
+            v.as_ptr(),
+            cu_q.as_ptr(),
+            cu_k.as_ptr(),
+            max_q,
+            max_k,
+            scale,
+            custom_mask_type,
+            window.unwrap_or(-1),
+            a,
+            b,
+            c,
+            d,
+            e,
+            n,
+        )
     })
 }
 
 /// `at::_cudnn_attention_forward` with cum_seq_q/k (packed `[total, H, D]`).
 #[allow(clippy::too_many_arguments)]
-pub fn cudnn_varlen_fwd(q: &Tensor, k: &Tensor, v: &Tensor, cu_q: &Tensor, cu_k: &Tensor, max_q: i64, max_k: i64, scale: f64, causal: bool) -> Result<VarlenOut, BackendError> {
+pub fn cudnn_varlen_fwd(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    cu_q: &Tensor,
+    cu_k: &Tensor,
+    max_q: i64,
+    max_k: i64,
+    scale: f64,
+    causal: bool,
+) -> Result<VarlenOut, BackendError> {
     four(|a, b, c, d, e, n| unsafe {
         ab_cudnn_varlen_fwd(q.as_ptr(), k.as_ptr(), v.as_ptr(), cu_q.as_ptr(), cu_k.as_ptr(), max_q, max_k, scale, causal as c_int, a, b, c, d, e, n)
     })

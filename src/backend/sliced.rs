@@ -102,10 +102,7 @@ fn check_inputs(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Mask) -> Result<Dims,
         return Err(BackendError::Invalid(format!("query heads {} are not a multiple of KV heads {}", qs[1], ks[1])));
     }
     if mask.seqlen_q as i64 != qs[2] || mask.seqlen_k as i64 != ks[2] {
-        return Err(BackendError::Invalid(format!(
-            "mask is {}×{} but q has {} rows and k {} keys",
-            mask.seqlen_q, mask.seqlen_k, qs[2], ks[2]
-        )));
+        return Err(BackendError::Invalid(format!("mask is {}×{} but q has {} rows and k {} keys", mask.seqlen_q, mask.seqlen_k, qs[2], ks[2])));
     }
     Ok(Dims { b: qs[0], hq: qs[1], hkv: ks[1], sq: qs[2], sk: ks[2], d: qs[3] })
 }
@@ -311,7 +308,16 @@ impl RunningMerge {
 /// pairs, dV = Pᵀ dO, dP = dO Vᵀ, Drow = rowsum(dO∘O), dS = P∘(dP − Drow), dQ = dS K·scale,
 /// dK = dSᵀ Q·scale (summed over the query heads of a KV group).
 #[allow(clippy::too_many_arguments)]
-pub fn sliced_backward(q: &Tensor, k: &Tensor, v: &Tensor, out: &Tensor, lse: &Tensor, dout: &Tensor, mask: &Mask, scale: f64) -> Result<(Tensor, Tensor, Tensor), BackendError> {
+pub fn sliced_backward(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    out: &Tensor,
+    lse: &Tensor,
+    dout: &Tensor,
+    mask: &Mask,
+    scale: f64,
+) -> Result<(Tensor, Tensor, Tensor), BackendError> {
     let dm = check_inputs(q, k, v, mask)?;
     if uses_flash(q) {
         let plans = mask_plans(mask, q.size()[0] as usize, true);
@@ -344,8 +350,21 @@ pub fn sliced_backward(q: &Tensor, k: &Tensor, v: &Tensor, out: &Tensor, lse: &T
             let o_rows = out.f_narrow(2, q0, lq)?.f_to_kind(q.kind())?.f_contiguous()?;
             let l_rows = lse.f_narrow(2, q0, lq)?.f_to_kind(Kind::Float)?.f_contiguous()?;
             let do_rows = dout.f_narrow(2, q0, lq)?.f_to_kind(q.kind())?.f_contiguous()?;
-            let (pdq, pdk, pdv) = Tensor::f_internal_scaled_dot_product_flash_attention_for_cpu_backward(&do_rows, &qs, &ks, &vs, &o_rows, &l_rows, 0.0, s.kind == SliceKind::Causal, None::<Tensor>, scale)?;
-            let fold = |t: Tensor| -> Result<Tensor, BackendError> { Ok(t.f_to_kind(acc)?.f_reshape([dm.b, dm.hkv, g, lk, dm.d])?.f_sum_dim_intlist(&[2i64][..], false, acc)?) };
+            let (pdq, pdk, pdv) = Tensor::f_internal_scaled_dot_product_flash_attention_for_cpu_backward(
+                &do_rows,
+                &qs,
+                &ks,
+                &vs,
+                &o_rows,
+                &l_rows,
+                0.0,
+                s.kind == SliceKind::Causal,
+                None::<Tensor>,
+                scale,
+            )?;
+            let fold = |t: Tensor| -> Result<Tensor, BackendError> {
+                Ok(t.f_to_kind(acc)?.f_reshape([dm.b, dm.hkv, g, lk, dm.d])?.f_sum_dim_intlist(&[2i64][..], false, acc)?)
+            };
             let _ = dq.f_narrow(2, q0, lq)?.f_add_(&pdq.f_to_kind(acc)?)?;
             let _ = dk.f_narrow(2, k0, lk)?.f_add_(&fold(pdk)?)?;
             let _ = dv.f_narrow(2, k0, lk)?.f_add_(&fold(pdv)?)?;
@@ -399,7 +418,8 @@ impl super::Backend for Sliced {
     fn prepare(&self, case: &crate::case::Case, x: &super::Inputs) -> Result<Box<dyn super::Kernel>, BackendError> {
         let g = x.masks.groups.len() as i64;
         let (hq, hkv) = (case.heads.q as i64 / g, case.heads.kv as i64 / g);
-        let parts: Vec<_> = x.masks.groups.iter().enumerate().map(|(i, m)| (i as i64 * hq..(i as i64 + 1) * hq, i as i64 * hkv..(i as i64 + 1) * hkv, m.clone())).collect();
+        let parts: Vec<_> =
+            x.masks.groups.iter().enumerate().map(|(i, m)| (i as i64 * hq..(i as i64 + 1) * hq, i as i64 * hkv..(i as i64 + 1) * hkv, m.clone())).collect();
         let launches: usize = parts.iter().map(|p| launches(&x.q, &p.2)).sum();
         let how = if uses_flash(&x.q) {
             "flash varlen launches (one per slice group, or one native window)".to_string()

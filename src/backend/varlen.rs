@@ -194,7 +194,18 @@ pub trait GroupKernel {
     fn forward(&self, plan: &VarlenPlan, q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<(Tensor, Tensor, Vec<Tensor>), BackendError>;
     /// Gradients with the given (final) out and lse of the packed rows.
     #[allow(clippy::too_many_arguments)]
-    fn backward(&self, plan: &VarlenPlan, q: &Tensor, k: &Tensor, v: &Tensor, out: &Tensor, lse: &Tensor, dout: &Tensor, state: &[Tensor], scale: f64) -> Result<(Tensor, Tensor, Tensor), BackendError>;
+    fn backward(
+        &self,
+        plan: &VarlenPlan,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        out: &Tensor,
+        lse: &Tensor,
+        dout: &Tensor,
+        state: &[Tensor],
+        scale: f64,
+    ) -> Result<(Tensor, Tensor, Tensor), BackendError>;
 }
 
 fn idx(v: &[i64], dev: Device) -> Tensor {
@@ -225,7 +236,15 @@ fn unflat_lse(t: &Tensor, b: i64, s: i64) -> Result<Tensor, BackendError> {
 
 /// Forward over a mask with one kernel call per group, merged with LSE. Returns (out in q's dtype,
 /// lse f32 `[B, Hq, Sq]`, number of launches).
-pub fn grouped_forward(kern: &dyn GroupKernel, groups: &[Group], q: &Tensor, k: &Tensor, v: &Tensor, mask: &Mask, scale: f64) -> Result<(Tensor, Tensor, usize), BackendError> {
+pub fn grouped_forward(
+    kern: &dyn GroupKernel,
+    groups: &[Group],
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: &Mask,
+    scale: f64,
+) -> Result<(Tensor, Tensor, usize), BackendError> {
     planned_forward(kern, &plans_for(groups, mask, q.size()[0] as usize), q, k, v, scale)
 }
 
@@ -245,7 +264,14 @@ fn plans_for(groups: &[Group], mask: &Mask, batch: usize) -> Vec<VarlenPlan> {
 }
 
 /// Forward with one kernel call per plan, merged with LSE (see [`grouped_forward`]).
-pub fn planned_forward(kern: &dyn GroupKernel, plans: &[VarlenPlan], q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<(Tensor, Tensor, usize), BackendError> {
+pub fn planned_forward(
+    kern: &dyn GroupKernel,
+    plans: &[VarlenPlan],
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f64,
+) -> Result<(Tensor, Tensor, usize), BackendError> {
     let (b, hq, sq, d) = (q.size()[0], q.size()[1], q.size()[2], q.size()[3]);
     let dev = q.device();
     let (qf, kf, vf) = (flat_rows(q)?, flat_rows(k)?, flat_rows(v)?);
@@ -276,13 +302,34 @@ fn merge_rows(o1: &Tensor, l1: &Tensor, o2: &Tensor, l2: &Tensor) -> Result<(Ten
 
 /// Backward with one kernel call per group, given the final out / lse `[B, Hq, Sq]` and dout.
 #[allow(clippy::too_many_arguments)]
-pub fn grouped_backward(kern: &dyn GroupKernel, groups: &[Group], q: &Tensor, k: &Tensor, v: &Tensor, out: &Tensor, lse: &Tensor, dout: &Tensor, mask: &Mask, scale: f64) -> Result<(Tensor, Tensor, Tensor), BackendError> {
+pub fn grouped_backward(
+    kern: &dyn GroupKernel,
+    groups: &[Group],
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    out: &Tensor,
+    lse: &Tensor,
+    dout: &Tensor,
+    mask: &Mask,
+    scale: f64,
+) -> Result<(Tensor, Tensor, Tensor), BackendError> {
     planned_backward(kern, &plans_for(groups, mask, q.size()[0] as usize), q, k, v, out, lse, dout, scale)
 }
 
 /// Backward with one kernel call per plan, given the final out / lse (see [`grouped_backward`]).
 #[allow(clippy::too_many_arguments)]
-pub fn planned_backward(kern: &dyn GroupKernel, plans: &[VarlenPlan], q: &Tensor, k: &Tensor, v: &Tensor, out: &Tensor, lse: &Tensor, dout: &Tensor, scale: f64) -> Result<(Tensor, Tensor, Tensor), BackendError> {
+pub fn planned_backward(
+    kern: &dyn GroupKernel,
+    plans: &[VarlenPlan],
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    out: &Tensor,
+    lse: &Tensor,
+    dout: &Tensor,
+    scale: f64,
+) -> Result<(Tensor, Tensor, Tensor), BackendError> {
     let (b, hq, sq, d) = (q.size()[0], q.size()[1], q.size()[2], q.size()[3]);
     let (hkv, sk) = (k.size()[1], k.size()[2]);
     let dev = q.device();
@@ -302,11 +349,7 @@ pub fn planned_backward(kern: &dyn GroupKernel, plans: &[VarlenPlan], q: &Tensor
         let _ = dk.f_index_add_(0, &ki, &gk.f_to_kind(Kind::Float)?)?;
         let _ = dv.f_index_add_(0, &ki, &gv.f_to_kind(Kind::Float)?)?;
     }
-    Ok((
-        unflat_rows(&dq, b, sq)?.f_to_kind(q.kind())?,
-        unflat_rows(&dk, b, sk)?.f_to_kind(k.kind())?,
-        unflat_rows(&dv, b, sk)?.f_to_kind(v.kind())?,
-    ))
+    Ok((unflat_rows(&dq, b, sq)?.f_to_kind(q.kind())?, unflat_rows(&dk, b, sk)?.f_to_kind(k.kind())?, unflat_rows(&dv, b, sk)?.f_to_kind(v.kind())?))
 }
 
 /// Which CUDA varlen kernel.
@@ -363,7 +406,18 @@ impl GroupKernel for CudaGroupKernel {
             CudaVarlen::Efficient => {
                 let (k, v) = (repeat_kv(k, h)?, repeat_kv(v, h)?);
                 let mask_type = if plan.causal { 2 } else { 0 };
-                let r = super::shim::efficient_varlen_fwd(&q.f_unsqueeze(0)?, &k.f_unsqueeze(0)?, &v.f_unsqueeze(0)?, &cq, &ck, plan.max_q, plan.max_k, scale, mask_type, plan.window.0)?;
+                let r = super::shim::efficient_varlen_fwd(
+                    &q.f_unsqueeze(0)?,
+                    &k.f_unsqueeze(0)?,
+                    &v.f_unsqueeze(0)?,
+                    &cq,
+                    &ck,
+                    plan.max_q,
+                    plan.max_k,
+                    scale,
+                    mask_type,
+                    plan.window.0,
+                )?;
                 Ok((r.out.f_squeeze_dim(0)?, lse_ht(&r.lse, h, t)?, vec![r.aux0, r.aux1]))
             }
             CudaVarlen::Cudnn => {
@@ -374,7 +428,18 @@ impl GroupKernel for CudaGroupKernel {
         }
     }
 
-    fn backward(&self, plan: &VarlenPlan, q: &Tensor, k: &Tensor, v: &Tensor, out: &Tensor, lse: &Tensor, dout: &Tensor, _state: &[Tensor], scale: f64) -> Result<(Tensor, Tensor, Tensor), BackendError> {
+    fn backward(
+        &self,
+        plan: &VarlenPlan,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        out: &Tensor,
+        lse: &Tensor,
+        dout: &Tensor,
+        _state: &[Tensor],
+        scale: f64,
+    ) -> Result<(Tensor, Tensor, Tensor), BackendError> {
         let dev = q.device();
         let (cq, ck) = (cu(&plan.cu_q, dev), cu(&plan.cu_k, dev));
         let (h, hkv) = (q.size()[1], k.size()[1]);
@@ -383,7 +448,25 @@ impl GroupKernel for CudaGroupKernel {
         let (out, dout) = (out.f_to_kind(q.kind())?.f_contiguous()?, dout.f_to_kind(q.kind())?.f_contiguous()?);
         match self.0 {
             CudaVarlen::Flash => {
-                let (dq, dk, dv) = Tensor::f_internal_flash_attention_backward(&dout, q, k, v, &out, lse, &cq, &ck, plan.max_q, plan.max_k, 0.0, plan.causal, &zero, &zero, scale, plan.window.0, plan.window.1)?;
+                let (dq, dk, dv) = Tensor::f_internal_flash_attention_backward(
+                    &dout,
+                    q,
+                    k,
+                    v,
+                    &out,
+                    lse,
+                    &cq,
+                    &ck,
+                    plan.max_q,
+                    plan.max_k,
+                    0.0,
+                    plan.causal,
+                    &zero,
+                    &zero,
+                    scale,
+                    plan.window.0,
+                    plan.window.1,
+                )?;
                 Ok((dq, dk, dv))
             }
             CudaVarlen::Efficient => {
@@ -391,15 +474,50 @@ impl GroupKernel for CudaGroupKernel {
                 let mask_type = if plan.causal { 2 } else { 0 };
                 let lse3 = lse.f_unsqueeze(0)?;
                 let (dq, dk, dv, _) = Tensor::f_internal_efficient_attention_backward(
-                    &dout.f_unsqueeze(0)?, &q.f_unsqueeze(0)?, &kr.f_unsqueeze(0)?, &vr.f_unsqueeze(0)?, None::<&Tensor>, &out.f_unsqueeze(0)?,
-                    Some(&cq), Some(&ck), plan.max_q, plan.max_k, &lse3, 0.0, &zero, &zero, mask_type, false, scale, None, plan.window.0, false,
+                    &dout.f_unsqueeze(0)?,
+                    &q.f_unsqueeze(0)?,
+                    &kr.f_unsqueeze(0)?,
+                    &vr.f_unsqueeze(0)?,
+                    None::<&Tensor>,
+                    &out.f_unsqueeze(0)?,
+                    Some(&cq),
+                    Some(&ck),
+                    plan.max_q,
+                    plan.max_k,
+                    &lse3,
+                    0.0,
+                    &zero,
+                    &zero,
+                    mask_type,
+                    false,
+                    scale,
+                    None,
+                    plan.window.0,
+                    false,
                 )?;
                 Ok((dq.f_squeeze_dim(0)?, fold_kv(&dk.f_squeeze_dim(0)?, hkv)?, fold_kv(&dv.f_squeeze_dim(0)?, hkv)?))
             }
             CudaVarlen::Cudnn => {
                 let (kr, vr) = (repeat_kv(k, h)?, repeat_kv(v, h)?);
                 let empty = Tensor::f_empty([0], (q.kind(), dev))?;
-                let (dq, dk, dv) = Tensor::f_internal_cudnn_attention_backward(&dout, q, &kr, &vr, &out, lse, &zero, &zero, &empty, &cq, &ck, plan.max_q, plan.max_k, 0.0, plan.causal, scale)?;
+                let (dq, dk, dv) = Tensor::f_internal_cudnn_attention_backward(
+                    &dout,
+                    q,
+                    &kr,
+                    &vr,
+                    &out,
+                    lse,
+                    &zero,
+                    &zero,
+                    &empty,
+                    &cq,
+                    &ck,
+                    plan.max_q,
+                    plan.max_k,
+                    0.0,
+                    plan.causal,
+                    scale,
+                )?;
                 Ok((dq, fold_kv(&dk, hkv)?, fold_kv(&dv, hkv)?))
             }
         }
@@ -421,7 +539,11 @@ impl GroupKernel for EmulatedGroupKernel {
         let (mut outs, mut lses) = (vec![], vec![]);
         for n in 0..plan.sequences() {
             let m = plan.sequence_mask(n)?;
-            let (qs, ks, vs) = (seq_tensors(q, plan.cu_q[n], plan.cu_q[n + 1])?, seq_tensors(k, plan.cu_k[n], plan.cu_k[n + 1])?, seq_tensors(v, plan.cu_k[n], plan.cu_k[n + 1])?);
+            let (qs, ks, vs) = (
+                seq_tensors(q, plan.cu_q[n], plan.cu_q[n + 1])?,
+                seq_tensors(k, plan.cu_k[n], plan.cu_k[n + 1])?,
+                seq_tensors(v, plan.cu_k[n], plan.cu_k[n + 1])?,
+            );
             let (o, l) = sliced_forward(&qs, &ks, &vs, &m, scale)?;
             outs.push(o.f_squeeze_dim(0)?.f_transpose(0, 1)?);
             lses.push(l.f_squeeze_dim(0)?.f_to_kind(Kind::Float)?);
@@ -429,13 +551,33 @@ impl GroupKernel for EmulatedGroupKernel {
         Ok((Tensor::f_cat(&outs, 0)?, Tensor::f_cat(&lses, 1)?, vec![]))
     }
 
-    fn backward(&self, plan: &VarlenPlan, q: &Tensor, k: &Tensor, v: &Tensor, out: &Tensor, lse: &Tensor, dout: &Tensor, _state: &[Tensor], scale: f64) -> Result<(Tensor, Tensor, Tensor), BackendError> {
+    fn backward(
+        &self,
+        plan: &VarlenPlan,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        out: &Tensor,
+        lse: &Tensor,
+        dout: &Tensor,
+        _state: &[Tensor],
+        scale: f64,
+    ) -> Result<(Tensor, Tensor, Tensor), BackendError> {
         let (mut dqs, mut dks, mut dvs) = (vec![], vec![], vec![]);
         for n in 0..plan.sequences() {
             let m = plan.sequence_mask(n)?;
             let (a, b, c, e) = (plan.cu_q[n], plan.cu_q[n + 1], plan.cu_k[n], plan.cu_k[n + 1]);
             let l = lse.f_narrow(1, a as i64, (b - a) as i64)?.f_unsqueeze(0)?;
-            let (dq, dk, dv) = sliced_backward(&seq_tensors(q, a, b)?, &seq_tensors(k, c, e)?, &seq_tensors(v, c, e)?, &seq_tensors(out, a, b)?, &l, &seq_tensors(dout, a, b)?, &m, scale)?;
+            let (dq, dk, dv) = sliced_backward(
+                &seq_tensors(q, a, b)?,
+                &seq_tensors(k, c, e)?,
+                &seq_tensors(v, c, e)?,
+                &seq_tensors(out, a, b)?,
+                &l,
+                &seq_tensors(dout, a, b)?,
+                &m,
+                scale,
+            )?;
             dqs.push(dq.f_squeeze_dim(0)?.f_transpose(0, 1)?);
             dks.push(dk.f_squeeze_dim(0)?.f_transpose(0, 1)?);
             dvs.push(dv.f_squeeze_dim(0)?.f_transpose(0, 1)?);
@@ -543,7 +685,12 @@ mod tests {
         }
         assert_eq!(window_form(&zoo("sliding_window_causal", s, &[("window", "9")])).unwrap().right, Some(0));
         assert_eq!(window_form(&zoo("causal_document", s, &docs)).unwrap().docs.len(), 4);
-        for (name, kv) in [("share_question", &docs[..]), ("prefix_lm_causal", &[][..]), ("causal_blockwise", &docs[..]), ("global_sliding_window", &[("global", "4"), ("window", "8")][..])] {
+        for (name, kv) in [
+            ("share_question", &docs[..]),
+            ("prefix_lm_causal", &[][..]),
+            ("causal_blockwise", &docs[..]),
+            ("global_sliding_window", &[("global", "4"), ("window", "8")][..]),
+        ] {
             assert!(window_form(&zoo(name, s, kv)).is_none(), "{name} is not one window call");
         }
     }
@@ -552,9 +699,16 @@ mod tests {
     fn single_call_kernel_with_packed_inputs_matches_sliced() {
         use crate::case::{Case, DType, DeviceKind, HeadLayout};
         use crate::flops::Pass;
-        for (name, kv) in [("sliding_window", &[("window_left", "6"), ("window_right", "2")][..]), ("sliding_window_causal", &[("window", "5")][..]), ("causal_document", &[("doc_lens", "20,1,19")][..])] {
+        for (name, kv) in [
+            ("sliding_window", &[("window_left", "6"), ("window_right", "2")][..]),
+            ("sliding_window_causal", &[("window", "5")][..]),
+            ("causal_document", &[("doc_lens", "20,1,19")][..]),
+        ] {
             let m = zoo(name, 40, kv);
-            let case = Case { batch: 2, ..Case::kernel("flash-varlen", name, crate::mask::Params::new(), 40, HeadLayout { q: 4, kv: 2 }, 8, DType::Fp64, Pass::Fwdbwd, DeviceKind::Cpu) };
+            let case = Case {
+                batch: 2,
+                ..Case::kernel("flash-varlen", name, crate::mask::Params::new(), 40, HeadLayout { q: 4, kv: 2 }, 8, DType::Fp64, Pass::Fwdbwd, DeviceKind::Cpu)
+            };
             let x = super::super::Inputs::new(&case, crate::mask::HeadMasks::shared(m.clone()), 3, false).unwrap();
             let (plan, _) = single_call_plan(&m, CudaVarlen::Flash, 2).unwrap();
             let mut k = VarlenKernel::new(Box::new(EmulatedGroupKernel), plan, String::new(), &x).unwrap();
@@ -681,7 +835,9 @@ impl super::Backend for VarlenBackend {
         if !masks.is_shared() {
             return Err(format!("{} needs one mask shared by all heads", self.name));
         }
-        single_call_plan(&masks.groups[0], self.kernel, 1).map(|_| ()).map_err(|why| format!("`{}` {why}; {} runs exactly one call — use `sliced`", case.pattern, self.name))
+        single_call_plan(&masks.groups[0], self.kernel, 1)
+            .map(|_| ())
+            .map_err(|why| format!("`{}` {why}; {} runs exactly one call — use `sliced`", case.pattern, self.name))
     }
     fn autograd(&self) -> bool {
         false
@@ -705,7 +861,11 @@ impl super::Kernel for VarlenKernel {
         self.unpack(&f.out, &self.plan.q_idx, self.dims.1)
     }
     fn standard_grads(&self, (dq, dk, dv): (Tensor, Tensor, Tensor)) -> Result<(Tensor, Tensor, Tensor), BackendError> {
-        Ok((self.unpack(&dq, &self.plan.q_idx, self.dims.1)?, self.unpack(&dk, &self.plan.k_idx, self.dims.2)?, self.unpack(&dv, &self.plan.k_idx, self.dims.2)?))
+        Ok((
+            self.unpack(&dq, &self.plan.q_idx, self.dims.1)?,
+            self.unpack(&dk, &self.plan.k_idx, self.dims.2)?,
+            self.unpack(&dv, &self.plan.k_idx, self.dims.2)?,
+        ))
     }
     fn note(&self) -> String {
         format!("one varlen call over {} per batch element; inputs packed to [total, H, D] in prepare (untimed)", self.how)

@@ -243,7 +243,8 @@ pub fn run(a: CpArgs) -> anyhow::Result<ExitCode> {
                 return Err(BadInput("--world must be at least 1".into()).into());
             }
             let args = a.clone();
-            let codes = crate::cp::comm::local::LocalWorld::run(a.world, move |c| run_all(c, &specs, &args, &run_id, &device_name, false).map_err(|e| e.to_string()));
+            let codes =
+                crate::cp::comm::local::LocalWorld::run(a.world, move |c| run_all(c, &specs, &args, &run_id, &device_name, false).map_err(|e| e.to_string()));
             for c in codes {
                 let c = c.map_err(|e| anyhow::anyhow!(e))?;
                 if c != ExitCode::SUCCESS {

@@ -18,7 +18,12 @@ pub fn run(a: EnvArgs) -> anyhow::Result<ExitCode> {
     println!("attnbench   {}", e.attnbench_version);
     println!("torch       {} (tch {})", e.torch, e.tch);
     println!("CUDA        {}", if e.cuda_available { format!("available: {}", e.cuda_devices.join(", ")) } else { "not available".into() });
-    println!("MPI         {} (mpi feature {}, nccl feature {})", if e.mpirun.is_empty() { "mpirun not on PATH" } else { &e.mpirun }, e.mpi_feature, e.nccl_feature);
+    println!(
+        "MPI         {} (mpi feature {}, nccl feature {})",
+        if e.mpirun.is_empty() { "mpirun not on PATH" } else { &e.mpirun },
+        e.mpi_feature,
+        e.nccl_feature
+    );
     println!("CPU         {} ({} cores, {} torch threads)", e.cpu, e.cpu_cores, e.torch_threads);
     println!("host        {}", e.host);
     println!("git         {}", if e.git_sha.is_empty() { "-" } else { &e.git_sha });

@@ -105,7 +105,15 @@ pub fn run(a: KernelArgs) -> anyhow::Result<ExitCode> {
         println!("  status        {}{}", row.status, if row.error.is_empty() { String::new() } else { format!(" ({})", row.error) });
         println!("  mask area     {:.0} per head (density {:.4})", row.mask_area, row.density);
         println!("  FLOPs         {:.4e}", row.flops);
-        println!("  time (ms)     median {}  p20 {}  p80 {}  cv {}  ({} repeats, {})", f(row.ms_median, 3), f(row.ms_p20, 3), f(row.ms_p80, 3), f(row.cv, 3), row.repeats.map_or("-".into(), |r| r.to_string()), row.timing_mode);
+        println!(
+            "  time (ms)     median {}  p20 {}  p80 {}  cv {}  ({} repeats, {})",
+            f(row.ms_median, 3),
+            f(row.ms_p20, 3),
+            f(row.ms_p80, 3),
+            f(row.cv, 3),
+            row.repeats.map_or("-".into(), |r| r.to_string()),
+            row.timing_mode
+        );
         println!("  TFLOPS        {}  MFU {}", f(row.tflops, 4), f(row.mfu, 3));
         println!("  peak memory   {}", row.peak_mem_bytes.map_or("-".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0)));
         println!("  max abs err   {}", row.max_abs_err.map_or("-".into(), |e| format!("{e:.3e}")));

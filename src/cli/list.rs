@@ -55,10 +55,7 @@ fn backends() -> Section {
     Section {
         key: "backends",
         title: "Kernel backends (--backend NAME)",
-        items: crate::backend::registry()
-            .iter()
-            .map(|b| Item { name: b.name().to_string(), summary: b.summary().to_string(), params: vec![] })
-            .collect(),
+        items: crate::backend::registry().iter().map(|b| Item { name: b.name().to_string(), summary: b.summary().to_string(), params: vec![] }).collect(),
     }
 }
 
@@ -67,10 +64,7 @@ fn strategies() -> Section {
     Section {
         key: "strategies",
         title: "Context-parallel strategies (attnbench cp --strategy NAME)",
-        items: crate::cp::registry::STRATEGIES
-            .iter()
-            .map(|s| Item { name: s.name.to_string(), summary: s.summary.to_string(), params: vec![] })
-            .collect(),
+        items: crate::cp::registry::STRATEGIES.iter().map(|s| Item { name: s.name.to_string(), summary: s.summary.to_string(), params: vec![] }).collect(),
     }
 }
 
@@ -84,15 +78,7 @@ fn patterns() -> Section {
             .map(|p| Item {
                 name: p.name.to_string(),
                 summary: p.summary.to_string(),
-                params: p
-                    .params
-                    .iter()
-                    .map(|s| ItemParam {
-                        key: s.key.into(),
-                        default: s.default.into(),
-                        help: s.help.into(),
-                    })
-                    .collect(),
+                params: p.params.iter().map(|s| ItemParam { key: s.key.into(), default: s.default.into(), help: s.help.into() }).collect(),
             })
             .collect(),
     }
@@ -102,20 +88,11 @@ fn patterns() -> Section {
 fn doc_tables() -> Section {
     let mut items = vec![Item {
         name: "auto".into(),
-        summary: "pile if seqlen ≤ 12288, else prolong64k (LongCA-bench kernel sweep; *_long: prolong512k from 64K)"
-            .into(),
+        summary: "pile if seqlen ≤ 12288, else prolong64k (LongCA-bench kernel sweep; *_long: prolong512k from 64K)".into(),
         params: vec![],
     }];
-    items.extend(doclen::CORPORA.iter().map(|c| Item {
-        name: c.name.into(),
-        summary: c.about.into(),
-        params: vec![],
-    }));
-    Section {
-        key: "docs",
-        title: "Document-length tables (--set docs=NAME, sampled with seed)",
-        items,
-    }
+    items.extend(doclen::CORPORA.iter().map(|c| Item { name: c.name.into(), summary: c.about.into(), params: vec![] }));
+    Section { key: "docs", title: "Document-length tables (--set docs=NAME, sampled with seed)", items }
 }
 
 pub fn run(args: ListArgs) -> anyhow::Result<ExitCode> {
@@ -123,11 +100,7 @@ pub fn run(args: ListArgs) -> anyhow::Result<ExitCode> {
     if let Some(want) = &args.section {
         let keys: Vec<&str> = all.iter().map(|s| s.key).collect();
         if !keys.contains(&want.as_str()) {
-            return Err(BadInput::new(format!(
-                "unknown section `{want}` (expected one of: {})",
-                keys.join(", ")
-            ))
-            .into());
+            return Err(BadInput::new(format!("unknown section `{want}` (expected one of: {})", keys.join(", "))).into());
         }
         all.retain(|s| s.key == want);
     }
@@ -151,24 +124,12 @@ pub fn run(args: ListArgs) -> anyhow::Result<ExitCode> {
 /// Plain-text rendering of a section: name, summary, then one indented line per parameter.
 fn text(s: &Section) -> String {
     let mut out = format!("{}:\n", s.title);
-    let width = s
-        .items
-        .iter()
-        .map(|i| i.name.chars().count())
-        .max()
-        .unwrap_or(0);
+    let width = s.items.iter().map(|i| i.name.chars().count()).max().unwrap_or(0);
     for item in &s.items {
         out.push_str(&format!("  {:width$}  {}\n", item.name, item.summary));
         for p in &item.params {
-            let default = if p.default.is_empty() {
-                String::new()
-            } else {
-                format!(" [{}]", p.default)
-            };
-            out.push_str(&format!(
-                "  {:width$}    {}{default}: {}\n",
-                "", p.key, p.help
-            ));
+            let default = if p.default.is_empty() { String::new() } else { format!(" [{}]", p.default) };
+            out.push_str(&format!("  {:width$}    {}{default}: {}\n", "", p.key, p.help));
         }
     }
     out
@@ -186,11 +147,7 @@ mod tests {
         for p in PATTERNS {
             assert!(t.contains(p.name));
             for k in p.params {
-                assert!(
-                    t.contains(&format!("{} [{}]", k.key, k.default)) || k.default.is_empty(),
-                    "{}",
-                    k.key
-                );
+                assert!(t.contains(&format!("{} [{}]", k.key, k.default)) || k.default.is_empty(), "{}", k.key);
             }
         }
     }

@@ -88,18 +88,8 @@ fn area(a: AreaArgs) -> anyhow::Result<ExitCode> {
     let shared = masks.is_shared();
     let group_areas: Vec<u64> = masks.groups.iter().map(|m| m.area()).collect();
     let slices: usize = masks.groups.iter().map(|m| m.slices().len()).sum();
-    let flops_fwd = a
-        .heads
-        .as_ref()
-        .map(|h| flops::forward_flops(masks.area_over_heads(h.q), a.head_dim, 1));
-    let block_sparsity = a.block.map(|b| {
-        masks
-            .groups
-            .iter()
-            .map(|m| m.block_sparsity(b, b))
-            .sum::<f64>()
-            / masks.groups.len() as f64
-    });
+    let flops_fwd = a.heads.as_ref().map(|h| flops::forward_flops(masks.area_over_heads(h.q), a.head_dim, 1));
+    let block_sparsity = a.block.map(|b| masks.groups.iter().map(|m| m.block_sparsity(b, b)).sum::<f64>() / masks.groups.len() as f64);
     if a.json {
         let mut out = json!({
             "pattern": a.mask.pattern,
@@ -126,28 +116,18 @@ fn area(a: AreaArgs) -> anyhow::Result<ExitCode> {
         }
         println!("{out}");
     } else {
-        let shown = if params.is_empty() {
-            String::new()
-        } else {
-            format!(" ({params})")
-        };
+        let shown = if params.is_empty() { String::new() } else { format!(" ({params})") };
         println!("pattern      {}{shown}", a.mask.pattern);
         println!("seqlen       {}", a.mask.seqlen);
         if shared {
             println!("area         {}", group_areas[0]);
         } else {
-            println!(
-                "area         {} (mean per head; groups: {group_areas:?})",
-                masks.mean_area()
-            );
+            println!("area         {} (mean per head; groups: {group_areas:?})", masks.mean_area());
         }
         println!("density      {:.6}", masks.density());
         println!("slices       {slices}");
         if let (Some(h), Some(f)) = (&a.heads, flops_fwd) {
-            println!(
-                "flops_fwd    {f:.4e} (heads {h}, head_dim {}, batch 1)",
-                a.head_dim
-            );
+            println!("flops_fwd    {f:.4e} (heads {h}, head_dim {}, batch 1)", a.head_dim);
         }
         if let (Some(b), Some(bs)) = (a.block, block_sparsity) {
             println!("tiles {b}×{b}  {bs:.6} visited");
@@ -161,21 +141,11 @@ fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
         return Err(BadInput::new("--width: must be at least 1").into());
     }
     let (params, masks) = a.mask.build()?;
-    let shown = if params.is_empty() {
-        String::new()
-    } else {
-        format!(" {params}")
-    };
-    let title = format!(
-        "{}{shown}  S={}  density={:.4}",
-        a.mask.pattern,
-        a.mask.seqlen,
-        masks.density()
-    );
+    let shown = if params.is_empty() { String::new() } else { format!(" {params}") };
+    let title = format!("{}{shown}  S={}  density={:.4}", a.mask.pattern, a.mask.seqlen, masks.density());
     // The PNG first, so a bad path fails before anything is printed.
     if let Some(path) = &a.png {
-        render::write_png(&masks.groups, &title, path, render::MAX_CELLS)
-            .map_err(|e| BadInput::new(format!("--png {}: {e}", path.display())))?;
+        render::write_png(&masks.groups, &title, path, render::MAX_CELLS).map_err(|e| BadInput::new(format!("--png {}: {e}", path.display())))?;
         eprintln!("wrote {}", path.display());
     }
     println!("{title}");

@@ -17,7 +17,10 @@ pub mod table;
 /// rank to. Shared by the MPI-launched subcommands (`comm`, `cp`). NCCL failing to start: the rank
 /// says why and the job exits 1; a build without the `nccl` feature: rank 0 says so, exit 2.
 #[cfg(feature = "mpi")]
-pub fn with_nccl(mpi: &crate::cp::comm::mpi::MpiComm, f: impl FnOnce(&dyn crate::cp::comm::Comm, tch::Device) -> anyhow::Result<std::process::ExitCode>) -> anyhow::Result<std::process::ExitCode> {
+pub fn with_nccl(
+    mpi: &crate::cp::comm::mpi::MpiComm,
+    f: impl FnOnce(&dyn crate::cp::comm::Comm, tch::Device) -> anyhow::Result<std::process::ExitCode>,
+) -> anyhow::Result<std::process::ExitCode> {
     use crate::cp::comm::Comm;
     use std::process::ExitCode;
     #[cfg(feature = "nccl")]

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::report::html::{report_dir, HtmlOptions};
 use crate::report::cli_error;
+use crate::report::html::{report_dir, HtmlOptions};
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "RUN_DIR holds results.csv and meta.json (as written by `attnbench run`). The page has no scripts \

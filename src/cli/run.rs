@@ -73,7 +73,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         String::new()
     };
-    println!("{}: {} in {:.1} s{overhead} → {}", plan.name, if parts.is_empty() { "nothing to do".into() } else { parts.join(", ") }, summary.wall_s, summary.csv.display());
+    println!(
+        "{}: {} in {:.1} s{overhead} → {}",
+        plan.name,
+        if parts.is_empty() { "nothing to do".into() } else { parts.join(", ") },
+        summary.wall_s,
+        summary.csv.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

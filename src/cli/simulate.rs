@@ -147,7 +147,8 @@ pub fn run(a: SimulateArgs) -> anyhow::Result<ExitCode> {
     if a.world_size.contains(&0) {
         return Err(bad("--world-size must be at least 1"));
     }
-    let mut topo = preset(&a.topology).ok_or_else(|| bad(format!("--topology: unknown `{}` (expected h100, h200, a100 or one of {})", a.topology, PRESETS.join(", "))))?;
+    let mut topo =
+        preset(&a.topology).ok_or_else(|| bad(format!("--topology: unknown `{}` (expected h100, h200, a100 or one of {})", a.topology, PRESETS.join(", "))))?;
     if let Some(g) = a.gpus_per_node {
         if g == 0 {
             return Err(bad("--gpus-per-node must be at least 1"));
@@ -191,9 +192,21 @@ pub fn run(a: SimulateArgs) -> anyhow::Result<ExitCode> {
                 return Err(bad(format!("--mem-efficiency: must be in (0, 1], got {}", a.mem_efficiency)));
             }
             let want = a.peak_device.clone().unwrap_or_else(|| topo.name.split('-').next().unwrap_or("h100").to_string());
-            let peak = crate::flops::device_peak(&want).ok_or_else(|| bad(format!("--peak-device: no peak known for `{want}` (see crate::flops::DEVICE_PEAKS: H100, H200, A100, B200)")))?;
-            let peak_tflops = crate::flops::peak_tflops(peak.name, dtype.name()).ok_or_else(|| bad(format!("--dtype {}: no {} peak for the roofline", dtype, peak.name)))?;
-            (ComputeModel::Roofline(Roofline { peak_tflops, efficiency: a.efficiency, launch_us: a.launch_us, mem_tbps: peak.mem_tbps, mem_efficiency: a.mem_efficiency, device: peak.name }), format!("{} (roofline)", peak.name))
+            let peak = crate::flops::device_peak(&want)
+                .ok_or_else(|| bad(format!("--peak-device: no peak known for `{want}` (see crate::flops::DEVICE_PEAKS: H100, H200, A100, B200)")))?;
+            let peak_tflops =
+                crate::flops::peak_tflops(peak.name, dtype.name()).ok_or_else(|| bad(format!("--dtype {}: no {} peak for the roofline", dtype, peak.name)))?;
+            (
+                ComputeModel::Roofline(Roofline {
+                    peak_tflops,
+                    efficiency: a.efficiency,
+                    launch_us: a.launch_us,
+                    mem_tbps: peak.mem_tbps,
+                    mem_efficiency: a.mem_efficiency,
+                    device: peak.name,
+                }),
+                format!("{} (roofline)", peak.name),
+            )
         }
         other => return Err(bad(format!("--compute-model: unknown `{other}` (expected measured or roofline)"))),
     };
@@ -221,7 +234,12 @@ pub fn run(a: SimulateArgs) -> anyhow::Result<ExitCode> {
                 std::fs::create_dir_all(dir).with_context(|| format!("--out {}", p.display()))?;
                 let meta_path = dir.join("meta.json");
                 if !meta_path.exists() {
-                    let mut meta = RunMeta { run_id: run_id.clone(), started_utc: chrono::Utc::now().to_rfc3339(), command_line: std::env::args().collect::<Vec<_>>().join(" "), ..Default::default() };
+                    let mut meta = RunMeta {
+                        run_id: run_id.clone(),
+                        started_utc: chrono::Utc::now().to_rfc3339(),
+                        command_line: std::env::args().collect::<Vec<_>>().join(" "),
+                        ..Default::default()
+                    };
                     crate::envinfo::fill_meta(&mut meta);
                     meta.settings = serde_json::json!({
                         "simulated": true, "timing_mode": "model", "compute_model": a.compute_model, "topology": topo, "calibrated": calibrated,
@@ -293,7 +311,18 @@ fn print_report(spec: &SimSpec, r: &SimReport) {
     );
     println!("  {}", r.note);
     let show_ranks = spec.world <= 8;
-    println!("  {:<26} {:>10} {:>6} {:>8}  {}", "step", "ms", "crit", "bound", if show_ranks { "compute+glue ms per rank | comm ms (overlapped+blocking) on the critical rank" } else { "compute+glue ms min/mean/max | comm ms on the critical rank" });
+    println!(
+        "  {:<26} {:>10} {:>6} {:>8}  {}",
+        "step",
+        "ms",
+        "crit",
+        "bound",
+        if show_ranks {
+            "compute+glue ms per rank | comm ms (overlapped+blocking) on the critical rank"
+        } else {
+            "compute+glue ms min/mean/max | comm ms on the critical rank"
+        }
+    );
     for s in &r.steps {
         let c: Vec<f64> = s.compute_s.iter().zip(&s.glue_s).map(|(a, g)| a + g).collect();
         let comp = if show_ranks {
@@ -303,7 +332,16 @@ fn print_report(spec: &SimSpec, r: &SimReport) {
             format!("{:.3}/{:.3}/{:.3}", c.iter().copied().fold(f64::INFINITY, f64::min) * 1e3, mean * 1e3, c.iter().copied().fold(0.0, f64::max) * 1e3)
         };
         let cr = s.critical_rank;
-        println!("  {:<26} {:>10.4} {:>6} {:>8}  {} | {:.3}+{:.3}", s.label, s.time_s * 1e3, cr, s.bound, comp, s.comm_overlapped_s[cr] * 1e3, s.comm_blocking_s[cr] * 1e3);
+        println!(
+            "  {:<26} {:>10.4} {:>6} {:>8}  {} | {:.3}+{:.3}",
+            s.label,
+            s.time_s * 1e3,
+            cr,
+            s.bound,
+            comp,
+            s.comm_overlapped_s[cr] * 1e3,
+            s.comm_blocking_s[cr] * 1e3
+        );
     }
     println!(
         "  critical path: {:.4} ms = {:.4} ms compute-bound + {:.4} ms waiting for communication; per-rank attention ms: max {:.4} mean {:.4}; glue ms: max {:.4} mean {:.4}",

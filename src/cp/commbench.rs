@@ -176,7 +176,9 @@ fn prepare(op: Op, rank: usize, n: usize, c: u64, dev: Device) -> Prepared {
             }
             Prepared { inputs: (0..nn).map(|j| pattern(r, j * c, c, dev)).collect(), expected: vec![sum] }
         }
-        Op::AllToAll => Prepared { inputs: (0..nn).map(|j| pattern(r * nn + j, 0, c, dev)).collect(), expected: (0..nn).map(|j| pattern(j * nn + r, 0, c, dev)).collect() },
+        Op::AllToAll => {
+            Prepared { inputs: (0..nn).map(|j| pattern(r * nn + j, 0, c, dev)).collect(), expected: (0..nn).map(|j| pattern(j * nn + r, 0, c, dev)).collect() }
+        }
         Op::SendRecv => Prepared { inputs: vec![pattern(r, 0, c, dev)], expected: vec![pattern((r + nn - 1) % nn, 0, c, dev)] },
     }
 }

@@ -103,7 +103,8 @@ impl CpDef {
     /// strategy and pattern are ignored). `all` among the strategies means every registered one; a
     /// mask may carry its own parameters as `name?key=value&key=value`, added to `--set`'s.
     pub fn expand(&self, strategies: &[String], masks: &[String]) -> Result<Vec<CpDef>, BadInput> {
-        let strategies: Vec<String> = if strategies.iter().any(|s| s == "all") { super::registry::STRATEGIES.iter().map(|s| s.name.to_string()).collect() } else { strategies.to_vec() };
+        let strategies: Vec<String> =
+            if strategies.iter().any(|s| s == "all") { super::registry::STRATEGIES.iter().map(|s| s.name.to_string()).collect() } else { strategies.to_vec() };
         let mut out = Vec::with_capacity(strategies.len() * masks.len());
         for st in &strategies {
             for m in masks {
@@ -157,7 +158,11 @@ mod tests {
     fn expand_is_strategies_times_masks_with_own_parameters() {
         let v = base().expand(&["ring-p2p".into(), "ulysses".into()], &["causal".into(), "sliding_window?window_left=4&window_right=2".into()]).unwrap();
         let names: Vec<(String, String)> = v.iter().map(|d| (d.strategy.clone(), d.pattern.clone())).collect();
-        assert_eq!(names, [("ring-p2p", "causal"), ("ring-p2p", "sliding_window"), ("ulysses", "causal"), ("ulysses", "sliding_window")].map(|(a, b)| (a.to_string(), b.to_string())));
+        assert_eq!(
+            names,
+            [("ring-p2p", "causal"), ("ring-p2p", "sliding_window"), ("ulysses", "causal"), ("ulysses", "sliding_window")]
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+        );
         assert_eq!(v[1].params, Params::new().set("doc_lens", "3,5").set("window_left", "4").set("window_right", "2"));
         assert_eq!(v[0].params, base().params);
         let all = base().expand(&["all".into()], &["full".into()]).unwrap();

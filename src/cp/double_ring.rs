@@ -12,8 +12,12 @@ use super::usp::{schedule_plan, UspPlan};
 use super::CpError;
 use crate::mask::Mask;
 
-pub const STRATEGY: StrategyDef =
-    StrategyDef { name: "double-ring", summary: "inner ring (intra-node) × outer ring with prefetch (LoongTrain); --inner-ring I", default_sharding: Sharding::Zigzag, plan };
+pub const STRATEGY: StrategyDef = StrategyDef {
+    name: "double-ring",
+    summary: "inner ring (intra-node) × outer ring with prefetch (LoongTrain); --inner-ring I",
+    default_sharding: Sharding::Zigzag,
+    plan,
+};
 
 /// Default inner ring size: the largest divisor of `world` not above √world.
 pub fn default_inner(world: usize) -> usize {

@@ -184,8 +184,12 @@ fn run_after_setup(comm: &dyn Comm, spec: &CpSpec, s: &CpPlan, run_id: &str, dev
     let mut err: Option<f64> = None;
     if spec.check {
         let mut worst = 0.0f64;
-        let (ro, rl) = sliced_forward(&q, &k, &v, &s.mask, scale).map(Some).or_else(|e| if rank == 0 { Err(e) } else { Ok(None) })?.unwrap_or_else(|| (q.zeros_like(), q.zeros_like()));
-        let mut pairs: Vec<(Option<Tensor>, Tensor)> = vec![(gather_global(comm, &s.shard, &out, &q)?, ro.shallow_clone()), (gather_global(comm, &s.shard, &lse, &rl)?, rl.shallow_clone())];
+        let (ro, rl) = sliced_forward(&q, &k, &v, &s.mask, scale)
+            .map(Some)
+            .or_else(|e| if rank == 0 { Err(e) } else { Ok(None) })?
+            .unwrap_or_else(|| (q.zeros_like(), q.zeros_like()));
+        let mut pairs: Vec<(Option<Tensor>, Tensor)> =
+            vec![(gather_global(comm, &s.shard, &out, &q)?, ro.shallow_clone()), (gather_global(comm, &s.shard, &lse, &rl)?, rl.shallow_clone())];
         if spec.def.pass.includes_backward() {
             let (dq, dk, dv) = eng.backward(comm, &p, &ql, &kl, &vl, &out, &lse, &dol)?;
             let refs = if rank == 0 { Some(sliced_backward(&q, &k, &v, &ro, &rl, &dout, &s.mask, scale)?) } else { None };
@@ -344,8 +348,12 @@ mod tests {
     /// LSE and gradients equal the single-device result, and the bytes sent equal the schedule's.
     #[test]
     fn every_strategy_matches_single_device_in_a_local_world() {
-        let masks: [(&str, &[(&str, &str)]); 4] =
-            [("full", &[]), ("causal", &[]), ("causal_document", &[("doc_lens", "20,7,23")]), ("sliding_window", &[("window_left", "9"), ("window_right", "4")])];
+        let masks: [(&str, &[(&str, &str)]); 4] = [
+            ("full", &[]),
+            ("causal", &[]),
+            ("causal_document", &[("doc_lens", "20,7,23")]),
+            ("sliding_window", &[("window_left", "9"), ("window_right", "4")]),
+        ];
         let mut failures = Vec::new();
         for def in STRATEGIES {
             for world in [2usize, 3, 4] {

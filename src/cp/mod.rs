@@ -6,17 +6,17 @@
 //! `[B, Hq, S]`. A rank's local tensors hold its shard's token ranges concatenated along S.
 
 pub mod comm;
-pub mod def;
-pub mod shard;
-pub mod schedule;
-pub mod usp;
-pub mod ring_p2p;
-pub mod ring_allgather;
-pub mod ulysses;
-pub mod double_ring;
-pub mod registry;
-pub mod exec;
 pub mod commbench;
+pub mod def;
+pub mod double_ring;
+pub mod exec;
+pub mod registry;
+pub mod ring_allgather;
+pub mod ring_p2p;
+pub mod schedule;
+pub mod shard;
+pub mod ulysses;
+pub mod usp;
 
 use tch::Kind;
 

@@ -26,7 +26,8 @@ pub enum Engine {
     AllGather,
 }
 
-pub const STRATEGIES: &[StrategyDef] = &[ring_p2p::STRATEGY, ring_p2p::STRATEGY_ZIGZAG, ring_allgather::STRATEGY, ulysses::STRATEGY, usp::STRATEGY, double_ring::STRATEGY];
+pub const STRATEGIES: &[StrategyDef] =
+    &[ring_p2p::STRATEGY, ring_p2p::STRATEGY_ZIGZAG, ring_allgather::STRATEGY, ulysses::STRATEGY, usp::STRATEGY, double_ring::STRATEGY];
 
 pub fn find_strategy(name: &str) -> Result<&'static StrategyDef, CpError> {
     STRATEGIES.iter().find(|s| s.name == name).ok_or_else(|| {
@@ -44,7 +45,13 @@ impl Engine {
                 let mut n = format!("ulysses={} ring={} inner={} outer={}", p.ulysses, p.ring, p.inner, p.outer());
                 let r = p.kv_repeat(layout);
                 if r > 1 {
-                    n.push_str(&format!("; kv heads repeated {r}× ({}→{}) because ulysses degree {} does not divide {} kv heads", layout.heads_kv, layout.heads_kv * r, p.ulysses, layout.heads_kv));
+                    n.push_str(&format!(
+                        "; kv heads repeated {r}× ({}→{}) because ulysses degree {} does not divide {} kv heads",
+                        layout.heads_kv,
+                        layout.heads_kv * r,
+                        p.ulysses,
+                        layout.heads_kv
+                    ));
                 }
                 n
             }
@@ -59,7 +66,17 @@ impl Engine {
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub fn backward(&self, comm: &dyn Comm, p: &Problem, q: &Tensor, k: &Tensor, v: &Tensor, out: &Tensor, lse: &Tensor, dout: &Tensor) -> Result<(Tensor, Tensor, Tensor), CpError> {
+    pub fn backward(
+        &self,
+        comm: &dyn Comm,
+        p: &Problem,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        out: &Tensor,
+        lse: &Tensor,
+        dout: &Tensor,
+    ) -> Result<(Tensor, Tensor, Tensor), CpError> {
         match self {
             Engine::Usp(plan) => usp::backward(comm, p, plan, q, k, v, out, lse, dout),
             Engine::AllGather => ring_allgather::backward(comm, p, q, k, v, out, lse, dout),

@@ -56,7 +56,16 @@ pub fn forward(comm: &dyn Comm, p: &Problem, q: &Tensor, k: &Tensor, v: &Tensor)
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn backward(comm: &dyn Comm, p: &Problem, q: &Tensor, k: &Tensor, v: &Tensor, out: &Tensor, lse: &Tensor, dout: &Tensor) -> Result<(Tensor, Tensor, Tensor), CpError> {
+pub fn backward(
+    comm: &dyn Comm,
+    p: &Problem,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    out: &Tensor,
+    lse: &Tensor,
+    dout: &Tensor,
+) -> Result<(Tensor, Tensor, Tensor), CpError> {
     let kv = gather_kv(comm, p, k, v)?;
     let bm = block_mask(p.mask, p.shard.ranges(comm.rank()), &all_ranges(p.shard));
     let (dq, dk, dv) = sliced_backward(q, &kv.get(0), &kv.get(1), out, lse, dout, &bm, p.scale)?;
@@ -122,11 +131,24 @@ pub fn schedule_allgather(name: &str, shard: &Shard, mask: &Mask, layout: &CpLay
             compute: vec![],
             messages: (0..world)
                 .flat_map(|r| (0..world).filter(move |&j| j != r).map(move |j| (r, j)))
-                .map(|(r, j)| Message { src: r, dst: j, bytes: kv_tok(layout.acc_bytes()) * shard.len(j) as u64, what: "dkv-reduce-scatter".into(), overlapped: false })
+                .map(|(r, j)| Message {
+                    src: r,
+                    dst: j,
+                    bytes: kv_tok(layout.acc_bytes()) * shard.len(j) as u64,
+                    what: "dkv-reduce-scatter".into(),
+                    overlapped: false,
+                })
                 .collect(),
             // dK, dV cast up and stacked, split into contiguous parts; the rank's sum cast back.
             glue: (0..world)
-                .flat_map(|r| [Glue { rank: r, op: GlueOp::Cast { elems: all_kv } }, copy(r, all_kv, layout.acc_bytes()), copy(r, all_kv, layout.acc_bytes()), Glue { rank: r, op: GlueOp::Cast { elems: kv_elems(r) } }])
+                .flat_map(|r| {
+                    [
+                        Glue { rank: r, op: GlueOp::Cast { elems: all_kv } },
+                        copy(r, all_kv, layout.acc_bytes()),
+                        copy(r, all_kv, layout.acc_bytes()),
+                        Glue { rank: r, op: GlueOp::Cast { elems: kv_elems(r) } },
+                    ]
+                })
                 .collect(),
         });
     }

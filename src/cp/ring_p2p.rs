@@ -10,10 +10,15 @@ use super::usp::{schedule_plan, UspPlan};
 use super::CpError;
 use crate::mask::Mask;
 
-pub const STRATEGY: StrategyDef = StrategyDef { name: "ring-p2p", summary: "KV ring over all ranks, next block in flight during compute", default_sharding: Sharding::Contiguous, plan };
+pub const STRATEGY: StrategyDef =
+    StrategyDef { name: "ring-p2p", summary: "KV ring over all ranks, next block in flight during compute", default_sharding: Sharding::Contiguous, plan };
 
-pub const STRATEGY_ZIGZAG: StrategyDef =
-    StrategyDef { name: "ring-p2p-zigzag", summary: "ring-p2p on zigzag sharding (chunks r and 2W−1−r): balanced causal work", default_sharding: Sharding::Zigzag, plan };
+pub const STRATEGY_ZIGZAG: StrategyDef = StrategyDef {
+    name: "ring-p2p-zigzag",
+    summary: "ring-p2p on zigzag sharding (chunks r and 2W−1−r): balanced causal work",
+    default_sharding: Sharding::Zigzag,
+    plan,
+};
 
 pub fn plan(world: usize, layout: &CpLayout) -> Result<Engine, CpError> {
     Ok(Engine::Usp(UspPlan::new(world, 1, world, layout)?))

@@ -109,7 +109,13 @@ impl GlueOp {
             }
             GlueOp::Accumulate { elems } => (if cast { (e + a) * elems } else { 0 } + 3 * a * elems, if cast { 2 } else { 1 }),
             GlueOp::Copy { elems, elem_bytes } => (2 * elem_bytes as u64 * elems, 1),
-            GlueOp::Cast { elems } => if cast { ((e + a) * elems, 1) } else { (0, 0) },
+            GlueOp::Cast { elems } => {
+                if cast {
+                    ((e + a) * elems, 1)
+                } else {
+                    (0, 0)
+                }
+            }
         }
     }
 }

@@ -12,7 +12,10 @@ use super::usp::{schedule_plan, UspPlan};
 use super::CpError;
 use crate::mask::Mask;
 
-pub const STRATEGY: StrategyDef = StrategyDef { name: "ulysses", summary: "all-to-all sequence↔heads, whole sequence per head group (W | Hq)", default_sharding: Sharding::Contiguous, plan };
+pub const STRATEGY: StrategyDef =
+    StrategyDef {
+        name: "ulysses", summary: "all-to-all sequence↔heads, whole sequence per head group (W | Hq)", default_sharding: Sharding::Contiguous, plan
+    };
 
 pub fn plan(world: usize, layout: &CpLayout) -> Result<Engine, CpError> {
     Ok(Engine::Usp(UspPlan::new(world, world, 1, layout)?))

@@ -51,7 +51,10 @@ impl UspPlan {
             return Err(CpError::Config(format!("--inner-ring {inner} must divide the ring degree {ring} (world {world} / ulysses degree {ulysses})")));
         }
         if !layout.heads_q.is_multiple_of(ulysses) {
-            return Err(CpError::Config(format!("Ulysses degree {ulysses} must divide the query heads ({}); change --heads or --ulysses-degree", layout.heads_q)));
+            return Err(CpError::Config(format!(
+                "Ulysses degree {ulysses} must divide the query heads ({}); change --heads or --ulysses-degree",
+                layout.heads_q
+            )));
         }
         Ok(UspPlan { ulysses, ring, inner })
     }
@@ -119,7 +122,17 @@ pub fn forward(comm: &dyn Comm, p: &Problem, plan: &UspPlan, q: &Tensor, k: &Ten
 /// Backward on this rank given the FINAL out/lse of its rows and dout (all seq-sharded like q).
 /// Returns (dq, dk, dv) of the rank's shard.
 #[allow(clippy::too_many_arguments)]
-pub fn backward(comm: &dyn Comm, p: &Problem, plan: &UspPlan, q: &Tensor, k: &Tensor, v: &Tensor, out: &Tensor, lse: &Tensor, dout: &Tensor) -> Result<(Tensor, Tensor, Tensor), CpError> {
+pub fn backward(
+    comm: &dyn Comm,
+    p: &Problem,
+    plan: &UspPlan,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    out: &Tensor,
+    lse: &Tensor,
+    dout: &Tensor,
+) -> Result<(Tensor, Tensor, Tensor), CpError> {
     let g = Groups::new(comm, p, plan);
     let rep = plan.kv_repeat(&p.layout);
     let (kr, vr) = repeat_kv(k, v, rep);
@@ -263,7 +276,16 @@ fn rotate_forward(g: &Groups, mask: &Mask, scale: f64, q: &Tensor, kv_own: &Tens
 }
 
 #[allow(clippy::too_many_arguments)]
-fn rotate_backward(g: &Groups, mask: &Mask, scale: f64, q: &Tensor, kv_own: &Tensor, out: &Tensor, lse: &Tensor, dout: &Tensor) -> Result<(Tensor, Tensor), CpError> {
+fn rotate_backward(
+    g: &Groups,
+    mask: &Mask,
+    scale: f64,
+    q: &Tensor,
+    kv_own: &Tensor,
+    out: &Tensor,
+    lse: &Tensor,
+    dout: &Tensor,
+) -> Result<(Tensor, Tensor), CpError> {
     let plan = &g.plan;
     let m = g.ring.rank();
     let myq = &g.members[m];
@@ -436,7 +458,10 @@ pub fn schedule_plan(name: &str, plan: &UspPlan, shard: &Shard, mask: &Mask, lay
                             glue.push(Glue { rank: r, op: GlueOp::Accumulate { elems: dkv } });
                             glue.push(copy(r, dkv, acc));
                         } else {
-                            glue.push(Glue { rank: r, op: GlueOp::Merge { batch: layout.batch, heads: hq_u as usize, rows: mlen(m) as usize, head_dim: layout.head_dim } });
+                            glue.push(Glue {
+                                rank: r,
+                                op: GlueOp::Merge { batch: layout.batch, heads: hq_u as usize, rows: mlen(m) as usize, head_dim: layout.head_dim },
+                            });
                         }
                     }
                     if ti == 0 && to + 1 < plan.outer() {
@@ -447,11 +472,23 @@ pub fn schedule_plan(name: &str, plan: &UspPlan, shard: &Shard, mask: &Mask, lay
                         messages.push(Message { src: r, dst: g(plan.inner_next(m)), bytes: kv_bytes(origin, e), what: "kv".into(), overlapped: true });
                     }
                     if bwd && plan.inner > 1 {
-                        messages.push(Message { src: r, dst: g(plan.inner_next(m)), bytes: kv_bytes(origin, layout.acc_bytes() as u64), what: "dkv".into(), overlapped: false });
+                        messages.push(Message {
+                            src: r,
+                            dst: g(plan.inner_next(m)),
+                            bytes: kv_bytes(origin, layout.acc_bytes() as u64),
+                            what: "dkv".into(),
+                            overlapped: false,
+                        });
                     }
                     if bwd && ti + 1 == plan.inner && to > 0 {
                         let owner = plan.round_owner(m, to);
-                        messages.push(Message { src: r, dst: g(owner), bytes: kv_bytes(owner, layout.acc_bytes() as u64), what: "dkv-return".into(), overlapped: false });
+                        messages.push(Message {
+                            src: r,
+                            dst: g(owner),
+                            bytes: kv_bytes(owner, layout.acc_bytes() as u64),
+                            what: "dkv-return".into(),
+                            overlapped: false,
+                        });
                     }
                 }
                 steps.push(Step { label: format!("{tag} ring {to}.{ti}"), compute, messages, glue });
@@ -466,7 +503,11 @@ pub fn schedule_plan(name: &str, plan: &UspPlan, shard: &Shard, mask: &Mask, lay
         let first = steps.len();
         if plan.ulysses > 1 {
             if bwd {
-                steps.push(a2a("bwd a2a q,kv,out,dout,lse", &[("a2a-q", q_tok), ("a2a-kv", kv_tok), ("a2a-out", q_tok), ("a2a-dout", q_tok), ("a2a-lse", lse_tok)], true));
+                steps.push(a2a(
+                    "bwd a2a q,kv,out,dout,lse",
+                    &[("a2a-q", q_tok), ("a2a-kv", kv_tok), ("a2a-out", q_tok), ("a2a-dout", q_tok), ("a2a-lse", lse_tok)],
+                    true,
+                ));
             } else {
                 steps.push(a2a("fwd a2a q,kv", &[("a2a-q", q_tok), ("a2a-kv", kv_tok)], true));
             }
@@ -497,13 +538,20 @@ pub fn schedule_plan(name: &str, plan: &UspPlan, shard: &Shard, mask: &Mask, lay
 use super::registry::{Engine, StrategyDef};
 use super::shard::Sharding;
 
-pub const STRATEGY: StrategyDef =
-    StrategyDef { name: "usp", summary: "Ulysses all-to-all (degree --ulysses-degree U) × ring across groups (W/U); zigzag", default_sharding: Sharding::Zigzag, plan };
+pub const STRATEGY: StrategyDef = StrategyDef {
+    name: "usp",
+    summary: "Ulysses all-to-all (degree --ulysses-degree U) × ring across groups (W/U); zigzag",
+    default_sharding: Sharding::Zigzag,
+    plan,
+};
 
 /// Default Ulysses degree: the largest divisor of `world` that divides the KV heads and is at most
 /// √world-ish balanced (prefers 2-D); falls back to 1 (pure ring).
 pub fn default_ulysses(world: usize, layout: &CpLayout) -> usize {
-    (1..=world).filter(|u| world.is_multiple_of(*u) && layout.heads_q.is_multiple_of(*u) && layout.heads_kv.is_multiple_of(*u) && u * u <= world).max().unwrap_or(1)
+    (1..=world)
+        .filter(|u| world.is_multiple_of(*u) && layout.heads_q.is_multiple_of(*u) && layout.heads_kv.is_multiple_of(*u) && u * u <= world)
+        .max()
+        .unwrap_or(1)
 }
 
 pub fn plan(world: usize, layout: &CpLayout) -> Result<Engine, CpError> {

@@ -123,13 +123,7 @@ pub fn auto_corpus_long(seqlen: usize) -> &'static str {
 pub fn histogram(name: &str) -> Result<Vec<Bucket>, MaskError> {
     let corpus = CORPORA.iter().find(|c| c.name == name).ok_or_else(|| {
         let names: Vec<&str> = CORPORA.iter().map(|c| c.name).collect();
-        MaskError::bad(
-            "docs",
-            format!(
-                "unknown document-length table `{name}` (expected auto, {})",
-                names.join(", ")
-            ),
-        )
+        MaskError::bad("docs", format!("unknown document-length table `{name}` (expected auto, {})", names.join(", ")))
     })?;
     parse_csv(corpus.csv).map_err(|e| MaskError::Invalid(format!("embedded table {name}: {e}")))
 }
@@ -140,11 +134,7 @@ pub fn parse_csv(text: &str) -> Result<Vec<Bucket>, String> {
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
     match lines.next() {
         Some(h) if h.trim() == "length_lo,length_hi,weight" => {}
-        other => {
-            return Err(format!(
-                "expected header `length_lo,length_hi,weight`, got {other:?}"
-            ))
-        }
+        other => return Err(format!("expected header `length_lo,length_hi,weight`, got {other:?}")),
     }
     let mut out = Vec::new();
     for (n, line) in lines.enumerate() {
@@ -152,20 +142,11 @@ pub fn parse_csv(text: &str) -> Result<Vec<Bucket>, String> {
         if f.len() != 3 {
             return Err(format!("row {}: expected 3 fields, got `{line}`", n + 1));
         }
-        let lo: usize = f[0]
-            .parse()
-            .map_err(|_| format!("row {}: bad length_lo `{}`", n + 1, f[0]))?;
-        let hi: usize = f[1]
-            .parse()
-            .map_err(|_| format!("row {}: bad length_hi `{}`", n + 1, f[1]))?;
-        let weight: f64 = f[2]
-            .parse()
-            .map_err(|_| format!("row {}: bad weight `{}`", n + 1, f[2]))?;
+        let lo: usize = f[0].parse().map_err(|_| format!("row {}: bad length_lo `{}`", n + 1, f[0]))?;
+        let hi: usize = f[1].parse().map_err(|_| format!("row {}: bad length_hi `{}`", n + 1, f[1]))?;
+        let weight: f64 = f[2].parse().map_err(|_| format!("row {}: bad weight `{}`", n + 1, f[2]))?;
         if lo > hi || !weight.is_finite() || weight < 0.0 {
-            return Err(format!(
-                "row {}: need lo ≤ hi and a finite weight ≥ 0, got `{line}`",
-                n + 1
-            ));
+            return Err(format!("row {}: need lo ≤ hi and a finite weight ≥ 0, got `{line}`", n + 1));
         }
         out.push(Bucket { lo, hi, weight });
     }
@@ -182,8 +163,7 @@ pub fn sample_lengths(buckets: &[Bucket], total: usize, rng: &mut MaskRng) -> Ve
     if total == 0 {
         return out;
     }
-    let pick = WeightedIndex::new(buckets.iter().map(|b| b.weight))
-        .expect("parse_csv rejects all-zero tables");
+    let pick = WeightedIndex::new(buckets.iter().map(|b| b.weight)).expect("parse_csv rejects all-zero tables");
     let mut left = total;
     while left > 0 {
         let b = buckets[pick.sample(rng)];
@@ -208,14 +188,7 @@ mod tests {
         assert_eq!(histogram("prolong64k").unwrap().len(), 44);
         assert_eq!(histogram("prolong512k").unwrap().len(), 42);
         assert_eq!(histogram("varlen_long").unwrap().len(), 12);
-        assert_eq!(
-            histogram("long_8k_30k").unwrap(),
-            vec![Bucket {
-                lo: 8192,
-                hi: 30720,
-                weight: 1.0
-            }]
-        );
+        assert_eq!(histogram("long_8k_30k").unwrap(), vec![Bucket { lo: 8192, hi: 30720, weight: 1.0 }]);
     }
 
     #[test]
@@ -235,13 +208,7 @@ mod tests {
 
     #[test]
     fn lengths_sum_exactly_and_stay_in_buckets() {
-        for name in [
-            "pile",
-            "prolong64k",
-            "varlen_short",
-            "magi_default",
-            "long_8k_30k",
-        ] {
+        for name in ["pile", "prolong64k", "varlen_short", "magi_default", "long_8k_30k"] {
             let b = histogram(name).unwrap();
             let max_hi = b.iter().map(|x| x.hi).max().unwrap();
             for total in [1usize, 2, 7, 1000, 4097, 65536] {
@@ -250,10 +217,7 @@ mod tests {
                 assert!(lens.iter().all(|&l| l >= 1 && l <= max_hi.max(1)));
                 // All but the last document are uncut draws, so they lie in some bucket.
                 for &l in &lens[..lens.len() - 1] {
-                    assert!(
-                        b.iter().any(|x| x.lo.max(1) <= l && l <= x.hi),
-                        "{name}: {l}"
-                    );
+                    assert!(b.iter().any(|x| x.lo.max(1) <= l && l <= x.hi), "{name}: {l}");
                 }
             }
         }

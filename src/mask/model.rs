@@ -30,12 +30,7 @@ pub enum SliceKind {
 }
 
 impl SliceKind {
-    pub const ALL: [SliceKind; 4] = [
-        SliceKind::Full,
-        SliceKind::Causal,
-        SliceKind::InvCausal,
-        SliceKind::BiCausal,
-    ];
+    pub const ALL: [SliceKind; 4] = [SliceKind::Full, SliceKind::Causal, SliceKind::InvCausal, SliceKind::BiCausal];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -180,33 +175,22 @@ impl Mask {
     /// slices whose rectangles intersect must have no common attended pair inside the intersection.
     pub fn rect(seqlen_q: usize, seqlen_k: usize, slices: Vec<Slice>) -> Result<Self, MaskError> {
         if seqlen_q == 0 || seqlen_k == 0 {
-            return Err(MaskError::Invalid(
-                "sequence length must be at least 1".into(),
-            ));
+            return Err(MaskError::Invalid("sequence length must be at least 1".into()));
         }
         let mut kept = Vec::with_capacity(slices.len());
         for s in slices {
             if s.q.start > s.q.end || s.k.start > s.k.end {
-                return Err(MaskError::Invalid(format!(
-                    "slice {s:?} has a reversed range"
-                )));
+                return Err(MaskError::Invalid(format!("slice {s:?} has a reversed range")));
             }
             if s.q.end > seqlen_q || s.k.end > seqlen_k {
-                return Err(MaskError::Invalid(format!(
-                    "slice q={:?} k={:?} lies outside the {seqlen_q}×{seqlen_k} sequence",
-                    s.q, s.k
-                )));
+                return Err(MaskError::Invalid(format!("slice q={:?} k={:?} lies outside the {seqlen_q}×{seqlen_k} sequence", s.q, s.k)));
             }
             if s.area() > 0 {
                 kept.push(s);
             }
         }
         check_no_overlap(&kept)?;
-        Ok(Mask {
-            seqlen_q,
-            seqlen_k,
-            slices: kept,
-        })
+        Ok(Mask { seqlen_q, seqlen_k, slices: kept })
     }
 
     pub fn slices(&self) -> &[Slice] {
@@ -274,10 +258,7 @@ impl Mask {
             for_each_row_block(s, cq, |qb, lo, hi, r| {
                 for kb in lo / ck..=hi / ck {
                     let k = kb * ck..((kb + 1) * ck).min(self.seqlen_k);
-                    counts[qb * cols + kb] += clip_slice(s, r.clone(), k)
-                        .iter()
-                        .map(Slice::area)
-                        .sum::<u64>();
+                    counts[qb * cols + kb] += clip_slice(s, r.clone(), k).iter().map(Slice::area).sum::<u64>();
                 }
             });
         }
@@ -319,18 +300,10 @@ impl Mask {
         let mut out = Vec::new();
         for s in &self.slices {
             for piece in clip_slice(s, q.clone(), k.clone()) {
-                out.push(Slice::new(
-                    piece.q.start - q.start..piece.q.end - q.start,
-                    piece.k.start - k.start..piece.k.end - k.start,
-                    piece.kind,
-                ));
+                out.push(Slice::new(piece.q.start - q.start..piece.q.end - q.start, piece.k.start - k.start..piece.k.end - k.start, piece.kind));
             }
         }
-        Mask {
-            seqlen_q: q.len().max(1),
-            seqlen_k: k.len().max(1),
-            slices: out,
-        }
+        Mask { seqlen_q: q.len().max(1), seqlen_k: k.len().max(1), slices: out }
     }
 
     /// Unicode picture, one character per cell, for small masks (a cell covers ⌈S/width⌉ tokens; `█`
@@ -364,11 +337,7 @@ impl Mask {
 /// in: `rows` are those rows (global), `lo..=hi` the union of their attended keys (global). Row key
 /// intervals move monotonically, so the union is the span from the first row's and the last row's
 /// intervals, and every key in it is attended by some row of the block.
-fn for_each_row_block(
-    s: &Slice,
-    block: usize,
-    mut f: impl FnMut(usize, usize, usize, Range<usize>),
-) {
+fn for_each_row_block(s: &Slice, block: usize, mut f: impl FnMut(usize, usize, usize, Range<usize>)) {
     let rows = s.nonempty_rows();
     if rows.is_empty() {
         return;
@@ -379,12 +348,7 @@ fn for_each_row_block(
         let r1 = ((qb + 1) * block).min(rows.end);
         let (lo0, hi0) = s.row_keys(r0 - s.q.start).expect("non-empty row");
         let (lo1, hi1) = s.row_keys(r1 - 1 - s.q.start).expect("non-empty row");
-        f(
-            qb,
-            s.k.start + lo0.min(lo1),
-            s.k.start + hi0.max(hi1),
-            r0..r1,
-        );
+        f(qb, s.k.start + lo0.min(lo1), s.k.start + hi0.max(hi1), r0..r1);
         qb += 1;
     }
 }
@@ -521,10 +485,7 @@ fn check_no_overlap(slices: &[Slice]) -> Result<(), MaskError> {
         for &a in &active {
             let t = &slices[a];
             if t.k.start < s.k.end && s.k.start < t.k.end && overlap_exact(s, t) {
-                return Err(MaskError::Invalid(format!(
-                    "slices overlap: q={:?} k={:?} ({}) and q={:?} k={:?} ({})",
-                    t.q, t.k, t.kind, s.q, s.k, s.kind
-                )));
+                return Err(MaskError::Invalid(format!("slices overlap: q={:?} k={:?} ({}) and q={:?} k={:?} ({})", t.q, t.k, t.kind, s.q, s.k, s.kind)));
             }
         }
         active.push(i);
@@ -535,16 +496,14 @@ fn check_no_overlap(slices: &[Slice]) -> Result<(), MaskError> {
 /// Whether two slices share an attended pair, row by row over their common rows.
 fn overlap_exact(s: &Slice, t: &Slice) -> bool {
     let rows = s.q.start.max(t.q.start)..s.q.end.min(t.q.end);
-    rows.into_iter()
-        .any(|i| match (global_row(s, i), global_row(t, i)) {
-            (Some(x), Some(y)) => x.0 <= y.1 && y.0 <= x.1,
-            _ => false,
-        })
+    rows.into_iter().any(|i| match (global_row(s, i), global_row(t, i)) {
+        (Some(x), Some(y)) => x.0 <= y.1 && y.0 <= x.1,
+        _ => false,
+    })
 }
 
 fn global_row(s: &Slice, i: usize) -> Option<(usize, usize)> {
-    s.row_keys(i - s.q.start)
-        .map(|(lo, hi)| (s.k.start + lo, s.k.start + hi))
+    s.row_keys(i - s.q.start).map(|(lo, hi)| (s.k.start + lo, s.k.start + hi))
 }
 
 #[cfg(test)]
@@ -571,11 +530,7 @@ mod tests {
     fn random_slice(rng: &mut ChaCha8Rng, sq: usize, sk: usize) -> Slice {
         let (a, b) = (rng.gen_range(0..=sq), rng.gen_range(0..=sq));
         let (c, d) = (rng.gen_range(0..=sk), rng.gen_range(0..=sk));
-        Slice::new(
-            a.min(b)..a.max(b),
-            c.min(d)..c.max(d),
-            SliceKind::ALL[rng.gen_range(0..4)],
-        )
+        Slice::new(a.min(b)..a.max(b), c.min(d)..c.max(d), SliceKind::ALL[rng.gen_range(0..4)])
     }
 
     #[test]
@@ -587,9 +542,7 @@ mod tests {
             let dense: Vec<bool> = (0..sq * sk).map(|x| rule(&s, x / sk, x % sk)).collect();
             let area = dense.iter().filter(|&&v| v).count() as u64;
             assert_eq!(s.area(), area, "{s:?}");
-            let nonempty: Vec<usize> = (0..sq)
-                .filter(|&i| (0..sk).any(|j| dense[i * sk + j]))
-                .collect();
+            let nonempty: Vec<usize> = (0..sq).filter(|&i| (0..sk).any(|j| dense[i * sk + j])).collect();
             let rows = s.nonempty_rows();
             assert_eq!(nonempty, rows.clone().collect::<Vec<_>>(), "{s:?}");
             let m = Mask::rect(sq, sk, vec![s.clone()]).unwrap();
@@ -603,13 +556,7 @@ mod tests {
                 for i in 0..sq {
                     for j in 0..sk {
                         let want = dense[i * sk + j] && w.q.contains(&i) && w.k.contains(&j);
-                        assert_eq!(
-                            clipped.contains(i, j),
-                            want,
-                            "{s:?} window {:?}×{:?} at ({i},{j})",
-                            w.q,
-                            w.k
-                        );
+                        assert_eq!(clipped.contains(i, j), want, "{s:?} window {:?}×{:?} at ({i},{j})", w.q, w.k);
                     }
                 }
             }
@@ -627,32 +574,17 @@ mod tests {
                 }
             }
             let nonzero = counts.iter().filter(|&&n| n > 0).count();
-            assert!(
-                (m.block_sparsity(cq, ck) - nonzero as f64 / (rows * cols) as f64).abs() < 1e-12,
-                "{s:?}"
-            );
+            assert!((m.block_sparsity(cq, ck) - nonzero as f64 / (rows * cols) as f64).abs() < 1e-12, "{s:?}");
         }
     }
 
     #[test]
     fn overlap_is_rejected_exactly() {
         // A causal and an inv-causal slice on the same square share the diagonal…
-        let e = Mask::new(
-            8,
-            vec![
-                Slice::new(0..8, 0..8, SliceKind::Causal),
-                Slice::new(0..8, 0..8, SliceKind::InvCausal),
-            ],
-        );
+        let e = Mask::new(8, vec![Slice::new(0..8, 0..8, SliceKind::Causal), Slice::new(0..8, 0..8, SliceKind::InvCausal)]);
         assert!(e.is_err());
         // …but causal and a strictly-upper band do not, although their rectangles coincide.
-        let ok = Mask::new(
-            8,
-            vec![
-                Slice::new(0..8, 0..8, SliceKind::Causal),
-                Slice::new(0..7, 1..8, SliceKind::InvCausal),
-            ],
-        );
+        let ok = Mask::new(8, vec![Slice::new(0..8, 0..8, SliceKind::Causal), Slice::new(0..7, 1..8, SliceKind::InvCausal)]);
         assert_eq!(ok.unwrap().area(), 64);
         assert!(Mask::new(4, vec![Slice::new(0..5, 0..4, SliceKind::Full)]).is_err());
         assert!(Mask::new(0, vec![]).is_err());

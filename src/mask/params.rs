@@ -22,9 +22,7 @@ impl Params {
         let mut p = Params::new();
         for item in items {
             let item = item.as_ref();
-            let (k, v) = item
-                .split_once('=')
-                .ok_or_else(|| MaskError::bad(item, "expected key=value"))?;
+            let (k, v) = item.split_once('=').ok_or_else(|| MaskError::bad(item, "expected key=value"))?;
             let k = k.trim();
             if k.is_empty() {
                 return Err(MaskError::bad(item, "empty key in key=value"));
@@ -50,10 +48,7 @@ impl Params {
     fn parse<T: std::str::FromStr>(&self, key: &str, what: &str) -> Result<Option<T>, MaskError> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v
-                .parse::<T>()
-                .map(Some)
-                .map_err(|_| MaskError::bad(key, format!("expected {what}, got `{v}`"))),
+            Some(v) => v.parse::<T>().map(Some).map_err(|_| MaskError::bad(key, format!("expected {what}, got `{v}`"))),
         }
     }
 
@@ -84,10 +79,7 @@ impl Params {
         let Some(v) = self.get(key) else { return Ok(None) };
         v.split([',', ' '])
             .filter(|s| !s.is_empty())
-            .map(|s| {
-                s.parse::<usize>()
-                    .map_err(|_| MaskError::bad(key, format!("expected a comma-separated list of integers, got `{s}`")))
-            })
+            .map(|s| s.parse::<usize>().map_err(|_| MaskError::bad(key, format!("expected a comma-separated list of integers, got `{s}`"))))
             .collect::<Result<Vec<_>, _>>()
             .map(Some)
     }

@@ -33,12 +33,7 @@ pub enum RenderError {
 
 /// Registers the embedded DejaVu Sans as "sans-serif" (idempotent; plotters keeps a global table).
 pub fn register_font() -> Result<(), RenderError> {
-    plotters::style::register_font(
-        "sans-serif",
-        FontStyle::Normal,
-        include_bytes!("../../assets/DejaVuSans.ttf"),
-    )
-    .map_err(|_| RenderError::Font)
+    plotters::style::register_font("sans-serif", FontStyle::Normal, include_bytes!("../../assets/DejaVuSans.ttf")).map_err(|_| RenderError::Font)
 }
 
 /// Grey levels of one mask: `(rows, cols, values)`, value = attended fraction of the cell in [0, 1].
@@ -59,37 +54,21 @@ pub fn grey_cells(mask: &Mask, max_cells: usize) -> (usize, usize, Vec<f64>) {
 }
 
 /// Writes `masks` (one panel each) with `title` above them to a PNG file at `path`.
-pub fn write_png(
-    masks: &[Mask],
-    title: &str,
-    path: &Path,
-    max_cells: usize,
-) -> Result<(), RenderError> {
+pub fn write_png(masks: &[Mask], title: &str, path: &Path, max_cells: usize) -> Result<(), RenderError> {
     if masks.is_empty() {
         return Err(RenderError::Empty);
     }
     register_font()?;
-    let panels: Vec<(usize, usize, Vec<f64>)> =
-        masks.iter().map(|m| grey_cells(m, max_cells)).collect();
+    let panels: Vec<(usize, usize, Vec<f64>)> = masks.iter().map(|m| grey_cells(m, max_cells)).collect();
     let widest = panels.iter().map(|p| p.0.max(p.1)).max().unwrap_or(1);
     let scale = (MIN_SIDE_PX / widest).max(1) as u32;
-    let width: u32 =
-        panels.iter().map(|p| p.1 as u32 * scale).sum::<u32>() + GAP_PX * (panels.len() as u32 + 1);
-    let height: u32 =
-        panels.iter().map(|p| p.0 as u32 * scale).max().unwrap_or(1) + TITLE_PX + GAP_PX;
-    let draw_err = |e: &dyn std::fmt::Display| RenderError::Draw {
-        path: path.display().to_string(),
-        msg: e.to_string(),
-    };
+    let width: u32 = panels.iter().map(|p| p.1 as u32 * scale).sum::<u32>() + GAP_PX * (panels.len() as u32 + 1);
+    let height: u32 = panels.iter().map(|p| p.0 as u32 * scale).max().unwrap_or(1) + TITLE_PX + GAP_PX;
+    let draw_err = |e: &dyn std::fmt::Display| RenderError::Draw { path: path.display().to_string(), msg: e.to_string() };
 
     let root = BitMapBackend::new(path, (width.max(320), height)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| draw_err(&e))?;
-    root.draw(&Text::new(
-        title.to_string(),
-        (GAP_PX as i32, 8),
-        ("sans-serif", 18).into_font().color(&BLACK),
-    ))
-    .map_err(|e| draw_err(&e))?;
+    root.draw(&Text::new(title.to_string(), (GAP_PX as i32, 8), ("sans-serif", 18).into_font().color(&BLACK))).map_err(|e| draw_err(&e))?;
     let mut x0 = GAP_PX;
     for (rows, cols, vals) in &panels {
         let y0 = TITLE_PX;
@@ -100,35 +79,17 @@ pub fn write_png(
                     continue;
                 }
                 let colour = RGBColor(v, v, v);
-                let (px, py) = (
-                    (x0 + c as u32 * scale) as i32,
-                    (y0 + r as u32 * scale) as i32,
-                );
+                let (px, py) = ((x0 + c as u32 * scale) as i32, (y0 + r as u32 * scale) as i32);
                 if scale == 1 {
-                    root.draw_pixel((px, py), &colour)
-                        .map_err(|e| draw_err(&e))?;
+                    root.draw_pixel((px, py), &colour).map_err(|e| draw_err(&e))?;
                 } else {
-                    root.draw(&Rectangle::new(
-                        [(px, py), (px + scale as i32, py + scale as i32)],
-                        colour.filled(),
-                    ))
-                    .map_err(|e| draw_err(&e))?;
+                    root.draw(&Rectangle::new([(px, py), (px + scale as i32, py + scale as i32)], colour.filled())).map_err(|e| draw_err(&e))?;
                 }
             }
         }
         // Thin frame so empty borders are visible.
-        let (w, h) = (
-            (cols * scale as usize) as i32,
-            (rows * scale as usize) as i32,
-        );
-        root.draw(&Rectangle::new(
-            [
-                (x0 as i32 - 1, y0 as i32 - 1),
-                (x0 as i32 + w, y0 as i32 + h),
-            ],
-            RGBColor(160, 160, 160),
-        ))
-        .map_err(|e| draw_err(&e))?;
+        let (w, h) = ((cols * scale as usize) as i32, (rows * scale as usize) as i32);
+        root.draw(&Rectangle::new([(x0 as i32 - 1, y0 as i32 - 1), (x0 as i32 + w, y0 as i32 + h)], RGBColor(160, 160, 160))).map_err(|e| draw_err(&e))?;
         x0 += *cols as u32 * scale + GAP_PX;
     }
     root.present().map_err(|e| draw_err(&e))?;
@@ -142,10 +103,7 @@ mod tests {
 
     #[test]
     fn grey_levels_are_exact_fractions() {
-        let m = build_pattern("causal", 4, &Params::new())
-            .unwrap()
-            .groups
-            .remove(0);
+        let m = build_pattern("causal", 4, &Params::new()).unwrap().groups.remove(0);
         let (r, c, v) = grey_cells(&m, 2);
         assert_eq!((r, c), (2, 2));
         assert_eq!(v, vec![0.75, 0.0, 1.0, 0.75]);
@@ -155,15 +113,7 @@ mod tests {
     fn writes_a_png() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.png");
-        let hm = build_pattern(
-            "per_head",
-            300,
-            &Params::new()
-                .set("patterns", "causal,sliding_window")
-                .set("window_left", 20)
-                .set("window_right", 5),
-        )
-        .unwrap();
+        let hm = build_pattern("per_head", 300, &Params::new().set("patterns", "causal,sliding_window").set("window_left", 20).set("window_right", 5)).unwrap();
         write_png(&hm.groups, "per_head  S=300", &path, MAX_CELLS).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");

@@ -30,172 +30,46 @@ pub struct Pattern {
     pub build: fn(usize, &Params) -> Result<HeadMasks, MaskError>,
 }
 
-const WINDOW: ParamSpec = ParamSpec {
-    key: "window",
-    default: "1024",
-    help: "window in tokens (keys i−window..i)",
-};
-const WINDOW_LEFT: ParamSpec = ParamSpec {
-    key: "window_left",
-    default: "1024",
-    help: "keys before the query (tokens)",
-};
-const WINDOW_RIGHT: ParamSpec = ParamSpec {
-    key: "window_right",
-    default: "1024",
-    help: "keys after the query (tokens)",
-};
-const GLOBAL: ParamSpec = ParamSpec {
-    key: "global",
-    default: "64",
-    help: "leading global tokens (see and seen by all)",
-};
-const WINDOW_SYM: ParamSpec = ParamSpec {
-    key: "window",
-    default: "1024",
-    help: "band half-width: |i − j| ≤ window",
-};
-const WINDOW_LC: ParamSpec = ParamSpec {
-    key: "window",
-    default: "1024",
-    help: "W of LC's slices (LC draws it uniformly in 1..S/3−1); clamped to seqlen",
-};
-const PREFIX: ParamSpec = ParamSpec {
-    key: "prefix",
-    default: "seqlen/4",
-    help: "bidirectional prefix length (tokens, ≤ seqlen)",
-};
-const PREFIX_DOC: ParamSpec = ParamSpec {
-    key: "prefix",
-    default: "min(1024, seqlen/4)",
-    help: "bidirectional prefix of every document (tokens, ≤ seqlen)",
-};
-const BLOCK_DOC: ParamSpec = ParamSpec {
-    key: "block",
-    default: "1024",
-    help: "block size in tokens, counted from each doc start",
-};
-const DOC_LENS: ParamSpec = ParamSpec {
-    key: "doc_lens",
-    default: "",
-    help: "explicit document lengths a,b,c (each ≥ 1, sum = seqlen)",
-};
-const DOCS: ParamSpec = ParamSpec {
-    key: "docs",
-    default: "auto",
-    help: "length table (`attnbench list docs`); auto = pile ≤ 12K tokens, else prolong64k",
-};
-const DOCS_LONG: ParamSpec = ParamSpec {
-    key: "docs",
-    default: "auto",
-    help: "table for the 40 % part; auto = pile ≤ 12K, prolong64k < 64K, else prolong512k",
-};
-const SEED: ParamSpec = ParamSpec {
-    key: "seed",
-    default: "42",
-    help: "RNG seed (ChaCha8) for sampled lengths",
-};
-const DENSITY: ParamSpec = ParamSpec {
-    key: "density",
-    default: "0.1",
-    help: "fraction of tiles attended, in (0, 1]",
-};
-const BLOCK_SPARSE: ParamSpec = ParamSpec {
-    key: "block",
-    default: "128",
-    help: "tile size in tokens (≥ 1)",
-};
-const SEED_TILES: ParamSpec = ParamSpec {
-    key: "seed",
-    default: "42",
-    help: "RNG seed (ChaCha8) for the tile draw",
-};
-const PATTERNS_KEY: ParamSpec = ParamSpec {
-    key: "patterns",
-    default: "causal,sliding_window_causal",
-    help: "comma-separated pattern per head group (groups must divide the query heads)",
-};
+const WINDOW: ParamSpec = ParamSpec { key: "window", default: "1024", help: "window in tokens (keys i−window..i)" };
+const WINDOW_LEFT: ParamSpec = ParamSpec { key: "window_left", default: "1024", help: "keys before the query (tokens)" };
+const WINDOW_RIGHT: ParamSpec = ParamSpec { key: "window_right", default: "1024", help: "keys after the query (tokens)" };
+const GLOBAL: ParamSpec = ParamSpec { key: "global", default: "64", help: "leading global tokens (see and seen by all)" };
+const WINDOW_SYM: ParamSpec = ParamSpec { key: "window", default: "1024", help: "band half-width: |i − j| ≤ window" };
+const WINDOW_LC: ParamSpec = ParamSpec { key: "window", default: "1024", help: "W of LC's slices (LC draws it uniformly in 1..S/3−1); clamped to seqlen" };
+const PREFIX: ParamSpec = ParamSpec { key: "prefix", default: "seqlen/4", help: "bidirectional prefix length (tokens, ≤ seqlen)" };
+const PREFIX_DOC: ParamSpec = ParamSpec { key: "prefix", default: "min(1024, seqlen/4)", help: "bidirectional prefix of every document (tokens, ≤ seqlen)" };
+const BLOCK_DOC: ParamSpec = ParamSpec { key: "block", default: "1024", help: "block size in tokens, counted from each doc start" };
+const DOC_LENS: ParamSpec = ParamSpec { key: "doc_lens", default: "", help: "explicit document lengths a,b,c (each ≥ 1, sum = seqlen)" };
+const DOCS: ParamSpec = ParamSpec { key: "docs", default: "auto", help: "length table (`attnbench list docs`); auto = pile ≤ 12K tokens, else prolong64k" };
+const DOCS_LONG: ParamSpec =
+    ParamSpec { key: "docs", default: "auto", help: "table for the 40 % part; auto = pile ≤ 12K, prolong64k < 64K, else prolong512k" };
+const SEED: ParamSpec = ParamSpec { key: "seed", default: "42", help: "RNG seed (ChaCha8) for sampled lengths" };
+const DENSITY: ParamSpec = ParamSpec { key: "density", default: "0.1", help: "fraction of tiles attended, in (0, 1]" };
+const BLOCK_SPARSE: ParamSpec = ParamSpec { key: "block", default: "128", help: "tile size in tokens (≥ 1)" };
+const SEED_TILES: ParamSpec = ParamSpec { key: "seed", default: "42", help: "RNG seed (ChaCha8) for the tile draw" };
+const PATTERNS_KEY: ParamSpec =
+    ParamSpec { key: "patterns", default: "causal,sliding_window_causal", help: "comma-separated pattern per head group (groups must divide the query heads)" };
 
 /// Keys `per_head` forwards to its group patterns (every key some pattern declares, except `patterns`).
 const PER_HEAD_PARAMS: &[ParamSpec] = &[
     PATTERNS_KEY,
-    ParamSpec {
-        key: "window",
-        default: "(group's)",
-        help: "passed to groups that take it",
-    },
-    ParamSpec {
-        key: "window_left",
-        default: "(group's)",
-        help: "passed to groups that take it",
-    },
-    ParamSpec {
-        key: "window_right",
-        default: "(group's)",
-        help: "passed to groups that take it",
-    },
-    ParamSpec {
-        key: "global",
-        default: "(group's)",
-        help: "passed to groups that take it",
-    },
-    ParamSpec {
-        key: "prefix",
-        default: "(group's)",
-        help: "passed to groups that take it",
-    },
-    ParamSpec {
-        key: "block",
-        default: "(group's)",
-        help: "passed to groups that take it",
-    },
-    ParamSpec {
-        key: "density",
-        default: "(group's)",
-        help: "passed to groups that take it",
-    },
-    ParamSpec {
-        key: "doc_lens",
-        default: "(group's)",
-        help: "passed to groups that take it",
-    },
-    ParamSpec {
-        key: "docs",
-        default: "(group's)",
-        help: "passed to groups that take it",
-    },
-    ParamSpec {
-        key: "seed",
-        default: "(group's)",
-        help: "passed to groups that take it",
-    },
+    ParamSpec { key: "window", default: "(group's)", help: "passed to groups that take it" },
+    ParamSpec { key: "window_left", default: "(group's)", help: "passed to groups that take it" },
+    ParamSpec { key: "window_right", default: "(group's)", help: "passed to groups that take it" },
+    ParamSpec { key: "global", default: "(group's)", help: "passed to groups that take it" },
+    ParamSpec { key: "prefix", default: "(group's)", help: "passed to groups that take it" },
+    ParamSpec { key: "block", default: "(group's)", help: "passed to groups that take it" },
+    ParamSpec { key: "density", default: "(group's)", help: "passed to groups that take it" },
+    ParamSpec { key: "doc_lens", default: "(group's)", help: "passed to groups that take it" },
+    ParamSpec { key: "docs", default: "(group's)", help: "passed to groups that take it" },
+    ParamSpec { key: "seed", default: "(group's)", help: "passed to groups that take it" },
 ];
 
 pub const PATTERNS: &[Pattern] = &[
-    Pattern {
-        name: "full",
-        summary: "every query attends every key",
-        params: &[],
-        build: full,
-    },
-    Pattern {
-        name: "causal",
-        summary: "j ≤ i",
-        params: &[],
-        build: causal,
-    },
-    Pattern {
-        name: "sliding_window",
-        summary: "i − window_left ≤ j ≤ i + window_right",
-        params: &[WINDOW_LEFT, WINDOW_RIGHT],
-        build: sliding_window,
-    },
-    Pattern {
-        name: "sliding_window_causal",
-        summary: "i − window ≤ j ≤ i",
-        params: &[WINDOW],
-        build: sliding_window_causal,
-    },
+    Pattern { name: "full", summary: "every query attends every key", params: &[], build: full },
+    Pattern { name: "causal", summary: "j ≤ i", params: &[], build: causal },
+    Pattern { name: "sliding_window", summary: "i − window_left ≤ j ≤ i + window_right", params: &[WINDOW_LEFT, WINDOW_RIGHT], build: sliding_window },
+    Pattern { name: "sliding_window_causal", summary: "i − window ≤ j ≤ i", params: &[WINDOW], build: sliding_window_causal },
     Pattern {
         name: "global_sliding_window",
         summary: "|i − j| ≤ window, or j < global, or i < global",
@@ -204,29 +78,13 @@ pub const PATTERNS: &[Pattern] = &[
     },
     Pattern {
         name: "global_sliding_window_longca",
-        summary:
-            "LongCA-bench's literal global_sliding_window slices (compat; not the intended shape)",
+        summary: "LongCA-bench's literal global_sliding_window slices (compat; not the intended shape)",
         params: &[WINDOW_LC],
         build: global_sliding_window_longca,
     },
-    Pattern {
-        name: "prefix_lm_causal",
-        summary: "j ≤ i or j < prefix",
-        params: &[PREFIX],
-        build: prefix_lm_causal,
-    },
-    Pattern {
-        name: "full_document",
-        summary: "doc(i) = doc(j)",
-        params: &[DOC_LENS, DOCS, SEED],
-        build: full_document,
-    },
-    Pattern {
-        name: "causal_document",
-        summary: "doc(i) = doc(j) and j ≤ i",
-        params: &[DOC_LENS, DOCS, SEED],
-        build: causal_document,
-    },
+    Pattern { name: "prefix_lm_causal", summary: "j ≤ i or j < prefix", params: &[PREFIX], build: prefix_lm_causal },
+    Pattern { name: "full_document", summary: "doc(i) = doc(j)", params: &[DOC_LENS, DOCS, SEED], build: full_document },
+    Pattern { name: "causal_document", summary: "doc(i) = doc(j) and j ≤ i", params: &[DOC_LENS, DOCS, SEED], build: causal_document },
     Pattern {
         name: "prefix_lm_document",
         summary: "doc(i) = doc(j) and (j ≤ i or j − s(j) < prefix)",
@@ -253,8 +111,7 @@ pub const PATTERNS: &[Pattern] = &[
     },
     Pattern {
         name: "full_document_long",
-        summary:
-            "doc(i) = doc(j); 40 % of tokens from the corpus table, 60 % docs of 8K–30K, shuffled",
+        summary: "doc(i) = doc(j); 40 % of tokens from the corpus table, 60 % docs of 8K–30K, shuffled",
         params: &[DOCS_LONG, SEED],
         build: full_document_long,
     },
@@ -270,22 +127,14 @@ pub const PATTERNS: &[Pattern] = &[
         params: &[DENSITY, BLOCK_SPARSE, SEED_TILES],
         build: block_sparse,
     },
-    Pattern {
-        name: "per_head",
-        summary: "one pattern per head group (MoA-style heterogeneous heads)",
-        params: PER_HEAD_PARAMS,
-        build: per_head,
-    },
+    Pattern { name: "per_head", summary: "one pattern per head group (MoA-style heterogeneous heads)", params: PER_HEAD_PARAMS, build: per_head },
 ];
 
 /// Largest accepted sequence length: 2³¹ tokens, so S² (the largest area) fits a u64 with room to spare.
 pub const MAX_SEQLEN: usize = 1 << 31;
 
 pub fn find_pattern(name: &str) -> Result<&'static Pattern, MaskError> {
-    PATTERNS
-        .iter()
-        .find(|p| p.name == name)
-        .ok_or_else(|| MaskError::UnknownPattern(name.to_string()))
+    PATTERNS.iter().find(|p| p.name == name).ok_or_else(|| MaskError::UnknownPattern(name.to_string()))
 }
 
 /// Builds pattern `name` at `seqlen` with `params`, rejecting undeclared keys.
@@ -295,10 +144,7 @@ pub fn build_pattern(name: &str, seqlen: usize, params: &Params) -> Result<HeadM
         return Err(MaskError::bad("seqlen", "must be at least 1"));
     }
     if seqlen > MAX_SEQLEN {
-        return Err(MaskError::bad(
-            "seqlen",
-            format!("must be ≤ {MAX_SEQLEN} (areas are counted in u64), got {seqlen}"),
-        ));
+        return Err(MaskError::bad("seqlen", format!("must be ≤ {MAX_SEQLEN} (areas are counted in u64), got {seqlen}")));
     }
     let keys: Vec<&str> = p.params.iter().map(|s| s.key).collect();
     params.check_known(name, &keys)?;
@@ -365,26 +211,17 @@ fn seed(p: &Params) -> Result<u64, MaskError> {
 pub fn doc_lengths(seqlen: usize, p: &Params) -> Result<Vec<usize>, MaskError> {
     if let Some(lens) = p.usize_list("doc_lens")? {
         if p.get("docs").is_some() {
-            return Err(MaskError::bad(
-                "doc_lens",
-                "give either doc_lens or docs, not both",
-            ));
+            return Err(MaskError::bad("doc_lens", "give either doc_lens or docs, not both"));
         }
         if lens.is_empty() {
             return Err(MaskError::bad("doc_lens", "needs at least one length"));
         }
         if lens.contains(&0) {
-            return Err(MaskError::bad(
-                "doc_lens",
-                "every document length must be ≥ 1",
-            ));
+            return Err(MaskError::bad("doc_lens", "every document length must be ≥ 1"));
         }
         let sum: usize = lens.iter().sum();
         if sum != seqlen {
-            return Err(MaskError::bad(
-                "doc_lens",
-                format!("lengths sum to {sum}, but seqlen is {seqlen}"),
-            ));
+            return Err(MaskError::bad("doc_lens", format!("lengths sum to {sum}, but seqlen is {seqlen}")));
         }
         return Ok(lens);
     }
@@ -393,11 +230,7 @@ pub fn doc_lengths(seqlen: usize, p: &Params) -> Result<Vec<usize>, MaskError> {
         other => other,
     };
     let hist = doclen::histogram(name)?;
-    Ok(doclen::sample_lengths(
-        &hist,
-        seqlen,
-        &mut doclen::rng(seed(p)?),
-    ))
+    Ok(doclen::sample_lengths(&hist, seqlen, &mut doclen::rng(seed(p)?)))
 }
 
 /// Document lengths of the `*_document_long` patterns, as LongCA-bench HEAD's `mask.py` builds them:
@@ -422,12 +255,7 @@ pub fn long_doc_lengths(seqlen: usize, p: &Params) -> Result<Vec<usize>, MaskErr
 /// One slice per document, q = k = the document, of the given kind.
 fn per_doc(s: usize, lens: &[usize], kind: SliceKind) -> Result<HeadMasks, MaskError> {
     let c = bounds(lens);
-    shared(
-        s,
-        c.windows(2)
-            .map(|w| Slice::new(w[0]..w[1], w[0]..w[1], kind))
-            .collect(),
-    )
+    shared(s, c.windows(2).map(|w| Slice::new(w[0]..w[1], w[0]..w[1], kind)).collect())
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -477,10 +305,7 @@ fn sliding_window_causal(s: usize, p: &Params) -> Result<HeadMasks, MaskError> {
 fn global_sliding_window(s: usize, p: &Params) -> Result<HeadMasks, MaskError> {
     let g = p.usize_or("global", 64)?.min(s);
     let w = p.usize_or("window", 1024)?;
-    let mut slices = vec![
-        Slice::new(0..g, 0..s, SliceKind::Full),
-        Slice::new(g..s, 0..g, SliceKind::Full),
-    ];
+    let mut slices = vec![Slice::new(0..g, 0..s, SliceKind::Full), Slice::new(g..s, 0..g, SliceKind::Full)];
     if g < s {
         slices.extend(band(g, s - g, w, w));
     }
@@ -495,10 +320,7 @@ fn global_sliding_window(s: usize, p: &Params) -> Result<HeadMasks, MaskError> {
 /// parameter; MA uses the same slices with W from its config (full when W + 1 ≥ S).
 fn global_sliding_window_longca(s: usize, p: &Params) -> Result<HeadMasks, MaskError> {
     let w = p.usize_or("window", 1024)?.min(s);
-    let mut slices = vec![
-        Slice::new(0..s, 0..w, SliceKind::Causal),
-        Slice::new(0..w, w..s, SliceKind::Causal),
-    ];
+    let mut slices = vec![Slice::new(0..s, 0..w, SliceKind::Causal), Slice::new(0..w, w..s, SliceKind::Causal)];
     if w < s {
         slices.extend(band(w, s - w, w, w));
     }
@@ -512,22 +334,13 @@ fn global_sliding_window_longca(s: usize, p: &Params) -> Result<HeadMasks, MaskE
 /// reference uses j ≤ P (one key more per row) — ours is the slices' rule j < P.
 fn prefix_lm_causal(s: usize, p: &Params) -> Result<HeadMasks, MaskError> {
     let pre = prefix(p, s, s / 4)?;
-    shared(
-        s,
-        vec![
-            Slice::new(0..pre, 0..pre, SliceKind::Full),
-            Slice::new(pre..s, 0..s, SliceKind::Causal),
-        ],
-    )
+    shared(s, vec![Slice::new(0..pre, 0..pre, SliceKind::Full), Slice::new(pre..s, 0..s, SliceKind::Causal)])
 }
 
 fn prefix(p: &Params, s: usize, default: usize) -> Result<usize, MaskError> {
     let pre = p.usize_or("prefix", default)?;
     if pre > s {
-        return Err(MaskError::bad(
-            "prefix",
-            format!("must be ≤ seqlen ({s}), got {pre}"),
-        ));
+        return Err(MaskError::bad("prefix", format!("must be ≤ seqlen ({s}), got {pre}")));
     }
     Ok(pre)
 }
@@ -594,10 +407,7 @@ fn share_question(s: usize, p: &Params) -> Result<HeadMasks, MaskError> {
 fn causal_blockwise(s: usize, p: &Params) -> Result<HeadMasks, MaskError> {
     let c = bounds(&doc_lengths(s, p)?);
     let n = c.len() - 1;
-    let mut slices: Vec<Slice> = c[..n]
-        .windows(2)
-        .map(|w| Slice::new(w[0]..w[1], w[0]..w[1], SliceKind::Causal))
-        .collect();
+    let mut slices: Vec<Slice> = c[..n].windows(2).map(|w| Slice::new(w[0]..w[1], w[0]..w[1], SliceKind::Causal)).collect();
     slices.push(Slice::new(c[n - 1]..s, 0..s, SliceKind::Causal));
     shared(s, slices)
 }
@@ -650,10 +460,7 @@ fn causal_document_long(s: usize, p: &Params) -> Result<HeadMasks, MaskError> {
 fn block_sparse(s: usize, p: &Params) -> Result<HeadMasks, MaskError> {
     let density = p.f64_or("density", 0.1)?;
     if density <= 0.0 || density > 1.0 {
-        return Err(MaskError::bad(
-            "density",
-            format!("must be in (0, 1], got {density}"),
-        ));
+        return Err(MaskError::bad("density", format!("must be in (0, 1], got {density}")));
     }
     let block = p.usize_or("block", 128)?;
     if block == 0 {
@@ -686,11 +493,7 @@ fn block_sparse(s: usize, p: &Params) -> Result<HeadMasks, MaskError> {
             i += 1;
         }
         let q = r * block..((r + 1) * block).min(s);
-        slices.push(Slice::new(
-            q,
-            c0 * block..(c1 * block).min(s),
-            SliceKind::Full,
-        ));
+        slices.push(Slice::new(q, c0 * block..(c1 * block).min(s), SliceKind::Full));
     }
     shared(s, slices)
 }
@@ -703,32 +506,17 @@ fn block_sparse(s: usize, p: &Params) -> Result<HeadMasks, MaskError> {
 /// takes is an error. `per_head` cannot nest. Not in LC/MA.
 fn per_head(s: usize, p: &Params) -> Result<HeadMasks, MaskError> {
     let list = p.get("patterns").unwrap_or(PATTERNS_KEY.default);
-    let names: Vec<&str> = list
-        .split(',')
-        .map(str::trim)
-        .filter(|x| !x.is_empty())
-        .collect();
+    let names: Vec<&str> = list.split(',').map(str::trim).filter(|x| !x.is_empty()).collect();
     if names.is_empty() {
-        return Err(MaskError::bad(
-            "patterns",
-            "needs at least one pattern name",
-        ));
+        return Err(MaskError::bad("patterns", "needs at least one pattern name"));
     }
     let mut used = std::collections::BTreeSet::new();
     let mut groups = Vec::with_capacity(names.len());
     for name in &names {
         if *name == "per_head" {
-            return Err(MaskError::bad(
-                "patterns",
-                "per_head cannot contain per_head",
-            ));
+            return Err(MaskError::bad("patterns", "per_head cannot contain per_head"));
         }
-        let pat = find_pattern(name).map_err(|_| {
-            MaskError::bad(
-                "patterns",
-                format!("unknown pattern `{name}` (see `attnbench list`)"),
-            )
-        })?;
+        let pat = find_pattern(name).map_err(|_| MaskError::bad("patterns", format!("unknown pattern `{name}` (see `attnbench list`)")))?;
         let mut sub = Params::new();
         for (k, v) in &p.0 {
             if pat.params.iter().any(|ps| ps.key == k) {
@@ -737,35 +525,17 @@ fn per_head(s: usize, p: &Params) -> Result<HeadMasks, MaskError> {
             }
         }
         let hm = build_pattern(name, s, &sub)?;
-        groups.push(
-            hm.groups
-                .into_iter()
-                .next()
-                .expect("non-nested patterns have one group"),
-        );
+        groups.push(hm.groups.into_iter().next().expect("non-nested patterns have one group"));
     }
-    if let Some(k) =
-        p.0.keys()
-            .find(|k| k.as_str() != "patterns" && !used.contains(k.as_str()))
-    {
-        return Err(MaskError::bad(
-            k,
-            format!(
-                "none of the per_head patterns ({}) takes it",
-                names.join(", ")
-            ),
-        ));
+    if let Some(k) = p.0.keys().find(|k| k.as_str() != "patterns" && !used.contains(k.as_str())) {
+        return Err(MaskError::bad(k, format!("none of the per_head patterns ({}) takes it", names.join(", "))));
     }
     Ok(HeadMasks { groups })
 }
 
 #[cfg(test)]
 // The predicates mirror DESIGN.md's wording literally, so they are not simplified.
-#[allow(
-    clippy::nonminimal_bool,
-    clippy::redundant_closure,
-    clippy::collapsible_match
-)]
+#[allow(clippy::nonminimal_bool, clippy::redundant_closure, clippy::collapsible_match)]
 mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
@@ -799,10 +569,7 @@ mod tests {
             "full" => Box::new(|_, _| true),
             "causal" => Box::new(|i, j| j <= i),
             "sliding_window" => {
-                let (l, r) = (
-                    num(p, "window_left", 1024) as i64,
-                    num(p, "window_right", 1024) as i64,
-                );
+                let (l, r) = (num(p, "window_left", 1024) as i64, num(p, "window_right", 1024) as i64);
                 Box::new(move |i, j| {
                     let (i, j) = (i as i64, j as i64);
                     i - l <= j && j <= i + r
@@ -823,9 +590,7 @@ mod tests {
                 let w = num(p, "window", 1024).min(s) as i64;
                 Box::new(move |i, j| {
                     let (i, j) = (i as i64, j as i64);
-                    (j < w && j <= i - (si - w))
-                        || (i < w && w <= j && j <= i + si - w)
-                        || (i >= w && j >= w && (i - j).abs() <= w)
+                    (j < w && j <= i - (si - w)) || (i < w && w <= j && j <= i + si - w) || (i >= w && j >= w && (i - j).abs() <= w)
                 })
             }
             "prefix_lm_causal" => {
@@ -834,30 +599,20 @@ mod tests {
             }
             "block_sparse" | "per_head" => unreachable!("tested separately"),
             _ => {
-                let lens = if name.ends_with("_long") {
-                    long_doc_lengths(s, p).unwrap()
-                } else {
-                    doc_lengths(s, p).unwrap()
-                };
+                let lens = if name.ends_with("_long") { long_doc_lengths(s, p).unwrap() } else { doc_lengths(s, p).unwrap() };
                 let n = lens.len();
                 let (doc, st) = doc_tables(&lens);
                 let same = move |i: usize, j: usize| doc[i] == doc[j];
                 let d = doc_tables(&lens).0;
                 match name {
                     "full_document" | "full_document_long" => Box::new(move |i, j| same(i, j)),
-                    "causal_document" | "causal_document_long" => {
-                        Box::new(move |i, j| same(i, j) && j <= i)
-                    }
+                    "causal_document" | "causal_document_long" => Box::new(move |i, j| same(i, j) && j <= i),
                     "prefix_lm_document" => {
                         let pre = num(p, "prefix", (s / 4).min(1024));
                         Box::new(move |i, j| same(i, j) && (j <= i || j - st[j] < pre))
                     }
-                    "share_question" => {
-                        Box::new(move |i, j| (same(i, j) && j <= i) || (d[j] == 0 && d[i] != 0))
-                    }
-                    "causal_blockwise" => {
-                        Box::new(move |i, j| (same(i, j) && j <= i) || (d[i] == n - 1 && j <= i))
-                    }
+                    "share_question" => Box::new(move |i, j| (same(i, j) && j <= i) || (d[j] == 0 && d[i] != 0)),
+                    "causal_blockwise" => Box::new(move |i, j| (same(i, j) && j <= i) || (d[i] == n - 1 && j <= i)),
                     "block_causal_document" => {
                         let b = num(p, "block", 1024);
                         Box::new(move |i, j| same(i, j) && j < st[i] + ((i - st[i]) / b + 1) * b)
@@ -872,12 +627,7 @@ mod tests {
         let mut lens = Vec::new();
         let mut left = s;
         while left > 0 {
-            let l = if rng.gen_bool(0.3) {
-                1
-            } else {
-                rng.gen_range(1..=left)
-            }
-            .min(left);
+            let l = if rng.gen_bool(0.3) { 1 } else { rng.gen_range(1..=left) }.min(left);
             lens.push(l);
             left -= l;
         }
@@ -899,9 +649,7 @@ mod tests {
         };
         for spec in pat.params {
             match spec.key {
-                "window" | "window_left" | "window_right" | "global" => {
-                    p = p.set(spec.key, pick(rng, s))
-                }
+                "window" | "window_left" | "window_right" | "global" => p = p.set(spec.key, pick(rng, s)),
                 "prefix" => p = p.set("prefix", pick(rng, s).min(s)),
                 "block" => p = p.set("block", pick(rng, s).max(1)),
                 "seed" => p = p.set("seed", rng.gen_range(0..1000u64)),
@@ -935,9 +683,7 @@ mod tests {
     const SIZES: [usize; 9] = [1, 2, 3, 5, 8, 17, 64, 100, 131];
 
     fn predicate_patterns() -> impl Iterator<Item = &'static Pattern> {
-        PATTERNS
-            .iter()
-            .filter(|p| p.name != "block_sparse" && p.name != "per_head")
+        PATTERNS.iter().filter(|p| p.name != "block_sparse" && p.name != "per_head")
     }
 
     #[test]
@@ -947,8 +693,7 @@ mod tests {
             for &s in &SIZES {
                 for _ in 0..6 {
                     let p = random_params(&mut rng, pat.name, s);
-                    let hm = build_pattern(pat.name, s, &p)
-                        .unwrap_or_else(|e| panic!("{} {s} {p}: {e}", pat.name));
+                    let hm = build_pattern(pat.name, s, &p).unwrap_or_else(|e| panic!("{} {s} {p}: {e}", pat.name));
                     let m = &hm.groups[0];
                     let want = brute(s, &predicate(pat.name, s, &p));
                     let area = want.iter().filter(|&&b| b).count() as u64;
@@ -969,17 +714,7 @@ mod tests {
                 let lens = long_doc_lengths(s, &p).unwrap();
                 assert_eq!(lens.iter().sum::<usize>(), s);
                 let m = build_pattern(name, s, &p).unwrap().groups.remove(0);
-                let per_doc: u64 = lens
-                    .iter()
-                    .map(|&l| l as u64)
-                    .map(|l| {
-                        if name.starts_with("full") {
-                            l * l
-                        } else {
-                            l * (l + 1) / 2
-                        }
-                    })
-                    .sum();
+                let per_doc: u64 = lens.iter().map(|&l| l as u64).map(|l| if name.starts_with("full") { l * l } else { l * (l + 1) / 2 }).sum();
                 assert_eq!(m.area(), per_doc);
                 assert_eq!(m.slices().len(), lens.len());
                 // at least the long part: lengths in 8192..=30720 cover ≥ 60 % minus one cut document
@@ -1000,17 +735,11 @@ mod tests {
                         .set("window_left", rng.gen_range(0..=s))
                         .set("seed", rng.gen_range(0..100u64))
                 } else if pat.name == "block_sparse" {
-                    Params::new()
-                        .set("seed", rng.gen_range(0..100u64))
-                        .set("density", rng.gen_range(0.01..=1.0))
+                    Params::new().set("seed", rng.gen_range(0..100u64)).set("density", rng.gen_range(0.01..=1.0))
                 } else {
                     random_params(&mut rng, pat.name, s)
                 };
-                let p = if pat.name == "block_sparse" {
-                    p.set("block", rng.gen_range(1..=s + 2))
-                } else {
-                    p
-                };
+                let p = if pat.name == "block_sparse" { p.set("block", rng.gen_range(1..=s + 2)) } else { p };
                 for m in build_pattern(pat.name, s, &p).unwrap().groups {
                     let dense = m.to_dense();
                     for _ in 0..25 {
@@ -1019,19 +748,13 @@ mod tests {
                         let (q, k) = (a.min(b)..a.max(b), c.min(d)..c.max(d));
                         let sub = m.sub_block(q.clone(), k.clone());
                         // valid: inside the block and non-overlapping
-                        let checked =
-                            Mask::rect(sub.seqlen_q, sub.seqlen_k, sub.slices().to_vec()).unwrap();
+                        let checked = Mask::rect(sub.seqlen_q, sub.seqlen_k, sub.slices().to_vec()).unwrap();
                         let mut want = 0u64;
                         for i in q.clone() {
                             for j in k.clone() {
                                 let v = dense[i * s + j];
                                 want += v as u64;
-                                assert_eq!(
-                                    sub.contains(i - q.start, j - k.start),
-                                    v,
-                                    "{} {p} {q:?} {k:?}",
-                                    pat.name
-                                );
+                                assert_eq!(sub.contains(i - q.start, j - k.start), v, "{} {p} {q:?} {k:?}", pat.name);
                             }
                         }
                         assert_eq!(checked.area(), want, "{} S={s} {p} {q:?} {k:?}", pat.name);
@@ -1046,11 +769,7 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         for pat in PATTERNS {
             for &s in &[5usize, 40, 77] {
-                let p = if matches!(pat.name, "block_sparse" | "per_head") {
-                    Params::new()
-                } else {
-                    random_params(&mut rng, pat.name, s)
-                };
+                let p = if matches!(pat.name, "block_sparse" | "per_head") { Params::new() } else { random_params(&mut rng, pat.name, s) };
                 let m = build_pattern(pat.name, s, &p).unwrap().groups.remove(0);
                 let dense = m.to_dense();
                 for (bq, bk) in [(1, 1), (4, 4), (8, 3), (16, 16), (100, 7)] {
@@ -1058,18 +777,12 @@ mod tests {
                     let mut hit = 0;
                     for tq in 0..nq {
                         for tk in 0..nk {
-                            let any = (tq * bq..((tq + 1) * bq).min(s)).any(|i| {
-                                (tk * bk..((tk + 1) * bk).min(s)).any(|j| dense[i * s + j])
-                            });
+                            let any = (tq * bq..((tq + 1) * bq).min(s)).any(|i| (tk * bk..((tk + 1) * bk).min(s)).any(|j| dense[i * s + j]));
                             hit += any as usize;
                         }
                     }
                     let want = hit as f64 / (nq * nk) as f64;
-                    assert!(
-                        (m.block_sparsity(bq, bk) - want).abs() < 1e-12,
-                        "{} {p} {bq}x{bk}",
-                        pat.name
-                    );
+                    assert!((m.block_sparsity(bq, bk) - want).abs() < 1e-12, "{} {p} {bq}x{bk}", pat.name);
                 }
             }
         }
@@ -1077,21 +790,9 @@ mod tests {
 
     #[test]
     fn block_sparse_tiles() {
-        for (s, block, density, seed) in [
-            (100usize, 10usize, 0.3, 1u64),
-            (64, 8, 1.0, 2),
-            (50, 7, 0.01, 3),
-            (5, 128, 0.5, 4),
-            (129, 16, 0.55, 9),
-        ] {
-            let p = Params::new()
-                .set("block", block)
-                .set("density", density)
-                .set("seed", seed);
-            let m = build_pattern("block_sparse", s, &p)
-                .unwrap()
-                .groups
-                .remove(0);
+        for (s, block, density, seed) in [(100usize, 10usize, 0.3, 1u64), (64, 8, 1.0, 2), (50, 7, 0.01, 3), (5, 128, 0.5, 4), (129, 16, 0.55, 9)] {
+            let p = Params::new().set("block", block).set("density", density).set("seed", seed);
+            let m = build_pattern("block_sparse", s, &p).unwrap().groups.remove(0);
             let dense = m.to_dense();
             let n = s.div_ceil(block);
             let mut on = 0;
@@ -1102,10 +803,7 @@ mod tests {
                         .map(|(i, j)| dense[i * s + j])
                         .collect();
                     let all = cells.iter().all(|&b| b);
-                    assert!(
-                        all || cells.iter().all(|&b| !b),
-                        "tile ({tq},{tk}) partly on"
-                    );
+                    assert!(all || cells.iter().all(|&b| !b), "tile ({tq},{tk}) partly on");
                     if tq == tk {
                         assert!(all, "diagonal tile {tq} off");
                     }
@@ -1115,103 +813,41 @@ mod tests {
             let want = ((density * (n * n) as f64).round() as usize).clamp(n, n * n);
             assert_eq!(on, want, "S={s} block={block} density={density}");
             assert!((m.block_sparsity(block, block) - want as f64 / (n * n) as f64).abs() < 1e-12);
-            assert_eq!(
-                m,
-                build_pattern("block_sparse", s, &p).unwrap().groups[0],
-                "same seed, same tiles"
-            );
+            assert_eq!(m, build_pattern("block_sparse", s, &p).unwrap().groups[0], "same seed, same tiles");
         }
-        let a = build_pattern(
-            "block_sparse",
-            256,
-            &Params::new().set("block", 16).set("seed", 1),
-        )
-        .unwrap();
-        let b = build_pattern(
-            "block_sparse",
-            256,
-            &Params::new().set("block", 16).set("seed", 2),
-        )
-        .unwrap();
+        let a = build_pattern("block_sparse", 256, &Params::new().set("block", 16).set("seed", 1)).unwrap();
+        let b = build_pattern("block_sparse", 256, &Params::new().set("block", 16).set("seed", 2)).unwrap();
         assert_ne!(a, b);
     }
 
     #[test]
     fn per_head_groups_are_the_named_patterns() {
-        let p = Params::new()
-            .set("patterns", "causal,sliding_window_causal,causal_document")
-            .set("window", 5)
-            .set("doc_lens", "10,20,10");
+        let p = Params::new().set("patterns", "causal,sliding_window_causal,causal_document").set("window", 5).set("doc_lens", "10,20,10");
         let hm = build_pattern("per_head", 40, &p).unwrap();
         assert_eq!(hm.groups.len(), 3);
-        assert_eq!(
-            hm.groups[0],
-            build_pattern("causal", 40, &Params::new()).unwrap().groups[0]
-        );
-        assert_eq!(
-            hm.groups[1],
-            build_pattern("sliding_window_causal", 40, &Params::new().set("window", 5))
-                .unwrap()
-                .groups[0]
-        );
-        assert_eq!(
-            hm.groups[2],
-            build_pattern(
-                "causal_document",
-                40,
-                &Params::new().set("doc_lens", "10,20,10")
-            )
-            .unwrap()
-            .groups[0]
-        );
+        assert_eq!(hm.groups[0], build_pattern("causal", 40, &Params::new()).unwrap().groups[0]);
+        assert_eq!(hm.groups[1], build_pattern("sliding_window_causal", 40, &Params::new().set("window", 5)).unwrap().groups[0]);
+        assert_eq!(hm.groups[2], build_pattern("causal_document", 40, &Params::new().set("doc_lens", "10,20,10")).unwrap().groups[0]);
         assert!(hm.check_heads(6).is_ok());
         assert!(hm.check_heads(8).is_err());
         let d = build_pattern("per_head", 100, &Params::new()).unwrap();
         assert_eq!(d.groups.len(), 2, "default causal,sliding_window_causal");
         // A key no group takes, nesting and unknown names are errors naming the key.
-        let e = build_pattern(
-            "per_head",
-            40,
-            &Params::new().set("patterns", "causal").set("window", 3),
-        )
-        .unwrap_err();
+        let e = build_pattern("per_head", 40, &Params::new().set("patterns", "causal").set("window", 3)).unwrap_err();
         assert!(e.to_string().contains("`window`"), "{e}");
-        let e = build_pattern(
-            "per_head",
-            40,
-            &Params::new().set("patterns", "causal,per_head"),
-        )
-        .unwrap_err();
+        let e = build_pattern("per_head", 40, &Params::new().set("patterns", "causal,per_head")).unwrap_err();
         assert!(e.to_string().contains("`patterns`"), "{e}");
-        let e = build_pattern(
-            "per_head",
-            40,
-            &Params::new().set("patterns", "causal,nope"),
-        )
-        .unwrap_err();
+        let e = build_pattern("per_head", 40, &Params::new().set("patterns", "causal,nope")).unwrap_err();
         assert!(e.to_string().contains("nope"), "{e}");
     }
 
     #[test]
     fn sampled_documents_follow_the_sampler() {
-        for (docs, s) in [
-            ("pile", 3000usize),
-            ("auto", 5000),
-            ("auto", 20000),
-            ("varlen_long", 9000),
-        ] {
+        for (docs, s) in [("pile", 3000usize), ("auto", 5000), ("auto", 20000), ("varlen_long", 9000)] {
             let p = Params::new().set("docs", docs).set("seed", 11);
-            let m = build_pattern("full_document", s, &p)
-                .unwrap()
-                .groups
-                .remove(0);
-            let table = if docs == "auto" {
-                doclen::auto_corpus(s)
-            } else {
-                docs
-            };
-            let lens =
-                doclen::sample_lengths(&doclen::histogram(table).unwrap(), s, &mut doclen::rng(11));
+            let m = build_pattern("full_document", s, &p).unwrap().groups.remove(0);
+            let table = if docs == "auto" { doclen::auto_corpus(s) } else { docs };
+            let lens = doclen::sample_lengths(&doclen::histogram(table).unwrap(), s, &mut doclen::rng(11));
             let got: Vec<usize> = m.slices().iter().map(|x| x.q_len()).collect();
             assert_eq!(got, lens, "{docs} {s}");
         }
@@ -1219,10 +855,7 @@ mod tests {
         let a = build_pattern("causal_document", 4096, &Params::new()).unwrap();
         let b = build_pattern("causal_document", 4096, &Params::new().set("seed", 42)).unwrap();
         assert_eq!(a, b);
-        assert_ne!(
-            a,
-            build_pattern("causal_document", 4096, &Params::new().set("seed", 43)).unwrap()
-        );
+        assert_ne!(a, build_pattern("causal_document", 4096, &Params::new().set("seed", 43)).unwrap());
     }
 
     fn err(name: &str, s: usize, kv: &[&str]) -> String {
@@ -1237,15 +870,11 @@ mod tests {
         assert!(err("sliding_window", 100, &["window_left=-5"]).contains("`window_left`"));
         assert!(err("sliding_window_causal", 100, &["window=x"]).contains("`window`"));
         assert!(err("prefix_lm_causal", 100, &["prefix=101"]).contains("`prefix`"));
-        assert!(
-            err("prefix_lm_document", 100, &["prefix=101", "doc_lens=50,50"]).contains("`prefix`")
-        );
+        assert!(err("prefix_lm_document", 100, &["prefix=101", "doc_lens=50,50"]).contains("`prefix`"));
         assert!(err("causal", 100, &["window=3"]).contains("`window`"));
         assert!(err("causal_document", 100, &["doc_lens=50,49"]).contains("`doc_lens`"));
         assert!(err("causal_document", 100, &["doc_lens=50,0,50"]).contains("`doc_lens`"));
-        assert!(
-            err("causal_document", 100, &["doc_lens=50,50", "docs=pile"]).contains("`doc_lens`")
-        );
+        assert!(err("causal_document", 100, &["doc_lens=50,50", "docs=pile"]).contains("`doc_lens`"));
         assert!(err("causal_document", 100, &["docs=wiki"]).contains("`docs`"));
         assert!(err("block_sparse", 100, &["density=0"]).contains("`density`"));
         assert!(err("block_sparse", 100, &["density=1.5"]).contains("`density`"));
@@ -1255,13 +884,7 @@ mod tests {
         assert!(err("nope", 100, &[]).contains("nope"));
         assert!(err("causal", 0, &[]).contains("`seqlen`"));
         assert!(err("full", MAX_SEQLEN + 1, &[]).contains("`seqlen`"));
-        assert_eq!(
-            build_pattern("full", MAX_SEQLEN, &Params::new())
-                .unwrap()
-                .groups[0]
-                .area(),
-            1 << 62
-        );
+        assert_eq!(build_pattern("full", MAX_SEQLEN, &Params::new()).unwrap().groups[0].area(), 1 << 62);
     }
 
     #[test]
@@ -1282,19 +905,11 @@ mod tests {
     fn million_tokens_ten_thousand_documents() {
         let s = 1usize << 20;
         let n = 10_000;
-        let lens: Vec<String> = (0..n)
-            .map(|d| (s / n + usize::from(d < s % n)).to_string())
-            .collect();
+        let lens: Vec<String> = (0..n).map(|d| (s / n + usize::from(d < s % n)).to_string()).collect();
         let p = Params::new().set("doc_lens", lens.join(","));
-        let m = build_pattern("causal_document", s, &p)
-            .unwrap()
-            .groups
-            .remove(0);
+        let m = build_pattern("causal_document", s, &p).unwrap().groups.remove(0);
         assert_eq!(m.slices().len(), n);
-        let want: u64 = (0..n)
-            .map(|d| (s / n + usize::from(d < s % n)) as u64)
-            .map(|l| l * (l + 1) / 2)
-            .sum();
+        let want: u64 = (0..n).map(|d| (s / n + usize::from(d < s % n)) as u64).map(|l| l * (l + 1) / 2).sum();
         assert_eq!(m.area(), want);
     }
 }

@@ -16,7 +16,13 @@ static IN_EFFECT: OnceLock<&'static str> = OnceLock::new();
 /// Applies the thresholds once per process (glibc only; a no-op elsewhere); the binary calls it at
 /// start-up, before any thread exists. Returns what is in effect.
 pub fn tune_for_timing() -> &'static str {
-    IN_EFFECT.get_or_init(|| if std::env::var_os("ATTNBENCH_MALLOC_DEFAULTS").is_some_and(|v| v == "1") { "glibc defaults (ATTNBENCH_MALLOC_DEFAULTS=1)" } else { apply() })
+    IN_EFFECT.get_or_init(|| {
+        if std::env::var_os("ATTNBENCH_MALLOC_DEFAULTS").is_some_and(|v| v == "1") {
+            "glibc defaults (ATTNBENCH_MALLOC_DEFAULTS=1)"
+        } else {
+            apply()
+        }
+    })
 }
 
 /// What [`tune_for_timing`] put in effect (for `meta.json`); "defaults" when it was never called (the

@@ -123,7 +123,15 @@ pub fn analyse(rows: &[Row]) -> Vec<CabGroup> {
                 let mut mem_points: Vec<(f64, f64)> = mine.iter().filter_map(|r| Some((r.seqlen as f64, Metric::Mem.value(r)?))).collect();
                 time_points.sort_by(|a, b| a.0.total_cmp(&b.0));
                 mem_points.sort_by(|a, b| a.0.total_cmp(&b.0));
-                BackendFit { time: fit_power_law(&time_points), mem: fit_power_law(&mem_points), backend: b, time_points, mem_points, crossover: None, first_faster: None }
+                BackendFit {
+                    time: fit_power_law(&time_points),
+                    mem: fit_power_law(&mem_points),
+                    backend: b,
+                    time_points,
+                    mem_points,
+                    crossover: None,
+                    first_faster: None,
+                }
             })
             .collect();
         if !backends.iter().any(|b| b.time.is_some()) {
@@ -135,12 +143,8 @@ pub fn analyse(rows: &[Row]) -> Vec<CabGroup> {
                     (Some(e), Some(n)) => Some(crossover(e, n)),
                     _ => None,
                 };
-                b.first_faster = b
-                    .time_points
-                    .iter()
-                    .filter(|(s, t)| naive.time_points.iter().any(|(ns, nt)| ns == s && t < nt))
-                    .map(|(s, _)| *s as usize)
-                    .next();
+                b.first_faster =
+                    b.time_points.iter().filter(|(s, t)| naive.time_points.iter().any(|(ns, nt)| ns == s && t < nt)).map(|(s, _)| *s as usize).next();
             }
         }
         out.push(CabGroup { key, pass, backends });
@@ -217,7 +221,10 @@ pub fn tables(groups: &[CabGroup]) -> Vec<Table> {
                 title: format!("{} · {} · efficiency (CAB)", g.key.pattern(), g.pass),
                 subtitle: format!("{} — fits y = a·S^b (least squares on log-log), efficiency length = where a backend beats `{BASELINE}`", g.key.setup()),
                 corner: "backend".into(),
-                columns: ["time a", "time b", "time R²", "mem a", "mem b", "mem R²", "faster than naive (fit)", "first faster (measured)"].into_iter().map(String::from).collect(),
+                columns: ["time a", "time b", "time R²", "mem a", "mem b", "mem R²", "faster than naive (fit)", "first faster (measured)"]
+                    .into_iter()
+                    .map(String::from)
+                    .collect(),
                 rows,
             }
         })

@@ -178,7 +178,11 @@ pub fn markdown(cmp: &Comparison) -> String {
         }
         cs.sort_by(|a, b| {
             let (x, y) = (a.ratio.unwrap_or(1.0), b.ratio.unwrap_or(1.0));
-            if desc { y.total_cmp(&x) } else { x.total_cmp(&y) }
+            if desc {
+                y.total_cmp(&x)
+            } else {
+                x.total_cmp(&y)
+            }
         });
         let mut s = format!("\n### {title}\n\n| case | base ms | new ms | change |\n|:--|--:|--:|--:|\n");
         for c in cs {
@@ -194,7 +198,8 @@ pub fn markdown(cmp: &Comparison) -> String {
     };
     o.push_str(&table("Regressions", cmp.cases.iter().filter(|c| c.verdict == Verdict::Regression).collect(), true));
     o.push_str(&table("Improvements", cmp.cases.iter().filter(|c| c.verdict == Verdict::Improvement).collect(), false));
-    let broken: Vec<&CaseComparison> = cmp.cases.iter().filter(|c| c.base_status == Some(Status::Ok) && matches!(c.new_status, Some(s) if s != Status::Ok)).collect();
+    let broken: Vec<&CaseComparison> =
+        cmp.cases.iter().filter(|c| c.base_status == Some(Status::Ok) && matches!(c.new_status, Some(s) if s != Status::Ok)).collect();
     if !broken.is_empty() {
         o.push_str("\n### Ok in base, failing in new\n\n| case | new status |\n|:--|:--|\n");
         for c in broken {
@@ -225,7 +230,14 @@ pub fn markdown(cmp: &Comparison) -> String {
 pub fn text_summary(cmp: &Comparison) -> String {
     let mut o = String::new();
     for c in cmp.cases.iter().filter(|c| matches!(c.verdict, Verdict::Regression | Verdict::Improvement)) {
-        o.push_str(&format!("{:<12} {} {} ({} → {} ms)\n", c.verdict.name(), pct(c.ratio.unwrap_or(1.0)), c.label, fmt_sig(c.base_ms.unwrap_or(0.0)), fmt_sig(c.new_ms.unwrap_or(0.0))));
+        o.push_str(&format!(
+            "{:<12} {} {} ({} → {} ms)\n",
+            c.verdict.name(),
+            pct(c.ratio.unwrap_or(1.0)),
+            c.label,
+            fmt_sig(c.base_ms.unwrap_or(0.0)),
+            fmt_sig(c.new_ms.unwrap_or(0.0))
+        ));
     }
     let counts: Vec<String> = Verdict::ALL.iter().map(|v| format!("{} {}", cmp.count(*v), v.name())).collect();
     o.push_str(&format!("{} cases: {} (threshold {} %, noise = p20–p80 overlap)\n", cmp.cases.len(), counts.join(", "), cmp.threshold_pct));

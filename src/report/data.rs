@@ -288,10 +288,7 @@ impl GroupKey {
 
 /// Lower-case ASCII letters, digits, `-` and `_`; anything else becomes `-`.
 pub fn slug(s: &str) -> String {
-    let t: String = s
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c.to_ascii_lowercase() } else { '-' })
-        .collect();
+    let t: String = s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c.to_ascii_lowercase() } else { '-' }).collect();
     let mut out = String::new();
     for c in t.chars() {
         if !(c == '-' && out.ends_with('-')) {

@@ -83,7 +83,13 @@ impl Exporter for GithubActionBenchmark {
                     (if r.world_size > 1 { "TFLOPS/GPU" } else { "TFLOPS" }, v, None)
                 }
             };
-            let mut extra = format!("case_id {}; p20 {} ms; p80 {} ms; verdict {}", c.case_id, r.ms_p20.map(fmt_sig).unwrap_or_default(), r.ms_p80.map(fmt_sig).unwrap_or_default(), c.verdict.name());
+            let mut extra = format!(
+                "case_id {}; p20 {} ms; p80 {} ms; verdict {}",
+                c.case_id,
+                r.ms_p20.map(fmt_sig).unwrap_or_default(),
+                r.ms_p80.map(fmt_sig).unwrap_or_default(),
+                c.verdict.name()
+            );
             if let Some(ratio) = c.ratio {
                 extra.push_str(&format!("; new/base time {ratio:.3}"));
             }
@@ -107,10 +113,8 @@ impl Exporter for Bencher {
             let mut measures = Map::new();
             if let Some(m) = Metric::Ms.value(r) {
                 let ns = |x: f64| x * 1e6;
-                measures.insert(
-                    "latency".into(),
-                    json!({ "value": ns(m), "lower_value": ns(r.ms_p20.unwrap_or(m)), "upper_value": ns(r.ms_p80.unwrap_or(m)) }),
-                );
+                measures
+                    .insert("latency".into(), json!({ "value": ns(m), "lower_value": ns(r.ms_p20.unwrap_or(m)), "upper_value": ns(r.ms_p80.unwrap_or(m)) }));
             }
             if let Some(t) = Metric::Tflops.value(r) {
                 measures.insert("throughput".into(), json!({ "value": t }));

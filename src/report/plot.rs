@@ -249,10 +249,8 @@ fn lines_by_series(rs: &[Tagged], multi: bool, cp: bool, colors: &mut Colors, x:
             continue;
         }
         let first_x = out[i].points[0].0;
-        let anchor = out
-            .iter()
-            .find(|m| m.style == LineStyle::Solid && m.color == out[i].color)
-            .and_then(|m| m.points.iter().rev().find(|p| p.0 < first_x).copied());
+        let anchor =
+            out.iter().find(|m| m.style == LineStyle::Solid && m.color == out[i].color).and_then(|m| m.points.iter().rev().find(|p| p.0 < first_x).copied());
         if let Some(a) = anchor {
             out[i].points.insert(0, a);
         }
@@ -410,15 +408,22 @@ fn bar_figures(kernel: &[Tagged], opts: &PlotOptions, multi: bool, colors: &mut 
 fn cp_figure(k: &GroupKey, len: super::data::CpLen, seqlen: usize, pass: &str, rs: &[Tagged], multi: bool, colors: &mut Colors) -> Figure {
     let tput = lines_by_series(rs, multi, true, colors, |r| r.world_size as f64, |r| Metric::Tflops.value(r));
     // Scaling efficiency: the row's own column, else TFLOPS/GPU relative to the series' 1-GPU point.
-    let eff = lines_by_series(rs, multi, true, colors, |r| r.world_size as f64, |r| {
-        if r.status != Status::Ok {
-            return None;
-        }
-        r.scaling_eff.or_else(|| {
-            let one = rs.iter().find(|t| t.row.world_size == 1 && t.row.strategy == r.strategy && t.row.status == Status::Ok)?;
-            Some(Metric::Tflops.value(r)? / Metric::Tflops.value(one.row)?)
-        })
-    });
+    let eff = lines_by_series(
+        rs,
+        multi,
+        true,
+        colors,
+        |r| r.world_size as f64,
+        |r| {
+            if r.status != Status::Ok {
+                return None;
+            }
+            r.scaling_eff.or_else(|| {
+                let one = rs.iter().find(|t| t.row.world_size == 1 && t.row.strategy == r.strategy && t.row.status == Status::Ok)?;
+                Some(Metric::Tflops.value(r)? / Metric::Tflops.value(one.row)?)
+            })
+        },
+    );
     let panels = vec![
         Panel {
             title: "throughput per GPU".into(),
@@ -691,7 +696,10 @@ where
 {
     let (xs, ys): (Vec<f64>, Vec<f64>) = match &p.content {
         Content::Lines(ss) => ss.iter().flat_map(|s| s.points.iter().copied()).unzip(),
-        Content::Bars(b) => (vec![0.0, b.groups.len() as f64], b.values.iter().flatten().filter_map(|v| if let BarValue::Value(x) = v { Some(*x) } else { None }).chain([0.0]).collect()),
+        Content::Bars(b) => (
+            vec![0.0, b.groups.len() as f64],
+            b.values.iter().flatten().filter_map(|v| if let BarValue::Value(x) = v { Some(*x) } else { None }).chain([0.0]).collect(),
+        ),
     };
     let (x0, x1, xticks) = match &p.content {
         Content::Bars(b) => (0.0, b.groups.len() as f64, (0..b.groups.len()).map(|i| i as f64 + 0.5).collect()),

@@ -91,7 +91,14 @@ fn stable_sort_passes<T>(groups: &mut [((GroupKey, String), T)]) {
     groups.sort_by_key(|((g, p), _)| (order.iter().position(|o| o == g).unwrap_or(usize::MAX), pass_rank(p)));
 }
 
-fn build_grid(rs: &[&Row], series: &[String], cols: &[usize], metric: Metric, row_of: impl Fn(&Row) -> String, col_of: impl Fn(&Row) -> usize) -> Vec<TableRow> {
+fn build_grid(
+    rs: &[&Row],
+    series: &[String],
+    cols: &[usize],
+    metric: Metric,
+    row_of: impl Fn(&Row) -> String,
+    col_of: impl Fn(&Row) -> usize,
+) -> Vec<TableRow> {
     // values[i][j]: Some(Ok(v)) number, Some(Err(mark)) mark, None empty.
     let mut cells: Vec<Vec<Option<Result<f64, &'static str>>>> = vec![vec![None; cols.len()]; series.len()];
     for r in rs {
@@ -353,12 +360,8 @@ mod tests {
 
     #[test]
     fn pivot_marks_and_best() {
-        let rows = vec![
-            row("a", 2048, Status::Ok, 100.0),
-            row("a", 1024, Status::Ok, 50.0),
-            row("b", 1024, Status::Ok, 60.0),
-            row("b", 2048, Status::Oom, 9999.0),
-        ];
+        let rows =
+            vec![row("a", 2048, Status::Ok, 100.0), row("a", 1024, Status::Ok, 50.0), row("b", 1024, Status::Ok, 60.0), row("b", 2048, Status::Oom, 9999.0)];
         let t = pivot(&rows, Metric::Tflops);
         assert_eq!(t.len(), 1);
         assert_eq!(t[0].columns, vec!["1K", "2K"]);

@@ -184,7 +184,22 @@ impl Row {
     /// Column names in CSV order.
     pub fn header() -> Vec<String> {
         let mut w = csv::Writer::from_writer(vec![]);
-        w.serialize(Row::for_case("", &crate::case::Case::kernel("", "", Default::default(), 1, crate::case::HeadLayout { q: 1, kv: 1 }, 1, crate::case::DType::Fp32, crate::flops::Pass::Fwd, crate::case::DeviceKind::Cpu), "")).unwrap();
+        w.serialize(Row::for_case(
+            "",
+            &crate::case::Case::kernel(
+                "",
+                "",
+                Default::default(),
+                1,
+                crate::case::HeadLayout { q: 1, kv: 1 },
+                1,
+                crate::case::DType::Fp32,
+                crate::flops::Pass::Fwd,
+                crate::case::DeviceKind::Cpu,
+            ),
+            "",
+        ))
+        .unwrap();
         let bytes = w.into_inner().unwrap();
         let text = String::from_utf8(bytes).unwrap();
         text.lines().next().unwrap().split(',').map(str::to_string).collect()

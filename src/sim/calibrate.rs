@@ -45,7 +45,11 @@ fn is_p2p(op: &str) -> bool {
 
 /// The send/recv points of a report.
 pub fn p2p_points(r: &CommReport) -> Vec<CalibrationPoint> {
-    r.results.iter().filter(|x| is_p2p(&x.op) && !x.is_wrong() && x.bytes > 0.0 && x.time_us > 0.0).map(|x| CalibrationPoint { bytes: x.bytes, seconds: x.time_us * 1e-6 }).collect()
+    r.results
+        .iter()
+        .filter(|x| is_p2p(&x.op) && !x.is_wrong() && x.bytes > 0.0 && x.time_us > 0.0)
+        .map(|x| CalibrationPoint { bytes: x.bytes, seconds: x.time_us * 1e-6 })
+        .collect()
 }
 
 /// Reads `path` and fits the link. Errors are one line naming the file and what is wrong.
@@ -53,7 +57,8 @@ pub fn calibrate_file(path: &Path) -> Result<(Link, CommReport, Vec<CalibrationP
     let text = std::fs::read_to_string(path).map_err(|e| format!("--calibrate {}: {e}", path.display()))?;
     let rep: CommReport = serde_json::from_str(&text).map_err(|e| format!("--calibrate {}: not `attnbench comm --json` output: {e}", path.display()))?;
     let pts = p2p_points(&rep);
-    let link = fit_link(&pts).ok_or_else(|| format!("--calibrate {}: need send/recv results at two or more message sizes to fit α and β (found {})", path.display(), pts.len()))?;
+    let link = fit_link(&pts)
+        .ok_or_else(|| format!("--calibrate {}: need send/recv results at two or more message sizes to fit α and β (found {})", path.display(), pts.len()))?;
     Ok((link, rep, pts))
 }
 
@@ -78,7 +83,10 @@ mod tests {
         let rows: Vec<String> = [1e3, 1e4, 1e5, 1e6, 1e7]
             .iter()
             .map(|&b| format!(r#"{{"op":"sendrecv","bytes":{b},"time_us":{},"algbw_gbps":0,"busbw_gbps":0,"wrong":false}}"#, truth.time_s(b) * 1e6))
-            .chain([r#"{"op":"all_gather","bytes":1000,"time_us":99999,"algbw_gbps":0,"busbw_gbps":0,"wrong":false}"#.to_string(), r#"{"op":"sendrecv","bytes":500,"time_us":99999,"algbw_gbps":0,"busbw_gbps":0,"wrong":true}"#.to_string()])
+            .chain([
+                r#"{"op":"all_gather","bytes":1000,"time_us":99999,"algbw_gbps":0,"busbw_gbps":0,"wrong":false}"#.to_string(),
+                r#"{"op":"sendrecv","bytes":500,"time_us":99999,"algbw_gbps":0,"busbw_gbps":0,"wrong":true}"#.to_string(),
+            ])
             .collect();
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("comm.json");

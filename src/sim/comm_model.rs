@@ -42,7 +42,12 @@ pub struct Topology {
 /// Named presets. Numbers are datasheet per-direction bandwidths; latencies are typical measured
 /// small-message NCCL latencies (a few µs on NVLink, ~10 µs across IB).
 pub fn preset(name: &str) -> Option<Topology> {
-    let t = |name: &str, g, ia, ib, ea, eb| Topology { name: name.to_string(), gpus_per_node: g, intra: Link { alpha_us: ia, beta_gbps: ib }, inter: Link { alpha_us: ea, beta_gbps: eb } };
+    let t = |name: &str, g, ia, ib, ea, eb| Topology {
+        name: name.to_string(),
+        gpus_per_node: g,
+        intra: Link { alpha_us: ia, beta_gbps: ib },
+        inter: Link { alpha_us: ea, beta_gbps: eb },
+    };
     Some(match name {
         // H100 SXM: NVLink 4, 18 links × 25 GB/s = 450 GB/s per direction; 8 GPUs per node;
         // 400 Gb/s NDR InfiniBand per GPU = 50 GB/s.

@@ -114,7 +114,15 @@ pub struct PieceTimer {
 
 impl PieceTimer {
     pub fn new(model: ComputeModel, head_dim: usize) -> Self {
-        PieceTimer { model, cache: HashMap::new(), glue_cache: HashMap::new(), requested: 0, executed: 0, scale: 1.0 / (head_dim as f64).sqrt(), trace: Vec::new() }
+        PieceTimer {
+            model,
+            cache: HashMap::new(),
+            glue_cache: HashMap::new(),
+            requested: 0,
+            executed: 0,
+            scale: 1.0 / (head_dim as f64).sqrt(),
+            trace: Vec::new(),
+        }
     }
 
     /// Seconds of one piece whose sub-mask has already been built (`sub` = block_mask(mask, q, k)).
@@ -164,7 +172,16 @@ impl PieceTimer {
     /// Seconds of the whole (single-device) problem under this model: measured by executing it, or
     /// the roofline of its FLOPs and launches.
     #[allow(clippy::too_many_arguments)]
-    pub fn whole_problem_s(&mut self, mask: &Mask, batch: usize, heads_q: usize, heads_kv: usize, head_dim: usize, backward: bool, flops: f64) -> Result<f64, BackendError> {
+    pub fn whole_problem_s(
+        &mut self,
+        mask: &Mask,
+        batch: usize,
+        heads_q: usize,
+        heads_kv: usize,
+        head_dim: usize,
+        backward: bool,
+        flops: f64,
+    ) -> Result<f64, BackendError> {
         #[allow(clippy::single_range_in_vec_init)]
         let all = [0..mask.seqlen_q];
         let shape = PieceShape { rank: 0, q: &all, k: &all, batch, heads_q, heads_kv, head_dim, backward, flops };

@@ -108,7 +108,17 @@ pub fn compute_times(p: &CpPlan, timer: &mut PieceTimer) -> Result<Vec<Vec<f64>>
         let mut per = vec![0.0; world];
         for piece in &step.compute {
             let sub = block_mask(&p.mask, &piece.q, &piece.k);
-            let shape = PieceShape { rank: piece.rank, q: &piece.q, k: &piece.k, batch: p.layout.batch, heads_q: piece.heads_q, heads_kv: hkv, head_dim: p.layout.head_dim, backward, flops: piece.flops };
+            let shape = PieceShape {
+                rank: piece.rank,
+                q: &piece.q,
+                k: &piece.k,
+                batch: p.layout.batch,
+                heads_q: piece.heads_q,
+                heads_kv: hkv,
+                head_dim: p.layout.head_dim,
+                backward,
+                flops: piece.flops,
+            };
             per[piece.rank] += timer.time_s(&shape, &sub)?;
         }
         out.push(per);
@@ -119,7 +129,10 @@ pub fn compute_times(p: &CpPlan, timer: &mut PieceTimer) -> Result<Vec<Vec<f64>>
 fn model_name(m: &ComputeModel) -> String {
     match m {
         ComputeModel::Measured { device, .. } => format!("measured on {}", if device.is_cuda() { "cuda" } else { "cpu" }),
-        ComputeModel::Roofline(r) => format!("roofline {} {:.0} TFLOPS × {:.2} + {:.0} µs/launch, glue at {:.2} TB/s × {:.2}", r.device, r.peak_tflops, r.efficiency, r.launch_us, r.mem_tbps, r.mem_efficiency),
+        ComputeModel::Roofline(r) => format!(
+            "roofline {} {:.0} TFLOPS × {:.2} + {:.0} µs/launch, glue at {:.2} TB/s × {:.2}",
+            r.device, r.peak_tflops, r.efficiency, r.launch_us, r.mem_tbps, r.mem_efficiency
+        ),
     }
 }
 
@@ -172,10 +185,26 @@ pub fn simulate_planned(spec: &SimSpec, p: &CpPlan, model: ComputeModel) -> Resu
         ComputeModel::Roofline(_) => {
             let mut s = 0.0;
             if spec.def.pass != Pass::Bwd {
-                s += timer.whole_problem_s(&p.mask, spec.def.batch, spec.def.heads.q, spec.def.heads.kv, spec.def.head_dim, false, flops / spec.def.pass.factor())?;
+                s += timer.whole_problem_s(
+                    &p.mask,
+                    spec.def.batch,
+                    spec.def.heads.q,
+                    spec.def.heads.kv,
+                    spec.def.head_dim,
+                    false,
+                    flops / spec.def.pass.factor(),
+                )?;
             }
             if spec.def.pass.includes_backward() {
-                s += timer.whole_problem_s(&p.mask, spec.def.batch, spec.def.heads.q, spec.def.heads.kv, spec.def.head_dim, true, flops / spec.def.pass.factor() * 2.5)?;
+                s += timer.whole_problem_s(
+                    &p.mask,
+                    spec.def.batch,
+                    spec.def.heads.q,
+                    spec.def.heads.kv,
+                    spec.def.head_dim,
+                    true,
+                    flops / spec.def.pass.factor() * 2.5,
+                )?;
             }
             (s, "roofline")
         }

@@ -83,10 +83,13 @@ fn groups(msgs: &[&Message]) -> Vec<Vec<usize>> {
         let r = find(&mut parent, k);
         by_root.entry(r).or_default().push(k);
     }
-    by_root.into_values().map(|mut v| {
-        v.sort_unstable();
-        v
-    }).collect()
+    by_root
+        .into_values()
+        .map(|mut v| {
+            v.sort_unstable();
+            v
+        })
+        .collect()
 }
 
 /// Communication seconds of each rank in one step: (overlapped, blocking, deferred `kv-outer`).
@@ -130,7 +133,13 @@ pub fn step_comm(topo: &Topology, world: usize, messages: &[Message]) -> (Vec<f6
         let link = topo.link(m.src, m.dst);
         let t = link.time_s(m.bytes as f64);
         let inter = topo.node_of(m.src) != topo.node_of(m.dst);
-        let kind = if m.what == "kv-outer" { 2u8 } else if m.overlapped { 1 } else { 0 };
+        let kind = if m.what == "kv-outer" {
+            2u8
+        } else if m.overlapped {
+            1
+        } else {
+            0
+        };
         *lanes.entry((m.src, true, inter, kind)).or_default() += t;
         *lanes.entry((m.dst, false, inter, kind)).or_default() += t;
     }
@@ -178,7 +187,16 @@ pub fn predict(topo: &Topology, schedule: &Schedule, compute_s: &[Vec<f64>], glu
         }
         pending.retain(|&(due, _, _)| due > si);
         clock += best.0;
-        out.push(StepTime { label: step.label.clone(), compute_s: compute_s[si].clone(), glue_s: glue_s[si].clone(), comm_overlapped_s: ov, comm_blocking_s: bl, time_s: best.0, critical_rank: best.1, bound: best.2 });
+        out.push(StepTime {
+            label: step.label.clone(),
+            compute_s: compute_s[si].clone(),
+            glue_s: glue_s[si].clone(),
+            comm_overlapped_s: ov,
+            comm_blocking_s: bl,
+            time_s: best.0,
+            critical_rank: best.1,
+            bound: best.2,
+        });
     }
     out
 }
@@ -221,7 +239,12 @@ mod tests {
         assert!(ov.iter().all(|&x| x == 0.0));
         assert!(bl.iter().all(|&x| (x - want).abs() < 1e-15), "{bl:?} vs {want}");
         // Two all-to-all groups of 2 ({0,1}, {2,3}), 1 MB to the peer ⇒ a 2 MB all-to-all per group.
-        let m = vec![msg(0, 1, 1_000_000, "a2a-q", false), msg(1, 0, 1_000_000, "a2a-q", false), msg(2, 3, 1_000_000, "a2a-q", false), msg(3, 2, 1_000_000, "a2a-q", false)];
+        let m = vec![
+            msg(0, 1, 1_000_000, "a2a-q", false),
+            msg(1, 0, 1_000_000, "a2a-q", false),
+            msg(2, 3, 1_000_000, "a2a-q", false),
+            msg(3, 2, 1_000_000, "a2a-q", false),
+        ];
         let (_, bl, _) = step_comm(&t, 4, &m);
         assert!((bl[3] - t.alltoall_s(&[2, 3], 2e6)).abs() < 1e-15);
         assert!((bl[3] - t.intra.time_s(1e6)).abs() < 1e-15);
@@ -235,7 +258,10 @@ mod tests {
         let s = Schedule {
             strategy: "double-ring".into(),
             world: 16,
-            steps: vec![Step { label: "a".into(), compute: vec![], messages: outer, glue: vec![] }, Step { label: "b".into(), compute: vec![], messages: vec![], glue: vec![] }],
+            steps: vec![
+                Step { label: "a".into(), compute: vec![], messages: outer, glue: vec![] },
+                Step { label: "b".into(), compute: vec![], messages: vec![], glue: vec![] },
+            ],
         };
         let c = vec![vec![0.3e-3; 16], vec![0.3e-3; 16]];
         let p = predict(&t, &s, &c, &[vec![0.0; 16], vec![0.0; 16]], 1);

@@ -21,7 +21,8 @@ fn roofline() -> ComputeModel {
     ComputeModel::Roofline(Roofline { peak_tflops: 989.0, efficiency: 0.6, launch_us: 10.0, mem_tbps: 3.35, mem_efficiency: 0.8, device: "H100" })
 }
 
-const MASKS: [(&str, &[(&str, &str)]); 4] = [("full", &[]), ("causal", &[]), ("causal_document", &[("doc_lens", "30,9,25")]), ("sliding_window", &[("window_left", "9"), ("window_right", "4")])];
+const MASKS: [(&str, &[(&str, &str)]); 4] =
+    [("full", &[]), ("causal", &[]), ("causal_document", &[("doc_lens", "30,9,25")]), ("sliding_window", &[("window_left", "9"), ("window_right", "4")])];
 
 /// Over every strategy, world 2–4 and four masks: the pieces the virtual ranks executed cover the mask
 /// exactly once per query head and pass (Σ area·heads = mask area × Hq), each rank's work equals the
@@ -162,7 +163,15 @@ fn glue_follows_the_pieces() {
                     }
                 }
             }
-            let copies = |label: &str| p.schedule.steps.iter().filter(|s| s.label.starts_with(label)).flat_map(|s| &s.glue).filter(|g| g.rank == 0 && matches!(g.op, GlueOp::Copy { .. })).count();
+            let copies = |label: &str| {
+                p.schedule
+                    .steps
+                    .iter()
+                    .filter(|s| s.label.starts_with(label))
+                    .flat_map(|s| &s.glue)
+                    .filter(|g| g.rank == 0 && matches!(g.op, GlueOp::Copy { .. }))
+                    .count()
+            };
             match def.name {
                 // Only the stack of K and V per pass (no relayout, no repeat), and in backward the
                 // stack of each piece's dK, dV.

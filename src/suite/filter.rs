@@ -60,7 +60,9 @@ impl Filter {
         for part in expr.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             // Longest operators first so `<=` is not read as `<`.
             let ops = [("!=", Op::Ne), ("<=", Op::Le), (">=", Op::Ge), ("=", Op::Eq), ("<", Op::Lt), (">", Op::Gt), ("~", Op::Contains)];
-            let Some((pos, sym, op)) = ops.iter().filter_map(|(s, o)| part.find(s).map(|p| (p, *s, *o))).min_by_key(|(p, s, _)| (*p, std::cmp::Reverse(s.len()))) else {
+            let Some((pos, sym, op)) =
+                ops.iter().filter_map(|(s, o)| part.find(s).map(|p| (p, *s, *o))).min_by_key(|(p, s, _)| (*p, std::cmp::Reverse(s.len())))
+            else {
                 return Err(format!("filter condition `{part}`: expected field OP value (OP: = != < <= > >= ~)"));
             };
             let f = part[..pos].trim().to_string();

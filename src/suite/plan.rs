@@ -108,7 +108,12 @@ pub fn load(path: &Path, filter: Option<&Filter>, oracle: &dyn SupportOracle) ->
     // Memory-sane order: within a backend (and strategy), small to large, so an OOM at length L is
     // seen before the larger lengths it lets us skip.
     cases.sort_by(|a, b| {
-        let key = |c: &Case| ((c.kind, c.strategy.clone(), c.backend.clone(), c.device, c.seqlen, c.world_size), (c.pattern.clone(), c.params.clone(), c.pass, c.dtype, c.heads, c.head_dim, c.batch));
+        let key = |c: &Case| {
+            (
+                (c.kind, c.strategy.clone(), c.backend.clone(), c.device, c.seqlen, c.world_size),
+                (c.pattern.clone(), c.params.clone(), c.pass, c.dtype, c.heads, c.head_dim, c.batch),
+            )
+        };
         key(a).cmp(&key(b))
     });
 
@@ -176,9 +181,7 @@ fn nonempty<'a, T>(loc: &Locator, axis: &'a Spanned<Vec<T>>, key: &str) -> Resul
 
 fn positive(loc: &Locator, axis: &Spanned<Vec<i64>>, key: &str) -> Result<Vec<usize>, SuiteError> {
     let v = nonempty(loc, axis, key)?;
-    v.iter()
-        .map(|&x| if x >= 1 { Ok(x as usize) } else { loc.err(&axis.span(), key, format!("must be ≥ 1, got {x}")) })
-        .collect()
+    v.iter().map(|&x| if x >= 1 { Ok(x as usize) } else { loc.err(&axis.span(), key, format!("must be ≥ 1, got {x}")) }).collect()
 }
 
 fn parsed<T: std::str::FromStr<Err = String>>(loc: &Locator, axis: &Spanned<Vec<String>>, key: &str) -> Result<Vec<T>, SuiteError> {
@@ -218,7 +221,11 @@ fn expand_grid(g: &Grid, gi: usize, loc: &Locator, oracle: &dyn SupportOracle) -
         // Build once per length now, so a bad value (negative window, prefix > seqlen, doc_lens not
         // summing to seqlen, …) is reported with the line of the axis that holds it.
         for &s in &seqlens {
-            let total = if g.seqlen_per_rank { g.world_sizes.as_ref().map(|w| w.get_ref().iter().map(|&x| s * x.max(1) as usize).collect()).unwrap_or_else(|| vec![s]) } else { vec![s] };
+            let total = if g.seqlen_per_rank {
+                g.world_sizes.as_ref().map(|w| w.get_ref().iter().map(|&x| s * x.max(1) as usize).collect()).unwrap_or_else(|| vec![s])
+            } else {
+                vec![s]
+            };
             for t in total {
                 if let Err(e) = build_pattern(&name, t, &params) {
                     return loc.err(&g.patterns.span(), &format!("{}[{name}] at seqlen {t}", k("patterns")), e.to_string());

@@ -63,10 +63,7 @@ impl RunSummary {
 pub fn check_out_dir(opts: &RunOptions) -> Result<(), BadInput> {
     let csv = opts.out_dir.join("results.csv");
     if !opts.resume && csv.exists() && std::fs::metadata(&csv).map(|m| m.len() > 0).unwrap_or(false) {
-        return Err(BadInput::new(format!(
-            "{} already has results; pass --resume to continue that run, or choose another --out",
-            opts.out_dir.display()
-        )));
+        return Err(BadInput::new(format!("{} already has results; pass --resume to continue that run, or choose another --out", opts.out_dir.display())));
     }
     if opts.out_dir.exists() && !opts.out_dir.is_dir() {
         return Err(BadInput::new(format!("--out {}: exists and is not a directory", opts.out_dir.display())));
@@ -173,7 +170,10 @@ fn build_meta(plan: &Plan, opts: &RunOptions, run_id: &str) -> RunMeta {
 /// Keyed on the row's identity columns, so rows read back from an earlier run (resume) and cases of
 /// this run produce the same key by construction.
 fn oom_group(r: &Row) -> String {
-    format!("{}|{}|{}|{}|{}|{}|{}|{}:{}|{}|{}|{}", r.kind, r.backend, r.strategy, r.mask, r.mask_params, r.pass, r.dtype, r.heads_q, r.heads_kv, r.head_dim, r.batch, r.world_size)
+    format!(
+        "{}|{}|{}|{}|{}|{}|{}|{}:{}|{}|{}|{}",
+        r.kind, r.backend, r.strategy, r.mask, r.mask_params, r.pass, r.dtype, r.heads_q, r.heads_kv, r.head_dim, r.batch, r.world_size
+    )
 }
 
 fn oom_group_of_case(c: &Case) -> String {
@@ -233,7 +233,8 @@ impl Worker {
         let dir = tempfile::tempdir()?;
         let stderr_path = dir.path().join("worker.stderr");
         let stderr = std::fs::File::create(&stderr_path)?;
-        let mut child = Command::new(exe).arg("worker").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(stderr).spawn().context("spawning attnbench worker")?;
+        let mut child =
+            Command::new(exe).arg("worker").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(stderr).spawn().context("spawning attnbench worker")?;
         let stdin = child.stdin.take().unwrap();
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();

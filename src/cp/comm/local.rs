@@ -89,7 +89,13 @@ impl Pending for LocalPending<'_> {
             if tensor_bytes(&got) != tensor_bytes(&buf) || got.kind() != buf.kind() {
                 return Err(CommError::failed(
                     "recv",
-                    format!("rank {me}: message from rank {src} has {} bytes ({:?}), buffer has {} ({:?})", tensor_bytes(&got), got.kind(), tensor_bytes(&buf), buf.kind()),
+                    format!(
+                        "rank {me}: message from rank {src} has {} bytes ({:?}), buffer has {} ({:?})",
+                        tensor_bytes(&got),
+                        got.kind(),
+                        tensor_bytes(&buf),
+                        buf.kind()
+                    ),
                 ));
             }
             out.push(got.reshape(buf.size()).to_device(buf.device()));

@@ -207,7 +207,8 @@ impl Comm for MpiComm {
         let mut shape = vec![self.size as i64];
         shape.extend(src.size());
         let dst = Tensor::empty(shape.as_slice(), (src.kind(), Device::Cpu));
-        let rc = unsafe { ffi::MPI_Allgather(src.data_ptr(), bytes as c_int, ffi::RSMPI_UINT8_T, dst.data_ptr(), bytes as c_int, ffi::RSMPI_UINT8_T, self.comm) };
+        let rc =
+            unsafe { ffi::MPI_Allgather(src.data_ptr(), bytes as c_int, ffi::RSMPI_UINT8_T, dst.data_ptr(), bytes as c_int, ffi::RSMPI_UINT8_T, self.comm) };
         check("MPI_Allgather", rc)?;
         self.sent.set(self.sent.get() + (self.size as u64 - 1) * bytes as u64);
         Ok((0..self.size as i64).map(|j| dst.get(j).to_device(t.device())).collect())

@@ -283,7 +283,10 @@ impl Comm for NcclComm {
                 if *dst != self.rank {
                     self.sent.set(self.sent.get() + n as u64);
                 }
-                res = res.and(nccl_check("ncclSend", nc::ncclSend(t.data_ptr() as *const c_void, n, nc::ncclDataType_t::ncclUint8, *dst as c_int, self.comm, self.stream)));
+                res = res.and(nccl_check(
+                    "ncclSend",
+                    nc::ncclSend(t.data_ptr() as *const c_void, n, nc::ncclDataType_t::ncclUint8, *dst as c_int, self.comm, self.stream),
+                ));
             }
             for (t, _, src) in &recvs {
                 let n = tensor_bytes(t) as usize;
@@ -321,7 +324,9 @@ impl Comm for NcclComm {
             ReduceOp::Max => nc::ncclRedOp_t::ncclMax,
         };
         // SAFETY: live contiguous GPU tensors of `numel` elements of type `dt`.
-        nccl_check("ncclAllReduce", unsafe { nc::ncclAllReduce(src.data_ptr() as *const c_void, dst.data_ptr(), src.numel(), dt, rop, self.comm, self.stream) })?;
+        nccl_check("ncclAllReduce", unsafe {
+            nc::ncclAllReduce(src.data_ptr() as *const c_void, dst.data_ptr(), src.numel(), dt, rop, self.comm, self.stream)
+        })?;
         let n = self.size as u64;
         self.sent.set(self.sent.get() + 2 * (n - 1) * tensor_bytes(&src) / n.max(1));
         Ok(if t.device() == dst.device() { dst } else { dst.to_device(t.device()) })
@@ -335,7 +340,9 @@ impl Comm for NcclComm {
         let dst = Tensor::empty(shape.as_slice(), (src.kind(), self.device()));
         let bytes = tensor_bytes(&src) as usize;
         // SAFETY: dst holds size × bytes; src holds bytes.
-        nccl_check("ncclAllGather", unsafe { nc::ncclAllGather(src.data_ptr() as *const c_void, dst.data_ptr(), bytes, nc::ncclDataType_t::ncclUint8, self.comm, self.stream) })?;
+        nccl_check("ncclAllGather", unsafe {
+            nc::ncclAllGather(src.data_ptr() as *const c_void, dst.data_ptr(), bytes, nc::ncclDataType_t::ncclUint8, self.comm, self.stream)
+        })?;
         self.sent.set(self.sent.get() + (self.size as u64 - 1) * bytes as u64);
         Ok((0..self.size as i64).map(|j| dst.get(j).to_device(t.device())).collect())
     }
@@ -358,7 +365,9 @@ impl Comm for NcclComm {
         let dst = Tensor::empty(parts[0].size(), (parts[0].kind(), self.device()));
         let count = parts[0].numel();
         // SAFETY: src holds size × count elements, dst count elements, both of type dt.
-        nccl_check("ncclReduceScatter", unsafe { nc::ncclReduceScatter(src.data_ptr() as *const c_void, dst.data_ptr(), count, dt, nc::ncclRedOp_t::ncclSum, self.comm, self.stream) })?;
+        nccl_check("ncclReduceScatter", unsafe {
+            nc::ncclReduceScatter(src.data_ptr() as *const c_void, dst.data_ptr(), count, dt, nc::ncclRedOp_t::ncclSum, self.comm, self.stream)
+        })?;
         self.sent.set(self.sent.get() + (self.size as u64 - 1) * tensor_bytes(&dst));
         let want = parts[0].device();
         Ok(if want == dst.device() { dst } else { dst.to_device(want) })
