@@ -12,6 +12,7 @@ pub mod error;
 pub mod exec;
 pub mod flops;
 pub mod mask;
+pub mod png;
 pub mod measure;
 pub mod report;
 pub mod results;

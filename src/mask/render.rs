@@ -64,36 +64,35 @@ pub fn write_png(masks: &[Mask], title: &str, path: &Path, max_cells: usize) -> 
     let scale = (MIN_SIDE_PX / widest).max(1) as u32;
     let width: u32 = panels.iter().map(|p| p.1 as u32 * scale).sum::<u32>() + GAP_PX * (panels.len() as u32 + 1);
     let height: u32 = panels.iter().map(|p| p.0 as u32 * scale).max().unwrap_or(1) + TITLE_PX + GAP_PX;
-    let draw_err = |e: &dyn std::fmt::Display| RenderError::Draw { path: path.display().to_string(), msg: e.to_string() };
-
-    let root = BitMapBackend::new(path, (width.max(320), height)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| draw_err(&e))?;
-    root.draw(&Text::new(title.to_string(), (GAP_PX as i32, 8), ("sans-serif", 18).into_font().color(&BLACK))).map_err(|e| draw_err(&e))?;
-    let mut x0 = GAP_PX;
-    for (rows, cols, vals) in &panels {
-        let y0 = TITLE_PX;
-        for r in 0..*rows {
-            for c in 0..*cols {
-                let v = (255.0 * (1.0 - vals[r * cols + c])).round() as u8;
-                if v == 255 {
-                    continue;
-                }
-                let colour = RGBColor(v, v, v);
-                let (px, py) = ((x0 + c as u32 * scale) as i32, (y0 + r as u32 * scale) as i32);
-                if scale == 1 {
-                    root.draw_pixel((px, py), &colour).map_err(|e| draw_err(&e))?;
-                } else {
-                    root.draw(&Rectangle::new([(px, py), (px + scale as i32, py + scale as i32)], colour.filled())).map_err(|e| draw_err(&e))?;
+    crate::png::draw_to_png(path, (width.max(320), height), |root| {
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        root.draw(&Text::new(title.to_string(), (GAP_PX as i32, 8), ("sans-serif", 18).into_font().color(&BLACK))).map_err(|e| e.to_string())?;
+        let mut x0 = GAP_PX;
+        for (rows, cols, vals) in &panels {
+            let y0 = TITLE_PX;
+            for r in 0..*rows {
+                for c in 0..*cols {
+                    let v = (255.0 * (1.0 - vals[r * cols + c])).round() as u8;
+                    if v == 255 {
+                        continue;
+                    }
+                    let colour = RGBColor(v, v, v);
+                    let (px, py) = ((x0 + c as u32 * scale) as i32, (y0 + r as u32 * scale) as i32);
+                    if scale == 1 {
+                        root.draw_pixel((px, py), &colour).map_err(|e| e.to_string())?;
+                    } else {
+                        root.draw(&Rectangle::new([(px, py), (px + scale as i32, py + scale as i32)], colour.filled())).map_err(|e| e.to_string())?;
+                    }
                 }
             }
+            // Thin frame so empty borders are visible.
+            let (w, h) = ((cols * scale as usize) as i32, (rows * scale as usize) as i32);
+            root.draw(&Rectangle::new([(x0 as i32 - 1, y0 as i32 - 1), (x0 as i32 + w, y0 as i32 + h)], RGBColor(160, 160, 160))).map_err(|e| e.to_string())?;
+            x0 += *cols as u32 * scale + GAP_PX;
         }
-        // Thin frame so empty borders are visible.
-        let (w, h) = ((cols * scale as usize) as i32, (rows * scale as usize) as i32);
-        root.draw(&Rectangle::new([(x0 as i32 - 1, y0 as i32 - 1), (x0 as i32 + w, y0 as i32 + h)], RGBColor(160, 160, 160))).map_err(|e| draw_err(&e))?;
-        x0 += *cols as u32 * scale + GAP_PX;
-    }
-    root.present().map_err(|e| draw_err(&e))?;
-    Ok(())
+        Ok(())
+    })
+    .map_err(|msg| RenderError::Draw { path: path.display().to_string(), msg })
 }
 
 #[cfg(test)]

@@ -517,10 +517,7 @@ pub fn render_svg(fig: &Figure) -> Result<String, ReportError> {
 /// The figure as a PNG file.
 pub fn render_png(fig: &Figure, path: &Path) -> Result<(), ReportError> {
     register_font();
-    let root = BitMapBackend::new(path, figure_size(fig)).into_drawing_area();
-    draw(&root, fig).map_err(|msg| ReportError::Draw { what: fig.name.clone(), msg })?;
-    root.present().map_err(|e| ReportError::Draw { what: path.display().to_string(), msg: e.to_string() })?;
-    Ok(())
+    crate::png::draw_to_png(path, figure_size(fig), |root| draw(root, fig)).map_err(|msg| ReportError::Draw { what: path.display().to_string(), msg })
 }
 
 /// Writes `<name>.svg` and `<name>.png` for each figure and `plots.json` (the data behind every
