@@ -36,6 +36,8 @@ fn main() {
         .flag_if_supported("-Wno-unused-parameter")
         .flag_if_supported("-Wno-deprecated-declarations")
         .warnings(false)
+        // No debug info: the shim is a few thin calls, and -g over the ATen headers triples its compile time.
+        .debug(false)
         .compile("attnbench_shim");
     // The shim calls into libtorch / libc10 directly (tch links them too; be explicit).
     println!("cargo:rustc-link-search=native={}", lib.display());

@@ -193,6 +193,7 @@ pub struct Case {
 
 impl Case {
     /// A single-device case with the common defaults (batch 1, fp32 unless changed by the caller).
+    #[allow(clippy::too_many_arguments)]
     pub fn kernel(
         backend: &str,
         pattern: &str,

@@ -84,7 +84,7 @@ pub fn gate(kernel: &mut dyn Kernel, x: &Inputs, pass: Pass, dtype: DType) -> Re
         let err = got.f_sub(want)?.f_abs()?.f_nan_to_num(f64::INFINITY, f64::INFINITY, f64::INFINITY)?.f_max()?.double_value(&[]);
         let scale = want.f_abs()?.f_max()?.double_value(&[]).max(1.0);
         let norm = err / scale;
-        if !(norm <= tol) {
+        if norm.is_nan() || norm > tol {
             passed = false;
         }
         if norm > worst.1 || err.is_nan() {

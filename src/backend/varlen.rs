@@ -586,6 +586,133 @@ impl GroupKernel for EmulatedGroupKernel {
     }
 }
 
+
+/// A `*_varlen` backend: ONE varlen kernel call over the whole mask, like the FA2-varlen baselines of
+/// LongCA-bench: a mask of one slice group (document masks: block-diagonal full or causal slices), or —
+/// FlashAttention only — any [`WindowForm`] (sliding_window, sliding_window_causal, windows inside
+/// documents) through the kernel's native window. Masks that need several launches are unsupported
+/// here; the `sliced` backend runs them.
+///
+/// Inputs are packed into the kernel's `[total, H, D]` layout in `prepare`, so a timed call is the
+/// kernel alone (as in the baselines, whose inputs already are packed); the correctness gate unpacks the
+/// results outside the timed region.
+pub struct VarlenBackend {
+    pub name: &'static str,
+    pub summary: &'static str,
+    pub kernel: CudaVarlen,
+}
+
+/// How a mask maps onto one varlen call, or why it cannot.
+pub fn single_call_plan(mask: &Mask, kernel: CudaVarlen, batch: usize) -> Result<(VarlenPlan, String), String> {
+    let groups = super::sliced::plan_groups(mask);
+    if groups.len() == 1 {
+        let g = &groups[0];
+        match (g.kind, kernel) {
+            (SliceKind::Full | SliceKind::Causal, _) | (SliceKind::BiCausal, CudaVarlen::Flash) => {
+                let how = format!("{} {} sequences", g.slices.len(), g.kind);
+                return Ok((VarlenPlan::for_group(g, batch, mask.seqlen_q, mask.seqlen_k), how));
+            }
+            (k, _) => return Err(format!("no native {k} slices")),
+        }
+    }
+    if kernel == CudaVarlen::Flash {
+        if let Some(w) = window_form(mask) {
+            let side = |x: Option<i64>| x.map_or("∞".to_string(), |v| v.to_string());
+            let how = format!("{} documents, native window (left {}, right {})", w.docs.len(), side(w.left), side(w.right));
+            return Ok((VarlenPlan::windowed(&w, batch, mask.seqlen_q), how));
+        }
+    }
+    Err(format!("needs {} varlen launches (slice groups) and is not one native window", groups.len()))
+}
+
+/// A prepared single varlen call: the plan, the packed inputs, and how to unpack results.
+pub struct VarlenKernel {
+    kern: Box<dyn GroupKernel>,
+    plan: VarlenPlan,
+    how: String,
+    qp: Tensor,
+    kp: Tensor,
+    vp: Tensor,
+    dop: Tensor,
+    /// (batch, seqlen_q, seqlen_k) of the standard layout.
+    dims: (i64, i64, i64),
+}
+
+impl VarlenKernel {
+    /// Packs `x` for `plan` (outside any timed region).
+    pub fn new(kern: Box<dyn GroupKernel>, plan: VarlenPlan, how: String, x: &super::Inputs) -> Result<VarlenKernel, BackendError> {
+        let dev = x.q.device();
+        let (qi, ki) = (idx(&plan.q_idx, dev), idx(&plan.k_idx, dev));
+        let pack = |t: &Tensor, i: &Tensor| -> Result<Tensor, BackendError> { Ok(flat_rows(&t.f_detach()?)?.f_index_select(0, i)?.f_contiguous()?) };
+        let (qp, kp, vp, dop) = (pack(&x.q, &qi)?, pack(&x.k, &ki)?, pack(&x.v, &ki)?, pack(&x.dout, &qi)?);
+        Ok(VarlenKernel { kern, plan, how, qp, kp, vp, dop, dims: (x.q.size()[0], x.q.size()[2], x.k.size()[2]) })
+    }
+
+    fn unpack(&self, packed: &Tensor, rows: &[i64], s: i64) -> Result<Tensor, BackendError> {
+        let (b, dev) = (self.dims.0, packed.device());
+        let sz = packed.size();
+        let full = Tensor::f_zeros([b * s, sz[1], sz[2]], (packed.kind(), dev))?.f_index_add(0, &idx(rows, dev), packed)?;
+        unflat_rows(&full, b, s)
+    }
+}
+
+impl super::Backend for VarlenBackend {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn summary(&self) -> &'static str {
+        self.summary
+    }
+    fn supports(&self, case: &crate::case::Case, masks: &crate::mask::HeadMasks) -> Result<(), String> {
+        super::require_cuda(case, self.name)?;
+        if self.kernel != CudaVarlen::Efficient {
+            super::require_half(case, self.name)?;
+        } else if case.dtype == crate::case::DType::Fp64 {
+            return Err(format!("{} does not take fp64", self.name));
+        }
+        if !masks.is_shared() {
+            return Err(format!("{} needs one mask shared by all heads", self.name));
+        }
+        single_call_plan(&masks.groups[0], self.kernel, 1)
+            .map(|_| ())
+            .map_err(|why| format!("`{}` {why}; {} runs exactly one call — use `sliced`", case.pattern, self.name))
+    }
+    fn autograd(&self) -> bool {
+        false
+    }
+    fn prepare(&self, case: &crate::case::Case, x: &super::Inputs) -> Result<Box<dyn super::Kernel>, BackendError> {
+        let (plan, how) = single_call_plan(&x.masks.groups[0], self.kernel, case.batch).map_err(BackendError::Unsupported)?;
+        Ok(Box::new(VarlenKernel::new(Box::new(CudaGroupKernel(self.kernel)), plan, how, x)?))
+    }
+}
+
+impl super::Kernel for VarlenKernel {
+    fn forward(&mut self, x: &super::Inputs) -> Result<super::Fwd, BackendError> {
+        let (o, l, _) = self.kern.forward(&self.plan, &self.qp, &self.kp, &self.vp, x.scale)?;
+        Ok(super::Fwd { out: o, lse: Some(l) })
+    }
+    fn backward(&mut self, x: &super::Inputs, f: &super::Fwd) -> Result<(Tensor, Tensor, Tensor), BackendError> {
+        let lse = f.lse.as_ref().ok_or_else(|| BackendError::Invalid("varlen backward needs the forward's LSE".into()))?;
+        self.kern.backward(&self.plan, &self.qp, &self.kp, &self.vp, &f.out, lse, &self.dop, &[], x.scale)
+    }
+    fn standard_out(&self, f: &super::Fwd) -> Result<Tensor, BackendError> {
+        self.unpack(&f.out, &self.plan.q_idx, self.dims.1)
+    }
+    fn standard_grads(&self, (dq, dk, dv): (Tensor, Tensor, Tensor)) -> Result<(Tensor, Tensor, Tensor), BackendError> {
+        Ok((
+            self.unpack(&dq, &self.plan.q_idx, self.dims.1)?,
+            self.unpack(&dk, &self.plan.k_idx, self.dims.2)?,
+            self.unpack(&dv, &self.plan.k_idx, self.dims.2)?,
+        ))
+    }
+    fn note(&self) -> String {
+        format!("one varlen call over {} per batch element; inputs packed to [total, H, D] in prepare (untimed)", self.how)
+    }
+    fn cpu_bytes(&self, x: &super::Inputs, _pass: crate::flops::Pass) -> u64 {
+        super::tensor_bytes(&x.q) * 4
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -746,131 +873,5 @@ mod tests {
         let (go, _, _) = grouped_forward(&CudaGroupKernel(CudaVarlen::Flash), &groups, &g(&q), &g(&k), &g(&v), &m, 0.125).unwrap();
         let err = (go.to_device(Device::Cpu).to_kind(Kind::Float) - ro).abs().max().double_value(&[]);
         assert!(err < 3e-2, "flash varlen differs from CPU by {err}");
-    }
-}
-
-/// A `*_varlen` backend: ONE varlen kernel call over the whole mask, like the FA2-varlen baselines of
-/// LongCA-bench: a mask of one slice group (document masks: block-diagonal full or causal slices), or —
-/// FlashAttention only — any [`WindowForm`] (sliding_window, sliding_window_causal, windows inside
-/// documents) through the kernel's native window. Masks that need several launches are unsupported
-/// here; the `sliced` backend runs them.
-///
-/// Inputs are packed into the kernel's `[total, H, D]` layout in `prepare`, so a timed call is the
-/// kernel alone (as in the baselines, whose inputs already are packed); the correctness gate unpacks the
-/// results outside the timed region.
-pub struct VarlenBackend {
-    pub name: &'static str,
-    pub summary: &'static str,
-    pub kernel: CudaVarlen,
-}
-
-/// How a mask maps onto one varlen call, or why it cannot.
-pub fn single_call_plan(mask: &Mask, kernel: CudaVarlen, batch: usize) -> Result<(VarlenPlan, String), String> {
-    let groups = super::sliced::plan_groups(mask);
-    if groups.len() == 1 {
-        let g = &groups[0];
-        match (g.kind, kernel) {
-            (SliceKind::Full | SliceKind::Causal, _) | (SliceKind::BiCausal, CudaVarlen::Flash) => {
-                let how = format!("{} {} sequences", g.slices.len(), g.kind);
-                return Ok((VarlenPlan::for_group(g, batch, mask.seqlen_q, mask.seqlen_k), how));
-            }
-            (k, _) => return Err(format!("no native {k} slices")),
-        }
-    }
-    if kernel == CudaVarlen::Flash {
-        if let Some(w) = window_form(mask) {
-            let side = |x: Option<i64>| x.map_or("∞".to_string(), |v| v.to_string());
-            let how = format!("{} documents, native window (left {}, right {})", w.docs.len(), side(w.left), side(w.right));
-            return Ok((VarlenPlan::windowed(&w, batch, mask.seqlen_q), how));
-        }
-    }
-    Err(format!("needs {} varlen launches (slice groups) and is not one native window", groups.len()))
-}
-
-/// A prepared single varlen call: the plan, the packed inputs, and how to unpack results.
-pub struct VarlenKernel {
-    kern: Box<dyn GroupKernel>,
-    plan: VarlenPlan,
-    how: String,
-    qp: Tensor,
-    kp: Tensor,
-    vp: Tensor,
-    dop: Tensor,
-    /// (batch, seqlen_q, seqlen_k) of the standard layout.
-    dims: (i64, i64, i64),
-}
-
-impl VarlenKernel {
-    /// Packs `x` for `plan` (outside any timed region).
-    pub fn new(kern: Box<dyn GroupKernel>, plan: VarlenPlan, how: String, x: &super::Inputs) -> Result<VarlenKernel, BackendError> {
-        let dev = x.q.device();
-        let (qi, ki) = (idx(&plan.q_idx, dev), idx(&plan.k_idx, dev));
-        let pack = |t: &Tensor, i: &Tensor| -> Result<Tensor, BackendError> { Ok(flat_rows(&t.f_detach()?)?.f_index_select(0, i)?.f_contiguous()?) };
-        let (qp, kp, vp, dop) = (pack(&x.q, &qi)?, pack(&x.k, &ki)?, pack(&x.v, &ki)?, pack(&x.dout, &qi)?);
-        Ok(VarlenKernel { kern, plan, how, qp, kp, vp, dop, dims: (x.q.size()[0], x.q.size()[2], x.k.size()[2]) })
-    }
-
-    fn unpack(&self, packed: &Tensor, rows: &[i64], s: i64) -> Result<Tensor, BackendError> {
-        let (b, dev) = (self.dims.0, packed.device());
-        let sz = packed.size();
-        let full = Tensor::f_zeros([b * s, sz[1], sz[2]], (packed.kind(), dev))?.f_index_add(0, &idx(rows, dev), packed)?;
-        unflat_rows(&full, b, s)
-    }
-}
-
-impl super::Backend for VarlenBackend {
-    fn name(&self) -> &'static str {
-        self.name
-    }
-    fn summary(&self) -> &'static str {
-        self.summary
-    }
-    fn supports(&self, case: &crate::case::Case, masks: &crate::mask::HeadMasks) -> Result<(), String> {
-        super::require_cuda(case, self.name)?;
-        if self.kernel != CudaVarlen::Efficient {
-            super::require_half(case, self.name)?;
-        } else if case.dtype == crate::case::DType::Fp64 {
-            return Err(format!("{} does not take fp64", self.name));
-        }
-        if !masks.is_shared() {
-            return Err(format!("{} needs one mask shared by all heads", self.name));
-        }
-        single_call_plan(&masks.groups[0], self.kernel, 1)
-            .map(|_| ())
-            .map_err(|why| format!("`{}` {why}; {} runs exactly one call — use `sliced`", case.pattern, self.name))
-    }
-    fn autograd(&self) -> bool {
-        false
-    }
-    fn prepare(&self, case: &crate::case::Case, x: &super::Inputs) -> Result<Box<dyn super::Kernel>, BackendError> {
-        let (plan, how) = single_call_plan(&x.masks.groups[0], self.kernel, case.batch).map_err(BackendError::Unsupported)?;
-        Ok(Box::new(VarlenKernel::new(Box::new(CudaGroupKernel(self.kernel)), plan, how, x)?))
-    }
-}
-
-impl super::Kernel for VarlenKernel {
-    fn forward(&mut self, x: &super::Inputs) -> Result<super::Fwd, BackendError> {
-        let (o, l, _) = self.kern.forward(&self.plan, &self.qp, &self.kp, &self.vp, x.scale)?;
-        Ok(super::Fwd { out: o, lse: Some(l) })
-    }
-    fn backward(&mut self, x: &super::Inputs, f: &super::Fwd) -> Result<(Tensor, Tensor, Tensor), BackendError> {
-        let lse = f.lse.as_ref().ok_or_else(|| BackendError::Invalid("varlen backward needs the forward's LSE".into()))?;
-        self.kern.backward(&self.plan, &self.qp, &self.kp, &self.vp, &f.out, lse, &self.dop, &[], x.scale)
-    }
-    fn standard_out(&self, f: &super::Fwd) -> Result<Tensor, BackendError> {
-        self.unpack(&f.out, &self.plan.q_idx, self.dims.1)
-    }
-    fn standard_grads(&self, (dq, dk, dv): (Tensor, Tensor, Tensor)) -> Result<(Tensor, Tensor, Tensor), BackendError> {
-        Ok((
-            self.unpack(&dq, &self.plan.q_idx, self.dims.1)?,
-            self.unpack(&dk, &self.plan.k_idx, self.dims.2)?,
-            self.unpack(&dv, &self.plan.k_idx, self.dims.2)?,
-        ))
-    }
-    fn note(&self) -> String {
-        format!("one varlen call over {} per batch element; inputs packed to [total, H, D] in prepare (untimed)", self.how)
-    }
-    fn cpu_bytes(&self, x: &super::Inputs, _pass: crate::flops::Pass) -> u64 {
-        super::tensor_bytes(&x.q) * 4
     }
 }

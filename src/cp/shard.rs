@@ -181,7 +181,7 @@ mod tests {
     fn uneven_splits_cover_the_sequence_once() {
         for kind in [Sharding::Contiguous, Sharding::Zigzag] {
             let sh = Shard::new(kind, 101, 3).unwrap();
-            let mut seen = vec![0u8; 101];
+            let mut seen = [0u8; 101];
             for r in 0..3 {
                 for rg in sh.ranges(r) {
                     for i in rg.clone() {

@@ -163,10 +163,10 @@ fn validate_settings(m: &MeasureSettings, loc: &Locator) -> Result<(), SuiteErro
     if m.max_repeats < m.repeats {
         return loc.err(&find("max_repeats"), "measure.max_repeats", "must be ≥ repeats");
     }
-    if !(m.budget_s > 0.0) {
+    if m.budget_s.is_nan() || m.budget_s <= 0.0 {
         return loc.err(&find("budget_s"), "measure.budget_s", "must be > 0 seconds");
     }
-    if !(m.timeout_s > 0.0) {
+    if m.timeout_s.is_nan() || m.timeout_s <= 0.0 {
         return loc.err(&find("timeout_s"), "measure.timeout_s", "must be > 0 seconds");
     }
     Ok(())
