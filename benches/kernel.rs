@@ -11,11 +11,12 @@
 
 use std::time::Duration;
 
-use attnbench::backend::shim::{cuda_available, device_synchronize, ensure_cuda_loaded, CudaEvent};
 use attnbench::backend::{find_backend, Inputs, Kernel};
 use attnbench::case::{Case, DType, DeviceKind, HeadLayout};
 use attnbench::flops::Pass;
 use attnbench::mask::{build_pattern, Params};
+use attnbench::sys::cuda::{device_synchronize, CudaEvent};
+use attnbench::sys::{cuda_available, ensure_cuda_loaded};
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 

@@ -8,9 +8,10 @@
 
 use std::time::Duration;
 
-use attnbench::backend::shim::{cuda_available, device_synchronize, ensure_cuda_loaded};
 use attnbench::backend::sliced::{merge_partials, RunningMerge};
 use attnbench::cp::acc_kind;
+use attnbench::sys::cuda::device_synchronize;
+use attnbench::sys::{cuda_available, ensure_cuda_loaded};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tch::{Device, Kind, Tensor};
 

@@ -11,10 +11,15 @@
 #include <ATen/ops/_cudnn_attention_forward.h>
 #include <ATen/ops/_efficient_attention_forward.h>
 #include <ATen/ops/_flash_attention_forward.h>
+#include <c10/core/Allocator.h>
+#include <c10/core/CPUAllocator.h>
 #include <c10/core/Event.h>
+
+#include <atomic>
 
 #include <cstring>
 #include <exception>
+#include <stdexcept>
 #include <optional>
 #include <string>
 
@@ -39,6 +44,44 @@ int guarded(char* err, size_t errlen, F&& f) {
 }
 
 std::optional<int64_t> opt_i64(int64_t v) { return v < 0 ? std::nullopt : std::optional<int64_t>(v); }
+
+// Counting CPU allocator. libtorch keeps no statistics for host memory, so attnbench installs this in
+// front of the default CPU allocator (c10::SetAllocator, higher priority) and reads the peak bytes of
+// live tensors around a case, the way CUDA rows read the caching allocator's peak. Each allocation
+// carries its size in a 64-byte header (keeping the allocator's 64-byte alignment), so freeing needs no
+// lookup; the counters are two atomics. Tensors allocated before installation keep their own deleter.
+// Not counted: code that calls c10::GetDefaultCPUAllocator() directly instead of the registered one.
+struct CountingCpuAllocator final : public c10::Allocator {
+  static constexpr size_t kHeader = 64;
+  c10::Allocator* inner = nullptr;
+  std::atomic<int64_t> current{0};
+  std::atomic<int64_t> peak{0};
+
+  static void release(void* p);
+
+  c10::DataPtr allocate(size_t n) override {
+    if (n == 0) return inner->allocate(0);
+    void* base = inner->raw_allocate(n + kHeader);
+    *static_cast<size_t*>(base) = n;
+    int64_t now = current.fetch_add(static_cast<int64_t>(n)) + static_cast<int64_t>(n);
+    int64_t seen = peak.load();
+    while (now > seen && !peak.compare_exchange_weak(seen, now)) {
+    }
+    void* data = static_cast<char*>(base) + kHeader;
+    return {data, data, &CountingCpuAllocator::release, c10::Device(c10::DeviceType::CPU)};
+  }
+  c10::DeleterFnPtr raw_deleter() const override { return &CountingCpuAllocator::release; }
+  void copy_data(void* dest, const void* src, std::size_t count) const override { default_copy_data(dest, src, count); }
+};
+
+CountingCpuAllocator g_counting;
+
+void CountingCpuAllocator::release(void* p) {
+  if (p == nullptr) return;
+  void* base = static_cast<char*>(p) - kHeader;
+  g_counting.current.fetch_sub(static_cast<int64_t>(*static_cast<size_t*>(base)));
+  g_counting.inner->raw_deallocate(base);
+}
 }  // namespace
 
 extern "C" {
@@ -152,6 +195,32 @@ int ab_mem_stats(int device, int64_t* current, int64_t* peak, char* err, size_t 
 
 int ab_mem_reset_peak(int device, char* err, size_t errlen) {
   return guarded(err, errlen, [&] { at::accelerator::resetPeakStats(static_cast<c10::DeviceIndex>(device)); });
+}
+
+// Installs the counting allocator in front of the current CPU allocator (once; idempotent).
+int ab_cpu_alloc_install(char* err, size_t errlen) {
+  return guarded(err, errlen, [&] {
+    static bool done = false;
+    if (done) return;
+    c10::Allocator* cur = c10::GetAllocator(c10::DeviceType::CPU);
+    if (cur->raw_deleter() == nullptr) throw std::runtime_error("the CPU allocator has no raw deleter; cannot wrap it");
+    g_counting.inner = cur;
+    c10::SetAllocator(c10::DeviceType::CPU, &g_counting, /*priority=*/100);
+    done = true;
+  });
+}
+
+// Bytes of live CPU tensors now and the peak since the last reset (counting allocator).
+int ab_cpu_mem_stats(int64_t* current, int64_t* peak, char* err, size_t errlen) {
+  return guarded(err, errlen, [&] {
+    *current = g_counting.current.load();
+    *peak = g_counting.peak.load();
+  });
+}
+
+// Peak := current.
+int ab_cpu_mem_reset_peak(char* err, size_t errlen) {
+  return guarded(err, errlen, [&] { g_counting.peak.store(g_counting.current.load()); });
 }
 
 }  // extern "C"

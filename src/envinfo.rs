@@ -40,7 +40,7 @@ fn first_line_of(cmd: &str, args: &[&str]) -> String {
 
 /// CUDA device names via `nvidia-smi` (libtorch has no device-name API in tch); `cuda:N` when absent.
 pub fn cuda_device_names() -> Vec<String> {
-    if !crate::backend::shim::cuda_available() {
+    if !crate::sys::cuda_available() {
         return vec![];
     }
     let out = std::process::Command::new("nvidia-smi").args(["--query-gpu=name", "--format=csv,noheader"]).output();
@@ -67,7 +67,7 @@ pub fn collect() -> EnvInfo {
         attnbench_version: env!("CARGO_PKG_VERSION").to_string(),
         tch: TCH_VERSION.into(),
         torch: TORCH_VERSION.into(),
-        cuda_available: crate::backend::shim::cuda_available(),
+        cuda_available: crate::sys::cuda_available(),
         cuda_devices: cuda_device_names(),
         mpirun: first_line_of("mpirun", &["--version"]),
         mpi_feature: cfg!(feature = "mpi"),

@@ -32,3 +32,20 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
     }
     1
 }
+
+/// An error message as one line (a CSV cell, a row's `error`, the CLI's one-line errors): newlines and
+/// runs of whitespace flattened, libtorch's C++ stack trace cut off, at most 500 bytes.
+pub fn one_line(s: &str) -> String {
+    // libtorch appends a C++ stack trace ("Exception raised from …", "frame #0: …"): not for a CSV cell.
+    let s = ["Exception raised from", "frame #0"].iter().filter_map(|m| s.find(m)).min().map_or(s, |p| &s[..p]);
+    let mut t: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if t.len() > 500 {
+        let mut cut = 500;
+        while !t.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        t.truncate(cut);
+        t.push('…');
+    }
+    t
+}

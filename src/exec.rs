@@ -6,15 +6,14 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::backend::check::gate;
-use crate::backend::shim::cuda_available;
 use crate::backend::{find_backend, Backend, BackendError, Fwd, Inputs};
 use crate::case::{Case, DeviceKind};
-use crate::flops::{mfu, pass_flops, tflops, Pass};
+use crate::flops::{pass_flops, Pass};
 use crate::mask::{build_pattern, MaskError};
-use crate::measure::clock::{run_repeats, Clock, CudaEventClock, InstantClock};
-use crate::measure::memory::cuda_peak_above_baseline;
-use crate::measure::MeasureSettings;
+use crate::measure::memory::peak_above_baseline;
+use crate::measure::{run_repeats, CpuTimeline, CudaEventClock, HostClock, MeasureSettings, Timeline};
 use crate::results::{Row, Status};
+use crate::sys::cuda_available;
 
 /// Bad input for a case (reported as exit code 2 by the CLI, never as a row).
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +40,11 @@ pub fn execute_kernel_case(case: &Case, settings: &MeasureSettings, run_id: &str
 
 /// Runs `case` with an explicit backend (tests inject deliberately wrong ones).
 pub fn execute_kernel_case_with(backend: &dyn Backend, case: &Case, settings: &MeasureSettings, run_id: &str) -> Result<Row, ExecError> {
+    execute_timed(backend, case, settings, run_id, &CpuTimeline::default())
+}
+
+/// [`execute_kernel_case_with`] timing CPU cases on `timeline` (tests pass scripted ones).
+pub(crate) fn execute_timed(backend: &dyn Backend, case: &Case, settings: &MeasureSettings, run_id: &str, timeline: &dyn Timeline) -> Result<Row, ExecError> {
     let masks = build_pattern(&case.pattern, case.seqlen, &case.params)?;
     masks.check_heads(case.heads.q)?;
     let mut row = Row::for_case(run_id, case, &device_name(case.device));
@@ -55,7 +59,7 @@ pub fn execute_kernel_case_with(backend: &dyn Backend, case: &Case, settings: &M
         row.fail(Status::Unsupported, why);
         return Ok(row);
     }
-    let result = catch_unwind(AssertUnwindSafe(|| measure(backend, case, settings, masks, &mut row)));
+    let result = catch_unwind(AssertUnwindSafe(|| measure(backend, case, settings, masks, &mut row, timeline)));
     match result {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
@@ -83,7 +87,14 @@ fn classify(e: &BackendError) -> (Status, String) {
     }
 }
 
-fn measure(backend: &dyn Backend, case: &Case, settings: &MeasureSettings, masks: crate::mask::HeadMasks, row: &mut Row) -> Result<(), BackendError> {
+fn measure(
+    backend: &dyn Backend,
+    case: &Case,
+    settings: &MeasureSettings,
+    masks: crate::mask::HeadMasks,
+    row: &mut Row,
+    timeline: &dyn Timeline,
+) -> Result<(), BackendError> {
     let x = Inputs::new(case, masks, settings.seed, backend.autograd() && case.pass.includes_backward())?;
     let mut kernel = backend.prepare(case, &x)?;
     let mut note = kernel.note();
@@ -99,15 +110,6 @@ fn measure(backend: &dyn Backend, case: &Case, settings: &MeasureSettings, masks
     } else {
         note.push_str("; correctness check off");
     }
-    let cuda = case.device == DeviceKind::Cuda;
-    let mut clock: Box<dyn Clock> = if cuda { Box::new(CudaEventClock::new(0, settings.timing_mode)?) } else { Box::new(InstantClock) };
-    let sync = |r: Result<(), BackendError>| -> Result<(), BackendError> {
-        r?;
-        if cuda {
-            crate::backend::shim::device_synchronize(0)?;
-        }
-        Ok(())
-    };
     // `bwd`: one forward outside the timed region; autograd backends retain its graph and repeat only
     // the backward on it, explicit-backward backends reuse its out / LSE.
     let fwd_for_bwd: Option<Fwd> = if case.pass == Pass::Bwd { Some(kernel.forward(&x)?) } else { None };
@@ -118,7 +120,7 @@ fn measure(backend: &dyn Backend, case: &Case, settings: &MeasureSettings, masks
                 k.forward(&x)?;
             }
             Pass::Bwd => {
-                let _ = k.backward(&x, fwd_for_bwd.as_ref().unwrap())?;
+                let _ = k.backward(&x, fwd_for_bwd.as_ref().expect("made above for bwd"))?;
             }
             Pass::Fwdbwd => {
                 let f = k.forward(&x)?;
@@ -127,22 +129,14 @@ fn measure(backend: &dyn Backend, case: &Case, settings: &MeasureSettings, masks
         }
         Ok(())
     };
-    let peak = if cuda { Some(cuda_peak_above_baseline(0, &mut call)?) } else { None };
-    sync(Ok(()))?;
-    let timing = run_repeats(clock.as_mut(), settings, &mut call)?;
-    let s = timing.summary;
-    row.status = Status::Ok;
-    row.ms_median = Some(s.median);
-    row.ms_p20 = Some(s.p20);
-    row.ms_p80 = Some(s.p80);
-    row.cv = Some(s.cv);
-    let tf = tflops(row.flops, s.median);
-    row.tflops = Some(tf);
-    row.tflops_per_gpu = Some(tf);
-    row.mfu = mfu(tf, &row.device, case.dtype.name());
-    row.peak_mem_bytes = Some(peak.unwrap_or_else(|| kernel.cpu_bytes(&x, case.pass)));
-    row.timing_mode = clock.mode();
-    row.repeats = Some(timing.times_ms.len());
+    let device = case.device.tch();
+    let (peak, source) = peak_above_baseline(device, &mut call)?;
+    let timing = match device {
+        tch::Device::Cuda(i) => run_repeats(&mut CudaEventClock::new(i, settings.timing_mode)?, settings, &mut call)?,
+        _ => run_repeats(&mut HostClock::new(timeline), settings, &mut call)?,
+    };
+    row.set_timing(&timing, case.dtype.name());
+    row.set_memory(peak, source);
     row.note = note;
     Ok(())
 }

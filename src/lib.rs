@@ -12,11 +12,12 @@ pub mod error;
 pub mod exec;
 pub mod flops;
 pub mod mask;
-pub mod png;
 pub mod measure;
+pub mod png;
 pub mod report;
 pub mod results;
 pub mod sim;
 pub mod suite;
+pub mod sys;
 
 pub use error::{BadInput, CheckFailed};

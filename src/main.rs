@@ -48,7 +48,7 @@ enum Command {
 
 fn main() -> ExitCode {
     // Before any CUDA call: load libtorch_cuda.so, which `--as-needed` linking drops (see DESIGN.md).
-    attnbench::backend::shim::ensure_cuda_loaded();
+    attnbench::sys::ensure_cuda_loaded();
     // Before any allocation-heavy work or thread: steady heap for CPU timings (measure::allocator).
     attnbench::measure::allocator::tune_for_timing();
     let cli = match Cli::try_parse() {

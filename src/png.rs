@@ -9,7 +9,11 @@ use plotters::prelude::{BitMapBackend, DrawingArea, IntoDrawingArea};
 
 /// Draws with `draw` on a `width × height` canvas (the closure paints all of it, background included),
 /// then writes it to `path` as an 8-bit RGB PNG. Errors are one line naming the path.
-pub fn draw_to_png(path: &Path, (width, height): (u32, u32), draw: impl FnOnce(&DrawingArea<BitMapBackend, Shift>) -> Result<(), String>) -> Result<(), String> {
+pub fn draw_to_png(
+    path: &Path,
+    (width, height): (u32, u32),
+    draw: impl FnOnce(&DrawingArea<BitMapBackend, Shift>) -> Result<(), String>,
+) -> Result<(), String> {
     let mut buf = vec![0u8; width as usize * height as usize * 3];
     {
         let root = BitMapBackend::with_buffer(&mut buf, (width, height)).into_drawing_area();

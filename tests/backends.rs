@@ -78,7 +78,7 @@ fn cuda_only_backends_answer_unsupported_on_cpu() {
         assert!(row.ms_median.is_none());
     }
     // A CUDA case without a GPU is an unsupported row, not a crash.
-    if !attnbench::backend::shim::cuda_available() {
+    if !attnbench::sys::cuda_available() {
         let mut c = case("sdpa-math");
         c.device = DeviceKind::Cuda;
         let row = attnbench::exec::execute_kernel_case(&c, &quick(), "t").unwrap();

@@ -132,8 +132,8 @@ fn a_flag_clap_rejects_is_reported_once_not_once_per_rank() {
 #[cfg(not(feature = "nccl"))]
 #[test]
 fn nccl_without_the_feature_is_one_line_and_exit_2() {
-    attnbench::backend::shim::ensure_cuda_loaded();
-    let cuda = attnbench::backend::shim::cuda_available();
+    attnbench::sys::ensure_cuda_loaded();
+    let cuda = attnbench::sys::cuda_available();
     let cases: [(&[&str], &str); 2] = [
         (&["cp", "--comm", "nccl", "--strategy", "ring-p2p", "--mask", "causal", "--seqlen", "64"], "built without the `nccl` feature"),
         (&["comm", "--comm", "nccl", "--max-bytes", "4K"], if cuda { "built without the `nccl` feature" } else { "CUDA is not available" }),

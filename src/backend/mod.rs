@@ -1,7 +1,5 @@
 //! Kernel backends: one file per backend, a trait they implement, and a registry.
-//! (Being filled in; `sliced` first.)
 
-pub mod shim;
 pub mod sliced;
 pub mod varlen;
 
@@ -20,26 +18,39 @@ pub enum BackendError {
     /// Any other libtorch or shim error.
     #[error("{0}")]
     Torch(String),
+    /// The measurement itself failed (a device call, an impossible time).
+    #[error("measurement: {0}")]
+    Measure(String),
 }
 
 impl From<tch::TchError> for BackendError {
     fn from(e: tch::TchError) -> Self {
-        BackendError::from_message(e.to_string())
+        crate::sys::SysError::classify(&e.to_string()).into()
+    }
+}
+
+impl From<crate::sys::SysError> for BackendError {
+    fn from(e: crate::sys::SysError) -> Self {
+        match e {
+            crate::sys::SysError::Oom(m) => BackendError::Oom(m),
+            crate::sys::SysError::Torch(m) => BackendError::Torch(m),
+        }
+    }
+}
+
+impl From<crate::measure::MeasureError> for BackendError {
+    fn from(e: crate::measure::MeasureError) -> Self {
+        match e {
+            crate::measure::MeasureError::Sys(s) => s.into(),
+            other => BackendError::Measure(other.to_string()),
+        }
     }
 }
 
 impl BackendError {
     /// Classifies a libtorch error message: "out of memory" anywhere → [`BackendError::Oom`].
     pub fn from_message(msg: String) -> Self {
-        let first = crate::results::one_line(&msg);
-        // CUDA: "CUDA out of memory"; CPU allocator: "DefaultCPUAllocator: can't allocate memory" /
-        // "not enough memory".
-        let lower = msg.to_ascii_lowercase();
-        if ["out of memory", "can't allocate memory", "not enough memory"].iter().any(|p| lower.contains(p)) {
-            BackendError::Oom(first)
-        } else {
-            BackendError::Torch(first)
-        }
+        crate::sys::SysError::classify(&msg).into()
     }
 }
 
@@ -118,8 +129,9 @@ pub trait Kernel {
     fn backward(&mut self, x: &Inputs, fwd: &Fwd) -> Result<(Tensor, Tensor, Tensor), BackendError>;
     /// How the case is run: GQA handling, mask handling, launches per call (goes in the row's note).
     fn note(&self) -> String;
-    /// CPU peak-memory model: bytes of the tensors one call of `pass` allocates (inputs excluded),
-    /// counted from the shapes the backend creates. GPUs use the allocator's peak instead.
+    /// Estimated CPU peak memory: bytes of the tensors one call of `pass` allocates (inputs excluded),
+    /// counted from the shapes the backend creates. Used to refuse cases that cannot fit before they
+    /// allocate anything; rows record the allocator's measured peak instead.
     fn cpu_bytes(&self, x: &Inputs, pass: crate::flops::Pass) -> u64;
     /// The forward's output in the standard layout `[B, Hq, S, D]`, for the correctness gate. A kernel
     /// whose timed calls work in its own layout (packed varlen rows) converts here, outside timing.

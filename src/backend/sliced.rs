@@ -240,7 +240,7 @@ fn merge_acc(o1: &Tensor, lse1: &Tensor, o2: &Tensor, lse2: &Tensor) -> Result<(
     Ok((out, lse))
 }
 
-#[cfg(test)]
+#[cfg(feature = "test-hooks")]
 thread_local! {
     /// (calls, output elements) of `RunningMerge::add` on this thread: lets tests compare the merges a
     /// rank (one thread of a local world) really ran with the simulator's glue model of them.
@@ -281,7 +281,7 @@ impl RunningMerge {
     /// Merges one partial (out `[b, h, s, d]` in any float dtype, lse `[b, h, s]` in the
     /// accumulation dtype) into the running result.
     pub fn add(&mut self, part_out: &Tensor, part_lse: &Tensor) -> Result<(), BackendError> {
-        #[cfg(test)]
+        #[cfg(feature = "test-hooks")]
         MERGES_ON_THIS_THREAD.with(|c| {
             let (n, e) = c.get();
             c.set((n + 1, e + part_out.numel() as u64));

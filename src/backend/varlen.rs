@@ -400,13 +400,13 @@ impl GroupKernel for CudaGroupKernel {
         let (t, h) = (q.size()[0], q.size()[1]);
         match self.0 {
             CudaVarlen::Flash => {
-                let r = super::shim::flash_varlen_fwd(q, k, v, &cq, &ck, plan.max_q, plan.max_k, scale, plan.causal, plan.window)?;
-                Ok((r.out, lse_ht(&r.lse, h, t)?, vec![r.aux0, r.aux1]))
+                let r = crate::sys::varlen::flash_varlen_fwd(q, k, v, &cq, &ck, plan.max_q, plan.max_k, scale, plan.causal, plan.window)?;
+                Ok((r.out, lse_ht(&r.lse, h, t)?, vec![r.rng_state[0].shallow_clone(), r.rng_state[1].shallow_clone()]))
             }
             CudaVarlen::Efficient => {
                 let (k, v) = (repeat_kv(k, h)?, repeat_kv(v, h)?);
                 let mask_type = if plan.causal { 2 } else { 0 };
-                let r = super::shim::efficient_varlen_fwd(
+                let r = crate::sys::varlen::efficient_varlen_fwd(
                     &q.f_unsqueeze(0)?,
                     &k.f_unsqueeze(0)?,
                     &v.f_unsqueeze(0)?,
@@ -418,12 +418,12 @@ impl GroupKernel for CudaGroupKernel {
                     mask_type,
                     plan.window.0,
                 )?;
-                Ok((r.out.f_squeeze_dim(0)?, lse_ht(&r.lse, h, t)?, vec![r.aux0, r.aux1]))
+                Ok((r.out.f_squeeze_dim(0)?, lse_ht(&r.lse, h, t)?, vec![r.rng_state[0].shallow_clone(), r.rng_state[1].shallow_clone()]))
             }
             CudaVarlen::Cudnn => {
                 let (k, v) = (repeat_kv(k, h)?, repeat_kv(v, h)?);
-                let r = super::shim::cudnn_varlen_fwd(q, &k, &v, &cq, &ck, plan.max_q, plan.max_k, scale, plan.causal)?;
-                Ok((r.out, lse_ht(&r.lse, h, t)?, vec![r.aux0, r.aux1]))
+                let r = crate::sys::varlen::cudnn_varlen_fwd(q, &k, &v, &cq, &ck, plan.max_q, plan.max_k, scale, plan.causal)?;
+                Ok((r.out, lse_ht(&r.lse, h, t)?, vec![r.rng_state[0].shallow_clone(), r.rng_state[1].shallow_clone()]))
             }
         }
     }
@@ -585,7 +585,6 @@ impl GroupKernel for EmulatedGroupKernel {
         Ok((Tensor::f_cat(&dqs, 0)?, Tensor::f_cat(&dks, 0)?, Tensor::f_cat(&dvs, 0)?))
     }
 }
-
 
 /// A `*_varlen` backend: ONE varlen kernel call over the whole mask, like the FA2-varlen baselines of
 /// LongCA-bench: a mask of one slice group (document masks: block-diagonal full or causal slices), or —
@@ -858,7 +857,7 @@ mod tests {
     /// computation (bf16 inputs, so a bf16 tolerance). Skipped where CUDA is not available.
     #[test]
     fn cuda_flash_varlen_matches_cpu_when_available() {
-        if !crate::backend::shim::cuda_available() {
+        if !crate::sys::cuda_available() {
             eprintln!("no CUDA: skipping the flash varlen check");
             return;
         }

@@ -17,6 +17,7 @@ use crate::cp::shard::Sharding;
 use crate::error::BadInput;
 use crate::flops::Pass;
 use crate::mask::Params;
+use crate::measure::MeasureSettings;
 use crate::results::{CsvAppender, Row};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -79,8 +80,9 @@ pub struct CpArgs {
     /// Append the row to this CSV (rank 0; created with a header if new).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Testing hook: RANK:KIND with KIND = mask (bad mask on that rank), error (fails mid-run), kill
-    /// (SIGKILL mid-run).
+    /// Testing hook (test builds only): RANK:KIND with KIND = mask (bad mask on that rank), error
+    /// (fails mid-run), kill (SIGKILL mid-run).
+    #[cfg(feature = "test-hooks")]
     #[arg(long, hide = true)]
     pub fault: Option<String>,
 }
@@ -101,39 +103,34 @@ fn base_spec(a: &CpArgs) -> Result<CpSpec, BadInput> {
     if a.repeats == 0 {
         return Err(BadInput("--repeats must be at least 1".into()));
     }
-    let fault = match &a.fault {
-        None => None,
-        Some(f) => {
-            let (r, k) = f.split_once(':').ok_or_else(|| BadInput(format!("--fault: expected RANK:KIND, got `{f}`")))?;
-            let r: usize = r.parse().map_err(|_| BadInput(format!("--fault: bad rank `{r}`")))?;
-            if !["mask", "error", "kill"].contains(&k) {
-                return Err(BadInput(format!("--fault: kind must be mask, error or kill, got `{k}`")));
-            }
-            Some((r, k.to_string()))
-        }
+    let def = CpDef {
+        strategy: String::new(),
+        pattern: String::new(),
+        params,
+        seqlen: a.seqlen,
+        batch: a.batch,
+        heads,
+        head_dim: a.head_dim,
+        dtype,
+        pass,
+        device,
+        ulysses_degree: a.ulysses_degree,
+        inner_ring: a.inner_ring,
+        sharding,
     };
-    Ok(CpSpec {
-        def: CpDef {
-            strategy: String::new(),
-            pattern: String::new(),
-            params,
-            seqlen: a.seqlen,
-            batch: a.batch,
-            heads,
-            head_dim: a.head_dim,
-            dtype,
-            pass,
-            device,
-            ulysses_degree: a.ulysses_degree,
-            inner_ring: a.inner_ring,
-            sharding,
-        },
-        warmup: a.warmup,
-        repeats: a.repeats,
-        check: !a.no_check,
-        seed: a.seed,
-        fault,
-    })
+    let settings = MeasureSettings { warmup: a.warmup, repeats: a.repeats, check: !a.no_check, seed: a.seed, ..MeasureSettings::default() };
+    #[allow(unused_mut)]
+    let mut spec = CpSpec::new(def, settings);
+    #[cfg(feature = "test-hooks")]
+    if let Some(f) = &a.fault {
+        let (r, k) = f.split_once(':').ok_or_else(|| BadInput(format!("--fault: expected RANK:KIND, got `{f}`")))?;
+        let r: usize = r.parse().map_err(|_| BadInput(format!("--fault: bad rank `{r}`")))?;
+        if !["mask", "error", "kill"].contains(&k) {
+            return Err(BadInput(format!("--fault: kind must be mask, error or kill, got `{k}`")));
+        }
+        spec.fault = Some((r, k.to_string()));
+    }
+    Ok(spec)
 }
 
 /// The cases of a (possibly multi-valued) command line: strategies × masks.

@@ -62,7 +62,7 @@ fn parse<T: std::str::FromStr<Err = String>>(flag: &str, v: &str) -> Result<T, B
 }
 
 pub fn run(a: KernelArgs) -> anyhow::Result<ExitCode> {
-    crate::backend::shim::ensure_cuda_loaded();
+    crate::sys::ensure_cuda_loaded();
     let heads: HeadLayout = parse("heads", &a.heads)?;
     let dtype: DType = parse("dtype", &a.dtype)?;
     let pass: Pass = parse("pass", &a.pass)?;
@@ -70,7 +70,7 @@ pub fn run(a: KernelArgs) -> anyhow::Result<ExitCode> {
     if a.seqlen == 0 || a.head_dim == 0 || a.batch == 0 {
         return Err(BadInput::new("--seqlen, --head-dim and --batch must be at least 1").into());
     }
-    if device == DeviceKind::Cuda && !crate::backend::shim::cuda_available() {
+    if device == DeviceKind::Cuda && !crate::sys::cuda_available() {
         return Err(BadInput::new("--device cuda: no CUDA device is available on this machine").into());
     }
     crate::backend::find_backend(&a.backend).map_err(|e| BadInput::new(format!("--backend: {e}")))?;

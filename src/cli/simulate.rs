@@ -172,8 +172,8 @@ pub fn run(a: SimulateArgs) -> anyhow::Result<ExitCode> {
             let (dev, name) = match device {
                 DeviceKind::Cpu => (tch::Device::Cpu, "cpu".to_string()),
                 DeviceKind::Cuda => {
-                    crate::backend::shim::ensure_cuda_loaded();
-                    if !crate::backend::shim::cuda_available() {
+                    crate::sys::ensure_cuda_loaded();
+                    if !crate::sys::cuda_available() {
                         return Err(bad("--device cuda: no CUDA device is available on this machine (use --compute-model roofline to project without one)"));
                     }
                     (tch::Device::Cuda(0), crate::envinfo::cuda_device_names().into_iter().next().unwrap_or_else(|| "cuda".into()))

@@ -6,16 +6,19 @@
 //! the *input* buffer of reduce-scatter (n parts), the whole per-rank buffer of all-to-all, and the
 //! message of send/recv. Elements are f32 holding small integers, so every sum is exact and the data
 //! check (`wrong`, elements differing from the expected result, summed over ranks) is exact too.
-//! Time is the mean over `iters` back-to-back operations of the slowest rank (µs); algorithm bandwidth
-//! = bytes / time, bus bandwidth = algorithm bandwidth × the operation's factor (see [`Op::bus_factor`]).
+//! Time is the mean over `iters` back-to-back operations of the slowest rank (µs), measured through
+//! the one measurement path (`measure::run_back_to_back` with the rank-aware clock: barrier, host
+//! clock, one device synchronisation at the end, max over ranks); algorithm bandwidth = bytes / time,
+//! bus bandwidth = algorithm bandwidth × the operation's factor (see [`Op::bus_factor`]).
 
 use std::str::FromStr;
-use std::time::Instant;
 
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
-use super::comm::{Comm, CommError, ReduceOp};
+use super::comm::{Comm, CommError, CommRanks, ReduceOp};
+use crate::measure::clock::timeline_for;
+use crate::measure::{run_back_to_back, HostClock};
 
 /// Bytes per element (f32).
 const ELT: u64 = 4;
@@ -194,12 +197,6 @@ fn run_op(comm: &dyn Comm, op: Op, inputs: &[Tensor]) -> Result<Vec<Tensor>, Com
     }
 }
 
-fn sync(dev: Device) {
-    if let Device::Cuda(i) = dev {
-        tch::Cuda::synchronize(i as i64);
-    }
-}
-
 fn count_wrong(got: &[Tensor], expected: &[Tensor]) -> u64 {
     if got.len() != expected.len() {
         return expected.iter().map(|t| t.numel() as u64).sum();
@@ -215,6 +212,8 @@ fn count_wrong(got: &[Tensor], expected: &[Tensor]) -> u64 {
 pub fn run_bench(comm: &dyn Comm, cfg: &BenchConfig) -> Result<Vec<OpResult>, CommError> {
     let (rank, n) = (comm.rank(), comm.size());
     let dev = cfg.device;
+    let timeline = timeline_for(dev);
+    let ranks = CommRanks(comm);
     let mut out = Vec::new();
     for &op in &cfg.ops {
         let mut last_bytes = None;
@@ -225,19 +224,13 @@ pub fn run_bench(comm: &dyn Comm, cfg: &BenchConfig) -> Result<Vec<OpResult>, Co
             }
             last_bytes = Some(bytes);
             let p = prepare(op, rank, n, c, dev);
-            for _ in 0..cfg.warmup {
-                run_op(comm, op, &p.inputs)?;
-            }
-            sync(dev);
-            comm.barrier()?;
-            let t0 = Instant::now();
             let mut got = Vec::new();
-            for _ in 0..cfg.iters.max(1) {
+            let mut clock = HostClock::ranked(timeline.as_ref(), &ranks);
+            let ms = run_back_to_back(&mut clock, cfg.warmup, cfg.iters, &mut || -> Result<(), CommError> {
                 got = run_op(comm, op, &p.inputs)?;
-            }
-            sync(dev);
-            let secs = t0.elapsed().as_secs_f64() / cfg.iters.max(1) as f64;
-            let secs = comm.all_reduce_f64(secs, ReduceOp::Max)?;
+                Ok(())
+            })?;
+            let secs = ms * 1e-3;
             let wrong = comm.all_reduce_f64(count_wrong(&got, &p.expected) as f64, ReduceOp::Sum)? as u64;
             let algbw = bytes as f64 / secs / 1e9;
             out.push(OpResult { op: op.name().to_string(), bytes, time_us: secs * 1e6, algbw_gbps: algbw, busbw_gbps: algbw * op.bus_factor(n), wrong });

@@ -6,35 +6,64 @@
 //! 2. Inputs: every rank draws the same full Q, K, V, dO from the seed and keeps its shard.
 //! 3. Check (unless `--no-check`): one forward (+ backward) gathered on rank 0 and compared with the
 //!    single-device sliced result: out, LSE, dQ, dK, dV; `max_abs_err` is the largest difference.
-//! 4. Timing: warmup, then per repeat a barrier, the pass, and the max over ranks (all-reduce max).
-//!    Bytes sent per rank are counted by the communicator (max over ranks), the single-device time of
-//!    the same problem is measured on rank 0 for the scaling efficiency.
+//! 4. Memory: the peak of one untimed pass on every rank (allocator statistics; max over ranks). Not
+//!    for the local communicator, whose ranks share one process and its allocator counters.
+//! 5. Timing through the one measurement path (`measure::run_repeats`) with the rank-aware clock:
+//!    barrier → start → pass → device sync → stop, a repeat's time being the slowest rank's. Bytes sent
+//!    per rank are counted by the communicator (max over ranks); the single-device time of the same
+//!    problem is measured on rank 0 (same path, no ranks) for the scaling efficiency.
 
 use std::ops::Range;
-use std::time::Instant;
 
 use tch::{Device, Kind, Tensor};
 
-use super::comm::{Comm, ReduceOp};
+use super::comm::{Comm, CommRanks, ReduceOp};
 use super::def::{CpDef, CpPlan};
 use super::shard::{imbalance, Shard};
 use super::{CpError, Problem};
 use crate::backend::sliced::{sliced_backward, sliced_forward};
 use crate::case::{DType, DeviceKind};
 use crate::flops::{pass_flops, Pass};
+use crate::measure::clock::timeline_for;
+use crate::measure::memory::peak_above_baseline;
+use crate::measure::{run_repeats, HostClock, MeasureError, MeasureSettings, Timeline};
 use crate::results::{Row, Status};
 
 /// One CP case on real ranks: what it computes and how it is measured.
 #[derive(Debug, Clone)]
 pub struct CpSpec {
     pub def: CpDef,
-    pub warmup: usize,
-    pub repeats: usize,
-    pub check: bool,
-    pub seed: u64,
-    /// Testing hook: `(rank, kind)` — `mask` gives that rank an invalid mask at setup, `error` fails it
-    /// in the middle of the timed repeats, `kill` makes it die by SIGKILL there.
+    /// Warmup, repeats (fixed or adaptive), check, seed — the same settings kernel cases use.
+    pub settings: MeasureSettings,
+    /// Testing hook (feature `test-hooks` only): `(rank, kind)` — `mask` gives that rank an
+    /// invalid mask at setup, `error` fails it in the first timed repeat, `kill` makes it die by
+    /// SIGKILL there.
+    #[cfg(feature = "test-hooks")]
     pub fault: Option<(usize, String)>,
+}
+
+impl CpSpec {
+    pub fn new(def: CpDef, settings: MeasureSettings) -> CpSpec {
+        CpSpec {
+            def,
+            settings,
+            #[cfg(feature = "test-hooks")]
+            fault: None,
+        }
+    }
+
+    /// Whether the testing hook asks `rank` to fail with `kind`.
+    fn fault_is(&self, rank: usize, kind: &str) -> bool {
+        #[cfg(feature = "test-hooks")]
+        {
+            matches!(&self.fault, Some((r, k)) if *r == rank && k == kind)
+        }
+        #[cfg(not(feature = "test-hooks"))]
+        {
+            let _ = (rank, kind);
+            false
+        }
+    }
 }
 
 /// Why a case did not produce a row: the code every rank exits with and the message (set on ranks
@@ -54,10 +83,30 @@ pub fn tolerance(dtype: DType) -> f64 {
     }
 }
 
+/// The testing hook's mid-run faults (first timed repeat): `error` fails this rank, `kill` kills it.
+#[cfg(feature = "test-hooks")]
+fn inject_timed_fault(spec: &CpSpec, rank: usize) -> Result<(), CpError> {
+    if spec.fault_is(rank, "error") {
+        return Err(CpError::Config(format!("injected failure on rank {rank} (--fault)")));
+    }
+    if spec.fault_is(rank, "kill") {
+        // SAFETY: raising a signal on ourselves; the testing hook wants an abrupt death.
+        unsafe {
+            libc::raise(libc::SIGKILL);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "test-hooks"))]
+fn inject_timed_fault(_spec: &CpSpec, _rank: usize) -> Result<(), CpError> {
+    Ok(())
+}
+
 /// Resolves the case on this rank (see [`CpDef::plan`]); the `mask` fault gives this rank alone an
 /// invalid (empty) mask. Errors: exit code 2 (bad input) and the message.
 fn setup(spec: &CpSpec, world: usize, rank: usize) -> Result<CpPlan, (u8, String)> {
-    if matches!(&spec.fault, Some((r, k)) if *r == rank && k == "mask") {
+    if spec.fault_is(rank, "mask") {
         return CpDef { seqlen: 0, ..spec.def.clone() }.plan(world).map_err(|m| (2, m));
     }
     spec.def.plan(world).map_err(|m| (2, m))
@@ -105,23 +154,31 @@ fn max_abs(a: &Tensor, b: &Tensor) -> (f64, f64) {
     (d.max().double_value(&[]), r.max().double_value(&[]))
 }
 
-fn stats(ms: &[f64]) -> (f64, f64, f64, f64) {
-    let mut v = ms.to_vec();
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let q = |p: f64| {
-        let x = p * (v.len() - 1) as f64;
-        let (lo, hi) = (x.floor() as usize, x.ceil() as usize);
-        v[lo] + (v[hi] - v[lo]) * (x - lo as f64)
-    };
-    let mean = v.iter().sum::<f64>() / v.len() as f64;
-    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / v.len() as f64;
-    (q(0.5), q(0.2), q(0.8), if mean > 0.0 { var.sqrt() / mean } else { 0.0 })
-}
-
 /// Runs one CP case on this rank. Rank 0 gets `Ok(Some(row))`, other ranks `Ok(None)`.
 /// Setup failures come back as `Err` on every rank (agreed); a failure after setup is returned to
 /// the caller of this rank only — the caller must abort the job (the other ranks are mid-collective).
 pub fn run_case(comm: &dyn Comm, spec: &CpSpec, run_id: &str, device_name: &str) -> Result<Option<Row>, Result<CaseFailure, CpError>> {
+    let timeline = timeline_for(device_of(spec.def.device));
+    run_case_on(comm, spec, run_id, device_name, timeline.as_ref())
+}
+
+/// The tch device of this rank for a case on `kind`.
+fn device_of(kind: DeviceKind) -> Device {
+    match kind {
+        DeviceKind::Cpu => Device::Cpu,
+        DeviceKind::Cuda => Device::Cuda(local_device_index()),
+    }
+}
+
+/// [`run_case`] reading host time and device synchronisation from `timeline` (tests pass recording or
+/// scripted ones).
+pub(crate) fn run_case_on(
+    comm: &dyn Comm,
+    spec: &CpSpec,
+    run_id: &str,
+    device_name: &str,
+    timeline: &dyn Timeline,
+) -> Result<Option<Row>, Result<CaseFailure, CpError>> {
     let (world, rank) = (comm.size(), comm.rank());
     let local = setup(spec, world, rank);
     let code = match &local {
@@ -141,21 +198,19 @@ pub fn run_case(comm: &dyn Comm, spec: &CpSpec, run_id: &str, device_name: &str)
         return Err(Ok(CaseFailure { code: agreed as u8, message }));
     }
     let s = local.expect("agreed ok");
-    run_after_setup(comm, spec, &s, run_id, device_name).map_err(Err)
+    run_after_setup(comm, spec, &s, run_id, device_name, timeline).map_err(Err)
 }
 
-fn run_after_setup(comm: &dyn Comm, spec: &CpSpec, s: &CpPlan, run_id: &str, device_name: &str) -> Result<Option<Row>, CpError> {
+fn run_after_setup(comm: &dyn Comm, spec: &CpSpec, s: &CpPlan, run_id: &str, device_name: &str, timeline: &dyn Timeline) -> Result<Option<Row>, CpError> {
     let (world, rank) = (comm.size(), comm.rank());
-    let dev = match spec.def.device {
-        DeviceKind::Cpu => Device::Cpu,
-        DeviceKind::Cuda => Device::Cuda(local_device_index()),
-    };
+    let settings = &spec.settings;
+    let dev = device_of(spec.def.device);
     let (b, hq, hkv, n, d) = (spec.def.batch as i64, spec.def.heads.q as i64, spec.def.heads.kv as i64, spec.def.seqlen as i64, spec.def.head_dim as i64);
     let kind = spec.def.dtype.kind();
     // The global torch RNG is shared by the ranks of a local (threaded) world: draw under a lock.
     let (q, k, v, dout) = {
         let _g = RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        tch::manual_seed(spec.seed as i64);
+        tch::manual_seed(settings.seed as i64);
         let opts = (kind, Device::Cpu);
         (
             Tensor::randn([b, hq, n, d], opts).to_device(dev),
@@ -176,13 +231,12 @@ fn run_after_setup(comm: &dyn Comm, spec: &CpSpec, s: &CpPlan, run_id: &str, dev
     row.density = s.mask.density();
     row.flops = pass_flops(s.mask.area() as u128 * spec.def.heads.q as u128, spec.def.head_dim, spec.def.batch, spec.def.pass);
     row.imbalance = Some(imbalance(&s.schedule.work()));
-    row.timing_mode = "cpu-instant".into();
     row.note = format!("{}; sharding={}", eng.note(&s.layout), s.shard.kind);
 
     // Forward once: the check uses it, and backward needs the final out/lse of the rows.
     let (out, lse) = eng.forward(comm, &p, &ql, &kl, &vl)?;
     let mut err: Option<f64> = None;
-    if spec.check {
+    if settings.check {
         let mut worst = 0.0f64;
         let (ro, rl) = sliced_forward(&q, &k, &v, &s.mask, scale)
             .map(Some)
@@ -232,42 +286,49 @@ fn run_after_setup(comm: &dyn Comm, spec: &CpSpec, s: &CpPlan, run_id: &str, dev
         }
         Ok(())
     };
-    for _ in 0..spec.warmup {
-        run_pass(comm)?;
-    }
-    let mut times = Vec::with_capacity(spec.repeats);
-    let mut bytes = 0u64;
-    for i in 0..spec.repeats.max(1) {
-        comm.barrier()?;
+    // Peak memory of one untimed pass on every rank (max over ranks); skipped when the ranks are
+    // threads sharing one process's allocator counters.
+    let peak = if comm.backend_name() == "local" {
+        None
+    } else {
+        let (bytes, source) = peak_above_baseline::<CpError>(dev, &mut || run_pass(comm))?;
+        Some((comm.all_reduce_f64(bytes as f64, ReduceOp::Max)? as u64, source))
+    };
+
+    let ranks = CommRanks(comm);
+    let mut clock = HostClock::ranked(timeline, &ranks);
+    let (mut calls, mut bytes) = (0usize, 0u64);
+    let mut timed_pass = || -> Result<(), CpError> {
+        calls += 1;
         comm.reset_bytes_sent();
-        let t0 = Instant::now();
         run_pass(comm)?;
-        let ms = t0.elapsed().as_secs_f64() * 1e3;
         bytes = comm.bytes_sent();
-        if let Some((r, kind)) = &spec.fault {
-            if *r == rank && i == 0 {
-                match kind.as_str() {
-                    "error" => return Err(CpError::Config(format!("injected failure on rank {rank} (--fault)"))),
-                    "kill" => unsafe {
-                        libc::raise(libc::SIGKILL);
-                    },
-                    _ => {}
-                }
-            }
+        if calls == settings.warmup + 1 {
+            inject_timed_fault(spec, rank)?;
         }
-        times.push(comm.all_reduce_f64(ms, ReduceOp::Max)?);
-    }
+        Ok(())
+    };
+    let timing = match run_repeats(&mut clock, settings, &mut timed_pass) {
+        Ok(t) => t,
+        // Every rank sees the same (max-reduced) times, so every rank rejects them alike: a row, not an
+        // aborted job.
+        Err(CpError::Measure(e @ (MeasureError::BadTime { .. } | MeasureError::NoSamples))) => {
+            row.fail(Status::Error, e.to_string());
+            return Ok((rank == 0).then_some(row));
+        }
+        Err(e) => return Err(e),
+    };
     let max_bytes = comm.all_reduce_f64(bytes as f64, ReduceOp::Max)? as u64;
     let planned = s.schedule.bytes_sent()[rank];
     let bytes_match = comm.all_reduce_f64(if planned == bytes { 0.0 } else { 1.0 }, ReduceOp::Max)? == 0.0;
 
-    // Single-device time of the same total problem, on rank 0 (others wait at the barrier).
+    // Single-device time of the same total problem, on rank 0 (others wait at the barrier), through
+    // the same measurement path without ranks.
     let mut single_ms = None;
     if rank == 0 {
-        let mut st = Vec::new();
         let (ro, rl) = sliced_forward(&q, &k, &v, &s.mask, scale)?;
-        for _ in 0..spec.repeats.clamp(1, 3) {
-            let t0 = Instant::now();
+        let single = MeasureSettings { warmup: 0, repeats: settings.repeats.clamp(1, 3), target_spread: None, ..settings.clone() };
+        let t = run_repeats(&mut HostClock::new(timeline), &single, &mut || -> Result<(), CpError> {
             match spec.def.pass {
                 Pass::Fwd => {
                     let _ = sliced_forward(&q, &k, &v, &s.mask, scale)?;
@@ -280,26 +341,20 @@ fn run_after_setup(comm: &dyn Comm, spec: &CpSpec, s: &CpPlan, run_id: &str, dev
                     let _ = sliced_backward(&q, &k, &v, &o, &l, &dout, &s.mask, scale)?;
                 }
             }
-            st.push(t0.elapsed().as_secs_f64() * 1e3);
-        }
-        single_ms = Some(stats(&st).0);
+            Ok(())
+        })?;
+        single_ms = Some(t.summary.median);
     }
     comm.barrier()?;
 
     if rank != 0 {
         return Ok(None);
     }
-    let (med, p20, p80, cv) = stats(&times);
-    row.status = Status::Ok;
-    row.ms_median = Some(med);
-    row.ms_p20 = Some(p20);
-    row.ms_p80 = Some(p80);
-    row.cv = Some(cv);
-    let tf = crate::flops::tflops(row.flops, med);
-    row.tflops = Some(tf);
-    row.tflops_per_gpu = Some(tf / world as f64);
-    row.mfu = crate::flops::mfu(tf / world as f64, device_name, spec.def.dtype.name());
-    row.repeats = Some(times.len());
+    row.set_timing(&timing, spec.def.dtype.name());
+    if let Some((b, source)) = peak {
+        row.set_memory(b, source);
+    }
+    let med = timing.summary.median;
     row.bytes_sent = Some(max_bytes);
     row.bandwidth_gbps = Some(max_bytes as f64 / (med * 1e-3) / 1e9);
     row.scaling_eff = single_ms.map(|s1| s1 / (world as f64 * med));
@@ -317,7 +372,7 @@ static RNG_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// communicator uses, so tensors and NCCL buffers live on one device even with more ranks than GPUs.
 pub fn local_device_index() -> usize {
     let local = ["LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID"].iter().find_map(|v| std::env::var(v).ok()?.parse::<usize>().ok()).unwrap_or(0);
-    let count = if crate::backend::shim::cuda_available() { tch::Cuda::device_count().max(1) as usize } else { 1 };
+    let count = if crate::sys::cuda_available() { tch::Cuda::device_count().max(1) as usize } else { 1 };
     local % count
 }
 
@@ -329,14 +384,8 @@ mod tests {
     use crate::cp::registry::STRATEGIES;
 
     pub(crate) fn spec(strategy: &str, pattern: &str, params: &[(&str, &str)], seqlen: usize, pass: Pass) -> CpSpec {
-        CpSpec {
-            def: CpDef::for_test(strategy, pattern, params, seqlen, HeadLayout { q: 12, kv: 2 }, pass),
-            warmup: 0,
-            repeats: 1,
-            check: true,
-            seed: 7,
-            fault: None,
-        }
+        let settings = MeasureSettings { warmup: 0, repeats: 1, check: true, seed: 7, ..Default::default() };
+        CpSpec::new(CpDef::for_test(strategy, pattern, params, seqlen, HeadLayout { q: 12, kv: 2 }, pass), settings)
     }
 
     fn run_local(world: usize, sp: CpSpec) -> Row {
@@ -372,6 +421,7 @@ mod tests {
     /// `RunningMerge::add` calls over as many output elements as the schedule's `Merge` entries (the
     /// forward runs twice in a case without warmup: once untimed, once timed).
     #[test]
+    #[cfg(feature = "test-hooks")]
     fn schedule_merges_are_the_merges_each_rank_runs() {
         use crate::backend::sliced::MERGES_ON_THIS_THREAD;
         use crate::cp::schedule::GlueOp;
@@ -379,7 +429,7 @@ mod tests {
             for world in [2usize, 4] {
                 for (m, params) in [("causal", &[][..]), ("causal_document", &[("doc_lens", "20,7,23")][..])] {
                     let mut sp = spec(def.name, m, params, 50, Pass::Fwd);
-                    sp.check = false;
+                    sp.settings.check = false;
                     let per_rank = LocalWorld::run(world, {
                         let sp = sp.clone();
                         move |c| {
@@ -431,6 +481,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "test-hooks")]
     fn a_bad_mask_on_one_rank_is_reported_by_that_rank() {
         let mut sp = spec("ring-p2p", "causal", &[], 48, Pass::Fwd);
         sp.fault = Some((1, "mask".into()));
@@ -441,5 +492,65 @@ mod tests {
         assert_eq!(out[0], (2, None));
         assert!(out[1].1.as_ref().unwrap().starts_with("rank 1: --mask causal"), "{:?}", out[1]);
         assert_eq!(out[2], (2, None));
+    }
+
+    /// The CP timing path never reads the stop time before the device has finished: on every rank,
+    /// every timed repeat is `sync` (drain, before the barrier) → `now` (start) → pass → `sync` → `now`
+    /// (stop). Removing the device synchronisation before the stop breaks the pattern.
+    #[test]
+    fn cp_timing_reads_the_clock_only_after_the_device_finished() {
+        use crate::measure::clock::testing::ScriptedTimeline;
+        use std::sync::Arc;
+        let tl = Arc::new(ScriptedTimeline::with_durations(&[1.0]));
+        let mut sp = spec("ring-p2p", "causal", &[], 32, Pass::Fwd);
+        sp.settings.check = false;
+        sp.settings.repeats = 3;
+        let logs = LocalWorld::run(2, {
+            let tl = tl.clone();
+            move |c| {
+                run_case_on(c, &sp, "t", "cpu", tl.as_ref()).map_err(|e| format!("{e:?}")).unwrap();
+                tl.log()
+            }
+        });
+        for (rank, log) in logs.iter().enumerate() {
+            assert!(log.len() >= 4 * 3, "rank {rank}: {log:?}");
+            for (i, chunk) in log.chunks(4).enumerate() {
+                assert_eq!(chunk, ["sync", "now", "sync", "now"], "rank {rank}, repeat {i}: {log:?}");
+            }
+        }
+    }
+
+    /// Kernel rows and CP rows summarise identical repeat times identically (one statistics routine,
+    /// the sample cv), and an impossible time becomes an `error` row on both paths, not a panic.
+    #[test]
+    fn kernel_and_cp_rows_share_one_statistics_routine() {
+        use crate::case::Case;
+        use crate::measure::clock::testing::ScriptedTimeline;
+        use crate::measure::Summary;
+        use std::sync::Arc;
+        let durations = [1.0, 2.0, 3.0, 4.0];
+        let settings = MeasureSettings { warmup: 0, repeats: 4, check: false, seed: 7, ..Default::default() };
+        let kernel_row = |d: &[f64]| {
+            let case = Case::kernel("naive", "causal", Default::default(), 32, HeadLayout { q: 2, kv: 1 }, 16, DType::Fp32, Pass::Fwd, DeviceKind::Cpu);
+            crate::exec::execute_timed(&crate::backend::naive::NAIVE, &case, &settings, "t", &ScriptedTimeline::with_durations(d)).unwrap()
+        };
+        let cp_row = |d: &[f64]| {
+            let tl = Arc::new(ScriptedTimeline::with_durations(d));
+            let sp = CpSpec::new(CpDef::for_test("ring-p2p", "causal", &[], 32, HeadLayout { q: 2, kv: 1 }, Pass::Fwd), settings.clone());
+            LocalWorld::run(2, move |c| run_case_on(c, &sp, "t", "cpu", tl.as_ref()).map_err(|e| format!("{e:?}")).unwrap()).remove(0).unwrap()
+        };
+        let (k, c) = (kernel_row(&durations), cp_row(&durations));
+        let want = Summary::of(&durations).unwrap();
+        assert_eq!((k.status, c.status), (Status::Ok, Status::Ok), "{} / {}", k.error, c.error);
+        assert_eq!(k.cv, Some(want.cv));
+        assert_eq!(c.cv, Some(want.cv));
+        assert_eq!((k.ms_median, k.ms_p20, k.ms_p80), (c.ms_median, c.ms_p20, c.ms_p80));
+        assert_eq!(c.timing_mode, "rank-max-scripted");
+        // A NaN duration: an error row with empty timing columns on both paths.
+        for row in [kernel_row(&[1.0, f64::NAN]), cp_row(&[1.0, f64::NAN])] {
+            assert_eq!(row.status, Status::Error, "{row:?}");
+            assert!(row.error.contains("not a finite"), "{}", row.error);
+            assert!(row.ms_median.is_none() && row.cv.is_none() && row.tflops.is_none());
+        }
     }
 }

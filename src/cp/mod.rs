@@ -36,6 +36,14 @@ pub enum CpError {
     /// The strategy cannot run this configuration (degrees, heads, world size); names the flag.
     #[error("{0}")]
     Config(String),
+    #[error("measurement: {0}")]
+    Measure(#[from] crate::measure::MeasureError),
+}
+
+impl From<crate::sys::SysError> for CpError {
+    fn from(e: crate::sys::SysError) -> Self {
+        CpError::Backend(e.into())
+    }
 }
 
 /// What every rank knows about the case (no tensors).

@@ -1,59 +1,204 @@
-//! Clocks: a [`Clock`] times one synchronous call (criterion's `Measurement` idea, so a CUDA-event clock
-//! drops in), and [`run_repeats`] owns warmup, the L2 flush and the repeat policy.
+//! Clocks. A [`Clock`] times one repeat at a time (criterion's `Measurement` idea, so a CUDA-event
+//! clock and a rank-aware clock drop in); [`super::repeat`] owns warmup and the repeat policy.
+//!
+//! Per repeat the harness calls `prepare` (untimed: the L2 flush is enqueued, the device drained, the
+//! ranks lined up) → `start` → the timed call → `stop`, and `take_times` whenever it needs the
+//! durations of the repeats stopped so far.
+//!
+//! - [`HostClock`]: host `Instant` around the call, with the device synchronised before the stop is
+//!   read (CUDA calls are asynchronous: without it the host would time kernel launches). With
+//!   [`Ranks`] it is the CP clock: barrier → start → pass → device sync → stop, and a repeat's time is
+//!   the max over ranks.
+//! - [`CudaEventClock`]: a pair of CUDA events per repeat on the current stream, read after the fact;
+//!   the host never synchronises between the flush and the start event (stream order alone guarantees
+//!   the flush finishes first, as triton's `do_bench` relies on), so the GPU does not idle inside the
+//!   timed region while the host launches the kernel.
 
 use std::time::Instant;
 
 use tch::{Device, Kind, Tensor};
 
-use super::stats::{spread, summarize, Summary};
-use super::{MeasureSettings, TimingMode};
-use crate::backend::shim::{device_synchronize, CudaEvent};
-use crate::backend::BackendError;
+use super::{MeasureError, TimingMode};
+use crate::sys::cuda::{device_synchronize, CudaEvent};
 
-/// Times one call of `f` in milliseconds.
+/// Times repeats of one call, in milliseconds.
 pub trait Clock {
-    /// Name for the row's `timing_mode` column.
+    /// The row's `timing_mode`: how this clock measures.
     fn mode(&self) -> String;
-    /// Work done before each repeat, outside the timed region (e.g. the L2 flush).
-    fn before_repeat(&mut self) -> Result<(), BackendError> {
+    /// Untimed work before a repeat's start mark (L2 flush, draining the device, a barrier).
+    fn prepare(&mut self) -> Result<(), MeasureError> {
         Ok(())
     }
-    fn time(&mut self, f: &mut dyn FnMut() -> Result<(), BackendError>) -> Result<f64, BackendError>;
-}
-
-/// `std::time::Instant` around a synchronous CPU call.
-pub struct InstantClock;
-
-impl Clock for InstantClock {
-    fn mode(&self) -> String {
-        "cpu-instant".into()
-    }
-    fn time(&mut self, f: &mut dyn FnMut() -> Result<(), BackendError>) -> Result<f64, BackendError> {
-        let t = Instant::now();
-        f()?;
-        Ok(t.elapsed().as_secs_f64() * 1e3)
+    fn start(&mut self) -> Result<(), MeasureError>;
+    fn stop(&mut self) -> Result<(), MeasureError>;
+    /// Milliseconds of every repeat stopped since the last call, in order (waiting for the device
+    /// where needed; the max over ranks for a rank-aware clock).
+    fn take_times(&mut self) -> Result<Vec<f64>, MeasureError>;
+    /// A stopping decision every participant agrees on: a rank-aware clock stops when any rank wants
+    /// to (each rank's wall-clock budget runs out at a slightly different moment).
+    fn agree(&mut self, stop: bool) -> Result<bool, MeasureError> {
+        Ok(stop)
     }
 }
 
-/// CUDA events on the current stream around the call; with `L2flush`, a 256 MiB buffer is zeroed
-/// (and synchronised) before each repeat, outside the events.
-pub struct CudaEventClock {
+/// Host-side time and device synchronisation: what a [`HostClock`] reads. Tests substitute scripted
+/// or recording timelines to check what is read when.
+pub trait Timeline {
+    /// Blocks until the device has finished everything enqueued so far (no-op on the CPU).
+    fn sync(&self) -> Result<(), MeasureError>;
+    /// Host time in ms from an arbitrary fixed origin.
+    fn now_ms(&self) -> f64;
+    /// `cpu-instant` or `cuda-sync-instant`: goes into the clock's mode.
+    fn name(&self) -> &'static str;
+}
+
+/// The CPU: calls are synchronous, `std::time::Instant`.
+pub struct CpuTimeline(Instant);
+
+impl Default for CpuTimeline {
+    fn default() -> Self {
+        CpuTimeline(Instant::now())
+    }
+}
+
+impl Timeline for CpuTimeline {
+    fn sync(&self) -> Result<(), MeasureError> {
+        Ok(())
+    }
+    fn now_ms(&self) -> f64 {
+        self.0.elapsed().as_secs_f64() * 1e3
+    }
+    fn name(&self) -> &'static str {
+        "cpu-instant"
+    }
+}
+
+/// A CUDA device: `Instant` on the host, `cudaDeviceSynchronize`-style waits on the device.
+pub struct CudaSyncTimeline {
     device: usize,
-    flush: Option<Tensor>,
-    start: CudaEvent,
-    end: CudaEvent,
+    origin: Instant,
+}
+
+impl CudaSyncTimeline {
+    pub fn new(device: usize) -> Self {
+        CudaSyncTimeline { device, origin: Instant::now() }
+    }
+}
+
+impl Timeline for CudaSyncTimeline {
+    fn sync(&self) -> Result<(), MeasureError> {
+        Ok(device_synchronize(self.device)?)
+    }
+    fn now_ms(&self) -> f64 {
+        self.origin.elapsed().as_secs_f64() * 1e3
+    }
+    fn name(&self) -> &'static str {
+        "cuda-sync-instant"
+    }
+}
+
+/// The timeline of a tch device.
+pub fn timeline_for(device: Device) -> Box<dyn Timeline> {
+    match device {
+        Device::Cuda(i) => Box::new(CudaSyncTimeline::new(i)),
+        _ => Box::new(CpuTimeline::default()),
+    }
+}
+
+/// The ranks of a CP job as a clock needs them (implemented by every communicator).
+pub trait Ranks {
+    fn barrier(&self) -> Result<(), MeasureError>;
+    /// The maximum of `x` over all ranks (every rank gets it).
+    fn max(&self, x: f64) -> Result<f64, MeasureError>;
+}
+
+/// Host time around a device-synchronised call; with [`Ranks`], the max over ranks after a barrier.
+pub struct HostClock<'a> {
+    timeline: &'a dyn Timeline,
+    ranks: Option<&'a dyn Ranks>,
+    started_ms: f64,
+    pending: Vec<f64>,
+}
+
+impl<'a> HostClock<'a> {
+    /// One process, one device.
+    pub fn new(timeline: &'a dyn Timeline) -> Self {
+        HostClock { timeline, ranks: None, started_ms: 0.0, pending: Vec::new() }
+    }
+
+    /// Every rank of a CP job, each on its own device: barrier → start → pass → device sync → stop;
+    /// a repeat's time is the slowest rank's.
+    pub fn ranked(timeline: &'a dyn Timeline, ranks: &'a dyn Ranks) -> Self {
+        HostClock { timeline, ranks: Some(ranks), started_ms: 0.0, pending: Vec::new() }
+    }
+}
+
+impl Clock for HostClock<'_> {
+    fn mode(&self) -> String {
+        match self.ranks {
+            Some(_) => format!("rank-max-{}", self.timeline.name()),
+            None => self.timeline.name().to_string(),
+        }
+    }
+    fn prepare(&mut self) -> Result<(), MeasureError> {
+        // Work still queued from an earlier call must not run inside this repeat.
+        self.timeline.sync()?;
+        if let Some(r) = self.ranks {
+            r.barrier()?;
+        }
+        Ok(())
+    }
+    fn start(&mut self) -> Result<(), MeasureError> {
+        self.started_ms = self.timeline.now_ms();
+        Ok(())
+    }
+    fn stop(&mut self) -> Result<(), MeasureError> {
+        self.timeline.sync()?;
+        self.pending.push(self.timeline.now_ms() - self.started_ms);
+        Ok(())
+    }
+    fn take_times(&mut self) -> Result<Vec<f64>, MeasureError> {
+        let local = std::mem::take(&mut self.pending);
+        match self.ranks {
+            None => Ok(local),
+            Some(r) => local.into_iter().map(|t| r.max(t)).collect(),
+        }
+    }
+    fn agree(&mut self, stop: bool) -> Result<bool, MeasureError> {
+        match self.ranks {
+            None => Ok(stop),
+            Some(r) => Ok(r.max(if stop { 1.0 } else { 0.0 })? > 0.0),
+        }
+    }
 }
 
 /// Size of the L2 flush buffer: larger than any current GPU's L2 (H100/H200: 50 MiB).
 pub const L2_FLUSH_BYTES: i64 = 256 << 20;
 
+/// CUDA events on the current stream around each repeat, each repeat with its own pair; with
+/// `l2flush`, a 256 MiB buffer is zeroed before each repeat (enqueued, outside the events).
+pub struct CudaEventClock {
+    device: usize,
+    flush: Option<Tensor>,
+    pending: Vec<(CudaEvent, CudaEvent)>,
+    current: Option<CudaEvent>,
+    spare: Vec<CudaEvent>,
+}
+
 impl CudaEventClock {
-    pub fn new(device: usize, mode: TimingMode) -> Result<Self, BackendError> {
+    pub fn new(device: usize, mode: TimingMode) -> Result<Self, MeasureError> {
         let flush = match mode {
             TimingMode::L2flush => Some(Tensor::f_empty([L2_FLUSH_BYTES], (Kind::Uint8, Device::Cuda(device)))?),
             TimingMode::Back2back => None,
         };
-        Ok(CudaEventClock { device, flush, start: CudaEvent::new()?, end: CudaEvent::new()? })
+        Ok(CudaEventClock { device, flush, pending: Vec::new(), current: None, spare: Vec::new() })
+    }
+
+    fn event(&mut self) -> Result<CudaEvent, MeasureError> {
+        match self.spare.pop() {
+            Some(e) => Ok(e),
+            None => Ok(CudaEvent::new()?),
+        }
     }
 }
 
@@ -61,100 +206,129 @@ impl Clock for CudaEventClock {
     fn mode(&self) -> String {
         if self.flush.is_some() { "cuda-event-l2flush" } else { "cuda-event-back2back" }.into()
     }
-    fn before_repeat(&mut self) -> Result<(), BackendError> {
+    fn prepare(&mut self) -> Result<(), MeasureError> {
         if let Some(b) = &mut self.flush {
+            // Enqueued only: the start event recorded next runs after it in stream order.
             let _ = b.f_zero_()?;
-            device_synchronize(self.device)?;
         }
         Ok(())
     }
-    fn time(&mut self, f: &mut dyn FnMut() -> Result<(), BackendError>) -> Result<f64, BackendError> {
-        self.start.record(self.device)?;
-        f()?;
-        self.end.record(self.device)?;
-        self.start.elapsed_ms(&self.end)
+    fn start(&mut self) -> Result<(), MeasureError> {
+        let ev = self.event()?;
+        ev.record(self.device)?;
+        self.current = Some(ev);
+        Ok(())
+    }
+    fn stop(&mut self) -> Result<(), MeasureError> {
+        let start = self.current.take().ok_or(MeasureError::NoSamples)?;
+        let end = self.event()?;
+        end.record(self.device)?;
+        self.pending.push((start, end));
+        Ok(())
+    }
+    fn take_times(&mut self) -> Result<Vec<f64>, MeasureError> {
+        let mut out = Vec::with_capacity(self.pending.len());
+        for (start, end) in std::mem::take(&mut self.pending) {
+            out.push(start.elapsed_ms(&end)?);
+            self.spare.push(start);
+            self.spare.push(end);
+        }
+        Ok(out)
     }
 }
 
-/// Times of the repeats that ran.
-#[derive(Debug, Clone)]
-pub struct Timing {
-    pub times_ms: Vec<f64>,
-    pub summary: Summary,
-}
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Fake timelines for tests of the measurement path (no timing thresholds: the times are scripted).
+    use super::*;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::thread::ThreadId;
 
-/// Warmup, then repeats: a fixed number, or (adaptive, `target_spread` set) at least `repeats` and
-/// until (p80 − p20)/median ≤ target, `max_repeats`, or `budget_s` seconds of wall time.
-pub fn run_repeats(clock: &mut dyn Clock, s: &MeasureSettings, f: &mut dyn FnMut() -> Result<(), BackendError>) -> Result<Timing, BackendError> {
-    for _ in 0..s.warmup {
-        clock.before_repeat()?;
-        f()?;
+    /// Per thread: `now_ms` returns the next value of `script` (cycling), and every call is logged as
+    /// `sync` or `now`, so a test sees the order in which a clock read time and waited for the device.
+    pub struct ScriptedTimeline {
+        script: Vec<f64>,
+        state: Mutex<HashMap<ThreadId, (usize, Vec<&'static str>)>>,
     }
-    let started = Instant::now();
-    let min = s.repeats.max(1);
-    let max = match s.target_spread {
-        Some(_) => s.max_repeats.max(min),
-        None => min,
-    };
-    let mut times = Vec::with_capacity(min);
-    while times.len() < max {
-        clock.before_repeat()?;
-        times.push(clock.time(f)?);
-        if times.len() >= min {
-            if let Some(t) = s.target_spread {
-                if spread(&summarize(&times)) <= t || started.elapsed().as_secs_f64() >= s.budget_s {
-                    break;
-                }
+
+    impl ScriptedTimeline {
+        /// `durations` become consecutive (start, stop) pairs: repeat i takes durations[i % len] ms.
+        pub fn with_durations(durations: &[f64]) -> Self {
+            let mut script = Vec::new();
+            let mut t = 0.0;
+            for d in durations {
+                script.push(t);
+                script.push(t + d);
+                t += 100.0;
             }
+            ScriptedTimeline { script, state: Mutex::new(HashMap::new()) }
+        }
+
+        /// The calls made from the current thread, in order.
+        pub fn log(&self) -> Vec<&'static str> {
+            self.state.lock().unwrap().get(&std::thread::current().id()).map(|s| s.1.clone()).unwrap_or_default()
         }
     }
-    let summary = summarize(&times);
-    Ok(Timing { times_ms: times, summary })
+
+    impl Timeline for ScriptedTimeline {
+        fn sync(&self) -> Result<(), MeasureError> {
+            self.state.lock().unwrap().entry(std::thread::current().id()).or_default().1.push("sync");
+            Ok(())
+        }
+        fn now_ms(&self) -> f64 {
+            let mut st = self.state.lock().unwrap();
+            let e = st.entry(std::thread::current().id()).or_default();
+            e.1.push("now");
+            let v = self.script[e.0 % self.script.len()];
+            e.0 += 1;
+            v
+        }
+        fn name(&self) -> &'static str {
+            "scripted"
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::testing::ScriptedTimeline;
     use super::*;
 
-    /// A fake clock returning scripted times, to test the repeat policy without timing anything.
-    struct Scripted(Vec<f64>, usize);
-    impl Clock for Scripted {
-        fn mode(&self) -> String {
-            "scripted".into()
-        }
-        fn time(&mut self, f: &mut dyn FnMut() -> Result<(), BackendError>) -> Result<f64, BackendError> {
-            f()?;
-            self.1 += 1;
-            Ok(self.0[(self.1 - 1) % self.0.len()])
-        }
-    }
-
-    #[test]
-    fn fixed_repeats_and_warmup_calls() {
-        let s = MeasureSettings { warmup: 3, repeats: 5, ..Default::default() };
-        let mut calls = 0;
-        let t = run_repeats(&mut Scripted(vec![1.0], 0), &s, &mut || {
-            calls += 1;
+    struct TwoRanks(f64);
+    impl Ranks for TwoRanks {
+        fn barrier(&self) -> Result<(), MeasureError> {
             Ok(())
-        })
-        .unwrap();
-        assert_eq!(t.times_ms.len(), 5);
-        assert_eq!(calls, 8);
+        }
+        fn max(&self, x: f64) -> Result<f64, MeasureError> {
+            Ok(x.max(self.0))
+        }
     }
 
     #[test]
-    fn adaptive_stops_when_spread_is_small_or_at_max() {
-        let s = MeasureSettings { warmup: 0, repeats: 3, target_spread: Some(0.05), max_repeats: 50, ..Default::default() };
-        let t = run_repeats(&mut Scripted(vec![1.0], 0), &s, &mut || Ok(())).unwrap();
-        assert_eq!(t.times_ms.len(), 3);
-        let t = run_repeats(&mut Scripted(vec![1.0, 2.0], 0), &s, &mut || Ok(())).unwrap();
-        assert_eq!(t.times_ms.len(), 50);
+    fn host_clock_waits_for_the_device_before_reading_the_stop() {
+        let tl = ScriptedTimeline::with_durations(&[1.0, 2.0]);
+        let mut c = HostClock::new(&tl);
+        for _ in 0..2 {
+            c.prepare().unwrap();
+            c.start().unwrap();
+            c.stop().unwrap();
+        }
+        assert_eq!(c.take_times().unwrap(), vec![1.0, 2.0]);
+        assert_eq!(tl.log(), ["sync", "now", "sync", "now", "sync", "now", "sync", "now"]);
+        assert_eq!(c.mode(), "scripted");
     }
 
     #[test]
-    fn errors_stop_the_measurement() {
-        let s = MeasureSettings::default();
-        let r = run_repeats(&mut InstantClock, &s, &mut || Err(BackendError::Torch("boom".into())));
-        assert!(r.is_err());
+    fn ranked_clock_reports_the_slowest_rank_and_agrees() {
+        let tl = ScriptedTimeline::with_durations(&[1.0]);
+        let slow = TwoRanks(5.0);
+        let mut c = HostClock::ranked(&tl, &slow);
+        c.prepare().unwrap();
+        c.start().unwrap();
+        c.stop().unwrap();
+        assert_eq!(c.take_times().unwrap(), vec![5.0]);
+        assert_eq!(c.mode(), "rank-max-scripted");
+        assert!(c.agree(false).unwrap(), "the other rank (max 5.0 > 0) wants to stop");
     }
 }

@@ -1,18 +1,77 @@
-//! Peak memory of a call, in bytes above the pre-call baseline. CUDA: the caching allocator's peak
-//! (`allocated_bytes` aggregate pool) after a peak reset, minus the bytes allocated before the call.
-//! CPU: libtorch keeps no CPU allocator statistics, so the backend counts the bytes of the tensors it
-//! allocates for one call from their shapes ([`crate::backend::Kernel::cpu_bytes`]).
+//! Peak memory of a call, in bytes above the pre-call baseline, read from an allocator: the CUDA
+//! caching allocator's peak (`allocated_bytes`, aggregate pool) on a GPU, the shim's counting CPU
+//! allocator ([`crate::sys::cpu_alloc`]) on the CPU. Both count tensor storage the call allocates (the
+//! inputs exist before the baseline, so they are excluded). Every row says where its figure came from
+//! ([`MemSource`]).
 
-use crate::backend::shim::{mem_reset_peak, mem_stats};
-use crate::backend::BackendError;
+use std::fmt;
+use std::str::FromStr;
 
-/// Runs `f` once on CUDA device `device` and returns its allocator peak above the baseline.
-pub fn cuda_peak_above_baseline(device: usize, f: &mut dyn FnMut() -> Result<(), BackendError>) -> Result<u64, BackendError> {
-    crate::backend::shim::device_synchronize(device)?;
-    let (base, _) = mem_stats(device)?;
-    mem_reset_peak(device)?;
-    f()?;
-    crate::backend::shim::device_synchronize(device)?;
-    let (_, peak) = mem_stats(device)?;
-    Ok(peak.saturating_sub(base))
+use serde::{Deserialize, Serialize};
+use tch::Device;
+
+use super::MeasureError;
+use crate::sys::{cpu_alloc, cuda};
+
+/// Where a row's `peak_mem_bytes` came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MemSource {
+    /// The CUDA caching allocator's peak statistics.
+    CudaAllocator,
+    /// The counting CPU allocator the shim installs in front of libtorch's.
+    CpuAllocator,
+    /// A formula over tensor shapes (nothing was measured).
+    Estimate,
+}
+
+impl MemSource {
+    pub fn name(self) -> &'static str {
+        match self {
+            MemSource::CudaAllocator => "cuda-allocator",
+            MemSource::CpuAllocator => "cpu-allocator",
+            MemSource::Estimate => "estimate",
+        }
+    }
+}
+
+impl fmt::Display for MemSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for MemSource {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        [MemSource::CudaAllocator, MemSource::CpuAllocator, MemSource::Estimate]
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| format!("unknown memory source `{s}`"))
+    }
+}
+
+/// Runs `f` once on `device` and returns its allocator peak above the baseline, and the source.
+pub fn peak_above_baseline<E: From<MeasureError>>(device: Device, f: &mut dyn FnMut() -> Result<(), E>) -> Result<(u64, MemSource), E> {
+    match device {
+        Device::Cuda(i) => {
+            let read = || -> Result<u64, MeasureError> {
+                cuda::device_synchronize(i)?;
+                Ok(cuda::mem_stats(i)?.0)
+            };
+            let base = read()?;
+            cuda::mem_reset_peak(i).map_err(MeasureError::from)?;
+            f()?;
+            cuda::device_synchronize(i).map_err(MeasureError::from)?;
+            let (_, peak) = cuda::mem_stats(i).map_err(MeasureError::from)?;
+            Ok((peak.saturating_sub(base), MemSource::CudaAllocator))
+        }
+        _ => {
+            cpu_alloc::reset_peak().map_err(MeasureError::from)?;
+            let (base, _) = cpu_alloc::stats().map_err(MeasureError::from)?;
+            f()?;
+            let (_, peak) = cpu_alloc::stats().map_err(MeasureError::from)?;
+            Ok((peak.saturating_sub(base), MemSource::CpuAllocator))
+        }
+    }
 }

@@ -4,6 +4,7 @@ pub mod csvio;
 pub mod meta;
 pub mod row;
 
+pub use crate::error::one_line;
 pub use csvio::{read_rows, CsvAppender};
 pub use meta::RunMeta;
-pub use row::{one_line, Row, Status};
+pub use row::{Row, Status};

@@ -98,13 +98,14 @@ pub struct Row {
     /// Total FLOPs / max-rank time / world size (equals `tflops` for kernel cases).
     pub tflops_per_gpu: Option<f64>,
     pub mfu: Option<f64>,
-    /// Peak bytes above the pre-call baseline: CUDA allocator peak on GPU; on CPU the bytes of the
-    /// tensors the backend allocates for the call (inputs excluded), counted by the backend.
+    /// Peak bytes of tensor storage one call of the pass allocates above the pre-call baseline (inputs
+    /// excluded), read from an allocator: see `mem_source`.
     pub peak_mem_bytes: Option<u64>,
     /// Max |out − reference| (over outputs and, for bwd, gradients); empty when the check was off.
     pub max_abs_err: Option<f64>,
-    /// How times were taken: `cpu-instant`, `cuda-event-l2flush`, `cuda-event-back2back`,
-    /// `model` (simulated rows).
+    /// How times were taken (the clock that ran, `measure::Clock::mode`): `cpu-instant`,
+    /// `cuda-event-l2flush`, `cuda-event-back2back`, `rank-max-cpu-instant` / `rank-max-cuda-sync-instant`
+    /// (CP: barrier, host clock, device synchronised, slowest rank), `model` (simulated rows).
     pub timing_mode: String,
     /// Timed repeats that ran (after warmup).
     pub repeats: Option<usize>,
@@ -118,6 +119,11 @@ pub struct Row {
     pub scaling_eff: Option<f64>,
     /// Free-form details: GQA handling, launches per call, skipped reasons.
     pub note: String,
+    /// Where `peak_mem_bytes` came from: `cuda-allocator` (the caching allocator's peak statistics),
+    /// `cpu-allocator` (the counting CPU allocator attnbench installs in front of libtorch's) or
+    /// `estimate` (a formula, nothing measured); empty when there is no memory figure.
+    #[serde(default)]
+    pub mem_source: String,
 }
 
 impl Row {
@@ -161,13 +167,39 @@ impl Row {
             bandwidth_gbps: None,
             scaling_eff: None,
             note: String::new(),
+            mem_source: String::new(),
         }
+    }
+
+    /// Fills the timing columns of an `ok` row from a measurement: the statistics are the one
+    /// [`crate::measure::Summary`] every row kind uses, TFLOPS = `flops` / median, per GPU divided by
+    /// the world size, MFU against the device's dense peak (`flops::mfu`).
+    pub fn set_timing(&mut self, t: &crate::measure::Timing, dtype: &str) {
+        let s = t.summary;
+        self.status = Status::Ok;
+        self.ms_median = Some(s.median);
+        self.ms_p20 = Some(s.p20);
+        self.ms_p80 = Some(s.p80);
+        self.cv = Some(s.cv);
+        let tf = crate::flops::tflops(self.flops, s.median);
+        let per_gpu = tf / self.world_size.max(1) as f64;
+        self.tflops = Some(tf);
+        self.tflops_per_gpu = Some(per_gpu);
+        self.mfu = crate::flops::mfu(per_gpu, &self.device, dtype);
+        self.repeats = Some(t.times_ms.len());
+        self.timing_mode = t.mode.clone();
+    }
+
+    /// Records a peak-memory figure and where it came from.
+    pub fn set_memory(&mut self, bytes: u64, source: crate::measure::MemSource) {
+        self.peak_mem_bytes = Some(bytes);
+        self.mem_source = source.name().to_string();
     }
 
     /// Marks the row failed with `status` and clears every timing-derived column (the invariant).
     pub fn fail(&mut self, status: Status, error: impl Into<String>) {
         self.status = status;
-        self.error = one_line(&error.into());
+        self.error = crate::error::one_line(&error.into());
         self.ms_median = None;
         self.ms_p20 = None;
         self.ms_p80 = None;
@@ -176,6 +208,7 @@ impl Row {
         self.tflops_per_gpu = None;
         self.mfu = None;
         self.peak_mem_bytes = None;
+        self.mem_source.clear();
         self.repeats = None;
         self.bandwidth_gbps = None;
         self.scaling_eff = None;
@@ -204,20 +237,4 @@ impl Row {
         let text = String::from_utf8(bytes).unwrap();
         text.lines().next().unwrap().split(',').map(str::to_string).collect()
     }
-}
-
-/// Error messages go in one CSV cell: flatten newlines, cap the length.
-pub fn one_line(s: &str) -> String {
-    // libtorch appends a C++ stack trace ("Exception raised from …", "frame #0: …"): not for a CSV cell.
-    let s = ["Exception raised from", "frame #0"].iter().filter_map(|m| s.find(m)).min().map_or(s, |p| &s[..p]);
-    let mut t: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
-    if t.len() > 500 {
-        let mut cut = 500;
-        while !t.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        t.truncate(cut);
-        t.push('…');
-    }
-    t
 }

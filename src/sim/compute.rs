@@ -21,7 +21,7 @@ use crate::case::DType;
 use crate::cp::schedule::{CpLayout, GlueOp};
 use crate::cp::shard::{block_mask, total_len};
 use crate::mask::{Mask, Slice};
-use crate::measure::clock::{run_repeats, Clock, CudaEventClock, InstantClock};
+use crate::measure::{run_repeats, CpuTimeline, CudaEventClock, HostClock};
 use crate::measure::{MeasureSettings, TimingMode};
 
 /// Shape of one piece as the real rank computes it (the per-rank kernel's inputs).
@@ -190,11 +190,15 @@ impl PieceTimer {
     }
 }
 
-fn clock_for(device: Device) -> Result<Box<dyn Clock>, BackendError> {
-    Ok(match device {
-        Device::Cuda(i) => Box::new(CudaEventClock::new(i, TimingMode::L2flush)?),
-        _ => Box::new(InstantClock),
-    })
+/// Median seconds of `f` on `device`, through the one measurement path (CUDA events with an L2 flush
+/// on a GPU, the host clock on the CPU).
+fn median_s(device: Device, warmup: usize, repeats: usize, f: &mut dyn FnMut() -> Result<(), BackendError>) -> Result<f64, BackendError> {
+    let settings = timing_settings(warmup, repeats);
+    let timing = match device {
+        Device::Cuda(i) => run_repeats(&mut CudaEventClock::new(i, TimingMode::L2flush)?, &settings, f)?,
+        _ => run_repeats(&mut HostClock::new(&CpuTimeline::default()), &settings, f)?,
+    };
+    Ok(timing.summary.median * 1e-3)
 }
 
 fn timing_settings(warmup: usize, repeats: usize) -> MeasureSettings {
@@ -206,24 +210,22 @@ fn timing_settings(warmup: usize, repeats: usize) -> MeasureSettings {
 fn measure_glue(op: &GlueOp, device: Device, dtype: DType, warmup: usize, repeats: usize) -> Result<f64, BackendError> {
     let kind = dtype.kind();
     let acc = crate::cp::acc_kind(kind);
-    let settings = timing_settings(warmup, repeats);
-    let mut clock = clock_for(device)?;
-    let timing = match *op {
+    match *op {
         GlueOp::Merge { batch, heads, rows, head_dim } => {
             let (b, h, s, d) = (batch as i64, heads as i64, rows as i64, head_dim as i64);
             let part = Tensor::f_randn([b, h, s, d], (kind, device))?;
             let part_lse = Tensor::f_randn([b, h, s], (acc, device))?;
             let mut running = RunningMerge::new(b, h, s, d, kind, device)?;
             running.add(&part, &part_lse)?;
-            run_repeats(clock.as_mut(), &settings, &mut || running.add(&part, &part_lse))?
+            median_s(device, warmup, repeats, &mut || running.add(&part, &part_lse))
         }
         GlueOp::Accumulate { elems } => {
             let mut total = Tensor::f_zeros([elems as i64], (acc, device))?;
             let part = Tensor::f_randn([elems as i64], (kind, device))?;
-            run_repeats(clock.as_mut(), &settings, &mut || {
+            median_s(device, warmup, repeats, &mut || {
                 let _ = total.f_add_(&part.f_to_kind(acc)?)?;
                 Ok(())
-            })?
+            })
         }
         GlueOp::Copy { elems, elem_bytes } => {
             let k = match elem_bytes {
@@ -233,20 +235,19 @@ fn measure_glue(op: &GlueOp, device: Device, dtype: DType, warmup: usize, repeat
             };
             let src = Tensor::f_randn([elems as i64], (k, device))?;
             let mut dst = src.f_empty_like()?;
-            run_repeats(clock.as_mut(), &settings, &mut || Ok(dst.f_copy_(&src)?))?
+            median_s(device, warmup, repeats, &mut || Ok(dst.f_copy_(&src)?))
         }
         GlueOp::Cast { elems } => {
             if acc == kind {
                 return Ok(0.0);
             }
             let src = Tensor::f_randn([elems as i64], (kind, device))?;
-            run_repeats(clock.as_mut(), &settings, &mut || {
+            median_s(device, warmup, repeats, &mut || {
                 let _ = src.f_to_kind(acc)?;
                 Ok(())
-            })?
+            })
         }
-    };
-    Ok(timing.summary.median * 1e-3)
+    }
 }
 
 fn measure_piece(key: &PieceKey, sub: &Mask, device: Device, dtype: DType, warmup: usize, repeats: usize, scale: f64) -> Result<f64, BackendError> {
@@ -255,18 +256,15 @@ fn measure_piece(key: &PieceKey, sub: &Mask, device: Device, dtype: DType, warmu
     let q = Tensor::f_randn([b, hq, sq, d], (kind, device))?;
     let k = Tensor::f_randn([b, hkv, sk, d], (kind, device))?;
     let v = Tensor::f_randn([b, hkv, sk, d], (kind, device))?;
-    let settings = timing_settings(warmup, repeats);
-    let mut clock = clock_for(device)?;
-    let timing = if key.backward {
+    if key.backward {
         // The real rank calls backward with the final out/lse of its rows; for timing, the piece's own
         // forward result has the same shapes and dtypes.
         let (out, lse) = sliced_forward(&q, &k, &v, sub, scale)?;
         let dout = Tensor::f_randn([b, hq, sq, d], (kind, device))?;
-        run_repeats(clock.as_mut(), &settings, &mut || sliced_backward(&q, &k, &v, &out, &lse, &dout, sub, scale).map(|_| ()))?
+        median_s(device, warmup, repeats, &mut || sliced_backward(&q, &k, &v, &out, &lse, &dout, sub, scale).map(|_| ()))
     } else {
-        run_repeats(clock.as_mut(), &settings, &mut || sliced_forward(&q, &k, &v, sub, scale).map(|_| ()))?
-    };
-    Ok(timing.summary.median * 1e-3)
+        median_s(device, warmup, repeats, &mut || sliced_forward(&q, &k, &v, sub, scale).map(|_| ()))
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! Fault injection for testing the runner through the real binary. Only active when the environment
-//! variable `ATTNBENCH_FAULTS=1` is set; otherwise these backend names do not exist.
+//! Fault injection for testing the runner through the real binary. Compiled only with the `test-hooks`
+//! feature (which only `cargo test` enables) and active only when `ATTNBENCH_FAULTS=1` is set;
+//! otherwise these backend names do not exist.
 //!
 //! - `fault-crash`: the worker process aborts (as a segfaulting kernel would) → `error` row, sweep goes on.
 //! - `fault-hang`: the worker sleeps forever → killed at `timeout_s`, `timeout` row.

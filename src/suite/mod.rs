@@ -1,6 +1,7 @@
 //! Suites: the TOML format ([`schema`]), planning ([`plan`]), filters ([`filter`]) and the crash-safe
 //! runner ([`runner`]) with its worker process ([`worker`]).
 
+#[cfg(feature = "test-hooks")]
 pub mod faults;
 pub mod filter;
 pub mod oracle;
@@ -11,3 +12,17 @@ pub mod worker;
 
 pub use filter::Filter;
 pub use plan::{load, Plan, PlannedCase, SuiteError, SupportOracle};
+
+/// Whether `name` is one of the test-only fault backends and they are enabled; always false in a build
+/// without the `test-hooks` feature (a released attnbench has no such backends).
+pub(crate) fn is_fault_backend(name: &str) -> bool {
+    #[cfg(feature = "test-hooks")]
+    {
+        faults::is_fault_backend(name)
+    }
+    #[cfg(not(feature = "test-hooks"))]
+    {
+        let _ = name;
+        false
+    }
+}

@@ -1,7 +1,7 @@
 //! The real registries as the plan's [`SupportOracle`]: kernel backends from `crate::backend`,
-//! CP strategies from `crate::cp::registry`, plus the test-only fault backends when enabled.
+//! CP strategies from `crate::cp::registry`, plus the test-only fault backends in a `test-hooks` build.
 
-use super::faults;
+use super::is_fault_backend;
 use super::plan::SupportOracle;
 use crate::case::{Case, CaseKind};
 use crate::mask::HeadMasks;
@@ -10,7 +10,7 @@ pub struct Registries;
 
 impl SupportOracle for Registries {
     fn backend_known(&self, name: &str) -> bool {
-        crate::backend::find_backend(name).is_ok() || faults::is_fault_backend(name)
+        crate::backend::find_backend(name).is_ok() || is_fault_backend(name)
     }
 
     fn strategy_known(&self, name: &str) -> bool {
@@ -26,7 +26,7 @@ impl SupportOracle for Registries {
     }
 
     fn supports(&self, case: &Case, masks: &HeadMasks) -> Result<(), String> {
-        if faults::is_fault_backend(&case.backend) {
+        if is_fault_backend(&case.backend) {
             return Ok(());
         }
         match case.kind {

@@ -44,6 +44,7 @@ pub fn serve() -> anyhow::Result<()> {
 /// Runs one kernel case in this process. Mask/parameter errors cannot reach here (the plan validated
 /// them), but if one does it becomes an `error` row rather than a dead worker.
 pub fn execute(item: &WorkItem) -> Row {
+    #[cfg(feature = "test-hooks")]
     if let Some(row) = super::faults::execute(item) {
         return row;
     }

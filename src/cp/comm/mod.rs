@@ -34,6 +34,12 @@ pub enum CommError {
     Unavailable(&'static str, String),
 }
 
+impl From<crate::measure::MeasureError> for CommError {
+    fn from(e: crate::measure::MeasureError) -> Self {
+        CommError::failed("timing", e.to_string())
+    }
+}
+
 impl CommError {
     pub fn failed(op: &'static str, msg: impl Into<String>) -> Self {
         CommError::Failed { op, msg: msg.into() }
@@ -199,6 +205,19 @@ pub trait Comm {
             return Err(CommError::BadPeer { op, peer, size: self.size() });
         }
         Ok(())
+    }
+}
+
+/// A communicator's ranks as the measurement path needs them (barrier, max over ranks), for the
+/// rank-aware clock of CP cases and `attnbench comm`.
+pub struct CommRanks<'a>(pub &'a dyn Comm);
+
+impl crate::measure::Ranks for CommRanks<'_> {
+    fn barrier(&self) -> Result<(), crate::measure::MeasureError> {
+        self.0.barrier().map_err(|e| crate::measure::MeasureError::Ranks(e.to_string()))
+    }
+    fn max(&self, x: f64) -> Result<f64, crate::measure::MeasureError> {
+        self.0.all_reduce_f64(x, ReduceOp::Max).map_err(|e| crate::measure::MeasureError::Ranks(e.to_string()))
     }
 }
 

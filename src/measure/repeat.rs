@@ -1,0 +1,129 @@
+//! The one repeat policy: warmup, then timed repeats — a fixed number, or adaptive (at least
+//! `repeats`, until (p80 − p20)/median ≤ `target_spread`, `max_repeats` or `budget_s` of wall time) —
+//! and the nccl-tests convention for collectives ([`run_back_to_back`]: iterations back to back, one
+//! synchronisation). Generic over the timed call's error type, so kernels, CP passes and collectives
+//! all measure through it.
+
+use std::time::Instant;
+
+use super::stats::Summary;
+use super::{Clock, MeasureError, MeasureSettings};
+
+/// The repeats that ran, their statistics and how they were timed.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    pub times_ms: Vec<f64>,
+    pub summary: Summary,
+    /// The clock's mode (the row's `timing_mode`).
+    pub mode: String,
+}
+
+/// Warmup calls (each after the clock's `prepare`, so a warmup sees what a repeat sees), then repeats.
+/// Errors of the call stop the measurement; so do impossible times (NaN, ∞, negative).
+pub fn run_repeats<E: From<MeasureError>>(clock: &mut dyn Clock, s: &MeasureSettings, f: &mut dyn FnMut() -> Result<(), E>) -> Result<Timing, E> {
+    for _ in 0..s.warmup {
+        clock.prepare()?;
+        f()?;
+    }
+    let started = Instant::now();
+    let min = s.repeats.max(1);
+    let max = match s.target_spread {
+        Some(_) => s.max_repeats.max(min),
+        None => min,
+    };
+    let mut times = Vec::with_capacity(min);
+    let mut n = 0;
+    while n < max {
+        clock.prepare()?;
+        clock.start()?;
+        f()?;
+        clock.stop()?;
+        n += 1;
+        if let (Some(target), true) = (s.target_spread, n >= min && n < max) {
+            times.extend(clock.take_times()?);
+            let done = Summary::of(&times)?.spread() <= target || started.elapsed().as_secs_f64() >= s.budget_s;
+            if clock.agree(done)? {
+                break;
+            }
+        }
+    }
+    times.extend(clock.take_times()?);
+    let summary = Summary::of(&times)?;
+    Ok(Timing { times_ms: times, summary, mode: clock.mode() })
+}
+
+/// nccl-tests' convention: `warmup` untimed calls, then `iters` calls back to back inside ONE timed
+/// region (one synchronisation at the end). Returns ms per call (the slowest rank's, for a rank-aware
+/// clock).
+pub fn run_back_to_back<E: From<MeasureError>>(clock: &mut dyn Clock, warmup: usize, iters: usize, f: &mut dyn FnMut() -> Result<(), E>) -> Result<f64, E> {
+    for _ in 0..warmup {
+        f()?;
+    }
+    let iters = iters.max(1);
+    clock.prepare()?;
+    clock.start()?;
+    for _ in 0..iters {
+        f()?;
+    }
+    clock.stop()?;
+    let total = clock.take_times()?;
+    let s = Summary::of(&total)?;
+    Ok(s.median / iters as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::clock::testing::ScriptedTimeline;
+    use super::super::HostClock;
+    use super::*;
+
+    #[test]
+    fn fixed_repeats_and_warmup_calls() {
+        let tl = ScriptedTimeline::with_durations(&[1.0]);
+        let s = MeasureSettings { warmup: 3, repeats: 5, ..Default::default() };
+        let mut calls = 0;
+        let t = run_repeats::<MeasureError>(&mut HostClock::new(&tl), &s, &mut || {
+            calls += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(t.times_ms.len(), 5);
+        assert_eq!(calls, 8);
+        assert_eq!(t.mode, "scripted");
+    }
+
+    #[test]
+    fn adaptive_stops_when_spread_is_small_or_at_max() {
+        let s = MeasureSettings { warmup: 0, repeats: 3, target_spread: Some(0.05), max_repeats: 50, ..Default::default() };
+        let steady = ScriptedTimeline::with_durations(&[1.0]);
+        let t = run_repeats::<MeasureError>(&mut HostClock::new(&steady), &s, &mut || Ok(())).unwrap();
+        assert_eq!(t.times_ms.len(), 3);
+        let noisy = ScriptedTimeline::with_durations(&[1.0, 2.0]);
+        let t = run_repeats::<MeasureError>(&mut HostClock::new(&noisy), &s, &mut || Ok(())).unwrap();
+        assert_eq!(t.times_ms.len(), 50);
+    }
+
+    #[test]
+    fn errors_and_impossible_times_stop_the_measurement() {
+        let tl = ScriptedTimeline::with_durations(&[1.0]);
+        let r = run_repeats(&mut HostClock::new(&tl), &MeasureSettings::default(), &mut || Err(MeasureError::Ranks("boom".into())));
+        assert!(r.is_err());
+        // A clock that goes backwards (stop before start): −1 ms is rejected, not summarised.
+        let backwards = ScriptedTimeline::with_durations(&[2.0, -1.0]);
+        let r = run_repeats::<MeasureError>(&mut HostClock::new(&backwards), &MeasureSettings { warmup: 0, repeats: 2, ..Default::default() }, &mut || Ok(()));
+        assert!(matches!(r, Err(MeasureError::BadTime { repeat: 1, .. })), "{r:?}");
+    }
+
+    #[test]
+    fn back_to_back_is_one_timed_region_divided_by_iterations() {
+        let tl = ScriptedTimeline::with_durations(&[8.0]);
+        let mut calls = 0;
+        let ms = run_back_to_back::<MeasureError>(&mut HostClock::new(&tl), 2, 4, &mut || {
+            calls += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!((ms, calls), (2.0, 6));
+        assert_eq!(tl.log(), ["sync", "now", "sync", "now"], "one prepare, one start, one synchronised stop");
+    }
+}
