@@ -140,3 +140,31 @@ fn human_table_and_env() {
     assert_eq!(env["torch"], "2.11.0");
     assert!(env["cpu_cores"].as_u64().unwrap() >= 1);
 }
+
+/// Peak memory of one forward, measured by the counting CPU allocator (`mem_source = cpu-allocator`).
+fn cpu_peak(backend: &str, seqlen: usize) -> f64 {
+    let s = seqlen.to_string();
+    let (code, v) = json_of(&[
+        "kernel", "--backend", backend, "--mask", "full", "--seqlen", &s, "--heads", "4:2", "--head-dim", "64", "--dtype", "fp32", "--device", "cpu", "--repeats", "1",
+        "--warmup", "0", "--no-check", "--json",
+    ]);
+    assert_eq!((code, v["status"].as_str()), (0, Some("ok")), "{v}");
+    assert_eq!(v["mem_source"], "cpu-allocator", "{v}");
+    v["peak_mem_bytes"].as_f64().unwrap()
+}
+
+/// CPU memory is measured, not estimated: naive materialises S×S scores (×4 per doubling), torch's
+/// fused CPU flash kernel holds O(S) (a constant plus a part linear in S).
+#[test]
+fn cpu_memory_comes_from_the_allocator_and_scales_like_the_kernel() {
+    let naive: Vec<f64> = [1024, 2048, 4096].iter().map(|&n| cpu_peak("naive", n)).collect();
+    for w in naive.windows(2) {
+        let r = w[1] / w[0];
+        assert!((3.5..4.5).contains(&r), "naive peak should grow ~4x per doubling: {naive:?}");
+    }
+    let flash: Vec<f64> = [1024, 2048, 4096].iter().map(|&n| cpu_peak("sdpa-flash", n)).collect();
+    // Linear (a + b·S): the increment from 2K to 4K is twice the one from 1K to 2K.
+    let r = (flash[2] - flash[1]) / (flash[1] - flash[0]);
+    assert!((1.8..2.2).contains(&r), "sdpa-flash peak should grow linearly: {flash:?}");
+    assert!(flash[2] < naive[2] / 50.0, "{flash:?} vs {naive:?}");
+}

@@ -331,4 +331,29 @@ mod tests {
         assert_eq!(c.mode(), "rank-max-scripted");
         assert!(c.agree(false).unwrap(), "the other rank (max 5.0 > 0) wants to stop");
     }
+
+    /// On the GPU machine (`launch/gpu-check` runs the ignored `cuda_` tests): per-repeat events give
+    /// one positive time per repeat after a single read at the end, the flush runs outside them, and
+    /// the caching allocator's peak sees a call's allocation.
+    #[test]
+    #[ignore = "needs a CUDA device; run by launch/gpu-check"]
+    fn cuda_event_clock_times_each_repeat_and_the_allocator_sees_the_peak() {
+        use crate::measure::{memory::peak_above_baseline, run_repeats, MeasureSettings, MemSource};
+        assert!(crate::sys::cuda_available(), "this test needs a CUDA device");
+        let a = Tensor::randn([4096, 4096], (Kind::BFloat16, Device::Cuda(0)));
+        let mut call = || -> Result<(), MeasureError> {
+            let _ = a.f_matmul(&a)?;
+            Ok(())
+        };
+        for mode in [TimingMode::L2flush, TimingMode::Back2back] {
+            let mut clock = CudaEventClock::new(0, mode).unwrap();
+            let t = run_repeats(&mut clock, &MeasureSettings { warmup: 2, repeats: 7, ..Default::default() }, &mut call).unwrap();
+            assert_eq!(t.times_ms.len(), 7);
+            assert!(t.times_ms.iter().all(|&ms| ms > 0.0), "{mode:?}: {:?}", t.times_ms);
+            assert_eq!(t.mode, format!("cuda-event-{}", mode.name()));
+        }
+        let (peak, source) = peak_above_baseline::<MeasureError>(Device::Cuda(0), &mut call).unwrap();
+        assert_eq!(source, MemSource::CudaAllocator);
+        assert!(peak >= 4096 * 4096 * 2, "a 32 MiB product must show in the peak: {peak}");
+    }
 }
