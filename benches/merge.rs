@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use attnbench::backend::sliced::{merge_partials, RunningMerge};
+use attnbench::attn::merge::{merge_partials, RunningMerge};
 use attnbench::cp::acc_kind;
 use attnbench::sys::cuda::device_synchronize;
 use attnbench::sys::{cuda_available, ensure_cuda_loaded};
@@ -34,7 +34,7 @@ fn group(c: &mut Criterion, device: Device, heads: i64, rows: i64) {
         let mut lse = Tensor::randn([1, heads, rows], (acc, device));
         g.bench_function("cast-merge-cast", |b| {
             b.iter(|| {
-                (out, lse) = merge_partials(&out, &lse, &part, &part_lse);
+                (out, lse) = merge_partials(&out, &lse, &part, &part_lse).expect("merge");
                 sync();
             })
         });

@@ -145,8 +145,27 @@ fn human_table_and_env() {
 fn cpu_peak(backend: &str, seqlen: usize) -> f64 {
     let s = seqlen.to_string();
     let (code, v) = json_of(&[
-        "kernel", "--backend", backend, "--mask", "full", "--seqlen", &s, "--heads", "4:2", "--head-dim", "64", "--dtype", "fp32", "--device", "cpu", "--repeats", "1",
-        "--warmup", "0", "--no-check", "--json",
+        "kernel",
+        "--backend",
+        backend,
+        "--mask",
+        "full",
+        "--seqlen",
+        &s,
+        "--heads",
+        "4:2",
+        "--head-dim",
+        "64",
+        "--dtype",
+        "fp32",
+        "--device",
+        "cpu",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+        "--no-check",
+        "--json",
     ]);
     assert_eq!((code, v["status"].as_str()), (0, Some("ok")), "{v}");
     assert_eq!(v["mem_source"], "cpu-allocator", "{v}");

@@ -1,6 +1,7 @@
 //! `efficient-varlen`: memory-efficient varlen (at::_efficient_attention_forward, cu_seqlens); CUDA only. See [`super::varlen`].
 
-use super::varlen::{CudaVarlen, VarlenBackend};
+use super::varlen::VarlenBackend;
+use crate::attn::varlen::CudaVarlen;
 
 pub static EFFICIENT_VARLEN: VarlenBackend = VarlenBackend {
     name: "efficient-varlen",

@@ -1,7 +1,6 @@
-//! Kernel backends: one file per backend, a trait they implement, and a registry.
-
-pub mod sliced;
-pub mod varlen;
+//! Kernel backends: one file per backend, the trait they implement ([`Backend`]), the inputs of a case
+//! ([`Inputs`]), and the registry ([`registry`]). The attention maths lives below, in `crate::attn`;
+//! a backend is the shell that prepares a case for one kernel and calls it.
 
 /// Why a backend call failed. `Oom` is split out because a row records it as its own status.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +20,18 @@ pub enum BackendError {
     /// The measurement itself failed (a device call, an impossible time).
     #[error("measurement: {0}")]
     Measure(String),
+}
+
+impl From<crate::attn::AttnError> for BackendError {
+    fn from(e: crate::attn::AttnError) -> Self {
+        use crate::attn::AttnError as A;
+        match e {
+            A::Unsupported(m) => BackendError::Unsupported(m),
+            A::Oom(m) => BackendError::Oom(m),
+            A::Invalid(m) => BackendError::Invalid(m),
+            A::Torch(m) => BackendError::Torch(m),
+        }
+    }
 }
 
 impl From<tch::TchError> for BackendError {
@@ -60,11 +71,16 @@ pub mod efficient_varlen;
 pub mod flash_varlen;
 pub mod naive;
 pub mod reference;
+pub mod registry;
 pub mod sdpa;
 pub mod sdpa_cudnn;
 pub mod sdpa_efficient;
 pub mod sdpa_flash;
 pub mod sdpa_math;
+pub mod sliced;
+pub mod varlen;
+
+pub use registry::{find_backend, registry};
 
 use tch::{Device, Kind, Tensor};
 
@@ -144,7 +160,7 @@ pub trait Kernel {
     }
 }
 
-/// A kernel backend: one file each, one line in [`registry`].
+/// A kernel backend: one file each, one line in [`registry`](registry::REGISTRY).
 pub trait Backend: Sync {
     fn name(&self) -> &'static str;
     /// One line for `attnbench list`.
@@ -154,32 +170,11 @@ pub trait Backend: Sync {
     /// Whether q, k, v must require grad for a backward (autograd-based backward).
     fn autograd(&self) -> bool;
     fn prepare(&self, case: &Case, x: &Inputs) -> Result<Box<dyn Kernel>, BackendError>;
-}
-
-static REGISTRY: &[&dyn Backend] = &[
-    &sdpa_flash::SDPA_FLASH,
-    &sdpa_efficient::SDPA_EFFICIENT,
-    &sdpa_cudnn::SDPA_CUDNN,
-    &sdpa_math::SDPA_MATH,
-    &flash_varlen::FLASH_VARLEN,
-    &efficient_varlen::EFFICIENT_VARLEN,
-    &cudnn_varlen::CUDNN_VARLEN,
-    &naive::NAIVE,
-    &sliced::SLICED,
-    &reference::REFERENCE,
-];
-
-/// Every backend, in listing order.
-pub fn registry() -> &'static [&'static dyn Backend] {
-    REGISTRY
-}
-
-/// The backend called `name`, or an error listing the known ones.
-pub fn find_backend(name: &str) -> Result<&'static dyn Backend, String> {
-    REGISTRY.iter().copied().find(|b| b.name() == name).ok_or_else(|| {
-        let known: Vec<&str> = REGISTRY.iter().map(|b| b.name()).collect();
-        format!("unknown backend `{name}` (known: {})", known.join(", "))
-    })
+    /// The backend's kernel for CP pieces: exact attention over one sub-mask with LSE and a backward
+    /// from the final out / LSE. `None`: this backend cannot be a CP case's per-rank kernel.
+    fn masked_attention(&self) -> Option<&'static dyn crate::attn::MaskedAttention> {
+        None
+    }
 }
 
 /// A whole-sequence mask of a single kind that SDPA's `is_causal` flag (or no mask) expresses exactly.

@@ -29,6 +29,9 @@ impl Backend for Naive {
     fn autograd(&self) -> bool {
         true
     }
+    fn masked_attention(&self) -> Option<&'static dyn crate::attn::MaskedAttention> {
+        Some(&crate::attn::dense::MATERIALIZED)
+    }
     fn prepare(&self, case: &Case, x: &Inputs) -> Result<Box<dyn Kernel>, BackendError> {
         let m = dense_mask(&x.masks, case.heads.q, x.q.device())?;
         let bias = Tensor::f_zeros(m.size(), (x.q.kind(), x.q.device()))?.f_masked_fill(&m.f_logical_not()?, f64::NEG_INFINITY)?;

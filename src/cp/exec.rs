@@ -21,7 +21,7 @@ use super::comm::{Comm, CommRanks, ReduceOp};
 use super::def::{CpDef, CpPlan};
 use super::shard::{imbalance, Shard};
 use super::{CpError, Problem};
-use crate::backend::sliced::{sliced_backward, sliced_forward};
+use crate::attn::sliced::{sliced_backward, sliced_forward};
 use crate::case::{DType, DeviceKind};
 use crate::flops::{pass_flops, Pass};
 use crate::measure::clock::timeline_for;
@@ -423,7 +423,7 @@ mod tests {
     #[test]
     #[cfg(feature = "test-hooks")]
     fn schedule_merges_are_the_merges_each_rank_runs() {
-        use crate::backend::sliced::MERGES_ON_THIS_THREAD;
+        use crate::attn::merge::MERGES_ON_THIS_THREAD;
         use crate::cp::schedule::GlueOp;
         for def in STRATEGIES {
             for world in [2usize, 4] {

@@ -40,6 +40,12 @@ pub enum CpError {
     Measure(#[from] crate::measure::MeasureError),
 }
 
+impl From<crate::attn::AttnError> for CpError {
+    fn from(e: crate::attn::AttnError) -> Self {
+        CpError::Backend(e.into())
+    }
+}
+
 impl From<crate::sys::SysError> for CpError {
     fn from(e: crate::sys::SysError) -> Self {
         CpError::Backend(e.into())

@@ -12,7 +12,7 @@ use super::registry::{Engine, StrategyDef};
 use super::schedule::{CpLayout, Glue, GlueOp, Message, Piece, Schedule, Step};
 use super::shard::{block_mask, Shard, Sharding};
 use super::{acc_kind, CpError, Problem};
-use crate::backend::sliced::{sliced_backward, sliced_forward};
+use crate::attn::sliced::{sliced_backward, sliced_forward};
 use crate::flops::Pass;
 use crate::mask::Mask;
 

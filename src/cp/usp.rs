@@ -29,7 +29,8 @@ use super::comm::{Comm, SubComm};
 use super::schedule::{CpLayout, Glue, GlueOp, Message, Piece, Schedule, Step};
 use super::shard::{block_mask, total_len, Shard};
 use super::{acc_kind, CpError, Problem};
-use crate::backend::sliced::{sliced_backward, sliced_forward, RunningMerge};
+use crate::attn::merge::RunningMerge;
+use crate::attn::sliced::{sliced_backward, sliced_forward};
 use crate::mask::Mask;
 
 /// Degrees of the head × (inner × outer) ring decomposition. `ulysses · ring` = world.

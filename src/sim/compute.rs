@@ -14,8 +14,9 @@ use std::ops::Range;
 
 use tch::{Device, Tensor};
 
-use crate::backend::sliced::{sliced_backward, sliced_forward, RunningMerge};
-use crate::backend::varlen::mask_plans;
+use crate::attn::groups::packed_calls;
+use crate::attn::merge::RunningMerge;
+use crate::attn::sliced::{sliced_backward, sliced_forward};
 use crate::backend::BackendError;
 use crate::case::DType;
 use crate::cp::schedule::{CpLayout, GlueOp};
@@ -143,7 +144,7 @@ impl PieceTimer {
             return Ok(t);
         }
         let t = match &self.model {
-            ComputeModel::Roofline(r) => r.piece_s(p.flops, mask_plans(sub, 1, true).len().max(1)),
+            ComputeModel::Roofline(r) => r.piece_s(p.flops, packed_calls(sub, 1, true).len().max(1)),
             ComputeModel::Measured { device, dtype, warmup, repeats } => measure_piece(&key, sub, *device, *dtype, *warmup, *repeats, self.scale)?,
         };
         self.executed += 1;
@@ -217,7 +218,7 @@ fn measure_glue(op: &GlueOp, device: Device, dtype: DType, warmup: usize, repeat
             let part_lse = Tensor::f_randn([b, h, s], (acc, device))?;
             let mut running = RunningMerge::new(b, h, s, d, kind, device)?;
             running.add(&part, &part_lse)?;
-            median_s(device, warmup, repeats, &mut || running.add(&part, &part_lse))
+            median_s(device, warmup, repeats, &mut || Ok(running.add(&part, &part_lse)?))
         }
         GlueOp::Accumulate { elems } => {
             let mut total = Tensor::f_zeros([elems as i64], (acc, device))?;
@@ -261,9 +262,9 @@ fn measure_piece(key: &PieceKey, sub: &Mask, device: Device, dtype: DType, warmu
         // forward result has the same shapes and dtypes.
         let (out, lse) = sliced_forward(&q, &k, &v, sub, scale)?;
         let dout = Tensor::f_randn([b, hq, sq, d], (kind, device))?;
-        median_s(device, warmup, repeats, &mut || sliced_backward(&q, &k, &v, &out, &lse, &dout, sub, scale).map(|_| ()))
+        median_s(device, warmup, repeats, &mut || Ok(sliced_backward(&q, &k, &v, &out, &lse, &dout, sub, scale).map(|_| ())?))
     } else {
-        median_s(device, warmup, repeats, &mut || sliced_forward(&q, &k, &v, sub, scale).map(|_| ()))
+        median_s(device, warmup, repeats, &mut || Ok(sliced_forward(&q, &k, &v, sub, scale).map(|_| ())?))
     }
 }
 
