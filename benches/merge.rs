@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
+use attnbench::attn::acc_kind;
 use attnbench::attn::merge::{merge_partials, RunningMerge};
-use attnbench::cp::acc_kind;
 use attnbench::sys::cuda::device_synchronize;
 use attnbench::sys::{cuda_available, ensure_cuda_loaded};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};

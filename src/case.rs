@@ -169,8 +169,99 @@ impl fmt::Display for HeadLayout {
     }
 }
 
-/// Everything that defines what a case computes. `backend` is the kernel backend (for CP cases, the
-/// per-rank kernel), `strategy` the CP strategy (empty for kernel cases).
+/// How a CP strategy cuts the sequence over ranks (see `cp::shard`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Sharding {
+    /// Rank r holds `[r·S/W, (r+1)·S/W)`.
+    Contiguous,
+    /// The sequence is cut into 2W chunks; rank r holds chunks r and 2W−1−r (balanced causal work).
+    Zigzag,
+}
+
+impl Sharding {
+    pub fn name(self) -> &'static str {
+        match self {
+            Sharding::Contiguous => "contiguous",
+            Sharding::Zigzag => "zigzag",
+        }
+    }
+}
+
+impl fmt::Display for Sharding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Sharding {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "contiguous" => Ok(Sharding::Contiguous),
+            "zigzag" => Ok(Sharding::Zigzag),
+            _ => Err(format!("unknown sharding `{s}` (expected contiguous or zigzag)")),
+        }
+    }
+}
+
+/// A CP strategy's options, typed. Each one set is part of the case's identity; `None` means the
+/// strategy's default (resolved when the case is set up, see `cp::setup`). Adding a knob: a field
+/// here (with its name in [`CpOptions::KEYS`], `from_params` and `to_params`), its flag in
+/// `cli::args::CpArgs`, and its use in the strategy's file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CpOptions {
+    /// Ulysses (head-parallel) degree of `usp`; must divide the world size and the query heads.
+    #[serde(default)]
+    pub ulysses_degree: Option<usize>,
+    /// Inner ring size of `double-ring`; must divide the world size.
+    #[serde(default)]
+    pub inner_ring: Option<usize>,
+    /// Overrides the strategy's sharding.
+    #[serde(default)]
+    pub sharding: Option<Sharding>,
+}
+
+impl CpOptions {
+    /// The option names, as written in suites (`strategy_params`) and as flags (`--ulysses-degree`).
+    pub const KEYS: [&'static str; 3] = ["ulysses_degree", "inner_ring", "sharding"];
+
+    /// From `key = value` pairs (a suite's `strategy_params`); errors name the key.
+    pub fn from_params(p: &Params) -> Result<CpOptions, String> {
+        let mut o = CpOptions::default();
+        for (k, v) in &p.0 {
+            let count = |v: &str| v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| format!("{k}: expected a positive integer, got `{v}`"));
+            match k.as_str() {
+                "ulysses_degree" => o.ulysses_degree = Some(count(v)?),
+                "inner_ring" => o.inner_ring = Some(count(v)?),
+                "sharding" => o.sharding = Some(v.parse::<Sharding>().map_err(|e| format!("{k}: {e}"))?),
+                _ => return Err(format!("unknown strategy option `{k}` (expected {})", Self::KEYS.join(", "))),
+            }
+        }
+        Ok(o)
+    }
+
+    /// The options that are set, as `key = value` pairs (the case's canonical text and labels).
+    pub fn to_params(&self) -> Params {
+        let mut p = Params::new();
+        if let Some(u) = self.ulysses_degree {
+            p = p.set("ulysses_degree", u);
+        }
+        if let Some(i) = self.inner_ring {
+            p = p.set("inner_ring", i);
+        }
+        if let Some(s) = self.sharding {
+            p = p.set("sharding", s);
+        }
+        p
+    }
+}
+
+/// Everything that defines what a case computes — the one case definition every subcommand, the
+/// runner, its kernel worker and the CP ranks share. `backend` is the kernel backend (for CP cases,
+/// the per-rank attention kernel), `strategy` the CP strategy (empty for kernel cases), `cp` the
+/// strategy's options.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Case {
     pub kind: CaseKind,
@@ -186,9 +277,9 @@ pub struct Case {
     pub pass: Pass,
     pub device: DeviceKind,
     pub world_size: usize,
-    /// Strategy options such as `ulysses_degree=2` (part of the identity of a CP case).
+    /// Strategy options (part of the identity of a CP case).
     #[serde(default)]
-    pub strategy_params: Params,
+    pub cp: CpOptions,
 }
 
 impl Case {
@@ -219,8 +310,13 @@ impl Case {
             pass,
             device,
             world_size: 1,
-            strategy_params: Params::new(),
+            cp: CpOptions::default(),
         }
+    }
+
+    /// A CP case: `world_size` ranks running `strategy`, each rank's attention on `backend`.
+    pub fn cp(strategy: &str, backend: &str, world_size: usize, options: CpOptions, kernel: Case) -> Case {
+        Case { kind: CaseKind::Cp, backend: backend.to_string(), strategy: strategy.to_string(), world_size, cp: options, ..kernel }
     }
 
     /// Canonical text of the case's identity; `case_id` hashes it.
@@ -230,7 +326,7 @@ impl Case {
             self.kind,
             self.backend,
             self.strategy,
-            self.strategy_params,
+            self.cp.to_params(),
             self.pattern,
             self.params,
             self.seqlen,
@@ -252,7 +348,13 @@ impl Case {
 
     /// A short human label, e.g. `sdpa-flash causal S=4096 8:2 d64 fp32 fwd`.
     pub fn label(&self) -> String {
-        let what = if self.strategy.is_empty() { self.backend.clone() } else { format!("{}×{} ({})", self.strategy, self.world_size, self.backend) };
+        let what = if self.strategy.is_empty() {
+            self.backend.clone()
+        } else {
+            let o = self.cp.to_params();
+            let o = if o.is_empty() { String::new() } else { format!("[{o}]") };
+            format!("{}{o}×{} ({})", self.strategy, self.world_size, self.backend)
+        };
         let p = if self.params.is_empty() { String::new() } else { format!("[{}]", self.params) };
         format!("{what} {}{p} S={} b={} {} d{} {} {}", self.pattern, self.seqlen, self.batch, self.heads, self.head_dim, self.dtype, self.pass)
     }
@@ -282,5 +384,12 @@ mod tests {
         assert_ne!(a.case_id(), b.case_id());
         // Pinned: changing the canonical form would break resume and compare against old CSVs.
         assert_eq!(a.canonical(), "kind=kernel;backend=naive;strategy=;sp=;mask=causal;params=;S=1024;b=1;h=8:2;d=64;dtype=fp32;pass=fwd;device=cpu;ws=1");
+        // A CP case's typed options render as the `key=value` list earlier versions wrote.
+        let o = CpOptions { ulysses_degree: Some(2), sharding: Some(Sharding::Zigzag), ..Default::default() };
+        let c = Case::cp("usp", "sliced", 4, o, a.clone());
+        assert!(c.canonical().starts_with("kind=cp;backend=sliced;strategy=usp;sp=sharding=zigzag;ulysses_degree=2;mask=causal;"), "{}", c.canonical());
+        assert_eq!(CpOptions::from_params(&o.to_params()).unwrap(), o);
+        assert!(CpOptions::from_params(&Params::new().set("ulysses", 2)).unwrap_err().contains("unknown strategy option `ulysses`"));
+        assert!(CpOptions::from_params(&Params::new().set("inner_ring", 0)).unwrap_err().starts_with("inner_ring:"));
     }
 }

@@ -24,7 +24,7 @@ enum Command {
     #[command(subcommand)]
     Mask(cli::mask::MaskCommand),
     /// One context-parallel case (run under mpirun: one process per rank).
-    Cp(cli::cp::CpArgs),
+    Cp(cli::cp::CpCommandArgs),
     /// Collective bus-bandwidth table (nccl-tests style), under mpirun.
     Comm(cli::comm::CommArgs),
     /// Plots from result CSVs.

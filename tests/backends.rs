@@ -3,8 +3,8 @@
 
 use attnbench::backend::{registry, Backend, BackendError, Fwd, Inputs, Kernel};
 use attnbench::case::{Case, DType, DeviceKind, HeadLayout};
-use attnbench::exec::execute_kernel_case_with;
 use attnbench::flops::Pass;
+use attnbench::harness::kernel::execute_kernel_case_with;
 use attnbench::mask::{build_pattern, Params, PATTERNS};
 use attnbench::measure::MeasureSettings;
 use attnbench::results::Status;
@@ -73,7 +73,7 @@ fn cuda_only_backends_answer_unsupported_on_cpu() {
         let masks = build_pattern("causal", 64, &Params::new()).unwrap();
         let why = b.supports(&case(name), &masks).unwrap_err();
         assert!(why.contains("CPU") || why.contains("CUDA"), "{name}: {why}");
-        let row = attnbench::exec::execute_kernel_case(&case(name), &quick(), "t").unwrap();
+        let row = attnbench::harness::kernel::execute_kernel_case(&case(name), &quick(), "t").unwrap();
         assert_eq!(row.status, Status::Unsupported);
         assert!(row.ms_median.is_none());
     }
@@ -81,7 +81,7 @@ fn cuda_only_backends_answer_unsupported_on_cpu() {
     if !attnbench::sys::cuda_available() {
         let mut c = case("sdpa-math");
         c.device = DeviceKind::Cuda;
-        let row = attnbench::exec::execute_kernel_case(&c, &quick(), "t").unwrap();
+        let row = attnbench::harness::kernel::execute_kernel_case(&c, &quick(), "t").unwrap();
         assert_eq!(row.status, Status::Unsupported);
     }
     // sdpa-flash on CUDA takes no attn_mask: document masks are unsupported there (answered up front).
@@ -155,7 +155,7 @@ fn wrong_backend_is_caught_by_the_gate() {
 #[test]
 fn bad_mask_parameters_are_errors_not_rows() {
     let case = Case::kernel("naive", "causal", Params::new().set("nonsense", 1), 64, HeadLayout { q: 2, kv: 2 }, 16, DType::Fp32, Pass::Fwd, DeviceKind::Cpu);
-    assert!(attnbench::exec::execute_kernel_case(&case, &quick(), "t").is_err());
+    assert!(attnbench::harness::kernel::execute_kernel_case(&case, &quick(), "t").is_err());
     let case = Case::kernel("naive", "no_such_mask", Params::new(), 64, HeadLayout { q: 2, kv: 2 }, 16, DType::Fp32, Pass::Fwd, DeviceKind::Cpu);
-    assert!(attnbench::exec::execute_kernel_case(&case, &quick(), "t").is_err());
+    assert!(attnbench::harness::kernel::execute_kernel_case(&case, &quick(), "t").is_err());
 }

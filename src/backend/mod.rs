@@ -65,7 +65,6 @@ impl BackendError {
     }
 }
 
-pub mod check;
 pub mod cudnn_varlen;
 pub mod efficient_varlen;
 pub mod flash_varlen;

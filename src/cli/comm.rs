@@ -182,7 +182,7 @@ fn run_distributed(a: &CommArgs) -> anyhow::Result<ExitCode> {
         });
     }
     if p.device_cuda {
-        p.cfg.device = Device::Cuda(crate::cp::exec::local_device_index() % (tch::Cuda::device_count().max(1) as usize));
+        p.cfg.device = Device::Cuda(crate::harness::cp::local_device_index() % (tch::Cuda::device_count().max(1) as usize));
     }
     go(&mpi, &p.cfg)
 }

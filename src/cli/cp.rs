@@ -1,85 +1,49 @@
-//! `attnbench cp`: one context-parallel case, run under mpirun (one process per rank, `--comm mpi` or
-//! `nccl`) or inside one process (`--comm local --world N`, ranks as threads). Rank 0 prints the row
-//! (`--json`: one JSON object) and appends it to `--out FILE.csv`. Bad input: exit 2 on every rank,
-//! one line printed by rank 0 (or by the one rank whose input was bad). A rank failing mid-run prints
-//! `error: rank R: …` and aborts the whole job (exit 1); rows written before stay intact.
+//! `attnbench cp`: CP cases (strategies × masks), run under mpirun (one process per rank, `--comm mpi`
+//! or `nccl`) or inside one process (`--comm local --world N`, ranks as threads). Rank 0 prints each
+//! row (`--json`: one JSON object) and appends it to `--out FILE.csv`. Bad input: exit 2 on every rank,
+//! one line printed by rank 0 (or by the one rank whose input was bad); ranks started with different
+//! arguments stop the same way before any tensor moves (`harness::cp::agree`). A rank failing mid-run
+//! prints `error: rank R: …` and aborts the whole job (exit 1); rows written before stay intact.
+//! `attnbench run` hands a case to its ranks as data (`--work FILE`, the kernel worker's item).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::case::{DType, DeviceKind, HeadLayout};
+use super::args::{CaseArgs, CpArgs, MeasureArgs, CPU_TOY_SHAPE};
 use crate::cp::comm::Comm;
-use crate::cp::def::CpDef;
-use crate::cp::exec::{run_case, CpSpec};
-use crate::cp::shard::Sharding;
+use crate::cp::setup::CpSetup;
 use crate::error::BadInput;
-use crate::flops::Pass;
-use crate::mask::Params;
+use crate::harness::cp::{agree, run_case, CpSpec};
 use crate::measure::MeasureSettings;
 use crate::results::{CsvAppender, Row};
+use crate::suite::worker::WorkItem;
 
 #[derive(clap::Args, Debug, Clone)]
-pub struct CpArgs {
-    /// CP strategy: ring-p2p, ring-p2p-zigzag, ring-allgather, ulysses, usp, double-ring; repeatable,
-    /// or `all`. Several strategies/masks run as a sweep inside one job (one row per case).
-    #[arg(long, required = true)]
-    pub strategy: Vec<String>,
-    /// Mask pattern (see `attnbench list`), optionally with its own parameters as
-    /// `name?key=value&key=value`; repeatable.
-    #[arg(long, required = true)]
-    pub mask: Vec<String>,
-    /// Mask parameter key=value (repeatable).
-    #[arg(long = "set", value_name = "K=V")]
-    pub set: Vec<String>,
-    /// Global sequence length (tokens, all ranks together).
-    #[arg(long)]
-    pub seqlen: usize,
-    /// Head layout Hq:Hkv.
-    #[arg(long, default_value = "8:2")]
-    pub heads: String,
-    #[arg(long, default_value_t = 32)]
-    pub head_dim: usize,
-    #[arg(long, default_value_t = 1)]
-    pub batch: usize,
-    #[arg(long, default_value = "fp32")]
-    pub dtype: String,
-    /// fwd, bwd (timed without the forward) or fwdbwd.
-    #[arg(long = "pass", default_value = "fwd")]
-    pub pass: String,
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+pub struct CpCommandArgs {
+    #[command(flatten)]
+    pub case: CaseArgs,
+    #[command(flatten)]
+    pub cp: CpArgs,
+    #[command(flatten)]
+    pub measure: MeasureArgs,
     /// Communicator: mpi, nccl (GPUs) or local (threads in this process, see --world).
     #[arg(long)]
     pub comm: Option<String>,
     /// Number of ranks for --comm local.
     #[arg(long, default_value_t = 2)]
     pub world: usize,
-    /// Ulysses (head-parallel) degree for usp (must divide the world size and Hq).
-    #[arg(long, default_value_t = 0)]
-    pub ulysses_degree: usize,
-    /// Inner ring size for double-ring (must divide the world size).
-    #[arg(long, default_value_t = 0)]
-    pub inner_ring: usize,
-    /// Override the strategy's sharding: contiguous or zigzag.
-    #[arg(long)]
-    pub sharding: Option<String>,
-    #[arg(long, default_value_t = 1)]
-    pub warmup: usize,
-    #[arg(long, default_value_t = 5)]
-    pub repeats: usize,
-    /// Skip the check against the single-device result.
-    #[arg(long)]
-    pub no_check: bool,
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
     /// Print the row as one JSON object (rank 0).
     #[arg(long)]
     pub json: bool,
     /// Append the row to this CSV (rank 0; created with a header if new).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Run the case in this work item (JSON: run id, case, settings) instead of the case flags; how
+    /// `attnbench run` hands a CP case to its ranks.
+    #[arg(long, hide = true)]
+    pub work: Option<PathBuf>,
     /// Testing hook (test builds only): RANK:KIND with KIND = mask (bad mask on that rank), error
     /// (fails mid-run), kill (SIGKILL mid-run).
     #[cfg(feature = "test-hooks")]
@@ -87,40 +51,34 @@ pub struct CpArgs {
     pub fault: Option<String>,
 }
 
-fn base_spec(a: &CpArgs) -> Result<CpSpec, BadInput> {
-    let heads: HeadLayout = a.heads.parse().map_err(|e| BadInput(format!("--heads: {e}")))?;
-    let dtype: DType = a.dtype.parse().map_err(|e| BadInput(format!("--dtype: {e}")))?;
-    let pass: Pass = a.pass.parse().map_err(|e| BadInput(format!("--pass: {e}")))?;
-    let device: DeviceKind = a.device.parse().map_err(|e| BadInput(format!("--device: {e}")))?;
-    let params = Params::parse_kv(&a.set).map_err(|e| BadInput(format!("--set: {e}")))?;
-    let sharding = match &a.sharding {
-        None => None,
-        Some(s) => Some(s.parse::<Sharding>().map_err(|e| BadInput(format!("--sharding: {e}")))?),
+/// Default measurement of `cp` (a CPU toy size: few repeats).
+fn defaults() -> MeasureSettings {
+    MeasureSettings { warmup: 1, repeats: 5, ..MeasureSettings::default() }
+}
+
+/// The cases of a command line (strategies × masks at `world` ranks), or of its work item; each
+/// validated (set up without tensors) so bad input is found before any rank starts computing.
+fn specs_from(a: &CpCommandArgs, world: usize) -> Result<(String, Vec<CpSpec>), BadInput> {
+    let (run_id, specs) = match &a.work {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| BadInput::new(format!("--work {}: {e}", path.display())))?;
+            let item: WorkItem = serde_json::from_str(&text).map_err(|e| BadInput::new(format!("--work {}: not a work item: {e}", path.display())))?;
+            (item.run_id, vec![CpSpec::new(item.case, item.settings)])
+        }
+        None => {
+            let settings = a.measure.settings(defaults())?;
+            let cases = a.cp.cases(&a.case, &CPU_TOY_SHAPE, &[world])?;
+            (chrono::Local::now().format("%Y%m%dT%H%M%S").to_string(), cases.into_iter().map(|c| CpSpec::new(c, settings.clone())).collect())
+        }
     };
-    if a.seqlen == 0 || a.head_dim == 0 || a.batch == 0 {
-        return Err(BadInput("--seqlen, --head-dim and --batch must be at least 1".into()));
-    }
-    if a.repeats == 0 {
-        return Err(BadInput("--repeats must be at least 1".into()));
-    }
-    let def = CpDef {
-        strategy: String::new(),
-        pattern: String::new(),
-        params,
-        seqlen: a.seqlen,
-        batch: a.batch,
-        heads,
-        head_dim: a.head_dim,
-        dtype,
-        pass,
-        device,
-        ulysses_degree: a.ulysses_degree,
-        inner_ring: a.inner_ring,
-        sharding,
-    };
-    let settings = MeasureSettings { warmup: a.warmup, repeats: a.repeats, check: !a.no_check, seed: a.seed, ..MeasureSettings::default() };
     #[allow(unused_mut)]
-    let mut spec = CpSpec::new(def, settings);
+    let mut specs = specs;
+    for spec in &specs {
+        if spec.case.device == crate::case::DeviceKind::Cuda && !crate::sys::cuda_available() {
+            return Err(BadInput::new("--device cuda: no CUDA device is available on this machine"));
+        }
+        CpSetup::new(&spec.case).map_err(BadInput::new)?;
+    }
     #[cfg(feature = "test-hooks")]
     if let Some(f) = &a.fault {
         let (r, k) = f.split_once(':').ok_or_else(|| BadInput(format!("--fault: expected RANK:KIND, got `{f}`")))?;
@@ -128,20 +86,21 @@ fn base_spec(a: &CpArgs) -> Result<CpSpec, BadInput> {
         if !["mask", "error", "kill"].contains(&k) {
             return Err(BadInput(format!("--fault: kind must be mask, error or kill, got `{k}`")));
         }
-        spec.fault = Some((r, k.to_string()));
+        for spec in &mut specs {
+            spec.fault = Some((r, k.to_string()));
+        }
     }
-    Ok(spec)
+    Ok((run_id, specs))
 }
 
-/// The cases of a (possibly multi-valued) command line: strategies × masks.
-fn specs_from(a: &CpArgs) -> Result<Vec<CpSpec>, BadInput> {
-    let base = base_spec(a)?;
-    Ok(base.def.expand(&a.strategy, &a.mask)?.into_iter().map(|def| CpSpec { def, ..base.clone() }).collect())
+/// A fingerprint of the whole list of cases (what every rank must agree on).
+fn fingerprint(specs: &[CpSpec]) -> u64 {
+    specs.iter().fold(specs.len() as u64, |h, s| (h.wrapping_mul(1_000_003) ^ s.fingerprint()) & ((1 << 52) - 1))
 }
 
 /// Runs every case on one rank, in order; stops at the first failure (its code). Rows of the cases
 /// before are already written.
-fn run_all(comm: &dyn Comm, specs: &[CpSpec], a: &CpArgs, run_id: &str, device_name: &str, abort_on_error: bool) -> anyhow::Result<ExitCode> {
+fn run_all(comm: &dyn Comm, specs: &[CpSpec], a: &CpCommandArgs, run_id: &str, device_name: &str, abort_on_error: bool) -> anyhow::Result<ExitCode> {
     let mut wrong = 0;
     let mut n_rows = 0;
     for spec in specs {
@@ -192,7 +151,7 @@ fn run_on(comm: &dyn Comm, spec: &CpSpec, run_id: &str, device_name: &str, abort
     }
 }
 
-fn finish(end: RankEnd, a: &CpArgs) -> anyhow::Result<ExitCode> {
+fn finish(end: RankEnd, a: &CpCommandArgs) -> anyhow::Result<ExitCode> {
     match end {
         RankEnd::Quiet => Ok(ExitCode::SUCCESS),
         RankEnd::Fail(c) => Ok(ExitCode::from(c)),
@@ -229,16 +188,16 @@ fn finish(end: RankEnd, a: &CpArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-pub fn run(a: CpArgs) -> anyhow::Result<ExitCode> {
+pub fn run(a: CpCommandArgs) -> anyhow::Result<ExitCode> {
     let comm_name = a.comm.clone().unwrap_or_else(|| if cfg!(feature = "mpi") { "mpi".into() } else { "local".into() });
-    let run_id = chrono::Local::now().format("%Y%m%dT%H%M%S").to_string();
-    let device_name = a.device.clone();
+    let device_name = a.case.device.clone();
     match comm_name.as_str() {
         "local" => {
-            let specs = specs_from(&a)?;
             if a.world == 0 {
                 return Err(BadInput("--world must be at least 1".into()).into());
             }
+            // Every case is validated before the world is spawned.
+            let (run_id, specs) = specs_from(&a, a.world)?;
             let args = a.clone();
             let codes =
                 crate::cp::comm::local::LocalWorld::run(a.world, move |c| run_all(c, &specs, &args, &run_id, &device_name, false).map_err(|e| e.to_string()));
@@ -250,32 +209,33 @@ pub fn run(a: CpArgs) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        "mpi" | "nccl" => run_distributed(&a, &comm_name, &run_id, &device_name),
+        "mpi" | "nccl" => run_distributed(&a, &comm_name, &device_name),
         other => Err(BadInput(format!("--comm: unknown communicator `{other}` (expected mpi, nccl or local)")).into()),
     }
 }
 
 #[cfg(feature = "mpi")]
-fn run_distributed(a: &CpArgs, comm_name: &str, run_id: &str, device_name: &str) -> anyhow::Result<ExitCode> {
+fn run_distributed(a: &CpCommandArgs, comm_name: &str, device_name: &str) -> anyhow::Result<ExitCode> {
     let mpi = crate::cp::comm::mpi::MpiComm::init().map_err(|e| anyhow::anyhow!("{e}"))?;
-    // Flag errors: every rank finds the same one; only rank 0 prints it.
-    let specs = match specs_from(a) {
-        Ok(s) => s,
-        Err(e) => {
-            if mpi.rank() == 0 {
-                eprintln!("error: {e}");
-            }
-            return Ok(ExitCode::from(2));
+    // Every rank parses its own arguments; all ranks then agree (or all stop with exit 2) before any
+    // tensor moves: a rank with bad arguments or a different case cannot hang or crash the job.
+    let parsed = specs_from(a, mpi.size());
+    let local = parsed.as_ref().map(|(_, s)| fingerprint(s)).map_err(|e| e.to_string());
+    if let Err(f) = agree(&mpi, local) {
+        if let Some(m) = f.message {
+            eprintln!("error: {m}");
         }
-    };
+        return Ok(ExitCode::from(f.code));
+    }
+    let (run_id, specs) = parsed.expect("agreed");
     if comm_name == "nccl" {
-        super::with_nccl(&mpi, |n, _| run_all(n, &specs, a, run_id, device_name, true))
+        super::with_nccl(&mpi, |n, _| run_all(n, &specs, a, &run_id, device_name, true))
     } else {
-        run_all(&mpi, &specs, a, run_id, device_name, true)
+        run_all(&mpi, &specs, a, &run_id, device_name, true)
     }
 }
 
 #[cfg(not(feature = "mpi"))]
-fn run_distributed(_a: &CpArgs, comm_name: &str, _run_id: &str, _device_name: &str) -> anyhow::Result<ExitCode> {
+fn run_distributed(_a: &CpCommandArgs, comm_name: &str, _device_name: &str) -> anyhow::Result<ExitCode> {
     Err(BadInput(format!("--comm {comm_name}: this attnbench was built without the `mpi` feature (cargo build --features mpi), use --comm local")).into())
 }

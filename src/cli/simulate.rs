@@ -11,12 +11,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::case::{DType, DeviceKind, HeadLayout};
-use crate::cp::def::CpDef;
-use crate::cp::shard::Sharding;
+use super::args::{CaseArgs, CpArgs, LONGCA_CP_SHAPE};
+use crate::case::{DType, DeviceKind};
 use crate::error::BadInput;
-use crate::flops::Pass;
-use crate::mask::Params;
 use crate::results::{CsvAppender, RunMeta};
 use crate::sim::calibrate::{apply, calibrate_file};
 use crate::sim::comm_model::{preset, Link, PRESETS};
@@ -25,39 +22,13 @@ use crate::sim::{plan, simulate_planned, to_row, SimError, SimReport, SimSpec};
 
 #[derive(clap::Args, Debug)]
 pub struct SimulateArgs {
-    /// CP strategy (repeatable, or `all`): ring-p2p, ring-p2p-zigzag, ring-allgather, ulysses, usp,
-    /// double-ring.
-    #[arg(long, required = true)]
-    pub strategy: Vec<String>,
+    #[command(flatten)]
+    pub case: CaseArgs,
+    #[command(flatten)]
+    pub cp: CpArgs,
     /// Number of virtual ranks (repeatable).
     #[arg(long = "world-size", required = true)]
     pub world_size: Vec<usize>,
-    /// Mask pattern, optionally `name?key=value&key=value` (repeatable).
-    #[arg(long, required = true)]
-    pub mask: Vec<String>,
-    /// Mask parameter key=value (repeatable).
-    #[arg(long = "set", value_name = "K=V")]
-    pub set: Vec<String>,
-    /// Total sequence length (tokens over all ranks).
-    #[arg(long, conflicts_with = "seqlen_per_rank")]
-    pub seqlen: Option<usize>,
-    /// Tokens per rank (total = this × world size).
-    #[arg(long)]
-    pub seqlen_per_rank: Option<usize>,
-    #[arg(long, default_value = "64:8")]
-    pub heads: String,
-    #[arg(long, default_value_t = 128)]
-    pub head_dim: usize,
-    #[arg(long, default_value_t = 1)]
-    pub batch: usize,
-    #[arg(long, default_value = "bf16")]
-    pub dtype: String,
-    /// fwd, bwd or fwdbwd.
-    #[arg(long = "pass", default_value = "fwd")]
-    pub pass: String,
-    /// Device the measured model executes pieces on (and the case's device column).
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
     /// Cluster preset: h100, h200, a100 (per-direction NVLink / InfiniBand bandwidths, latencies).
     #[arg(long, default_value = "h100")]
     pub topology: String,
@@ -94,16 +65,6 @@ pub struct SimulateArgs {
     /// Measured model: timed repeats per distinct piece (the median is used).
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
-    /// Ulysses (head-parallel) degree for usp (must divide the world size and Hq); 0 = the
-    /// strategy's default.
-    #[arg(long, default_value_t = 0)]
-    pub ulysses_degree: usize,
-    /// Inner ring size for double-ring (must divide the world size); 0 = the strategy's default.
-    #[arg(long, default_value_t = 0)]
-    pub inner_ring: usize,
-    /// contiguous or zigzag (default: the strategy's).
-    #[arg(long)]
-    pub sharding: Option<String>,
     /// Append rows (kind simulated) to this CSV.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -120,10 +81,6 @@ fn bad(m: impl Into<String>) -> anyhow::Error {
     BadInput::new(m).into()
 }
 
-fn parse<T: std::str::FromStr<Err = String>>(flag: &str, v: &str) -> Result<T, anyhow::Error> {
-    v.parse::<T>().map_err(|e| bad(format!("--{flag}: {e}")))
-}
-
 fn parse_link(s: &str) -> Result<Link, anyhow::Error> {
     let (a, b) = s.split_once(',').ok_or_else(|| bad(format!("--link: expected ALPHA_US,BETA_GBPS, got `{s}`")))?;
     let alpha_us: f64 = a.trim().parse().map_err(|_| bad(format!("--link: bad latency `{a}` (µs)")))?;
@@ -135,17 +92,11 @@ fn parse_link(s: &str) -> Result<Link, anyhow::Error> {
 }
 
 pub fn run(a: SimulateArgs) -> anyhow::Result<ExitCode> {
-    let heads: HeadLayout = parse("heads", &a.heads)?;
-    let dtype: DType = parse("dtype", &a.dtype)?;
-    let pass: Pass = parse("pass", &a.pass)?;
-    let device: DeviceKind = parse("device", &a.device)?;
-    let sharding = a.sharding.as_deref().map(|s| parse::<Sharding>("sharding", s)).transpose()?;
-    let params = Params::parse_kv(&a.set).map_err(|e| bad(format!("--set: {e}")))?;
-    if a.head_dim == 0 || a.batch == 0 || a.repeats == 0 {
-        return Err(bad("--head-dim, --batch and --repeats must be at least 1"));
-    }
-    if a.world_size.contains(&0) {
-        return Err(bad("--world-size must be at least 1"));
+    // Every case of the command line (strategies × world sizes × masks), validated before anything runs.
+    let cases = a.cp.cases(&a.case, &LONGCA_CP_SHAPE, &a.world_size)?;
+    let (dtype, device): (DType, DeviceKind) = (cases[0].dtype, cases[0].device);
+    if a.repeats == 0 {
+        return Err(bad("--repeats must be at least 1"));
     }
     let mut topo =
         preset(&a.topology).ok_or_else(|| bad(format!("--topology: unknown `{}` (expected h100, h200, a100 or one of {})", a.topology, PRESETS.join(", "))))?;
@@ -211,22 +162,6 @@ pub fn run(a: SimulateArgs) -> anyhow::Result<ExitCode> {
         other => return Err(bad(format!("--compute-model: unknown `{other}` (expected measured or roofline)"))),
     };
 
-    let base = CpDef {
-        strategy: String::new(),
-        pattern: String::new(),
-        params,
-        seqlen: 0,
-        batch: a.batch,
-        heads,
-        head_dim: a.head_dim,
-        dtype,
-        pass,
-        device,
-        ulysses_degree: a.ulysses_degree,
-        inner_ring: a.inner_ring,
-        sharding,
-    };
-    let defs = base.expand(&a.strategy, &a.mask)?;
     let run_id = format!("simulate-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"));
     let mut csv = match &a.out {
         Some(p) => {
@@ -253,39 +188,29 @@ pub fn run(a: SimulateArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
 
-    for def in &defs {
-        for &w in &a.world_size {
-            let seqlen = match (a.seqlen, a.seqlen_per_rank) {
-                (Some(s), None) => s,
-                (None, Some(s)) => s * w,
-                _ => return Err(bad("give exactly one of --seqlen (total) or --seqlen-per-rank")),
-            };
-            if seqlen == 0 {
-                return Err(bad("--seqlen must be at least 1"));
+    for case in cases {
+        let spec = SimSpec { case, topology: topo.clone(), calibrated };
+        let planned = plan(&spec).map_err(|e| bad(e.to_string()))?;
+        let rep = match simulate_planned(&spec, &planned, model.clone()) {
+            Ok(r) => r,
+            Err(SimError::Bad(m)) => return Err(bad(m)),
+            Err(e) => return Err(anyhow::anyhow!("{}: {e}", spec.case.label())),
+        };
+        let row = to_row(&spec, &rep, &run_id, &device_name);
+        if let Some(c) = csv.as_mut() {
+            c.append(&row)?;
+        }
+        let schedule = a.schedule.then_some(&planned.schedule);
+        if a.json {
+            let mut v = serde_json::json!({ "row": row, "report": rep });
+            if let Some(s) = &schedule {
+                v["schedule"] = serde_json::to_value(s)?;
             }
-            let spec = SimSpec { def: CpDef { seqlen, ..def.clone() }, world: w, topology: topo.clone(), calibrated };
-            let planned = plan(&spec).map_err(|e| bad(e.to_string()))?;
-            let rep = match simulate_planned(&spec, &planned, model.clone()) {
-                Ok(r) => r,
-                Err(SimError::Bad(m)) => return Err(bad(m)),
-                Err(e) => return Err(anyhow::anyhow!("{} {} W={w}: {e}", def.strategy, def.pattern)),
-            };
-            let row = to_row(&spec, &rep, &run_id, &device_name);
-            if let Some(c) = csv.as_mut() {
-                c.append(&row)?;
-            }
-            let schedule = a.schedule.then_some(&planned.schedule);
-            if a.json {
-                let mut v = serde_json::json!({ "row": row, "report": rep });
-                if let Some(s) = &schedule {
-                    v["schedule"] = serde_json::to_value(s)?;
-                }
-                println!("{}", serde_json::to_string(&v)?);
-            } else {
-                print_report(&spec, &rep);
-                if let Some(s) = &schedule {
-                    print_schedule(s, &spec.def.layout());
-                }
+            println!("{}", serde_json::to_string(&v)?);
+        } else {
+            print_report(&spec, &rep);
+            if let Some(s) = &schedule {
+                print_schedule(s, &planned.layout);
             }
         }
     }
@@ -295,13 +220,13 @@ pub fn run(a: SimulateArgs) -> anyhow::Result<ExitCode> {
 fn print_report(spec: &SimSpec, r: &SimReport) {
     println!(
         "{} {} S={} ({} per rank) ws={} {} {}: predicted {:.4} ms, {:.2} TFLOPS/GPU, scaling eff {:.3}, imbalance {:.3} (compute time {:.3}), bytes sent/rank {}",
-        spec.def.strategy,
-        spec.def.pattern,
-        spec.def.seqlen,
-        spec.def.seqlen / spec.world,
-        spec.world,
-        spec.def.heads,
-        spec.def.pass,
+        spec.case.strategy,
+        spec.case.pattern,
+        spec.case.seqlen,
+        spec.case.seqlen / spec.case.world_size,
+        spec.case.world_size,
+        spec.case.heads,
+        spec.case.pass,
         r.total_s * 1e3,
         r.tflops_per_gpu,
         r.scaling_eff,
@@ -310,7 +235,7 @@ fn print_report(spec: &SimSpec, r: &SimReport) {
         r.bytes_sent
     );
     println!("  {}", r.note);
-    let show_ranks = spec.world <= 8;
+    let show_ranks = spec.case.world_size <= 8;
     println!(
         "  {:<26} {:>10} {:>6} {:>8}  {}",
         "step",

@@ -1,30 +1,24 @@
-//! Context parallelism: communicators ([`comm`]), sequence sharding ([`shard`]), one file per strategy
-//! ([`ring_p2p`], [`ring_allgather`], [`ulysses`], [`usp`], [`double_ring`]), their [`registry`], the
-//! schedule data model ([`schedule`]) and the executor that checks and times one CP case ([`exec`]).
+//! Context parallelism: communicators ([`comm`]), sequence sharding ([`shard`]), the schedule data
+//! model ([`schedule`]), engines ([`engine`]: the ring engine and the all-gather engine), one file per
+//! strategy ([`strategies`]) listed in the [`registry`], the setup of a CP case at its world size
+//! ([`setup`]) and the collective benchmark of `attnbench comm` ([`commbench`]). The harness that
+//! checks and times one CP case on its ranks is `crate::harness::cp`.
 //!
-//! Tensor conventions are the sliced backend's: q `[B, Hq, S, D]`, k/v `[B, Hkv, S, D]`, lse
+//! Tensor conventions are the attention core's: q `[B, Hq, S, D]`, k/v `[B, Hkv, S, D]`, lse
 //! `[B, Hq, S]`. A rank's local tensors hold its shard's token ranges concatenated along S.
 
 pub mod comm;
 pub mod commbench;
-pub mod def;
-pub mod double_ring;
-pub mod exec;
+pub mod engine;
 pub mod registry;
-pub mod ring_allgather;
-pub mod ring_p2p;
 pub mod schedule;
+pub mod setup;
 pub mod shard;
-pub mod ulysses;
-pub mod usp;
+pub mod strategies;
+pub mod strategy;
 
-use tch::Kind;
-
-use crate::backend::BackendError;
-use crate::mask::Mask;
+use crate::attn::AttnError;
 use comm::CommError;
-use schedule::CpLayout;
-use shard::Shard;
 
 /// Failure of a CP strategy on one rank.
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +26,7 @@ pub enum CpError {
     #[error("communication: {0}")]
     Comm(#[from] CommError),
     #[error("kernel: {0}")]
-    Backend(#[from] BackendError),
+    Attn(#[from] AttnError),
     /// The strategy cannot run this configuration (degrees, heads, world size); names the flag.
     #[error("{0}")]
     Config(String),
@@ -40,32 +34,14 @@ pub enum CpError {
     Measure(#[from] crate::measure::MeasureError),
 }
 
-impl From<crate::attn::AttnError> for CpError {
-    fn from(e: crate::attn::AttnError) -> Self {
-        CpError::Backend(e.into())
-    }
-}
-
 impl From<crate::sys::SysError> for CpError {
     fn from(e: crate::sys::SysError) -> Self {
-        CpError::Backend(e.into())
+        CpError::Attn(e.into())
     }
 }
 
-/// What every rank knows about the case (no tensors).
-pub struct Problem<'a> {
-    pub mask: &'a Mask,
-    pub shard: &'a Shard,
-    /// Softmax scale (1/√D by default).
-    pub scale: f64,
-    pub layout: CpLayout,
-}
-
-/// Accumulation kind for partial results and travelling gradients: f64 for f64, else f32.
-pub fn acc_kind(k: Kind) -> Kind {
-    if k == Kind::Double {
-        Kind::Double
-    } else {
-        Kind::Float
+impl From<tch::TchError> for CpError {
+    fn from(e: tch::TchError) -> Self {
+        CpError::Attn(e.into())
     }
 }

@@ -19,14 +19,10 @@ pub struct CpLayout {
     /// Bytes per element of q, k, v, out (2 bf16/fp16, 4 fp32, 8 fp64).
     pub elem_bytes: usize,
     pub pass: Pass,
-    /// Ulysses (head-parallel) degree for `usp`; 0 = the strategy's default.
-    pub ulysses_degree: usize,
-    /// Inner ring size for `double-ring`; 0 = the strategy's default.
-    pub inner_ring: usize,
 }
 
 impl CpLayout {
-    /// Bytes of the LSE per element: f32, f64 for f64 inputs (the sliced backend's convention).
+    /// Bytes of the LSE per element: f32, f64 for f64 inputs (the attention core's convention).
     pub fn lse_bytes(&self) -> usize {
         if self.elem_bytes == 8 {
             8

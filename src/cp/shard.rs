@@ -9,47 +9,13 @@
 //!
 //! Uneven lengths are handled: chunk lengths differ by at most one token (the first ones are longer).
 
-use std::fmt;
 use std::ops::Range;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::case::Sharding;
 use crate::cp::comm::even_ranges;
 use crate::mask::{Mask, MaskError};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Sharding {
-    Contiguous,
-    Zigzag,
-}
-
-impl Sharding {
-    pub fn name(self) -> &'static str {
-        match self {
-            Sharding::Contiguous => "contiguous",
-            Sharding::Zigzag => "zigzag",
-        }
-    }
-}
-
-impl fmt::Display for Sharding {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Sharding {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "contiguous" => Ok(Sharding::Contiguous),
-            "zigzag" => Ok(Sharding::Zigzag),
-            _ => Err(format!("unknown sharding `{s}` (expected contiguous or zigzag)")),
-        }
-    }
-}
 
 /// The token ranges (global, half-open, in the order they are concatenated in the rank's local
 /// tensors) of every rank.

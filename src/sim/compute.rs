@@ -1,5 +1,5 @@
 //! Per-piece compute time of a virtual rank: either **measured** (the piece is executed on this device
-//! with exactly the tensors and sub-mask the real rank would use — `sliced_forward` / `sliced_backward`
+//! with exactly the tensors and sub-mask the real rank would use — the case's kernel (`MaskedAttention`)
 //! on `block_mask(mask, piece.q, piece.k)` — warmup then the median of a few repeats), or a
 //! **roofline** model (FLOPs / (device peak × efficiency) + one launch overhead per kernel launch the
 //! sliced backend would make), for worlds whose pieces are far too slow to execute on the machine at
@@ -14,9 +14,8 @@ use std::ops::Range;
 
 use tch::{Device, Tensor};
 
-use crate::attn::groups::packed_calls;
 use crate::attn::merge::RunningMerge;
-use crate::attn::sliced::{sliced_backward, sliced_forward};
+use crate::attn::MaskedAttention;
 use crate::backend::BackendError;
 use crate::case::DType;
 use crate::cp::schedule::{CpLayout, GlueOp};
@@ -37,7 +36,7 @@ pub struct PieceShape<'a> {
     /// KV heads of the tensors the rank holds for this piece (Hkv·repeat/U for Ulysses-type plans).
     pub heads_kv: usize,
     pub head_dim: usize,
-    /// True for a backward piece (`sliced_backward`), false for a forward piece (`sliced_forward`).
+    /// True for a backward piece, false for a forward piece.
     pub backward: bool,
     /// FLOPs of the piece for its pass (the schedule's number).
     pub flops: f64,
@@ -74,7 +73,7 @@ pub struct Roofline {
 
 impl Roofline {
     /// Seconds of one piece: compute at the sustained rate plus one launch per varlen group (the
-    /// number of launches `sliced_forward`/`sliced_backward` make on the GPU for this sub-mask).
+    /// number of launches the kernel makes on the GPU for this sub-mask).
     pub fn piece_s(&self, flops: f64, launches: usize) -> f64 {
         flops / (self.peak_tflops * 1e12 * self.efficiency) + launches as f64 * self.launch_us * 1e-6
     }
@@ -100,6 +99,8 @@ struct PieceKey {
 
 /// Times pieces under a [`ComputeModel`], caching identical pieces.
 pub struct PieceTimer {
+    /// The case's per-rank kernel: what measured pieces run and whose launches the roofline counts.
+    attention: &'static dyn MaskedAttention,
     pub model: ComputeModel,
     cache: HashMap<PieceKey, f64>,
     glue_cache: HashMap<GlueOp, f64>,
@@ -114,8 +115,9 @@ pub struct PieceTimer {
 }
 
 impl PieceTimer {
-    pub fn new(model: ComputeModel, head_dim: usize) -> Self {
+    pub fn new(model: ComputeModel, head_dim: usize, attention: &'static dyn MaskedAttention) -> Self {
         PieceTimer {
+            attention,
             model,
             cache: HashMap::new(),
             glue_cache: HashMap::new(),
@@ -144,8 +146,10 @@ impl PieceTimer {
             return Ok(t);
         }
         let t = match &self.model {
-            ComputeModel::Roofline(r) => r.piece_s(p.flops, packed_calls(sub, 1, true).len().max(1)),
-            ComputeModel::Measured { device, dtype, warmup, repeats } => measure_piece(&key, sub, *device, *dtype, *warmup, *repeats, self.scale)?,
+            ComputeModel::Roofline(r) => r.piece_s(p.flops, self.attention.gpu_launches(sub)),
+            ComputeModel::Measured { device, dtype, warmup, repeats } => {
+                measure_piece(self.attention, &key, sub, *device, *dtype, *warmup, *repeats, self.scale)?
+            }
         };
         self.executed += 1;
         self.cache.insert(key, t);
@@ -210,7 +214,7 @@ fn timing_settings(warmup: usize, repeats: usize) -> MeasureSettings {
 /// contiguous copy, a dtype cast) on fresh tensors of its size; median seconds.
 fn measure_glue(op: &GlueOp, device: Device, dtype: DType, warmup: usize, repeats: usize) -> Result<f64, BackendError> {
     let kind = dtype.kind();
-    let acc = crate::cp::acc_kind(kind);
+    let acc = crate::attn::acc_kind(kind);
     match *op {
         GlueOp::Merge { batch, heads, rows, head_dim } => {
             let (b, h, s, d) = (batch as i64, heads as i64, rows as i64, head_dim as i64);
@@ -251,7 +255,17 @@ fn measure_glue(op: &GlueOp, device: Device, dtype: DType, warmup: usize, repeat
     }
 }
 
-fn measure_piece(key: &PieceKey, sub: &Mask, device: Device, dtype: DType, warmup: usize, repeats: usize, scale: f64) -> Result<f64, BackendError> {
+#[allow(clippy::too_many_arguments)]
+fn measure_piece(
+    attention: &dyn MaskedAttention,
+    key: &PieceKey,
+    sub: &Mask,
+    device: Device,
+    dtype: DType,
+    warmup: usize,
+    repeats: usize,
+    scale: f64,
+) -> Result<f64, BackendError> {
     let kind = dtype.kind();
     let (b, hq, hkv, sq, sk, d) = (key.b as i64, key.hq as i64, key.hkv as i64, key.sq as i64, key.sk as i64, key.d as i64);
     let q = Tensor::f_randn([b, hq, sq, d], (kind, device))?;
@@ -260,11 +274,11 @@ fn measure_piece(key: &PieceKey, sub: &Mask, device: Device, dtype: DType, warmu
     if key.backward {
         // The real rank calls backward with the final out/lse of its rows; for timing, the piece's own
         // forward result has the same shapes and dtypes.
-        let (out, lse) = sliced_forward(&q, &k, &v, sub, scale)?;
+        let (out, lse) = attention.forward(&q, &k, &v, sub, scale)?;
         let dout = Tensor::f_randn([b, hq, sq, d], (kind, device))?;
-        median_s(device, warmup, repeats, &mut || Ok(sliced_backward(&q, &k, &v, &out, &lse, &dout, sub, scale).map(|_| ())?))
+        median_s(device, warmup, repeats, &mut || Ok(attention.backward(&q, &k, &v, &out, &lse, &dout, sub, scale).map(|_| ())?))
     } else {
-        median_s(device, warmup, repeats, &mut || Ok(sliced_forward(&q, &k, &v, sub, scale).map(|_| ())?))
+        median_s(device, warmup, repeats, &mut || Ok(attention.forward(&q, &k, &v, sub, scale).map(|_| ())?))
     }
 }
 
@@ -285,7 +299,7 @@ mod tests {
     #[allow(clippy::single_range_in_vec_init)]
     fn identical_pieces_are_timed_once() {
         let m = Mask::new(16, vec![Slice::new(0..16, 0..16, SliceKind::Causal)]).unwrap();
-        let mut t = PieceTimer::new(ComputeModel::Measured { device: Device::Cpu, dtype: DType::Fp32, warmup: 0, repeats: 1 }, 8);
+        let mut t = PieceTimer::new(ComputeModel::Measured { device: Device::Cpu, dtype: DType::Fp32, warmup: 0, repeats: 1 }, 8, &crate::attn::sliced::SLICED);
         let (q0, q1) = ([0..4], [4..8]);
         let k = [0..4];
         // Rank 0 q=0..4 vs k=0..4 (causal) and rank 1 q=4..8 vs k=0..4 (full): different sub-masks.

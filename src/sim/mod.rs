@@ -14,10 +14,8 @@ pub mod predict;
 use serde::Serialize;
 
 use crate::backend::BackendError;
-use crate::case::CaseKind;
-use crate::cp::def::{CpDef, CpPlan};
-use crate::cp::registry::Engine;
-use crate::cp::schedule::CpLayout;
+use crate::case::{Case, CaseKind};
+use crate::cp::setup::CpSetup;
 use crate::cp::shard::{block_mask, imbalance};
 use crate::flops::{pass_flops, Pass};
 use crate::results::{Row, Status};
@@ -35,11 +33,11 @@ pub enum SimError {
     Backend(#[from] BackendError),
 }
 
-/// One simulated case: what it computes, on how many virtual ranks, over which cluster model.
+/// One simulated case: what it computes (a CP case; its `world_size` virtual ranks), over which
+/// cluster model.
 #[derive(Debug, Clone)]
 pub struct SimSpec {
-    pub def: CpDef,
-    pub world: usize,
+    pub case: Case,
     pub topology: Topology,
     /// True when the topology's links were fitted from `attnbench comm` output.
     pub calibrated: bool,
@@ -83,24 +81,15 @@ pub struct SimReport {
     pub note: String,
 }
 
-/// The mask, shard, layout, engine and schedule of a spec — the same [`CpDef::plan`] the real
-/// executor starts from.
-pub fn plan(spec: &SimSpec) -> Result<CpPlan, SimError> {
-    spec.def.plan(spec.world).map_err(SimError::Bad)
-}
-
-/// KV heads of the tensors a rank holds for its pieces, and the number of steps a `kv-outer` prefetch
-/// stays in flight after the step that posts it.
-pub fn engine_shape(engine: &Engine, layout: &CpLayout) -> (usize, usize) {
-    match engine {
-        Engine::AllGather => (layout.heads_kv, 0),
-        Engine::Usp(p) => (layout.heads_kv * p.kv_repeat(layout) / p.ulysses, p.inner - 1),
-    }
+/// The mask, shard, layout, engine and schedule of a spec — the same [`CpSetup::new`] the real
+/// ranks start from.
+pub fn plan(spec: &SimSpec) -> Result<CpSetup, SimError> {
+    CpSetup::new(&spec.case).map_err(SimError::Bad)
 }
 
 /// Per step and rank: compute seconds of the rank's pieces (a rank may have several pieces in a step).
-pub fn compute_times(p: &CpPlan, timer: &mut PieceTimer) -> Result<Vec<Vec<f64>>, SimError> {
-    let (hkv, _) = engine_shape(&p.engine, &p.layout);
+pub fn compute_times(p: &CpSetup, timer: &mut PieceTimer) -> Result<Vec<Vec<f64>>, SimError> {
+    let hkv = p.engine.piece_heads_kv(&p.layout);
     let world = p.schedule.world;
     let mut out = Vec::with_capacity(p.schedule.steps.len());
     for step in &p.schedule.steps {
@@ -142,7 +131,7 @@ fn model_name(m: &ComputeModel) -> String {
 pub const SINGLE_MAX_PIECES: f64 = 64.0;
 
 /// Per step and rank: seconds of the rank's glue work (merges, accumulation, copies; see `Glue`).
-pub fn glue_times(p: &CpPlan, timer: &mut PieceTimer) -> Result<Vec<Vec<f64>>, SimError> {
+pub fn glue_times(p: &CpSetup, timer: &mut PieceTimer) -> Result<Vec<Vec<f64>>, SimError> {
     let world = p.schedule.world;
     let mut out = Vec::with_capacity(p.schedule.steps.len());
     for step in &p.schedule.steps {
@@ -161,61 +150,46 @@ pub fn simulate(spec: &SimSpec, model: ComputeModel) -> Result<SimReport, SimErr
 }
 
 /// [`simulate`] of a spec already planned with [`plan`] (for callers that also show the schedule).
-pub fn simulate_planned(spec: &SimSpec, p: &CpPlan, model: ComputeModel) -> Result<SimReport, SimError> {
-    let mut timer = PieceTimer::new(model, spec.def.head_dim);
+pub fn simulate_planned(spec: &SimSpec, p: &CpSetup, model: ComputeModel) -> Result<SimReport, SimError> {
+    let c = &spec.case;
+    let mut timer = PieceTimer::new(model, c.head_dim, p.attention);
     let compute = compute_times(p, &mut timer)?;
     let glue = glue_times(p, &mut timer)?;
-    let (_, outer_wait) = engine_shape(&p.engine, &p.layout);
+    let outer_wait = p.engine.outer_prefetch_steps();
     let steps = predict::predict(&spec.topology, &p.schedule, &compute, &glue, outer_wait);
-    let world = spec.world;
+    let world = c.world_size;
     let rank_compute_s: Vec<f64> = (0..world).map(|r| compute.iter().map(|s| s[r]).sum()).collect();
     let rank_glue_s: Vec<f64> = (0..world).map(|r| glue.iter().map(|s| s[r]).sum()).collect();
     let total_s: f64 = steps.iter().map(|s| s.time_s).sum();
     let critical_compute_s: f64 = steps.iter().filter(|s| s.bound == "compute").map(|s| s.time_s).sum();
     let area = p.mask.area();
-    let flops = pass_flops(area as u128 * spec.def.heads.q as u128, spec.def.head_dim, spec.def.batch, spec.def.pass);
+    let flops = pass_flops(area as u128 * c.heads.q as u128, c.head_dim, c.batch, c.pass);
     let mean_c = rank_compute_s.iter().sum::<f64>() / world as f64;
     let max_c = rank_compute_s.iter().copied().fold(0.0, f64::max);
 
     // Single-device baseline of the whole problem under the same compute model.
     let sum_pieces: f64 = rank_compute_s.iter().sum();
     let largest_piece = p.schedule.steps.iter().flat_map(|s| s.compute.iter()).map(|pc| pc.area as f64 * pc.heads_q as f64).fold(1.0, f64::max);
-    let whole_work = area as f64 * spec.def.heads.q as f64;
+    let whole_work = area as f64 * c.heads.q as f64;
     let (single_s, single_how) = match &timer.model {
         ComputeModel::Roofline(_) => {
             let mut s = 0.0;
-            if spec.def.pass != Pass::Bwd {
-                s += timer.whole_problem_s(
-                    &p.mask,
-                    spec.def.batch,
-                    spec.def.heads.q,
-                    spec.def.heads.kv,
-                    spec.def.head_dim,
-                    false,
-                    flops / spec.def.pass.factor(),
-                )?;
+            if c.pass != Pass::Bwd {
+                s += timer.whole_problem_s(&p.mask, c.batch, c.heads.q, c.heads.kv, c.head_dim, false, flops / c.pass.factor())?;
             }
-            if spec.def.pass.includes_backward() {
-                s += timer.whole_problem_s(
-                    &p.mask,
-                    spec.def.batch,
-                    spec.def.heads.q,
-                    spec.def.heads.kv,
-                    spec.def.head_dim,
-                    true,
-                    flops / spec.def.pass.factor() * 2.5,
-                )?;
+            if c.pass.includes_backward() {
+                s += timer.whole_problem_s(&p.mask, c.batch, c.heads.q, c.heads.kv, c.head_dim, true, flops / c.pass.factor() * 2.5)?;
             }
             (s, "roofline")
         }
         ComputeModel::Measured { .. } if whole_work <= SINGLE_MAX_PIECES * largest_piece => {
-            let f1 = flops / spec.def.pass.factor();
+            let f1 = flops / c.pass.factor();
             let mut s = 0.0;
-            if spec.def.pass != Pass::Bwd {
-                s += timer.whole_problem_s(&p.mask, spec.def.batch, spec.def.heads.q, spec.def.heads.kv, spec.def.head_dim, false, f1)?;
+            if c.pass != Pass::Bwd {
+                s += timer.whole_problem_s(&p.mask, c.batch, c.heads.q, c.heads.kv, c.head_dim, false, f1)?;
             }
-            if spec.def.pass.includes_backward() {
-                s += timer.whole_problem_s(&p.mask, spec.def.batch, spec.def.heads.q, spec.def.heads.kv, spec.def.head_dim, true, f1 * 2.5)?;
+            if c.pass.includes_backward() {
+                s += timer.whole_problem_s(&p.mask, c.batch, c.heads.q, c.heads.kv, c.head_dim, true, f1 * 2.5)?;
             }
             (s, "measured")
         }
@@ -237,7 +211,7 @@ pub fn simulate_planned(spec: &SimSpec, p: &CpPlan, model: ComputeModel) -> Resu
         p.shard.kind
     );
     Ok(SimReport {
-        strategy: spec.def.strategy.clone(),
+        strategy: c.strategy.clone(),
         world_size: world,
         topology: spec.topology.clone(),
         calibrated: spec.calibrated,
@@ -271,8 +245,7 @@ pub fn glue_share(compute: &[f64], glue: &[f64]) -> f64 {
 
 /// The CSV row of a simulated case: kind `simulated`, timing mode `model`, times from the prediction.
 pub fn to_row(spec: &SimSpec, rep: &SimReport, run_id: &str, device_name: &str) -> Row {
-    let mut case = spec.def.case(spec.world);
-    case.kind = CaseKind::Simulated;
+    let case = Case { kind: CaseKind::Simulated, ..spec.case.clone() };
     let mut row = Row::for_case(run_id, &case, device_name);
     row.status = Status::Ok;
     row.mask_area = rep.mask_area as f64;
@@ -283,9 +256,9 @@ pub fn to_row(spec: &SimSpec, rep: &SimReport, run_id: &str, device_name: &str) 
     row.ms_p20 = Some(ms);
     row.ms_p80 = Some(ms);
     row.cv = Some(0.0);
-    row.tflops = Some(rep.tflops_per_gpu * spec.world as f64);
+    row.tflops = Some(rep.tflops_per_gpu * spec.case.world_size as f64);
     row.tflops_per_gpu = Some(rep.tflops_per_gpu);
-    row.mfu = crate::flops::mfu(rep.tflops_per_gpu, device_name, spec.def.dtype.name());
+    row.mfu = crate::flops::mfu(rep.tflops_per_gpu, device_name, spec.case.dtype.name());
     row.timing_mode = "model".into();
     row.imbalance = Some(rep.imbalance);
     row.bytes_sent = Some(rep.bytes_sent);

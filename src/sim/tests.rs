@@ -3,18 +3,31 @@
 
 use super::compute::{ComputeModel, Roofline};
 use super::*;
+use crate::attn::sliced::SLICED;
 use crate::case::{DType, HeadLayout};
+use crate::cp::engine::ring::RingDegrees;
 use crate::cp::registry::STRATEGIES;
-use crate::cp::usp::UspPlan;
+use crate::cp::schedule::CpLayout;
+use crate::cp::setup::fixtures::cp_case;
+use crate::cp::strategies::usp::default_ulysses;
 use crate::sim::comm_model::preset;
 
 fn spec(strategy: &str, pattern: &str, params: &[(&str, &str)], seqlen: usize, world: usize, pass: Pass) -> SimSpec {
-    SimSpec {
-        def: CpDef::for_test(strategy, pattern, params, seqlen, HeadLayout { q: 8, kv: 2 }, pass),
-        world,
-        topology: preset("h100").unwrap(),
-        calibrated: false,
-    }
+    SimSpec { case: cp_case(strategy, pattern, params, seqlen, world, HeadLayout { q: 8, kv: 2 }, pass), topology: preset("h100").unwrap(), calibrated: false }
+}
+
+/// The ring degrees a ring-engine strategy resolves to with default options (what the engine runs).
+fn ring_degrees(name: &str, world: usize, layout: &CpLayout) -> RingDegrees {
+    let (u, inner) = match name {
+        "ulysses" => (world, 1),
+        "usp" => {
+            let u = default_ulysses(world, layout);
+            (u, world / u)
+        }
+        "double-ring" => (1, crate::cp::strategies::double_ring::default_inner(world)),
+        _ => (1, world),
+    };
+    RingDegrees::new(world, u, inner, layout).unwrap()
 }
 
 fn roofline() -> ComputeModel {
@@ -35,7 +48,7 @@ fn virtual_ranks_compute_exactly_the_strategy_work() {
                 for pass in [Pass::Fwd, Pass::Fwdbwd] {
                     let sp = spec(def.name, m, params, 64, world, pass);
                     let p = plan(&sp).unwrap();
-                    let mut timer = PieceTimer::new(roofline(), sp.def.head_dim);
+                    let mut timer = PieceTimer::new(roofline(), sp.case.head_dim, &SLICED);
                     compute_times(&p, &mut timer).unwrap();
                     let passes = if pass == Pass::Fwdbwd { 2 } else { 1 };
                     let total: u64 = timer.trace.iter().map(|&(_, a, h, _)| a * h as u64).sum();
@@ -61,15 +74,14 @@ fn virtual_ranks_compute_exactly_the_strategy_work() {
 }
 
 /// The pieces of a ring-type rank are exactly the blocks the real executor's rotation computes: member
-/// m's queries against the block of `origin(m, to, ti)`, in the same order (see usp::rotate_forward).
+/// m's queries against the block of `origin(m, to, ti)`, in the same order (the ring driver's walk).
 #[test]
 fn ring_pieces_follow_the_executor_rotation() {
-    for (name, world, inner) in [("ring-p2p", 4usize, 0usize), ("double-ring", 4, 2), ("ring-p2p-zigzag", 3, 0)] {
+    for (name, world, inner) in [("ring-p2p", 4usize, 4usize), ("double-ring", 4, 2), ("ring-p2p-zigzag", 3, 3)] {
         let mut sp = spec(name, "full", &[], 48, world, Pass::Fwd);
-        sp.def.inner_ring = inner;
+        sp.case.cp.inner_ring = (name == "double-ring").then_some(inner);
         let p = plan(&sp).unwrap();
-        let Engine::Usp(up) = p.engine else { panic!("usp engine") };
-        let up: UspPlan = up;
+        let up = RingDegrees::new(world, 1, inner, &p.layout).unwrap();
         let mut i = 0;
         for to in 0..up.outer() {
             for ti in 0..up.inner {
@@ -95,7 +107,7 @@ fn imbalance_is_analytic_for_causal_contiguous_and_zigzag() {
         let mut sp = spec("ring-p2p", "causal", &[], s, w, Pass::Fwd);
         let a = simulate(&sp, roofline()).unwrap();
         assert!((a.imbalance - want).abs() < 1e-12, "S={s} W={w}: {} vs {want}", a.imbalance);
-        sp.def.strategy = "ring-p2p-zigzag".into();
+        sp.case.strategy = "ring-p2p-zigzag".into();
         let z = simulate(&sp, roofline()).unwrap();
         assert_eq!(z.imbalance, 1.0);
         // The roofline compute time follows the work: the contiguous ring's busiest rank does more.
@@ -130,7 +142,7 @@ fn bad_input_names_the_flag() {
     let sp = spec("nope", "causal", &[], 64, 4, Pass::Fwd);
     assert!(matches!(simulate(&sp, roofline()), Err(SimError::Bad(m)) if m.contains("--strategy")));
     let mut sp = spec("usp", "causal", &[], 64, 4, Pass::Fwd);
-    sp.def.ulysses_degree = 3;
+    sp.case.cp.ulysses_degree = Some(3);
     assert!(matches!(simulate(&sp, roofline()), Err(SimError::Bad(m)) if m.contains("--ulysses-degree")));
 }
 
@@ -150,10 +162,11 @@ fn glue_follows_the_pieces() {
                     let pieces: Vec<_> = step.compute.iter().filter(|pc| pc.rank == r).collect();
                     let merges: Vec<_> = step.glue.iter().filter(|g| g.rank == r && matches!(g.op, GlueOp::Merge { .. })).collect();
                     let accs = step.glue.iter().filter(|g| g.rank == r && matches!(g.op, GlueOp::Accumulate { .. })).count();
-                    match p.engine {
-                        Engine::AllGather => assert!(merges.is_empty() && accs == 0),
-                        Engine::Usp(_) if bwd => assert_eq!((merges.len(), accs), (0, 2 * pieces.len()), "{} {}", def.name, step.label),
-                        Engine::Usp(_) => {
+                    let all_gather = def.name == "ring-allgather";
+                    match () {
+                        _ if all_gather => assert!(merges.is_empty() && accs == 0),
+                        _ if bwd => assert_eq!((merges.len(), accs), (0, 2 * pieces.len()), "{} {}", def.name, step.label),
+                        _ => {
                             assert_eq!(merges.len(), pieces.len(), "{} {}", def.name, step.label);
                             for (g, pc) in merges.iter().zip(&pieces) {
                                 let rows: usize = pc.q.iter().map(|q| q.len()).sum();
@@ -184,7 +197,7 @@ fn glue_follows_the_pieces() {
                 // With an all-to-all (Ulysses; USP once U > 1): q and K,V relayouts (two copies each)
                 // plus the stack, then out and lse back (two each); a repeat of K,V when U > Hkv.
                 _ => {
-                    let Engine::Usp(up) = p.engine else { panic!("usp engine") };
+                    let up = ring_degrees(def.name, world, &p.layout);
                     let want = if up.ulysses > 1 { 4 + 1 + 4 + usize::from(up.kv_repeat(&p.layout) > 1) } else { 1 };
                     assert_eq!(copies("fwd"), want, "{} W={world}", def.name);
                 }
@@ -198,7 +211,7 @@ fn glue_follows_the_pieces() {
 #[test]
 fn glue_traffic_counts_the_tensor_operations() {
     use crate::cp::schedule::GlueOp;
-    let layout = |e: usize| CpLayout { batch: 1, heads_q: 8, heads_kv: 2, head_dim: 64, elem_bytes: e, pass: Pass::Fwd, ulysses_degree: 0, inner_ring: 0 };
+    let layout = |e: usize| CpLayout { batch: 1, heads_q: 8, heads_kv: 2, head_dim: 64, elem_bytes: e, pass: Pass::Fwd };
     let m = GlueOp::Merge { batch: 2, heads: 8, rows: 100, head_dim: 64 };
     let (n, l) = (2 * 8 * 100 * 64u64, 2 * 8 * 100u64);
     assert_eq!(m.traffic(&layout(2)), (18 * n + 60 * l, 9));
@@ -216,9 +229,9 @@ fn glue_traffic_counts_the_tensor_operations() {
 #[test]
 fn ring_glue_is_on_the_critical_path_at_8k_tokens_per_gpu() {
     let mut sp = spec("ring-p2p", "full", &[], 8192 * 8, 8, Pass::Fwd);
-    sp.def.heads = HeadLayout { q: 64, kv: 8 };
-    sp.def.head_dim = 128;
-    sp.def.dtype = DType::Bf16;
+    sp.case.heads = HeadLayout { q: 64, kv: 8 };
+    sp.case.head_dim = 128;
+    sp.case.dtype = DType::Bf16;
     let rep = simulate(&sp, roofline()).unwrap();
     let (n, l) = (64 * 8192 * 128u64, 64 * 8192u64);
     let bw = 3.35e12 * 0.8;
@@ -227,7 +240,7 @@ fn ring_glue_is_on_the_critical_path_at_8k_tokens_per_gpu() {
     let attention = rep.rank_compute_s[3];
     assert!((rep.total_s - (attention + want)).abs() < 1e-9, "{} vs {}", rep.total_s, attention + want);
     for other in ["ulysses", "ring-allgather"] {
-        sp.def.strategy = other.into();
+        sp.case.strategy = other.into();
         let o = simulate(&sp, roofline()).unwrap();
         assert!(o.rank_glue_s[3] < want, "{other}: {o:?}");
     }

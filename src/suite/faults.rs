@@ -43,7 +43,7 @@ pub fn execute(item: &WorkItem) -> Option<Row> {
 }
 
 fn wrong(item: &WorkItem) -> Row {
-    let mut row = match crate::exec::execute_kernel_case_with(&PERTURBED, &item.case, &item.settings, &item.run_id) {
+    let mut row = match crate::harness::kernel::execute_kernel_case_with(&PERTURBED, &item.case, &item.settings, &item.run_id) {
         Ok(r) => r,
         Err(e) => {
             let mut r = Row::for_case(&item.run_id, &item.case, "");

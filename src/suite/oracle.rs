@@ -43,23 +43,17 @@ impl SupportOracle for Registries {
     }
 }
 
-/// Whether a CP case can run here: the strategy accepts the world size and head layout, and this
-/// binary has a communicator for the device (CPU: MPI or the in-process local world; CUDA: NCCL).
+/// Whether a CP case can run here: the strategy accepts the world size, head layout and options, the
+/// per-rank backend can compute CP pieces, and this binary has a communicator for the device (CPU: MPI
+/// or the in-process local world; CUDA: NCCL).
 fn cp_supports(case: &Case) -> Result<(), String> {
     let def = crate::cp::registry::find_strategy(&case.strategy).map_err(|e| e.to_string())?;
     if case.device == crate::case::DeviceKind::Cuda && !cfg!(feature = "nccl") {
         return Err("CUDA CP cases need a build with `--features nccl`".into());
     }
-    let get = |k: &str| case.strategy_params.get(k).and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
-    let layout = crate::cp::schedule::CpLayout {
-        batch: case.batch,
-        heads_q: case.heads.q,
-        heads_kv: case.heads.kv,
-        head_dim: case.head_dim,
-        elem_bytes: case.dtype.size(),
-        pass: case.pass,
-        ulysses_degree: get("ulysses_degree"),
-        inner_ring: get("inner_ring"),
-    };
-    (def.plan)(case.world_size, &layout).map(|_| ()).map_err(|e| e.to_string())
+    let backend = crate::backend::find_backend(&case.backend)?;
+    if backend.masked_attention().is_none() {
+        return Err(format!("backend `{}` cannot be a CP case's per-rank kernel (it computes no arbitrary sub-mask with its LSE)", case.backend));
+    }
+    (def.engine)(case.world_size, &crate::cp::setup::layout(case), &case.cp).map(|_| ()).map_err(|e| e.to_string())
 }

@@ -11,7 +11,7 @@ use toml::Spanned;
 
 use super::filter::Filter;
 use super::schema::{value_to_param, CaseFilter, Grid, PatternSpec, SuiteFile};
-use crate::case::{Case, CaseKind, DType, DeviceKind, HeadLayout};
+use crate::case::{Case, CaseKind, CpOptions, DType, DeviceKind, HeadLayout};
 use crate::flops::{pass_flops, Pass};
 use crate::mask::{build_pattern, HeadMasks, Params};
 use crate::measure::MeasureSettings;
@@ -262,6 +262,10 @@ fn expand_grid(g: &Grid, gi: usize, loc: &Locator, oracle: &dyn SupportOracle) -
         (CaseKind::Kernel, vec![String::new()], vec![1])
     };
     let sp = to_params(loc, &g.seqlens.span(), &k("strategy_params"), &g.strategy_params)?;
+    let cp_options = match CpOptions::from_params(&sp) {
+        Ok(o) => o,
+        Err(msg) => return loc.err(&g.seqlens.span(), &k("strategy_params"), msg),
+    };
 
     let mut out = Vec::new();
     for (pattern, params) in &patterns {
@@ -289,7 +293,7 @@ fn expand_grid(g: &Grid, gi: usize, loc: &Locator, oracle: &dyn SupportOracle) -
                                                 pass,
                                                 device,
                                                 world_size: ws,
-                                                strategy_params: if is_cp { sp.clone() } else { Params::new() },
+                                                cp: if is_cp { cp_options } else { CpOptions::default() },
                                             });
                                         }
                                     }

@@ -301,11 +301,14 @@ fn stderr_tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(3)..].join(" | ")
 }
 
-/// Command line of one CP case: `mpirun -np W attnbench cp ... --json` when this binary has MPI,
-/// else the in-process local world (`attnbench cp --comm local --world W`), which runs the same
-/// strategies with one thread per rank.
-pub fn cp_command(case: &Case, settings: &MeasureSettings) -> anyhow::Result<Command> {
+/// The command that runs one CP case, handed over as data: the case and settings are written to
+/// `work` (the kernel worker's JSON item) and every rank reads it — `mpirun -np W attnbench cp --work
+/// FILE --json` when this binary has MPI, else the in-process local world (`attnbench cp --comm local
+/// --world W`), which runs the same strategies with one thread per rank.
+pub fn cp_command(item: &WorkItem, work: &Path) -> anyhow::Result<Command> {
+    std::fs::write(work, serde_json::to_string(item)?).with_context(|| format!("writing {}", work.display()))?;
     let exe = std::env::current_exe()?;
+    let case = &item.case;
     let mut cmd = if cfg!(feature = "mpi") {
         let mpirun = std::env::var("ATTNBENCH_MPIRUN").unwrap_or_else(|_| "mpirun".into());
         let mut cmd = Command::new(mpirun);
@@ -319,27 +322,19 @@ pub fn cp_command(case: &Case, settings: &MeasureSettings) -> anyhow::Result<Com
         cmd.arg("cp").args(["--comm", "local", "--world", &case.world_size.to_string()]);
         cmd
     };
-    cmd.args(["--strategy", &case.strategy, "--mask", &case.pattern, "--seqlen", &case.seqlen.to_string()]);
-    for (k, v) in &case.params.0 {
-        cmd.args(["--set", &format!("{k}={v}")]);
-    }
-    for (k, v) in &case.strategy_params.0 {
-        cmd.arg(format!("--{}", k.replace('_', "-"))).arg(v);
-    }
-    cmd.args(["--heads", &case.heads.to_string(), "--head-dim", &case.head_dim.to_string(), "--dtype", case.dtype.name()]);
-    cmd.args(["--batch", &case.batch.to_string(), "--pass", case.pass.name(), "--device", case.device.name()]);
-    cmd.args(["--warmup", &settings.warmup.to_string(), "--repeats", &settings.repeats.to_string(), "--seed", &settings.seed.to_string()]);
-    if !settings.check {
-        cmd.arg("--no-check");
-    }
-    cmd.arg("--json");
+    cmd.arg("--work").arg(work).arg("--json");
     Ok(cmd)
 }
 
 fn run_cp(run_id: &str, pc: &PlannedCase, settings: &MeasureSettings) -> Row {
-    let cmd = match cp_command(&pc.case, settings) {
+    let item = WorkItem { run_id: run_id.to_string(), case: pc.case.clone(), settings: settings.clone() };
+    let dir = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => return parent_row(run_id, pc, Status::Error, &format!("cannot create a temporary folder for the work item: {e}")),
+    };
+    let cmd = match cp_command(&item, &dir.path().join("work.json")) {
         Ok(c) => c,
-        Err(e) => return parent_row(run_id, pc, Status::Error, &e.to_string()),
+        Err(e) => return parent_row(run_id, pc, Status::Error, &format!("{e:#}")),
     };
     match run_with_timeout(cmd, Duration::from_secs_f64(settings.timeout_s)) {
         Ok((true, stdout, _)) | Ok((false, stdout, _)) if stdout.lines().any(|l| l.trim_start().starts_with('{')) => {

@@ -48,7 +48,7 @@ pub fn execute(item: &WorkItem) -> Row {
     if let Some(row) = super::faults::execute(item) {
         return row;
     }
-    match crate::exec::execute_kernel_case(&item.case, &item.settings, &item.run_id) {
+    match crate::harness::kernel::execute_kernel_case(&item.case, &item.settings, &item.run_id) {
         Ok(row) => row,
         Err(e) => {
             let mut row = Row::for_case(&item.run_id, &item.case, "");

@@ -1,11 +1,15 @@
-//! The CP case executor, shared by every strategy (the nccl-tests idea: one harness owns inputs,
+//! The CP case harness, shared by every strategy (the nccl-tests idea: one harness owns inputs,
 //! checking, timing and the row; a strategy only computes). Run on every rank with the same spec.
 //!
-//! 1. Setup on every rank (mask, plan, shard); a failure on *any* rank is agreed on with an
+//! 0. The ranks agree on the case before anything else ([`agree`]): a fingerprint of the case and the
+//!    measurement settings is compared with rank 0's, so ranks started with different arguments stop
+//!    with one message and exit 2 instead of deadlocking in mismatched collectives.
+//! 1. Setup on every rank ([`CpSetup::new`]); a failure on *any* rank is agreed on with an
 //!    all-reduce, so all ranks exit with the same code and the failing rank names itself.
 //! 2. Inputs: every rank draws the same full Q, K, V, dO from the seed and keeps its shard.
 //! 3. Check (unless `--no-check`): one forward (+ backward) gathered on rank 0 and compared with the
-//!    single-device sliced result: out, LSE, dQ, dK, dV; `max_abs_err` is the largest difference.
+//!    single-device result of the same kernel (the case's `backend`): out, LSE, dQ, dK, dV;
+//!    `max_abs_err` is the largest difference.
 //! 4. Memory: the peak of one untimed pass on every rank (allocator statistics; max over ranks). Not
 //!    for the local communicator, whose ranks share one process and its allocator counters.
 //! 5. Timing through the one measurement path (`measure::run_repeats`) with the rank-aware clock:
@@ -17,12 +21,12 @@ use std::ops::Range;
 
 use tch::{Device, Kind, Tensor};
 
-use super::comm::{Comm, CommRanks, ReduceOp};
-use super::def::{CpDef, CpPlan};
-use super::shard::{imbalance, Shard};
-use super::{CpError, Problem};
-use crate::attn::sliced::{sliced_backward, sliced_forward};
-use crate::case::{DType, DeviceKind};
+use crate::case::{Case, DType, DeviceKind};
+use crate::cp::comm::{Comm, CommRanks, ReduceOp};
+use crate::cp::engine::Problem;
+use crate::cp::setup::CpSetup;
+use crate::cp::shard::{imbalance, Shard};
+use crate::cp::CpError;
 use crate::flops::{pass_flops, Pass};
 use crate::measure::clock::timeline_for;
 use crate::measure::memory::peak_above_baseline;
@@ -32,7 +36,8 @@ use crate::results::{Row, Status};
 /// One CP case on real ranks: what it computes and how it is measured.
 #[derive(Debug, Clone)]
 pub struct CpSpec {
-    pub def: CpDef,
+    /// What is computed (kind `cp`; `world_size` must be the job's).
+    pub case: Case,
     /// Warmup, repeats (fixed or adaptive), check, seed — the same settings kernel cases use.
     pub settings: MeasureSettings,
     /// Testing hook (feature `test-hooks` only): `(rank, kind)` — `mask` gives that rank an
@@ -43,13 +48,22 @@ pub struct CpSpec {
 }
 
 impl CpSpec {
-    pub fn new(def: CpDef, settings: MeasureSettings) -> CpSpec {
+    pub fn new(case: Case, settings: MeasureSettings) -> CpSpec {
         CpSpec {
-            def,
+            case,
             settings,
             #[cfg(feature = "test-hooks")]
             fault: None,
         }
+    }
+
+    /// A fingerprint of everything that must be equal on every rank (the case and the settings): 52
+    /// bits of SHA-256, exact in the f64 all-reduce the ranks compare it with.
+    pub fn fingerprint(&self) -> u64 {
+        use sha2::{Digest, Sha256};
+        let text = format!("{}|{}", self.case.canonical(), serde_json::to_string(&self.settings).unwrap_or_default());
+        let d = Sha256::digest(text.as_bytes());
+        u64::from_le_bytes(d[..8].try_into().expect("8 bytes")) & ((1 << 52) - 1)
     }
 
     /// Whether the testing hook asks `rank` to fail with `kind`.
@@ -103,13 +117,52 @@ fn inject_timed_fault(_spec: &CpSpec, _rank: usize) -> Result<(), CpError> {
     Ok(())
 }
 
-/// Resolves the case on this rank (see [`CpDef::plan`]); the `mask` fault gives this rank alone an
-/// invalid (empty) mask. Errors: exit code 2 (bad input) and the message.
-fn setup(spec: &CpSpec, world: usize, rank: usize) -> Result<CpPlan, (u8, String)> {
-    if spec.fault_is(rank, "mask") {
-        return CpDef { seqlen: 0, ..spec.def.clone() }.plan(world).map_err(|m| (2, m));
+/// Agreement of every rank before anything moves: each rank brings its own fingerprint (see
+/// [`CpSpec::fingerprint`]) or the one-line reason it could not build its case. Collective. Returns
+/// `Ok` when every rank is fine and equal to rank 0; else the failure every rank exits with (code 2):
+/// rank 0 says what is wrong (its own bad input, or the first rank whose case differs), a rank whose
+/// input was bad while rank 0's was fine says its own reason.
+pub fn agree(comm: &dyn Comm, local: Result<u64, String>) -> Result<(), CaseFailure> {
+    let (world, rank) = (comm.size(), comm.rank());
+    let fail = |m: String| CaseFailure { code: 2, message: Some(m) };
+    let quiet = || CaseFailure { code: 2, message: None };
+    let comm_err = |e: crate::cp::comm::CommError| fail(format!("rank {rank}: {e}"));
+    // The lowest rank that could not build its case, if any (encoded as world − rank, 0 = none).
+    let bad_here = if local.is_err() { (world - rank) as f64 } else { 0.0 };
+    let first_bad = comm.all_reduce_f64(bad_here, ReduceOp::Max).map_err(comm_err)?;
+    if first_bad > 0.0 {
+        let first = world - first_bad as usize;
+        return Err(match local {
+            Err(m) if rank == first && rank == 0 => fail(m),
+            Err(m) if rank == first => fail(format!("rank {rank}: {m}")),
+            _ => quiet(),
+        });
     }
-    spec.def.plan(world).map_err(|m| (2, m))
+    let mine = local.expect("checked above") as f64;
+    let root = comm.all_reduce_f64(if rank == 0 { mine } else { 0.0 }, ReduceOp::Max).map_err(comm_err)?;
+    let differs_here = if mine != root { (world - rank) as f64 } else { 0.0 };
+    let first_diff = comm.all_reduce_f64(differs_here, ReduceOp::Max).map_err(comm_err)?;
+    if first_diff > 0.0 {
+        let r = world - first_diff as usize;
+        return Err(if rank == 0 {
+            fail(format!("rank {r} was started with a different case than rank 0 (every rank of a CP job must get the same arguments)"))
+        } else {
+            quiet()
+        });
+    }
+    Ok(())
+}
+
+/// Resolves the case on this rank (see [`CpSetup::new`]); the `mask` fault gives this rank alone an
+/// invalid (empty) mask. Errors are bad input (one line).
+fn setup(spec: &CpSpec, world: usize, rank: usize) -> Result<CpSetup, String> {
+    if spec.case.world_size != world {
+        return Err(format!("the case is for {} ranks but this job has {world}", spec.case.world_size));
+    }
+    if spec.fault_is(rank, "mask") {
+        return CpSetup::new(&Case { seqlen: 0, ..spec.case.clone() });
+    }
+    CpSetup::new(&spec.case)
 }
 
 /// Rows `ranges` of dim 2 of `x`, concatenated.
@@ -158,7 +211,7 @@ fn max_abs(a: &Tensor, b: &Tensor) -> (f64, f64) {
 /// Setup failures come back as `Err` on every rank (agreed); a failure after setup is returned to
 /// the caller of this rank only — the caller must abort the job (the other ranks are mid-collective).
 pub fn run_case(comm: &dyn Comm, spec: &CpSpec, run_id: &str, device_name: &str) -> Result<Option<Row>, Result<CaseFailure, CpError>> {
-    let timeline = timeline_for(device_of(spec.def.device));
+    let timeline = timeline_for(device_of(spec.case.device));
     run_case_on(comm, spec, run_id, device_name, timeline.as_ref())
 }
 
@@ -180,33 +233,20 @@ pub(crate) fn run_case_on(
     timeline: &dyn Timeline,
 ) -> Result<Option<Row>, Result<CaseFailure, CpError>> {
     let (world, rank) = (comm.size(), comm.rank());
+    // Set up locally (no communication), then agree: every rank set up fine AND has rank 0's case.
     let local = setup(spec, world, rank);
-    let code = match &local {
-        Ok(_) => 0.0,
-        Err((c, _)) => *c as f64,
-    };
-    let agreed = comm.all_reduce_f64(code, ReduceOp::Max).map_err(|e| Err(e.into()))?;
-    if agreed > 0.0 {
-        // Bad input seen by rank 0 (usually by everyone): rank 0 alone prints it. Otherwise the
-        // failing ranks print theirs, prefixed with their rank.
-        let r0_failed = comm.all_reduce_f64(if rank == 0 && local.is_err() { 1.0 } else { 0.0 }, ReduceOp::Max).map_err(|e| Err(e.into()))? > 0.0;
-        let message = match local {
-            Err((_, m)) if rank == 0 => Some(m),
-            Err((_, m)) if !r0_failed => Some(format!("rank {rank}: {m}")),
-            _ => None,
-        };
-        return Err(Ok(CaseFailure { code: agreed as u8, message }));
-    }
+    agree(comm, local.as_ref().map(|_| spec.fingerprint()).map_err(Clone::clone)).map_err(Ok)?;
     let s = local.expect("agreed ok");
     run_after_setup(comm, spec, &s, run_id, device_name, timeline).map_err(Err)
 }
 
-fn run_after_setup(comm: &dyn Comm, spec: &CpSpec, s: &CpPlan, run_id: &str, device_name: &str, timeline: &dyn Timeline) -> Result<Option<Row>, CpError> {
+fn run_after_setup(comm: &dyn Comm, spec: &CpSpec, s: &CpSetup, run_id: &str, device_name: &str, timeline: &dyn Timeline) -> Result<Option<Row>, CpError> {
     let (world, rank) = (comm.size(), comm.rank());
     let settings = &spec.settings;
-    let dev = device_of(spec.def.device);
-    let (b, hq, hkv, n, d) = (spec.def.batch as i64, spec.def.heads.q as i64, spec.def.heads.kv as i64, spec.def.seqlen as i64, spec.def.head_dim as i64);
-    let kind = spec.def.dtype.kind();
+    let case = &spec.case;
+    let dev = device_of(case.device);
+    let (b, hq, hkv, n, d) = (case.batch as i64, case.heads.q as i64, case.heads.kv as i64, case.seqlen as i64, case.head_dim as i64);
+    let kind = case.dtype.kind();
     // The global torch RNG is shared by the ranks of a local (threaded) world: draw under a lock.
     let (q, k, v, dout) = {
         let _g = RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
@@ -221,32 +261,34 @@ fn run_after_setup(comm: &dyn Comm, spec: &CpSpec, s: &CpPlan, run_id: &str, dev
     };
     let mine = s.shard.ranges(rank);
     let (ql, kl, vl, dol) = (take_ranges(&q, mine), take_ranges(&k, mine), take_ranges(&v, mine), take_ranges(&dout, mine));
-    let scale = 1.0 / (spec.def.head_dim as f64).sqrt();
-    let p = Problem { mask: &s.mask, shard: &s.shard, scale, layout: s.layout };
+    let scale = 1.0 / (case.head_dim as f64).sqrt();
+    let attn = s.attention;
+    let p = Problem { mask: &s.mask, shard: &s.shard, scale, layout: s.layout, attention: attn };
     let eng = &s.engine;
 
-    let case = spec.def.case(world);
-    let mut row = Row::for_case(run_id, &case, device_name);
+    let mut row = Row::for_case(run_id, case, device_name);
     row.mask_area = s.mask.area() as f64;
     row.density = s.mask.density();
-    row.flops = pass_flops(s.mask.area() as u128 * spec.def.heads.q as u128, spec.def.head_dim, spec.def.batch, spec.def.pass);
+    row.flops = pass_flops(s.mask.area() as u128 * case.heads.q as u128, case.head_dim, case.batch, case.pass);
     row.imbalance = Some(imbalance(&s.schedule.work()));
-    row.note = format!("{}; sharding={}", eng.note(&s.layout), s.shard.kind);
+    let engine_note = eng.note(&s.layout);
+    row.note = format!("{}{}sharding={}; per-rank kernel {}", engine_note, if engine_note.is_empty() { "" } else { "; " }, s.shard.kind, attn.name());
 
     // Forward once: the check uses it, and backward needs the final out/lse of the rows.
     let (out, lse) = eng.forward(comm, &p, &ql, &kl, &vl)?;
     let mut err: Option<f64> = None;
     if settings.check {
         let mut worst = 0.0f64;
-        let (ro, rl) = sliced_forward(&q, &k, &v, &s.mask, scale)
+        let (ro, rl) = attn
+            .forward(&q, &k, &v, &s.mask, scale)
             .map(Some)
             .or_else(|e| if rank == 0 { Err(e) } else { Ok(None) })?
             .unwrap_or_else(|| (q.zeros_like(), q.zeros_like()));
         let mut pairs: Vec<(Option<Tensor>, Tensor)> =
             vec![(gather_global(comm, &s.shard, &out, &q)?, ro.shallow_clone()), (gather_global(comm, &s.shard, &lse, &rl)?, rl.shallow_clone())];
-        if spec.def.pass.includes_backward() {
+        if case.pass.includes_backward() {
             let (dq, dk, dv) = eng.backward(comm, &p, &ql, &kl, &vl, &out, &lse, &dol)?;
-            let refs = if rank == 0 { Some(sliced_backward(&q, &k, &v, &ro, &rl, &dout, &s.mask, scale)?) } else { None };
+            let refs = if rank == 0 { Some(attn.backward(&q, &k, &v, &ro, &rl, &dout, &s.mask, scale)?) } else { None };
             let (rdq, rdk, rdv) = refs.unwrap_or_else(|| (q.zeros_like(), k.zeros_like(), v.zeros_like()));
             pairs.push((gather_global(comm, &s.shard, &dq, &q)?, rdq));
             pairs.push((gather_global(comm, &s.shard, &dk, &k)?, rdk));
@@ -264,15 +306,15 @@ fn run_after_setup(comm: &dyn Comm, spec: &CpSpec, s: &CpPlan, run_id: &str, dev
         let scale_ref = comm.all_reduce_f64(if rank == 0 { scale_ref } else { 0.0 }, ReduceOp::Max)?;
         err = Some(worst);
         row.max_abs_err = err;
-        if worst.is_nan() || worst > tolerance(spec.def.dtype) * scale_ref {
-            row.fail(Status::Wrong, format!("max |cp − single device| = {worst:.3e} > tolerance {:.1e}", tolerance(spec.def.dtype) * scale_ref));
+        if worst.is_nan() || worst > tolerance(case.dtype) * scale_ref {
+            row.fail(Status::Wrong, format!("max |cp − single device| = {worst:.3e} > tolerance {:.1e}", tolerance(case.dtype) * scale_ref));
             return Ok((rank == 0).then_some(row));
         }
     }
 
     // One pass as timed: forward, backward (given out/lse), or both.
     let run_pass = |comm: &dyn Comm| -> Result<(), CpError> {
-        match spec.def.pass {
+        match case.pass {
             Pass::Fwd => {
                 let _ = eng.forward(comm, &p, &ql, &kl, &vl)?;
             }
@@ -326,19 +368,19 @@ fn run_after_setup(comm: &dyn Comm, spec: &CpSpec, s: &CpPlan, run_id: &str, dev
     // the same measurement path without ranks.
     let mut single_ms = None;
     if rank == 0 {
-        let (ro, rl) = sliced_forward(&q, &k, &v, &s.mask, scale)?;
+        let (ro, rl) = attn.forward(&q, &k, &v, &s.mask, scale)?;
         let single = MeasureSettings { warmup: 0, repeats: settings.repeats.clamp(1, 3), target_spread: None, ..settings.clone() };
         let t = run_repeats(&mut HostClock::new(timeline), &single, &mut || -> Result<(), CpError> {
-            match spec.def.pass {
+            match case.pass {
                 Pass::Fwd => {
-                    let _ = sliced_forward(&q, &k, &v, &s.mask, scale)?;
+                    let _ = attn.forward(&q, &k, &v, &s.mask, scale)?;
                 }
                 Pass::Bwd => {
-                    let _ = sliced_backward(&q, &k, &v, &ro, &rl, &dout, &s.mask, scale)?;
+                    let _ = attn.backward(&q, &k, &v, &ro, &rl, &dout, &s.mask, scale)?;
                 }
                 Pass::Fwdbwd => {
-                    let (o, l) = sliced_forward(&q, &k, &v, &s.mask, scale)?;
-                    let _ = sliced_backward(&q, &k, &v, &o, &l, &dout, &s.mask, scale)?;
+                    let (o, l) = attn.forward(&q, &k, &v, &s.mask, scale)?;
+                    let _ = attn.backward(&q, &k, &v, &o, &l, &dout, &s.mask, scale)?;
                 }
             }
             Ok(())
@@ -350,7 +392,7 @@ fn run_after_setup(comm: &dyn Comm, spec: &CpSpec, s: &CpPlan, run_id: &str, dev
     if rank != 0 {
         return Ok(None);
     }
-    row.set_timing(&timing, spec.def.dtype.name());
+    row.set_timing(&timing, case.dtype.name());
     if let Some((b, source)) = peak {
         row.set_memory(b, source);
     }
@@ -382,13 +424,15 @@ mod tests {
     use crate::case::HeadLayout;
     use crate::cp::comm::local::LocalWorld;
     use crate::cp::registry::STRATEGIES;
+    use crate::cp::setup::fixtures::cp_case;
 
     pub(crate) fn spec(strategy: &str, pattern: &str, params: &[(&str, &str)], seqlen: usize, pass: Pass) -> CpSpec {
         let settings = MeasureSettings { warmup: 0, repeats: 1, check: true, seed: 7, ..Default::default() };
-        CpSpec::new(CpDef::for_test(strategy, pattern, params, seqlen, HeadLayout { q: 12, kv: 2 }, pass), settings)
+        CpSpec::new(cp_case(strategy, pattern, params, seqlen, 2, HeadLayout { q: 12, kv: 2 }, pass), settings)
     }
 
-    fn run_local(world: usize, sp: CpSpec) -> Row {
+    fn run_local(world: usize, mut sp: CpSpec) -> Row {
+        sp.case.world_size = world;
         let rows = LocalWorld::run(world, move |c| run_case(c, &sp, "t", "cpu").map_err(|e| format!("{e:?}")));
         rows.into_iter().next().unwrap().expect("case ran").expect("rank 0 has the row")
     }
@@ -430,6 +474,7 @@ mod tests {
                 for (m, params) in [("causal", &[][..]), ("causal_document", &[("doc_lens", "20,7,23")][..])] {
                     let mut sp = spec(def.name, m, params, 50, Pass::Fwd);
                     sp.settings.check = false;
+                    sp.case.world_size = world;
                     let per_rank = LocalWorld::run(world, {
                         let sp = sp.clone();
                         move |c| {
@@ -438,7 +483,7 @@ mod tests {
                             MERGES_ON_THIS_THREAD.with(|x| x.get())
                         }
                     });
-                    let s = setup(&sp, world, 0).map_err(|e| e.1).unwrap();
+                    let s = setup(&sp, world, 0).unwrap();
                     for (r, &(calls, elems)) in per_rank.iter().enumerate() {
                         let merges: Vec<u64> = s
                             .schedule
@@ -470,7 +515,7 @@ mod tests {
     #[test]
     fn bad_configuration_is_agreed_bad_input() {
         let mut sp = spec("usp", "causal", &[], 48, Pass::Fwd);
-        sp.def.ulysses_degree = 3;
+        sp.case.cp.ulysses_degree = Some(3);
         let out = LocalWorld::run(2, move |c| match run_case(c, &sp, "t", "cpu") {
             Err(Ok(f)) => (f.code, f.message),
             other => panic!("expected an agreed failure, got {:?}", other.map(|r| r.is_some())),
@@ -480,11 +525,53 @@ mod tests {
         assert_eq!(out[1], (2, None));
     }
 
+    /// Ranks started with different arguments (another length, another strategy, other settings)
+    /// stop before any tensor moves: exit code 2 everywhere, one message from rank 0 naming the
+    /// first rank that differs. (Before, such a job segfaulted, aborted in MPI or hung.)
+    #[test]
+    fn ranks_that_disagree_stop_with_one_message() {
+        let base = spec("ring-p2p", "causal", &[], 48, Pass::Fwd);
+        let other_len = CpSpec { case: Case { seqlen: 64, ..base.case.clone() }, ..base.clone() };
+        let other_strategy = CpSpec { case: Case { strategy: "ulysses".into(), ..base.case.clone() }, ..base.clone() };
+        let other_seed = CpSpec { settings: MeasureSettings { seed: 8, ..base.settings.clone() }, ..base.clone() };
+        for odd in [other_len, other_strategy, other_seed] {
+            let specs: Vec<CpSpec> = (0..3)
+                .map(|r| if r == 2 { odd.clone() } else { base.clone() })
+                .map(|mut s| {
+                    s.case.world_size = 3;
+                    s
+                })
+                .collect();
+            let out = LocalWorld::run(3, move |c| match run_case(c, &specs[c.rank()], "t", "cpu") {
+                Err(Ok(f)) => (f.code, f.message),
+                other => panic!("expected an agreed failure, got {:?}", other.map(|r| r.is_some())),
+            });
+            assert!(out.iter().all(|(code, _)| *code == 2), "{out:?}");
+            assert_eq!(out.iter().filter(|(_, m)| m.is_some()).count(), 1, "{out:?}");
+            assert!(out[0].1.as_deref().unwrap().starts_with("rank 2 was started with a different case than rank 0"), "{out:?}");
+        }
+    }
+
+    /// A rank whose own arguments could not even be parsed joins the agreement with its reason: every
+    /// rank stops (exit 2), that rank alone says why.
+    #[test]
+    fn a_rank_with_bad_arguments_stops_every_rank() {
+        let out = LocalWorld::run(3, |c| {
+            let mine = if c.rank() == 1 { Err("--dtype: unknown dtype `fp7`".to_string()) } else { Ok(42) };
+            agree(c, mine).map_err(|f| (f.code, f.message))
+        });
+        assert_eq!(out[0], Err((2, None)));
+        assert_eq!(out[1], Err((2, Some("rank 1: --dtype: unknown dtype `fp7`".to_string()))));
+        assert_eq!(out[2], Err((2, None)));
+        assert!(LocalWorld::run(2, |c| agree(c, Ok(7)).is_ok()).into_iter().all(|ok| ok));
+    }
+
     #[test]
     #[cfg(feature = "test-hooks")]
     fn a_bad_mask_on_one_rank_is_reported_by_that_rank() {
         let mut sp = spec("ring-p2p", "causal", &[], 48, Pass::Fwd);
         sp.fault = Some((1, "mask".into()));
+        sp.case.world_size = 3;
         let out = LocalWorld::run(3, move |c| match run_case(c, &sp, "t", "cpu") {
             Err(Ok(f)) => (f.code, f.message),
             _ => panic!("expected an agreed failure"),
@@ -505,6 +592,7 @@ mod tests {
         let mut sp = spec("ring-p2p", "causal", &[], 32, Pass::Fwd);
         sp.settings.check = false;
         sp.settings.repeats = 3;
+        sp.case.world_size = 2;
         let logs = LocalWorld::run(2, {
             let tl = tl.clone();
             move |c| {
@@ -532,11 +620,11 @@ mod tests {
         let settings = MeasureSettings { warmup: 0, repeats: 4, check: false, seed: 7, ..Default::default() };
         let kernel_row = |d: &[f64]| {
             let case = Case::kernel("naive", "causal", Default::default(), 32, HeadLayout { q: 2, kv: 1 }, 16, DType::Fp32, Pass::Fwd, DeviceKind::Cpu);
-            crate::exec::execute_timed(&crate::backend::naive::NAIVE, &case, &settings, "t", &ScriptedTimeline::with_durations(d)).unwrap()
+            crate::harness::kernel::execute_timed(&crate::backend::naive::NAIVE, &case, &settings, "t", &ScriptedTimeline::with_durations(d)).unwrap()
         };
         let cp_row = |d: &[f64]| {
             let tl = Arc::new(ScriptedTimeline::with_durations(d));
-            let sp = CpSpec::new(CpDef::for_test("ring-p2p", "causal", &[], 32, HeadLayout { q: 2, kv: 1 }, Pass::Fwd), settings.clone());
+            let sp = CpSpec::new(cp_case("ring-p2p", "causal", &[], 32, 2, HeadLayout { q: 2, kv: 1 }, Pass::Fwd), settings.clone());
             LocalWorld::run(2, move |c| run_case_on(c, &sp, "t", "cpu", tl.as_ref()).map_err(|e| format!("{e:?}")).unwrap()).remove(0).unwrap()
         };
         let (k, c) = (kernel_row(&durations), cp_row(&durations));

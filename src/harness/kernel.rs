@@ -5,10 +5,10 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use crate::backend::check::gate;
 use crate::backend::{find_backend, Backend, BackendError, Fwd, Inputs};
 use crate::case::{Case, DeviceKind};
 use crate::flops::{pass_flops, Pass};
+use crate::harness::gate::gate;
 use crate::mask::{build_pattern, MaskError};
 use crate::measure::memory::peak_above_baseline;
 use crate::measure::{run_repeats, CpuTimeline, CudaEventClock, HostClock, MeasureSettings, Timeline};

@@ -1,36 +1,54 @@
-//! `ring-allgather` (Llama 3 style): every rank all-gathers the whole K and V (all-gather of the
-//! shards, rank order), computes its own queries against all keys in one sliced call, and in backward
-//! reduce-scatters the dK/dV contributions back to their owners. No overlap: the gather completes
-//! before compute (cheap when KV heads are few — GQA — which is why Llama 3 chose it).
+//! The all-gather engine (Llama 3 style): every rank all-gathers the whole K and V (all-gather of the
+//! shards, rank order), computes its own queries against all keys in one call of the case's kernel,
+//! and in backward reduce-scatters the dK/dV contributions back to their owners. No overlap: the
+//! gather completes before compute (cheap when KV heads are few — GQA — which is why Llama 3 chose it).
 
 use std::ops::Range;
 
 use tch::Tensor;
 
-use super::comm::Comm;
-use super::registry::{Engine, StrategyDef};
-use super::schedule::{CpLayout, Glue, GlueOp, Message, Piece, Schedule, Step};
-use super::shard::{block_mask, Shard, Sharding};
-use super::{acc_kind, CpError, Problem};
-use crate::attn::sliced::{sliced_backward, sliced_forward};
+use super::{Engine, Problem};
+use crate::attn::acc_kind;
+use crate::cp::comm::Comm;
+use crate::cp::schedule::{CpLayout, Glue, GlueOp, Message, Piece, Schedule, Step};
+use crate::cp::shard::{block_mask, Shard};
+use crate::cp::CpError;
 use crate::flops::Pass;
 use crate::mask::Mask;
 
-pub const STRATEGY: StrategyDef = StrategyDef {
-    name: "ring-allgather",
-    summary: "all-gather K,V to every rank, one local call; reduce-scatter dK,dV (Llama 3)",
-    default_sharding: Sharding::Contiguous,
-    plan,
-};
+/// The all-gather engine (no degrees).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllGatherEngine;
 
-pub fn plan(_world: usize, _layout: &CpLayout) -> Result<Engine, CpError> {
-    Ok(Engine::AllGather)
-}
-
-/// Pure schedule of this strategy.
-pub fn schedule(world: usize, shard: &Shard, mask: &Mask, layout: &CpLayout) -> Result<Schedule, CpError> {
-    let _ = world;
-    Ok(schedule_allgather(STRATEGY.name, shard, mask, layout))
+impl Engine for AllGatherEngine {
+    fn note(&self, _layout: &CpLayout) -> String {
+        String::new()
+    }
+    fn forward(&self, comm: &dyn Comm, p: &Problem, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor), CpError> {
+        forward_impl(comm, p, q, k, v)
+    }
+    fn backward(
+        &self,
+        comm: &dyn Comm,
+        p: &Problem,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        out: &Tensor,
+        lse: &Tensor,
+        dout: &Tensor,
+    ) -> Result<(Tensor, Tensor, Tensor), CpError> {
+        backward_impl(comm, p, q, k, v, out, lse, dout)
+    }
+    fn schedule(&self, name: &str, shard: &Shard, mask: &Mask, layout: &CpLayout) -> Schedule {
+        schedule_allgather(name, shard, mask, layout)
+    }
+    fn piece_heads_kv(&self, layout: &CpLayout) -> usize {
+        layout.heads_kv
+    }
+    fn outer_prefetch_steps(&self) -> usize {
+        0
+    }
 }
 
 fn all_ranges(shard: &Shard) -> Vec<Range<usize>> {
@@ -49,14 +67,14 @@ fn gather_kv(comm: &dyn Comm, p: &Problem, k: &Tensor, v: &Tensor) -> Result<Ten
     Ok(Tensor::cat(&comm.all_gather_v(&kv, &like)?, 3))
 }
 
-pub fn forward(comm: &dyn Comm, p: &Problem, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor), CpError> {
+fn forward_impl(comm: &dyn Comm, p: &Problem, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor), CpError> {
     let kv = gather_kv(comm, p, k, v)?;
     let bm = block_mask(p.mask, p.shard.ranges(comm.rank()), &all_ranges(p.shard));
-    Ok(sliced_forward(q, &kv.get(0), &kv.get(1), &bm, p.scale)?)
+    Ok(p.attention.forward(q, &kv.get(0), &kv.get(1), &bm, p.scale)?)
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn backward(
+fn backward_impl(
     comm: &dyn Comm,
     p: &Problem,
     q: &Tensor,
@@ -68,7 +86,7 @@ pub fn backward(
 ) -> Result<(Tensor, Tensor, Tensor), CpError> {
     let kv = gather_kv(comm, p, k, v)?;
     let bm = block_mask(p.mask, p.shard.ranges(comm.rank()), &all_ranges(p.shard));
-    let (dq, dk, dv) = sliced_backward(q, &kv.get(0), &kv.get(1), out, lse, dout, &bm, p.scale)?;
+    let (dq, dk, dv) = p.attention.backward(q, &kv.get(0), &kv.get(1), out, lse, dout, &bm, p.scale)?;
     let acc = acc_kind(q.kind());
     let dkv = Tensor::stack(&[dk.to_kind(acc), dv.to_kind(acc)], 0);
     let mut off = 0;
@@ -84,7 +102,7 @@ pub fn backward(
     Ok((dq, mine.get(0).to_kind(k.kind()), mine.get(1).to_kind(v.kind())))
 }
 
-pub fn schedule_allgather(name: &str, shard: &Shard, mask: &Mask, layout: &CpLayout) -> Schedule {
+fn schedule_allgather(name: &str, shard: &Shard, mask: &Mask, layout: &CpLayout) -> Schedule {
     let world = shard.world();
     let (b, d) = (layout.batch as u64, layout.head_dim as u64);
     let kv_tok = |eb: usize| 2 * b * layout.heads_kv as u64 * d * eb as u64;

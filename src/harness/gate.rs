@@ -1,8 +1,8 @@
 //! The correctness gate: before a case is timed, its backend runs once at the real size and is compared
-//! with the f64 [`reference`](super::reference) on the same (rounded) inputs. Failure → status `wrong`
+//! with the f64 [`reference`](crate::backend::reference) on the same (rounded) inputs. Failure → status `wrong`
 //! with `max_abs_err`, and no timing.
 //!
-//! Coverage: every query row when B · Hq · S² ≤ [`SCORE_BUDGET`](super::reference::SCORE_BUDGET),
+//! Coverage: every query row when B · Hq · S² ≤ [`SCORE_BUDGET`](crate::backend::reference::SCORE_BUDGET),
 //! otherwise a deterministic, evenly spaced subsample of query rows (first and last included). Each
 //! output row and each dQ row depends only on its own row, so the subsample checks them exactly; dK and
 //! dV need all rows and are checked only in the full case (the row's note says so).
@@ -14,8 +14,8 @@
 
 use tch::{Device, Kind, Tensor};
 
-use super::reference::{reference_attention, SCORE_BUDGET};
-use super::{BackendError, Fwd, Inputs, Kernel};
+use crate::backend::reference::{reference_attention, SCORE_BUDGET};
+use crate::backend::{BackendError, Fwd, Inputs, Kernel};
 use crate::case::DType;
 use crate::flops::Pass;
 

@@ -1,0 +1,68 @@
+//! A CP case set up at its world size before any tensor exists: the mask, the sharding, the layout,
+//! the strategy's engine, its schedule and the per-rank attention kernel. The real ranks
+//! (`harness::cp`) and the simulator's virtual ones (`sim`) both start from [`CpSetup::new`], so the
+//! virtual ranks plan exactly what the real ones do.
+
+use super::engine::Engine;
+use super::registry::find_strategy;
+use super::schedule::{CpLayout, Schedule};
+use super::shard::Shard;
+use crate::attn::MaskedAttention;
+use crate::case::Case;
+use crate::mask::{build_pattern, Mask};
+
+pub struct CpSetup {
+    pub mask: Mask,
+    pub shard: Shard,
+    pub layout: CpLayout,
+    pub engine: Box<dyn Engine>,
+    pub schedule: Schedule,
+    /// The kernel every rank runs its pieces on (the case's `backend`).
+    pub attention: &'static dyn MaskedAttention,
+}
+
+/// The shape of a CP case as schedules see it.
+pub fn layout(case: &Case) -> CpLayout {
+    CpLayout { batch: case.batch, heads_q: case.heads.q, heads_kv: case.heads.kv, head_dim: case.head_dim, elem_bytes: case.dtype.size(), pass: case.pass }
+}
+
+impl CpSetup {
+    /// Resolves `case` at its `world_size`. Errors are bad input, as one line naming the flag
+    /// (`--strategy`, `--mask`, `--backend`, `--ulysses-degree`, …).
+    pub fn new(case: &Case) -> Result<CpSetup, String> {
+        let def = find_strategy(&case.strategy).map_err(|e| e.to_string())?;
+        let world = case.world_size;
+        if world == 0 {
+            return Err("--world-size must be at least 1".into());
+        }
+        let backend = crate::backend::find_backend(&case.backend).map_err(|e| format!("--backend: {e}"))?;
+        let attention = backend.masked_attention().ok_or_else(|| {
+            let able: Vec<&str> = crate::backend::registry().iter().filter(|b| b.masked_attention().is_some()).map(|b| b.name()).collect();
+            format!("--backend {}: cannot compute CP pieces (an arbitrary sub-mask with its LSE); use one of {}", case.backend, able.join(", "))
+        })?;
+        let hm = build_pattern(&case.pattern, case.seqlen, &case.params).map_err(|e| format!("--mask {}: {e}", case.pattern))?;
+        if !hm.is_shared() {
+            return Err(format!("--mask {}: per-head masks are not supported by CP strategies yet", case.pattern));
+        }
+        let mask = hm.groups.into_iter().next().expect("one group");
+        let layout = layout(case);
+        let engine = (def.engine)(world, &layout, &case.cp).map_err(|e| e.to_string())?;
+        let shard = Shard::new(case.cp.sharding.unwrap_or(def.default_sharding), case.seqlen, world).map_err(|e| e.to_string())?;
+        let schedule = engine.schedule(def.name, &shard, &mask, &layout);
+        Ok(CpSetup { mask, shard, layout, engine, schedule, attention })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use crate::case::{Case, DType, DeviceKind, HeadLayout};
+    use crate::flops::Pass;
+    use crate::mask::Params;
+
+    /// A small CPU CP case for tests: batch 1, D = 16, fp32, per-rank kernel `sliced`, the strategy's
+    /// default options.
+    pub fn cp_case(strategy: &str, pattern: &str, params: &[(&str, &str)], seqlen: usize, world: usize, heads: HeadLayout, pass: Pass) -> Case {
+        let params = params.iter().fold(Params::new(), |p, (k, v)| p.set(k, v));
+        Case::cp(strategy, "sliced", world, Default::default(), Case::kernel("sliced", pattern, params, seqlen, heads, 16, DType::Fp32, pass, DeviceKind::Cpu))
+    }
+}
