@@ -332,9 +332,11 @@ fn a_sigkilled_runner_takes_its_worker_down() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
 
-/// CP cases run `mpirun` in its own process group; a signal to the runner stops the whole group, also
-/// ranks that ignore SIGTERM (SIGKILL after a grace period). A stand-in `mpirun` (ATTNBENCH_MPIRUN)
-/// starts two "ranks" and records every pid.
+/// CP cases run `mpirun` in its own process group; a signal to the runner sends it SIGTERM (Open MPI
+/// gives each rank a process group of its own, so mpirun is what stops them: checked by hand with the
+/// real one, SIGTERM and SIGKILL to the runner both leave no rank), then SIGKILL to the group after a
+/// grace period. A stand-in `mpirun` (ATTNBENCH_MPIRUN) starts two "ranks" in its group, one of them
+/// ignoring SIGTERM, and records every pid: none may survive.
 #[cfg(feature = "mpi")]
 #[test]
 fn sigterm_stops_mpirun_and_its_ranks() {

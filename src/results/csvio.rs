@@ -78,26 +78,25 @@ impl CsvAppender {
     }
 }
 
-/// The longest prefix of complete lines that parses, as (rows, its length in bytes). A torn last line
-/// (no newline, or not a row) is left out; a broken header is an error.
+/// The rows of `text` and the length in bytes of the part they come from. Only the *last* line may
+/// be left out, as torn (no trailing newline, or not a row: a run killed while appending it); a bad
+/// line anywhere else is an error naming it — dropping it and everything after would lose rows.
 fn parse_prefix(text: &str, path: &Path) -> Result<(Vec<Row>, usize), CsvError> {
-    let mut good_len = match text.rfind('\n') {
-        Some(p) => p + 1,
-        None => 0,
+    let complete = text.rfind('\n').map_or(0, |p| p + 1);
+    let first_try = match parse_rows(&text[..complete], path) {
+        Ok(rows) => return Ok((rows, complete)),
+        Err(e @ CsvError::Header { .. }) if complete > 0 => return Err(e),
+        Err(e) => e,
     };
-    loop {
-        match parse_rows(&text[..good_len], path) {
-            Ok(rows) => return Ok((rows, good_len)),
-            Err(e @ CsvError::Header { .. }) if good_len > 0 => return Err(e),
-            Err(e) => {
-                // Drop the last line and retry; if only the header is left and it is broken, fail.
-                let body = &text[..good_len.saturating_sub(1)];
-                match body.rfind('\n') {
-                    Some(p) if p > 0 => good_len = p + 1,
-                    _ => return Err(e),
-                }
-            }
-        }
+    // The last complete line itself may be the torn one (a fragment that happens to end the file with
+    // a newline): drop it, but only it.
+    match text[..complete.saturating_sub(1)].rfind('\n') {
+        Some(p) if p > 0 => match parse_rows(&text[..p + 1], path) {
+            Ok(rows) => Ok((rows, p + 1)),
+            Err(_) => Err(first_try),
+        },
+        _ if complete == 0 => Ok((vec![], 0)),
+        _ => Err(first_try),
     }
 }
 
@@ -182,6 +181,26 @@ mod tests {
         r.ms_median = Some(1.5);
         r.error = "a, \"quoted\" message".into();
         r
+    }
+
+    #[test]
+    fn a_bad_line_in_the_middle_is_an_error_not_a_silent_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.csv");
+        {
+            let mut a = CsvAppender::open(&p).unwrap();
+            for s in [16, 32, 64] {
+                a.append(&row(s)).unwrap();
+            }
+        }
+        let text = std::fs::read_to_string(&p).unwrap();
+        let mut lines: Vec<&str> = text.lines().collect();
+        lines[2] = "garbage,not,a,row";
+        let broken = lines.join("\n") + "\n";
+        std::fs::write(&p, &broken).unwrap();
+        let err = CsvAppender::open(&p).err().expect("refused").to_string();
+        assert!(err.contains("r.csv") && err.contains("line"), "{err}");
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), broken, "nothing dropped");
     }
 
     #[test]

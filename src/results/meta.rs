@@ -72,8 +72,10 @@ pub struct Segment {
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    /// The I/O error is part of the message, not a `source`: the CLI prints the error chain on one
+    /// line, and a source would repeat it.
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
     #[error("{path}: not a run meta.json ({msg})")]
     Parse { path: PathBuf, msg: String },
 }
@@ -86,7 +88,7 @@ impl RunMeta {
 
     /// Reads and parses `path`. An empty file is a parse error like any other.
     pub fn read(path: &Path) -> Result<RunMeta, MetaError> {
-        let text = std::fs::read_to_string(path).map_err(|source| MetaError::Io { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| MetaError::Io { path: path.to_path_buf(), err: source })?;
         if text.trim().is_empty() {
             return Err(MetaError::Parse { path: path.to_path_buf(), msg: format!("empty file, {} bytes", text.len()) });
         }
@@ -98,7 +100,7 @@ impl RunMeta {
     pub fn write_atomic(&self, path: &Path) -> Result<(), MetaError> {
         let io = |p: &Path| {
             let p = p.to_path_buf();
-            move |source| MetaError::Io { path: p, source }
+            move |err| MetaError::Io { path: p, err }
         };
         let text = serde_json::to_string_pretty(self).map_err(|e| MetaError::Parse { path: path.to_path_buf(), msg: e.to_string() })? + "\n";
         let tmp = path.with_extension("json.tmp");

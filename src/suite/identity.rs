@@ -13,7 +13,6 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
-use anyhow::Context;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -37,7 +36,7 @@ use crate::results::{csvio::peek_rows, RunMeta, Segment};
 pub fn begin(plan: &Plan, opts: &RunOptions, csv_path: &Path) -> anyhow::Result<RunMeta> {
     let meta_path = opts.out_dir.join("meta.json");
     let fresh = build_meta(plan, opts, &new_run_id(&plan.name));
-    let write = |m: &RunMeta| m.write_atomic(&meta_path).with_context(|| format!("writing {}", meta_path.display()));
+    let write = |m: &RunMeta| m.write_atomic(&meta_path).map_err(anyhow::Error::from);
     if !opts.resume {
         write(&fresh)?;
         return Ok(fresh);
@@ -45,7 +44,7 @@ pub fn begin(plan: &Plan, opts: &RunOptions, csv_path: &Path) -> anyhow::Result<
     let old = if meta_path.exists() { Some(RunMeta::read(&meta_path)) } else { None };
     let old = match old {
         Some(Ok(m)) => m,
-        Some(Err(crate::results::meta::MetaError::Io { path, source })) => return Err(anyhow::anyhow!("{}: {source}", path.display())),
+        Some(Err(e @ crate::results::meta::MetaError::Io { .. })) => return Err(e.into()),
         unreadable => {
             let why = match unreadable {
                 Some(Err(e)) => e.to_string(),

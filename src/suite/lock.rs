@@ -31,15 +31,15 @@ pub enum LockError {
     /// Another process holds it: one line, exit 2.
     #[error(transparent)]
     Busy(#[from] BadInput),
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
 }
 
 impl RunLock {
     /// Takes the lock on `dir` (which must exist) without waiting.
     pub fn acquire(dir: &Path) -> Result<RunLock, LockError> {
         let path = dir.join(LOCK_FILE);
-        let io = |source| LockError::Io { path: path.clone(), source };
+        let io = |err| LockError::Io { path: path.clone(), err };
         let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
         // A `probe` by another starting runner holds a shared lock for microseconds: try a few times
         // over ~50 ms before calling the folder busy (a real holder holds it for the whole run).

@@ -184,7 +184,7 @@ pub fn run_plan(plan: &Plan, opts: &RunOptions) -> anyhow::Result<RunSummary> {
             let e = oom_at.entry(oom_group_of_case(case)).or_insert(case.seqlen);
             *e = (*e).min(case.seqlen);
         }
-        csv.append(&row)?;
+        csv.append(&row).map_err(|e| anyhow::anyhow!("{e}"))?;
         summary.have_rows += 1;
         if row.status == Status::Ok {
             summary.timed_s += row.ms_median.unwrap_or(0.0) * row.repeats.unwrap_or(0) as f64 / 1e3;
@@ -205,7 +205,9 @@ pub fn run_plan(plan: &Plan, opts: &RunOptions) -> anyhow::Result<RunSummary> {
 /// the torn last one) is the user's input to fix: exit 2. I/O errors stay errors.
 pub(crate) fn csv_error(e: crate::results::csvio::CsvError) -> anyhow::Error {
     match e {
-        crate::results::csvio::CsvError::Io { .. } => e.into(),
+        // The message names the path and the I/O error; as a plain message its source is not
+        // printed a second time by the CLI's one-line error chain.
+        crate::results::csvio::CsvError::Io { .. } => anyhow::anyhow!("{e}"),
         other => BadInput::new(other.to_string()).into(),
     }
 }
@@ -531,7 +533,8 @@ enum RunFailure {
     Interrupted(i32),
 }
 
-/// How long `mpirun` gets after SIGTERM to take its ranks down before the group is SIGKILLed.
+/// How long `mpirun` gets after SIGTERM to take its ranks down before its group is SIGKILLed (Open MPI
+/// gives every rank a process group of its own, so killing mpirun's group does not reach them).
 const MPIRUN_GRACE: Duration = Duration::from_secs(2);
 
 /// Runs a command to completion or stops it (and its process group: `mpirun` and its ranks) at
@@ -562,7 +565,9 @@ fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Result<(bool, String
         match child.try_wait() {
             Ok(Some(status)) => return Ok((status.success(), t_out.join().unwrap_or_default(), t_err.join().unwrap_or_default())),
             Ok(None) if start.elapsed() > timeout => {
-                signals::stop_group(&mut child, Duration::ZERO);
+                // SIGTERM first: Open MPI puts each rank in a process group of its own, so only
+                // mpirun itself can take them down; a SIGKILLed mpirun would orphan them.
+                signals::stop_group(&mut child, MPIRUN_GRACE);
                 return Err(RunFailure::Timeout);
             }
             Ok(None) => {
