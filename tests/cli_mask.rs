@@ -38,6 +38,12 @@ fn sliding_window_with_window_larger_than_seqlen_is_full() {
 }
 
 #[test]
+fn prefix_longer_than_seqlen_is_full_like_a_window() {
+    let v = json(&["mask", "area", "prefix_lm_causal", "--seqlen", "50", "--set", "prefix=5000", "--json"]);
+    assert_eq!(v["area"], 2500);
+}
+
+#[test]
 fn heterogeneous_heads_report_groups() {
     let v = json(&["mask", "area", "per_head", "--seqlen", "100", "--set", "patterns=full,causal", "--json"]);
     assert_eq!(v["groups"], 2);
@@ -61,7 +67,7 @@ fn assert_bad_input(args: &[&str], names: &str) {
 fn invalid_parameters_exit_2_with_one_line() {
     let area = |pattern: &'static str, set: &'static str| vec!["mask", "area", pattern, "--seqlen", "100", "--set", set];
     assert_bad_input(&area("sliding_window_causal", "window=-1"), "`window`");
-    assert_bad_input(&area("prefix_lm_causal", "prefix=101"), "`prefix`");
+    assert_bad_input(&area("prefix_lm_causal", "prefix=-101"), "`prefix`");
     assert_bad_input(&area("causal", "windoww=3"), "`windoww`");
     assert_bad_input(&area("causal_document", "doc_lens=10,20"), "`doc_lens`");
     assert_bad_input(&area("block_sparse", "density=0"), "`density`");

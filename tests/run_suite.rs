@@ -45,7 +45,7 @@ fn malformed_suites_give_one_line_exit_2_and_touch_nothing() {
         ("measure_unknown_key.toml", "unknown field `repetitions`"),
         ("repeats_zero.toml", "measure.repeats"),
         ("doc_lens_sum.toml", "doc_lens"),
-        ("prefix_too_long.toml", "prefix"),
+        ("repeats_above_max_repeats.toml", "measure.max_repeats: must be ≥ repeats (300), got 50"),
         ("cp_without_strategies.toml", "strategies"),
         ("exclude_unknown_key.toml", "unknown field `bakend`"),
         ("negative_head_dim.toml", "head_dims"),

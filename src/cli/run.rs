@@ -1,13 +1,12 @@
-//! `attnbench run SUITE.toml [--out DIR] [--resume] [--filter EXPR] [--dry-run] [--fail-on-wrong]`
+//! `attnbench run SUITE.toml [--out DIR] [--resume [--new-segment]] [--filter EXPR] [--dry-run] [--fail-on-wrong] [--mem-limit BYTES]`
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
-
 use crate::error::BadInput;
 use crate::results::Status;
 use crate::suite::runner::{check_out_dir, run_plan, RunOptions};
+use crate::suite::signals;
 use crate::suite::{Filter, Plan};
 
 #[derive(clap::Args, Debug)]
@@ -18,8 +17,19 @@ pub struct RunArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Continue the run in --out: cases that already have a row are skipped; a torn last line is repaired.
+    /// Refused when the suite file or the measurement setup changed since the run started (the message
+    /// lists what changed) or when --out holds another suite's run.
     #[arg(long, requires = "out")]
     pub resume: bool,
+    /// With --resume: accept the changed suite or setup as a new segment of the run (recorded in
+    /// meta.json and in every new row's `segment`); cases whose setup changed run again.
+    #[arg(long, requires = "resume")]
+    pub new_segment: bool,
+    /// Most memory a kernel case may allocate in the worker, e.g. 16G or 512M (binary units). Cases
+    /// estimated above it are `oom` rows without running; the worker is capped at it, so an allocation
+    /// beyond it fails as `oom`. Default: available memory minus max(256 MiB, 5 % of RAM), per case.
+    #[arg(long, value_parser = parse_mem_limit)]
+    pub mem_limit: Option<u64>,
     /// Only cases matching EXPR, e.g. 'backend~sdpa,seqlen<=4096,pass=fwd' (fields: backend, strategy,
     /// pattern, pass, dtype, device, heads, seqlen, batch, head_dim, world_size, kind; ops = != < <= > >= ~).
     #[arg(long)]
@@ -47,7 +57,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let opts = RunOptions {
         out_dir,
         resume: args.resume,
+        new_segment: args.new_segment,
         fail_on_wrong: args.fail_on_wrong,
+        mem_limit: args.mem_limit,
         command_line: std::env::args().collect::<Vec<_>>().join(" "),
         progress_bar: RunOptions::detect_progress(),
     };
@@ -55,8 +67,23 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if plan.cases.is_empty() {
         return Err(BadInput::new(format!("{}: no cases left after filters", args.suite.display())).into());
     }
-    eprintln!("{}: {} cases → {}", plan.name, plan.cases.len(), opts.out_dir.display());
-    let summary = run_plan(&plan, &opts).context("running the suite")?;
+    // Every error of the runner names its file or folder already.
+    let summary = run_plan(&plan, &opts)?;
+    if let Some(sig) = summary.interrupted {
+        let mut again =
+            format!("attnbench run {} --out {} --resume", shell_word(&args.suite.display().to_string()), shell_word(&opts.out_dir.display().to_string()));
+        if let Some(f) = &args.filter {
+            again.push_str(&format!(" --filter {}", shell_word(f)));
+        }
+        eprintln!(
+            "interrupted by {}: stopped the running case (no row written for it); {} of {} cases have rows in {}; continue with: {again}",
+            signals::name(sig),
+            summary.have_rows,
+            summary.planned,
+            summary.csv.display()
+        );
+        return Ok(ExitCode::from(signals::exit_code(sig)));
+    }
     let mut parts: Vec<String> = Vec::new();
     for s in [Status::Ok, Status::Unsupported, Status::Oom, Status::Wrong, Status::Error, Status::Timeout] {
         if summary.count(s) > 0 {
@@ -81,6 +108,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         summary.csv.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+fn parse_mem_limit(s: &str) -> Result<u64, String> {
+    crate::suite::memory::parse_bytes(s)
+}
+
+/// `word`, quoted for a POSIX shell when it needs to be.
+fn shell_word(word: &str) -> String {
+    if !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+=:,@".contains(c)) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
 }
 
 /// Prints the case table, the unsupported cases with their reasons, and an estimate of wall time.

@@ -36,8 +36,13 @@ const WINDOW_RIGHT: ParamSpec = ParamSpec { key: "window_right", default: "1024"
 const GLOBAL: ParamSpec = ParamSpec { key: "global", default: "64", help: "leading global tokens (see and seen by all)" };
 const WINDOW_SYM: ParamSpec = ParamSpec { key: "window", default: "1024", help: "band half-width: |i − j| ≤ window" };
 const WINDOW_LC: ParamSpec = ParamSpec { key: "window", default: "1024", help: "W of LC's slices (LC draws it uniformly in 1..S/3−1); clamped to seqlen" };
-const PREFIX: ParamSpec = ParamSpec { key: "prefix", default: "seqlen/4", help: "bidirectional prefix length (tokens, ≤ seqlen)" };
-const PREFIX_DOC: ParamSpec = ParamSpec { key: "prefix", default: "min(1024, seqlen/4)", help: "bidirectional prefix of every document (tokens, ≤ seqlen)" };
+const PREFIX: ParamSpec =
+    ParamSpec { key: "prefix", default: "seqlen/4", help: "bidirectional prefix length (tokens; ≥ seqlen: the whole sequence, = full)" };
+const PREFIX_DOC: ParamSpec = ParamSpec {
+    key: "prefix",
+    default: "min(1024, seqlen/4)",
+    help: "bidirectional prefix of every document (tokens; ≥ a document's length: that document is full)",
+};
 const BLOCK_DOC: ParamSpec = ParamSpec { key: "block", default: "1024", help: "block size in tokens, counted from each doc start" };
 const DOC_LENS: ParamSpec = ParamSpec { key: "doc_lens", default: "", help: "explicit document lengths a,b,c (each ≥ 1, sum = seqlen)" };
 const DOCS: ParamSpec = ParamSpec { key: "docs", default: "auto", help: "length table (`attnbench list docs`); auto = pile ≤ 12K tokens, else prolong64k" };
@@ -327,7 +332,8 @@ fn global_sliding_window_longca(s: usize, p: &Params) -> Result<HeadMasks, MaskE
     shared(s, slices)
 }
 
-/// `prefix_lm_causal` prefix [S/4] (must be ≤ S): attend iff j ≤ i or j < prefix. Slices: `[0,P)²`
+/// `prefix_lm_causal` prefix [S/4]: attend iff j ≤ i or j < prefix (a prefix ≥ S makes it full, as a
+/// window ≥ S makes `sliding_window` full — see [`prefix`]). Slices: `[0,P)²`
 /// FULL and q `[P,S)` × k `[0,S)` CAUSAL (bottom-right aligned, so row i sees keys 0..=i).
 ///
 /// Anchors: LC/MA draw P uniformly in 1..=S (seed 42); we take it as a parameter. LC's flex
@@ -337,12 +343,14 @@ fn prefix_lm_causal(s: usize, p: &Params) -> Result<HeadMasks, MaskError> {
     shared(s, vec![Slice::new(0..pre, 0..pre, SliceKind::Full), Slice::new(pre..s, 0..s, SliceKind::Causal)])
 }
 
+/// The prefix length, saturated at S. Every length parameter of the zoo (window, window_left,
+/// window_right, global, prefix, block) takes any value ≥ 0 and reads a value ≥ S as "the whole
+/// sequence", because each pattern's rule is well defined there and the anchors do the same for
+/// windows (LC: a window ≥ S is unbounded; MA: w + 1 ≥ S gives full). That lets one suite sweep a
+/// fixed window or prefix over lengths below and above it; the row's density shows the saturation.
+/// Only a block size of 0 is meaningless and rejected.
 fn prefix(p: &Params, s: usize, default: usize) -> Result<usize, MaskError> {
-    let pre = p.usize_or("prefix", default)?;
-    if pre > s {
-        return Err(MaskError::bad("prefix", format!("must be ≤ seqlen ({s}), got {pre}")));
-    }
-    Ok(pre)
+    Ok(p.usize_or("prefix", default)?.min(s))
 }
 
 /// `full_document` (varlen full): attend iff doc(i) = doc(j). One FULL slice per document. Same in LC
@@ -357,7 +365,7 @@ fn causal_document(s: usize, p: &Params) -> Result<HeadMasks, MaskError> {
     per_doc(s, &doc_lengths(s, p)?, SliceKind::Causal)
 }
 
-/// `prefix_lm_document` prefix [min(1024, S/4)] (must be ≤ S): attend iff doc(i) = doc(j) and (j ≤ i or
+/// `prefix_lm_document` prefix [min(1024, S/4)]: attend iff doc(i) = doc(j) and (j ≤ i or
 /// j − s(j) < prefix) — every document has a bidirectional prefix of P tokens. Per document `[a,b)` of
 /// length L: if P < L, `[a,a+P)²` FULL + q `[a+P,b)` × k `[a,b)` CAUSAL; else the document is FULL.
 ///
@@ -650,7 +658,7 @@ mod tests {
         for spec in pat.params {
             match spec.key {
                 "window" | "window_left" | "window_right" | "global" => p = p.set(spec.key, pick(rng, s)),
-                "prefix" => p = p.set("prefix", pick(rng, s).min(s)),
+                "prefix" => p = p.set("prefix", pick(rng, s)),
                 "block" => p = p.set("block", pick(rng, s).max(1)),
                 "seed" => p = p.set("seed", rng.gen_range(0..1000u64)),
                 "doc_lens" => {
@@ -865,12 +873,26 @@ mod tests {
         e
     }
 
+    /// Length parameters wider than the sequence saturate, the same way for windows and prefixes.
+    #[test]
+    fn length_parameters_wider_than_the_sequence_saturate() {
+        let area = |name: &str, kv: &[&str]| build_pattern(name, 100, &Params::parse_kv(kv).unwrap()).unwrap().mean_area();
+        assert_eq!(area("sliding_window", &["window_left=1000", "window_right=1000"]), 10000.0);
+        assert_eq!(area("sliding_window_causal", &["window=1000"]), area("causal", &[]));
+        assert_eq!(area("global_sliding_window", &["global=1000"]), 10000.0);
+        assert_eq!(area("prefix_lm_causal", &["prefix=1000"]), 10000.0);
+        assert_eq!(area("prefix_lm_causal", &["prefix=1000"]), area("prefix_lm_causal", &["prefix=100"]));
+        assert_eq!(area("prefix_lm_document", &["prefix=1000", "doc_lens=50,50"]), area("full_document", &["doc_lens=50,50"]));
+        assert_eq!(area("block_causal_document", &["block=1000", "doc_lens=50,50"]), area("full_document", &["doc_lens=50,50"]));
+    }
+
     #[test]
     fn bad_parameters_are_one_line_errors_naming_the_key() {
         assert!(err("sliding_window", 100, &["window_left=-5"]).contains("`window_left`"));
         assert!(err("sliding_window_causal", 100, &["window=x"]).contains("`window`"));
-        assert!(err("prefix_lm_causal", 100, &["prefix=101"]).contains("`prefix`"));
-        assert!(err("prefix_lm_document", 100, &["prefix=101", "doc_lens=50,50"]).contains("`prefix`"));
+        assert!(err("prefix_lm_causal", 100, &["prefix=-1"]).contains("`prefix`"));
+        assert!(err("prefix_lm_document", 100, &["prefix=x", "doc_lens=50,50"]).contains("`prefix`"));
+        assert!(err("block_causal_document", 100, &["block=0", "doc_lens=50,50"]).contains("`block`"));
         assert!(err("causal", 100, &["window=3"]).contains("`window`"));
         assert!(err("causal_document", 100, &["doc_lens=50,49"]).contains("`doc_lens`"));
         assert!(err("causal_document", 100, &["doc_lens=50,0,50"]).contains("`doc_lens`"));

@@ -17,6 +17,9 @@ pub enum CsvError {
     Parse { path: PathBuf, line: u64, msg: String },
     #[error("{path}: header does not match this attnbench's row schema (expected `{expected}…`)")]
     Header { path: PathBuf, expected: String },
+    /// A CSV from another attnbench version: readable, but rows cannot be appended to it.
+    #[error("{path}: written by another attnbench version (columns: {detail}); rows cannot be appended to it — start a new --out")]
+    Columns { path: PathBuf, detail: String },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CsvError + '_ {
@@ -35,49 +38,26 @@ pub struct CsvAppender {
 
 impl CsvAppender {
     /// Opens (creating if needed) `path` for appending. Existing complete rows are parsed and kept in
-    /// `existing`; a torn last line is cut off.
+    /// `existing`; a torn last line is cut off. A file whose header is not exactly this attnbench's
+    /// columns is refused: appending would write rows that no longer line up with their header.
     pub fn open(path: &Path) -> Result<Self, CsvError> {
         let mut file = OpenOptions::new().read(true).append(true).create(true).open(path).map_err(io_err(path))?;
         let mut text = String::new();
         file.read_to_string(&mut text).map_err(io_err(path))?;
+        let (existing, good_len) = parse_prefix(&text, path)?;
+        if good_len > 0 {
+            check_columns(&text, path)?;
+        }
         let mut repaired_bytes = 0;
-        let mut existing = Vec::new();
-        if text.is_empty() {
+        if good_len < text.len() {
+            repaired_bytes = (text.len() - good_len) as u64;
+            file.set_len(good_len as u64).map_err(io_err(path))?;
+            file.seek(SeekFrom::End(0)).map_err(io_err(path))?;
+        }
+        if good_len == 0 {
             let header = Row::header().join(",") + "\n";
             file.write_all(header.as_bytes()).map_err(io_err(path))?;
             file.sync_data().map_err(io_err(path))?;
-        } else {
-            // Keep the longest prefix of complete lines that parses.
-            let mut good_len = match text.rfind('\n') {
-                Some(p) => p + 1,
-                None => 0,
-            };
-            loop {
-                match parse_rows(&text[..good_len], path) {
-                    Ok(rows) => {
-                        existing = rows;
-                        break;
-                    }
-                    Err(CsvError::Header { .. }) if good_len > 0 => return Err(parse_rows(&text[..good_len], path).unwrap_err()),
-                    Err(e) => {
-                        // Drop the last line and retry; if only the header is left and it is broken, fail.
-                        let body = &text[..good_len.saturating_sub(1)];
-                        match body.rfind('\n') {
-                            Some(p) if p > 0 => good_len = p + 1,
-                            _ => return Err(e),
-                        }
-                    }
-                }
-            }
-            if good_len < text.len() {
-                repaired_bytes = (text.len() - good_len) as u64;
-                file.set_len(good_len as u64).map_err(io_err(path))?;
-                file.seek(SeekFrom::End(0)).map_err(io_err(path))?;
-            }
-            if good_len == 0 {
-                let header = Row::header().join(",") + "\n";
-                file.write_all(header.as_bytes()).map_err(io_err(path))?;
-            }
         }
         Ok(CsvAppender { path: path.to_path_buf(), file, existing, repaired_bytes })
     }
@@ -96,6 +76,65 @@ impl CsvAppender {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// The rows of `text` and the length in bytes of the part they come from. Only the *last* line may
+/// be left out, as torn (no trailing newline, or not a row: a run killed while appending it); a bad
+/// line anywhere else is an error naming it — dropping it and everything after would lose rows.
+fn parse_prefix(text: &str, path: &Path) -> Result<(Vec<Row>, usize), CsvError> {
+    let complete = text.rfind('\n').map_or(0, |p| p + 1);
+    let first_try = match parse_rows(&text[..complete], path) {
+        Ok(rows) => return Ok((rows, complete)),
+        Err(e @ CsvError::Header { .. }) if complete > 0 => return Err(e),
+        Err(e) => e,
+    };
+    // The last complete line itself may be the torn one (a fragment that happens to end the file with
+    // a newline): drop it, but only it.
+    match text[..complete.saturating_sub(1)].rfind('\n') {
+        Some(p) if p > 0 => match parse_rows(&text[..p + 1], path) {
+            Ok(rows) => Ok((rows, p + 1)),
+            Err(_) => Err(first_try),
+        },
+        _ if complete == 0 => Ok((vec![], 0)),
+        _ => Err(first_try),
+    }
+}
+
+/// Rows of a run's CSV as `--resume` will see them (a torn last line left out), without changing the
+/// file. A missing file has no rows.
+pub fn peek_rows(path: &Path) -> Result<Vec<Row>, CsvError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(parse_prefix(&text, path)?.0),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(vec![]),
+        Err(e) => Err(CsvError::Io { path: path.to_path_buf(), source: e }),
+    }
+}
+
+/// Whether rows can be appended to `path` (missing, empty, or with exactly this attnbench's columns
+/// and parseable rows), without changing it: checked before a run records anything.
+pub fn check_appendable(path: &Path) -> Result<(), CsvError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(CsvError::Io { path: path.to_path_buf(), source: e }),
+    };
+    let (_, good_len) = parse_prefix(&text, path)?;
+    if good_len > 0 {
+        check_columns(&text, path)?;
+    }
+    Ok(())
+}
+
+/// The header line must be exactly [`Row::header`] for rows to be appended under it.
+fn check_columns(text: &str, path: &Path) -> Result<(), CsvError> {
+    let got: Vec<&str> = text.lines().next().unwrap_or("").split(',').collect();
+    let want = Row::header();
+    if got == want.iter().map(String::as_str).collect::<Vec<_>>() {
+        return Ok(());
+    }
+    let missing: Vec<&str> = want.iter().map(String::as_str).filter(|w| !got.contains(w)).collect();
+    let extra: Vec<&str> = got.iter().copied().filter(|g| !want.iter().any(|w| w == g)).collect();
+    Err(CsvError::Columns { path: path.to_path_buf(), detail: format!("missing [{}], unknown [{}]", missing.join(", "), extra.join(", ")) })
 }
 
 fn parse_rows(text: &str, path: &Path) -> Result<Vec<Row>, CsvError> {
@@ -142,6 +181,26 @@ mod tests {
         r.ms_median = Some(1.5);
         r.error = "a, \"quoted\" message".into();
         r
+    }
+
+    #[test]
+    fn a_bad_line_in_the_middle_is_an_error_not_a_silent_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.csv");
+        {
+            let mut a = CsvAppender::open(&p).unwrap();
+            for s in [16, 32, 64] {
+                a.append(&row(s)).unwrap();
+            }
+        }
+        let text = std::fs::read_to_string(&p).unwrap();
+        let mut lines: Vec<&str> = text.lines().collect();
+        lines[2] = "garbage,not,a,row";
+        let broken = lines.join("\n") + "\n";
+        std::fs::write(&p, &broken).unwrap();
+        let err = CsvAppender::open(&p).err().expect("refused").to_string();
+        assert!(err.contains("r.csv") && err.contains("line"), "{err}");
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), broken, "nothing dropped");
     }
 
     #[test]

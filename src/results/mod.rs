@@ -6,5 +6,5 @@ pub mod row;
 
 pub use crate::error::one_line;
 pub use csvio::{read_rows, CsvAppender};
-pub use meta::RunMeta;
+pub use meta::{RunMeta, Segment};
 pub use row::{Row, Status};

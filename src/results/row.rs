@@ -124,6 +124,12 @@ pub struct Row {
     /// `estimate` (a formula, nothing measured); empty when there is no memory figure.
     #[serde(default)]
     pub mem_source: String,
+    /// `attnbench run`: hash of the measure settings and machine the row was measured with, and the
+    /// run segment it belongs to (see `meta.json`; empty / 0 outside a run). Resume matches on both.
+    #[serde(default)]
+    pub measure_id: String,
+    #[serde(default)]
+    pub segment: u32,
 }
 
 impl Row {
@@ -168,6 +174,8 @@ impl Row {
             scaling_eff: None,
             note: String::new(),
             mem_source: String::new(),
+            measure_id: String::new(),
+            segment: 0,
         }
     }
 

@@ -6,6 +6,11 @@
 //! - `fault-hang`: the worker sleeps forever → killed at `timeout_s`, `timeout` row.
 //! - `fault-wrong`: the `naive` kernel with its output perturbed, run through the real correctness
 //!   gate → `wrong` row with `max_abs_err` and no timing.
+//! - `fault-oom-torch` / `fault-oom-rust`: allocate (and touch) 64 MiB blocks through libtorch's CPU
+//!   allocator / Rust's global allocator until an allocation fails — a case whose memory estimate was
+//!   wrong. Under the runner's worker cap that is an `oom` row (libtorch's error, or Rust's abort read
+//!   from the dead worker's stderr). They give up with an `error` row after [`OOM_SAFETY_STOP`]
+//!   bytes, so an ineffective cap fails a test instead of filling the machine.
 
 use tch::Tensor;
 
@@ -17,7 +22,11 @@ use crate::flops::Pass;
 use crate::mask::HeadMasks;
 use crate::results::Row;
 
-pub const FAULT_BACKENDS: &[&str] = &["fault-crash", "fault-hang", "fault-wrong"];
+pub const FAULT_BACKENDS: &[&str] = &["fault-crash", "fault-hang", "fault-wrong", "fault-oom-torch", "fault-oom-rust"];
+
+/// Where the `fault-oom-*` backends stop if no allocation has failed: 2 GiB.
+pub const OOM_SAFETY_STOP: u64 = 2 << 30;
+const OOM_BLOCK: usize = 64 << 20;
 
 pub fn enabled() -> bool {
     std::env::var("ATTNBENCH_FAULTS").map(|v| v == "1").unwrap_or(false)
@@ -38,8 +47,39 @@ pub fn execute(item: &WorkItem) -> Option<Row> {
             std::thread::sleep(std::time::Duration::from_secs(3600));
         },
         "fault-wrong" => Some(wrong(item)),
+        "fault-oom-torch" => Some(oom_torch(item)),
+        "fault-oom-rust" => Some(oom_rust(item)),
         _ => None,
     }
+}
+
+fn oom_torch(item: &WorkItem) -> Row {
+    let mut row = Row::for_case(&item.run_id, &item.case, "cpu");
+    let mut held = Vec::new();
+    while ((held.len() * OOM_BLOCK) as u64) < OOM_SAFETY_STOP {
+        match Tensor::f_empty([(OOM_BLOCK / 4) as i64], (tch::Kind::Float, tch::Device::Cpu)).and_then(|mut t| t.f_fill_(1.0)) {
+            Ok(t) => held.push(t),
+            Err(e) => {
+                let e = crate::backend::BackendError::from(e);
+                let status = if matches!(e, BackendError::Oom(_)) { crate::results::Status::Oom } else { crate::results::Status::Error };
+                row.fail(status, format!("{e} (after {} MiB)", (held.len() * OOM_BLOCK) >> 20));
+                return row;
+            }
+        }
+    }
+    row.fail(crate::results::Status::Error, format!("allocated {} MiB without an allocation failure: the worker is not capped", OOM_SAFETY_STOP >> 20));
+    row
+}
+
+fn oom_rust(item: &WorkItem) -> Row {
+    let mut held: Vec<Vec<u8>> = Vec::new();
+    while ((held.len() * OOM_BLOCK) as u64) < OOM_SAFETY_STOP {
+        // An allocation failure here aborts the process ("memory allocation of N bytes failed").
+        held.push(vec![1u8; OOM_BLOCK]);
+    }
+    let mut row = Row::for_case(&item.run_id, &item.case, "cpu");
+    row.fail(crate::results::Status::Error, format!("allocated {} MiB without an allocation failure: the worker is not capped", OOM_SAFETY_STOP >> 20));
+    row
 }
 
 fn wrong(item: &WorkItem) -> Row {

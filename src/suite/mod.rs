@@ -1,13 +1,19 @@
 //! Suites: the TOML format ([`schema`]), planning ([`plan`]), filters ([`filter`]) and the crash-safe
-//! runner ([`runner`]) with its worker process ([`worker`]).
+//! runner ([`runner`]) with its worker process ([`worker`]) and its guards: the run-folder lock
+//! ([`lock`]), resume identity and segments ([`identity`]), the memory guard ([`memory`]) and signal
+//! handling ([`signals`]).
 
 #[cfg(feature = "test-hooks")]
 pub mod faults;
 pub mod filter;
+pub mod identity;
+pub mod lock;
+pub mod memory;
 pub mod oracle;
 pub mod plan;
 pub mod runner;
 pub mod schema;
+pub mod signals;
 pub mod worker;
 
 pub use filter::Filter;

@@ -35,6 +35,8 @@ pub struct PlannedCase {
     /// Attended pairs per head (mean over head groups).
     pub area: f64,
     pub density: f64,
+    /// Distinct head-group masks (1 unless the pattern is per-head): sizes the memory estimate.
+    pub mask_groups: usize,
     /// `Err(reason)` when the backend/strategy says up front it cannot run the case.
     pub support: Result<(), String>,
 }
@@ -44,6 +46,8 @@ pub struct Plan {
     pub name: String,
     pub file: PathBuf,
     pub sha256: String,
+    /// The suite file's text (recorded in meta.json so a refused resume can say what changed).
+    pub text: String,
     pub settings: MeasureSettings,
     pub cases: Vec<PlannedCase>,
 }
@@ -134,40 +138,44 @@ pub fn load(path: &Path, filter: Option<&Filter>, oracle: &dyn SupportOracle) ->
         let m = &masks[&key];
         let support = m.check_heads(case.heads.q).map_err(|e| e.to_string()).and_then(|_| oracle.supports(&case, m));
         let flops = pass_flops(m.area_over_heads(case.heads.q), case.head_dim, case.batch, case.pass);
-        planned.push(PlannedCase { flops, area: m.mean_area(), density: m.density(), support, case });
+        planned.push(PlannedCase { flops, area: m.mean_area(), density: m.density(), mask_groups: m.groups.len(), support, case });
     }
     let name = suite.name.clone().unwrap_or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "suite".into()));
-    Ok(Plan { name, file: path.to_path_buf(), sha256: hex(&Sha256::digest(&bytes)), settings: suite.measure, cases: planned })
+    Ok(Plan { name, file: path.to_path_buf(), sha256: hex(&Sha256::digest(&bytes)), text, settings: suite.measure, cases: planned })
 }
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// Where each `[measure]` key the user wrote is, so an error names the key they wrote and its line.
+#[derive(serde::Deserialize)]
+struct MeasureSpans {
+    #[serde(default)]
+    measure: BTreeMap<String, Spanned<toml::Value>>,
+}
+
 fn validate_settings(m: &MeasureSettings, loc: &Locator) -> Result<(), SuiteError> {
-    let whole = 0..0;
-    let find = |key: &str| -> Range<usize> {
-        match loc.text.find(&format!("\n{key}")) {
-            Some(p) => p + 1..p + 2,
-            None => whole.clone(),
-        }
-    };
+    let spans = toml::from_str::<MeasureSpans>(loc.text).map(|s| s.measure).unwrap_or_default();
+    let at = |key: &str| -> Range<usize> { spans.get(key).map(|v| v.span()).unwrap_or(0..0) };
     if m.repeats == 0 {
-        return loc.err(&find("repeats"), "measure.repeats", "must be at least 1");
+        return loc.err(&at("repeats"), "measure.repeats", "must be at least 1");
     }
     if let Some(t) = m.target_spread {
         if !(t > 0.0 && t < 1.0) {
-            return loc.err(&find("target_spread"), "measure.target_spread", format!("must be a fraction in (0, 1), e.g. 0.01 for 1 %, got {t}"));
+            return loc.err(&at("target_spread"), "measure.target_spread", format!("must be a fraction in (0, 1), e.g. 0.01 for 1 %, got {t}"));
         }
     }
-    if m.max_repeats < m.repeats {
-        return loc.err(&find("max_repeats"), "measure.max_repeats", "must be ≥ repeats");
+    // `max_repeats` bounds the adaptive mode and never goes below `repeats` (see measure::clock); only
+    // a max_repeats the user wrote below their repeats is a contradiction, and it is theirs to fix.
+    if spans.contains_key("max_repeats") && m.max_repeats < m.repeats {
+        return loc.err(&at("max_repeats"), "measure.max_repeats", format!("must be ≥ repeats ({}), got {}", m.repeats, m.max_repeats));
     }
     if m.budget_s.is_nan() || m.budget_s <= 0.0 {
-        return loc.err(&find("budget_s"), "measure.budget_s", "must be > 0 seconds");
+        return loc.err(&at("budget_s"), "measure.budget_s", format!("must be > 0 seconds, got {}", m.budget_s));
     }
-    if m.timeout_s.is_nan() || m.timeout_s <= 0.0 {
-        return loc.err(&find("timeout_s"), "measure.timeout_s", "must be > 0 seconds");
+    if !(m.timeout_s > 0.0 && m.timeout_s <= 1e9) {
+        return loc.err(&at("timeout_s"), "measure.timeout_s", format!("must be > 0 and at most 1e9 seconds, got {}", m.timeout_s));
     }
     Ok(())
 }

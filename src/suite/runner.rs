@@ -1,6 +1,10 @@
 //! The runner: executes a plan case by case, appending each row to `results.csv` (flushed and synced
 //! before the next case starts), with resume, per-case timeouts, crash isolation (kernel cases run in
 //! a worker process; CP cases under `mpirun`), OOM skipping and a progress display.
+//!
+//! Its guards live in their own modules: one runner per folder ([`super::lock`]), resume only of the
+//! same run ([`super::identity`]), memory before the OOM killer ([`super::memory`]) and signals
+//! ([`super::signals`]).
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, IsTerminal, Write};
@@ -12,19 +16,27 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use super::lock::{LockError, RunLock};
+use super::memory;
 use super::plan::{Plan, PlannedCase};
+use super::signals;
 use super::worker::{WorkItem, ROW_PREFIX};
 use crate::case::{Case, CaseKind};
 use crate::error::BadInput;
 use crate::measure::MeasureSettings;
-use crate::results::{CsvAppender, Row, RunMeta, Status};
+use crate::results::{CsvAppender, Row, RunMeta, Segment, Status};
 
 /// Options of one `attnbench run`.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     pub out_dir: PathBuf,
     pub resume: bool,
+    /// With `resume`: accept a changed suite or measurement setup as a new segment of the run.
+    pub new_segment: bool,
     pub fail_on_wrong: bool,
+    /// Bytes a kernel case may allocate in the worker (`--mem-limit`); `None`: available memory minus
+    /// headroom, taken before each case (see [`memory`]).
+    pub mem_limit: Option<u64>,
     /// Full command line, recorded in meta.json.
     pub command_line: String,
     /// Show an indicatif bar (terminal) instead of one log line per case.
@@ -51,6 +63,13 @@ pub struct RunSummary {
     /// Σ of the time each case spent in its worker / mpirun (mask, inputs, check, warmup, repeats):
     /// `wall_s − case_s` is what the runner itself costs (planning, process start, CSV writes).
     pub case_s: f64,
+    /// The signal that stopped the run early (its case has no row; `--resume` runs it).
+    pub interrupted: Option<i32>,
+    /// Cases of the plan that have a row now (this segment's setup), and how many the plan has.
+    pub have_rows: usize,
+    pub planned: usize,
+    /// Segment of the run the new rows belong to.
+    pub segment: u32,
 }
 
 impl RunSummary {
@@ -59,43 +78,60 @@ impl RunSummary {
     }
 }
 
-/// Checks that the run directory may be used, before anything is created or touched.
+/// Checks that the run directory may be used, before anything is created or touched: not a file, not
+/// in use by another runner, and without `--resume` not holding a run's rows already.
 pub fn check_out_dir(opts: &RunOptions) -> Result<(), BadInput> {
-    let csv = opts.out_dir.join("results.csv");
-    if !opts.resume && csv.exists() && std::fs::metadata(&csv).map(|m| m.len() > 0).unwrap_or(false) {
-        return Err(BadInput::new(format!("{} already has results; pass --resume to continue that run, or choose another --out", opts.out_dir.display())));
-    }
     if opts.out_dir.exists() && !opts.out_dir.is_dir() {
         return Err(BadInput::new(format!("--out {}: exists and is not a directory", opts.out_dir.display())));
+    }
+    super::lock::probe(&opts.out_dir)?;
+    check_no_rows_unless_resume(opts)
+}
+
+/// Without `--resume`, the folder must not hold a run's rows already.
+fn check_no_rows_unless_resume(opts: &RunOptions) -> Result<(), BadInput> {
+    let csv = opts.out_dir.join("results.csv");
+    // A header alone (a run stopped before its first row) is no result to protect.
+    let has_rows = std::fs::read_to_string(&csv).map(|t| t.lines().nth(1).is_some()).unwrap_or(false);
+    if !opts.resume && has_rows {
+        return Err(BadInput::new(format!("{} already has results; pass --resume to continue that run, or choose another --out", opts.out_dir.display())));
     }
     Ok(())
 }
 
-/// Runs every case of `plan` not yet in the CSV. Returns once all cases have a row.
+/// Runs every case of `plan` not yet in the CSV. Returns once all cases have a row, or early (with
+/// `interrupted` set) when SIGINT/SIGTERM/SIGHUP arrives.
 pub fn run_plan(plan: &Plan, opts: &RunOptions) -> anyhow::Result<RunSummary> {
     check_out_dir(opts)?;
     let started = Instant::now();
-    std::fs::create_dir_all(&opts.out_dir).with_context(|| format!("creating {}", opts.out_dir.display()))?;
-    let meta_path = opts.out_dir.join("meta.json");
-    let run_id = if opts.resume && meta_path.exists() {
-        let text = std::fs::read_to_string(&meta_path)?;
-        serde_json::from_str::<RunMeta>(&text).map(|m| m.run_id).unwrap_or_else(|_| new_run_id(&plan.name))
-    } else {
-        let meta = build_meta(plan, opts, &new_run_id(&plan.name));
-        std::fs::write(&meta_path, serde_json::to_string_pretty(&meta)? + "\n")?;
-        meta.run_id
-    };
+    std::fs::create_dir_all(&opts.out_dir).map_err(|e| BadInput::new(format!("--out {}: cannot create the run folder: {e}", opts.out_dir.display())))?;
+    let _lock = RunLock::acquire(&opts.out_dir).map_err(|e| match e {
+        LockError::Busy(b) => anyhow::Error::from(b),
+        other => anyhow::Error::from(other).context("locking the run folder"),
+    })?;
+    // Again under the lock: another plain run may have written rows here a moment ago.
+    check_no_rows_unless_resume(opts)?;
+    signals::install();
 
     let csv_path = opts.out_dir.join("results.csv");
-    let mut csv = CsvAppender::open(&csv_path)?;
-    let done: HashSet<String> = csv.existing.iter().map(|r| r.case_id.clone()).collect();
-    let mut summary = RunSummary { csv: csv_path.clone(), repaired_bytes: csv.repaired_bytes, ..Default::default() };
+    // Refusals first, before meta.json or the CSV change: a CSV this version cannot append to, then
+    // a resume of another suite or setup.
+    crate::results::csvio::check_appendable(&csv_path).map_err(csv_error)?;
+    let meta = super::identity::begin(plan, opts, &csv_path)?;
+    let run_id = meta.run_id.clone();
+    let segment = meta.current_segment();
+    let mut csv = CsvAppender::open(&csv_path).map_err(csv_error)?;
+    eprintln!("{}: {} cases → {} (run {run_id}, segment {segment})", plan.name, plan.cases.len(), opts.out_dir.display());
+    let mut summary = RunSummary { csv: csv_path.clone(), repaired_bytes: csv.repaired_bytes, segment, planned: plan.cases.len(), ..Default::default() };
     if csv.repaired_bytes > 0 {
         eprintln!("repaired {}: dropped a torn last line ({} bytes) left by an interrupted run", csv_path.display(), csv.repaired_bytes);
     }
+    // Only rows measured with this setup count: a case with a row from another setup runs again.
+    let same_setup: Vec<&Row> = csv.existing.iter().filter(|r| r.measure_id == meta.measure_id).collect();
+    let done: HashSet<String> = same_setup.iter().map(|r| r.case_id.clone()).collect();
     // Lengths at which a (backend, mask, ...) group already ran out of memory, from earlier rows too.
     let mut oom_at: HashMap<String, usize> = HashMap::new();
-    for r in &csv.existing {
+    for r in &same_setup {
         if r.status == Status::Oom {
             let e = oom_at.entry(oom_group(r)).or_insert(r.seqlen);
             *e = (*e).min(r.seqlen);
@@ -104,6 +140,7 @@ pub fn run_plan(plan: &Plan, opts: &RunOptions) -> anyhow::Result<RunSummary> {
 
     let todo: Vec<&PlannedCase> = plan.cases.iter().filter(|p| !done.contains(&p.case.case_id())).collect();
     summary.skipped_done = plan.cases.len() - todo.len();
+    summary.have_rows = summary.skipped_done;
     if summary.skipped_done > 0 {
         eprintln!("resume: {} of {} cases already have rows", summary.skipped_done, plan.cases.len());
     }
@@ -111,27 +148,44 @@ pub fn run_plan(plan: &Plan, opts: &RunOptions) -> anyhow::Result<RunSummary> {
     let mut worker: Option<Worker> = None;
     let total = todo.len();
     for (n, pc) in todo.into_iter().enumerate() {
+        if let Some(sig) = signals::pending() {
+            summary.interrupted = Some(sig);
+            break;
+        }
         let case = &pc.case;
         progress.start(n, total, case);
         let case_start = Instant::now();
-        let mut row = if let Err(reason) = &pc.support {
-            parent_row(&run_id, pc, Status::Unsupported, reason)
+        let outcome = if let Err(reason) = &pc.support {
+            Outcome::Row(Box::new(parent_row(&run_id, pc, Status::Unsupported, reason)))
         } else if let Some(&l) = oom_at.get(&oom_group_of_case(case)).filter(|&&l| case.seqlen > l) {
-            parent_row(&run_id, pc, Status::Oom, &format!("skipped: out of memory already at seqlen {l} for this backend and mask"))
+            Outcome::Row(Box::new(parent_row(&run_id, pc, Status::Oom, &format!("skipped: out of memory already at seqlen {l} for this backend and mask"))))
         } else {
             match case.kind {
-                CaseKind::Kernel => run_kernel(&mut worker, &run_id, pc, &plan.settings),
+                CaseKind::Kernel => run_kernel(&mut worker, &run_id, pc, &plan.settings, opts.mem_limit),
                 CaseKind::Cp => run_cp(&run_id, pc, &plan.settings),
-                CaseKind::Simulated => parent_row(&run_id, pc, Status::Unsupported, "simulated cases are produced by `attnbench simulate`, not by `run`"),
+                CaseKind::Simulated => {
+                    Outcome::Row(Box::new(parent_row(&run_id, pc, Status::Unsupported, "simulated cases are produced by `attnbench simulate`, not by `run`")))
+                }
             }
         };
         summary.case_s += case_start.elapsed().as_secs_f64();
+        let mut row = match outcome {
+            Outcome::Row(row) => *row,
+            Outcome::Interrupted(sig) => {
+                // The case was cut short: no row, so a resume runs it again.
+                summary.interrupted = Some(sig);
+                break;
+            }
+        };
         row.run_id = run_id.clone();
+        row.measure_id = meta.measure_id.clone();
+        row.segment = segment;
         if row.status == Status::Oom {
             let e = oom_at.entry(oom_group_of_case(case)).or_insert(case.seqlen);
             *e = (*e).min(case.seqlen);
         }
-        csv.append(&row)?;
+        csv.append(&row).map_err(|e| anyhow::anyhow!("{e}"))?;
+        summary.have_rows += 1;
         if row.status == Status::Ok {
             summary.timed_s += row.ms_median.unwrap_or(0.0) * row.repeats.unwrap_or(0) as f64 / 1e3;
         }
@@ -141,17 +195,36 @@ pub fn run_plan(plan: &Plan, opts: &RunOptions) -> anyhow::Result<RunSummary> {
     drop(worker);
     progress.done();
     summary.wall_s = started.elapsed().as_secs_f64();
-    if opts.fail_on_wrong && summary.count(Status::Wrong) > 0 {
+    if summary.interrupted.is_none() && opts.fail_on_wrong && summary.count(Status::Wrong) > 0 {
         return Err(crate::error::CheckFailed(format!("{} case(s) computed a wrong result (see {})", summary.count(Status::Wrong), csv_path.display())).into());
     }
     Ok(summary)
 }
 
-fn new_run_id(name: &str) -> String {
+/// A results CSV that cannot be continued (another version's columns, a malformed line that is not
+/// the torn last one) is the user's input to fix: exit 2. I/O errors stay errors.
+pub(crate) fn csv_error(e: crate::results::csvio::CsvError) -> anyhow::Error {
+    match e {
+        // The message names the path and the I/O error; as a plain message its source is not
+        // printed a second time by the CLI's one-line error chain.
+        crate::results::csvio::CsvError::Io { .. } => anyhow::anyhow!("{e}"),
+        other => BadInput::new(other.to_string()).into(),
+    }
+}
+
+/// What running one case gave: its row, or nothing because a signal stopped it.
+enum Outcome {
+    Row(Box<Row>),
+    Interrupted(i32),
+}
+
+pub(crate) fn new_run_id(name: &str) -> String {
     format!("{}-{}", name, chrono::Utc::now().format("%Y%m%d-%H%M%S"))
 }
 
-fn build_meta(plan: &Plan, opts: &RunOptions, run_id: &str) -> RunMeta {
+/// The meta.json this invocation would write for a new run (segment 1): machine, suite (with its
+/// text) and the measurement setup with its `measure_id`.
+pub(crate) fn build_meta(plan: &Plan, opts: &RunOptions, run_id: &str) -> RunMeta {
     let mut meta = RunMeta {
         run_id: run_id.to_string(),
         started_utc: chrono::Utc::now().to_rfc3339(),
@@ -163,6 +236,19 @@ fn build_meta(plan: &Plan, opts: &RunOptions, run_id: &str) -> RunMeta {
         ..Default::default()
     };
     crate::envinfo::fill_meta(&mut meta);
+    meta.suite_name = plan.name.clone();
+    meta.suite_toml = plan.text.clone();
+    meta.measure_setup = super::identity::measure_setup(&plan.settings, &meta, tch::get_num_threads());
+    meta.measure_id = super::identity::measure_id(&meta.measure_setup);
+    meta.segments = vec![Segment {
+        segment: 1,
+        started_utc: meta.started_utc.clone(),
+        suite_file: meta.suite_file.clone(),
+        suite_sha256: meta.suite_sha256.clone(),
+        measure_id: meta.measure_id.clone(),
+        command_line: meta.command_line.clone(),
+        changed: String::new(),
+    }];
     meta
 }
 
@@ -190,23 +276,64 @@ fn parent_row(run_id: &str, pc: &PlannedCase, status: Status, error: &str) -> Ro
     row
 }
 
-fn run_kernel(worker: &mut Option<Worker>, run_id: &str, pc: &PlannedCase, settings: &MeasureSettings) -> Row {
+fn run_kernel(worker: &mut Option<Worker>, run_id: &str, pc: &PlannedCase, settings: &MeasureSettings, mem_limit: Option<u64>) -> Outcome {
+    // Memory first: a case that cannot fit is an `oom` row before anything is allocated.
+    let estimate = memory::estimate(&pc.case, settings, pc.mask_groups);
+    let (allowance, source) = memory::host_allowance(mem_limit);
+    if estimate.host > allowance {
+        let msg = format!(
+            "not run: estimated peak ≥ {} of host memory ({}) exceeds the {} the worker may use ({source})",
+            memory::human(estimate.host),
+            estimate.detail,
+            memory::human(allowance)
+        );
+        return Outcome::Row(Box::new(parent_row(run_id, pc, Status::Oom, &msg)));
+    }
     let item = WorkItem { run_id: run_id.to_string(), case: pc.case.clone(), settings: settings.clone() };
     if worker.is_none() {
         match Worker::spawn() {
             Ok(w) => *worker = Some(w),
-            Err(e) => return parent_row(run_id, pc, Status::Error, &format!("cannot start worker: {e:#}")),
+            Err(e) => return Outcome::Row(Box::new(parent_row(run_id, pc, Status::Error, &format!("cannot start worker: {e:#}")))),
         }
     }
     let w = worker.as_mut().unwrap();
+    if estimate.device > 0 {
+        if let Some(free) = memory::device_free_for(w.child.id()) {
+            if estimate.device > free {
+                let msg = format!(
+                    "not run: estimated peak ≥ {} of device memory ({}) exceeds the {} free on the device (nvidia-smi, including what the worker holds)",
+                    memory::human(estimate.device),
+                    estimate.detail,
+                    memory::human(free)
+                );
+                return Outcome::Row(Box::new(parent_row(run_id, pc, Status::Oom, &msg)));
+            }
+        }
+    }
+    // Past this cap an allocation fails inside the worker (an `oom` row) instead of the machine running
+    // out. A worker we cannot cap still runs the case: the estimate above already held.
+    if let Err(e) = memory::cap_worker(w.child.id(), allowance) {
+        eprintln!("warning: could not cap the worker's memory ({e}); running the case uncapped");
+    }
     // The worker's own measuring stops at budget_s; the timeout is the hard limit for a hang.
     match w.run(&item, Duration::from_secs_f64(settings.timeout_s)) {
-        Ok(row) => row,
+        Ok(mut row) => {
+            if row.status == Status::Oom {
+                row.error = crate::results::one_line(&format!("{} [worker capped at +{} ({source})]", row.error, memory::human(allowance)));
+            }
+            Outcome::Row(Box::new(row))
+        }
+        Err(WorkerFailure::Interrupted(sig)) => {
+            worker.take().unwrap().stop();
+            Outcome::Interrupted(sig)
+        }
         Err(failure) => {
             let old = worker.take().unwrap();
-            let msg = old.kill_and_explain(&failure);
-            let status = if matches!(failure, WorkerFailure::Timeout) { Status::Timeout } else { Status::Error };
-            parent_row(run_id, pc, status, &msg)
+            let (status, mut msg) = old.kill_and_explain(&failure);
+            if status == Status::Oom {
+                msg = format!("{msg} [worker capped at +{} ({source})]", memory::human(allowance));
+            }
+            Outcome::Row(Box::new(parent_row(run_id, pc, status, &msg)))
         }
     }
 }
@@ -216,9 +343,10 @@ enum WorkerFailure {
     Timeout,
     Died,
     Protocol(String),
+    Interrupted(i32),
 }
 
-/// A running `attnbench worker` child.
+/// A running `attnbench worker` child, leader of its own process group.
 struct Worker {
     child: Child,
     stdin: ChildStdin,
@@ -229,12 +357,20 @@ struct Worker {
 
 impl Worker {
     fn spawn() -> anyhow::Result<Worker> {
+        use std::os::unix::process::CommandExt;
         let exe = std::env::current_exe().context("locating the attnbench binary")?;
-        let dir = tempfile::tempdir()?;
+        let dir = tempfile::tempdir().with_context(|| format!("creating a directory for the worker's stderr in {}", std::env::temp_dir().display()))?;
         let stderr_path = dir.path().join("worker.stderr");
-        let stderr = std::fs::File::create(&stderr_path)?;
-        let mut child =
-            Command::new(exe).arg("worker").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(stderr).spawn().context("spawning attnbench worker")?;
+        let stderr = std::fs::File::create(&stderr_path).with_context(|| format!("creating {}", stderr_path.display()))?;
+        let runner = std::process::id() as libc::pid_t;
+        let mut cmd = Command::new(&exe);
+        cmd.arg("worker").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(stderr);
+        // Own process group: a terminal's Ctrl-C reaches the runner only, which stops the worker in
+        // order; and the worker dies with the runner, however the runner dies.
+        cmd.process_group(0);
+        // SAFETY: die_with_parent only makes async-signal-safe calls.
+        unsafe { cmd.pre_exec(move || signals::die_with_parent(runner, libc::SIGKILL)) };
+        let mut child = cmd.spawn().with_context(|| format!("spawning {} worker", exe.display()))?;
         let stdin = child.stdin.take().unwrap();
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
@@ -251,52 +387,81 @@ impl Worker {
         Ok(Worker { child, stdin, rows: rx, stderr_path, _stderr_dir: dir })
     }
 
+    /// Sends one case and waits for its row, the timeout, the worker's death or a signal to the runner.
     fn run(&mut self, item: &WorkItem, timeout: Duration) -> Result<Row, WorkerFailure> {
         let line = serde_json::to_string(item).map_err(|e| WorkerFailure::Protocol(e.to_string()))?;
         if writeln!(self.stdin, "{line}").and_then(|_| self.stdin.flush()).is_err() {
             return Err(WorkerFailure::Died);
         }
-        match self.rows.recv_timeout(timeout) {
-            Ok(json) => serde_json::from_str::<Row>(&json).map_err(|e| WorkerFailure::Protocol(format!("unreadable row from worker: {e}"))),
-            Err(RecvTimeoutError::Timeout) => Err(WorkerFailure::Timeout),
-            Err(RecvTimeoutError::Disconnected) => Err(WorkerFailure::Died),
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rows.recv_timeout(left.min(signals::POLL)) {
+                Ok(json) => return serde_json::from_str::<Row>(&json).map_err(|e| WorkerFailure::Protocol(format!("unreadable row from worker: {e}"))),
+                Err(RecvTimeoutError::Disconnected) => return Err(WorkerFailure::Died),
+                Err(RecvTimeoutError::Timeout) => {
+                    if let Some(sig) = signals::pending() {
+                        return Err(WorkerFailure::Interrupted(sig));
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(WorkerFailure::Timeout);
+                    }
+                }
+            }
         }
     }
 
-    /// Kills the worker and turns what it left behind into one line for the row's `error`.
-    fn kill_and_explain(mut self, failure: &WorkerFailure) -> String {
-        let _ = self.child.kill();
+    /// Kills the worker's process group and reaps the worker.
+    fn stop(mut self) {
+        signals::stop_group(&mut self.child, Duration::ZERO);
+    }
+
+    /// Kills the worker and turns what it left behind into the row's status and one line for `error`.
+    /// A worker killed by its own allocation failure (Rust's allocator abort, C++ `std::bad_alloc`,
+    /// past the memory cap) is `oom`.
+    fn kill_and_explain(mut self, failure: &WorkerFailure) -> (Status, String) {
+        signals::stop_group(&mut self.child, Duration::ZERO);
         let status = self.child.wait().ok();
-        let tail = stderr_tail(&self.stderr_path);
-        let how = match failure {
-            WorkerFailure::Timeout => "exceeded the per-case timeout (measure.timeout_s); worker killed".to_string(),
-            WorkerFailure::Protocol(m) => m.clone(),
+        let stderr = std::fs::read_to_string(&self.stderr_path).unwrap_or_default();
+        let tail = stderr_tail(&stderr);
+        let (st, how) = match failure {
+            WorkerFailure::Timeout => (Status::Timeout, "exceeded the per-case timeout (measure.timeout_s); worker killed".to_string()),
+            WorkerFailure::Protocol(m) => (Status::Error, m.clone()),
+            WorkerFailure::Interrupted(sig) => (Status::Error, format!("stopped by {}", signals::name(*sig))),
             WorkerFailure::Died => {
                 use std::os::unix::process::ExitStatusExt;
-                match status {
+                let how = match status {
                     Some(s) if s.signal().is_some() => format!("worker died with signal {}", s.signal().unwrap()),
                     Some(s) => format!("worker exited with {s}"),
                     None => "worker died".into(),
+                };
+                match memory::allocation_failure_line(&stderr) {
+                    Some(line) => return (Status::Oom, format!("{how}: allocation failed ({line})")),
+                    None => (Status::Error, how),
                 }
             }
         };
         if tail.is_empty() {
-            how
+            (st, how)
         } else {
-            format!("{how}; stderr: {tail}")
+            (st, format!("{how}; stderr: {tail}"))
         }
     }
 }
 
 impl Drop for Worker {
     fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return; // already reaped (stop / kill_and_explain): its pid may belong to someone else now
+        }
+        // SAFETY: kill(2) on our own child's process group (harmless if already gone).
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-fn stderr_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+fn stderr_tail(text: &str) -> String {
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     lines[lines.len().saturating_sub(3)..].join(" | ")
 }
@@ -326,17 +491,17 @@ pub fn cp_command(item: &WorkItem, work: &Path) -> anyhow::Result<Command> {
     Ok(cmd)
 }
 
-fn run_cp(run_id: &str, pc: &PlannedCase, settings: &MeasureSettings) -> Row {
+fn run_cp(run_id: &str, pc: &PlannedCase, settings: &MeasureSettings) -> Outcome {
     let item = WorkItem { run_id: run_id.to_string(), case: pc.case.clone(), settings: settings.clone() };
     let dir = match tempfile::tempdir() {
         Ok(d) => d,
-        Err(e) => return parent_row(run_id, pc, Status::Error, &format!("cannot create a temporary folder for the work item: {e}")),
+        Err(e) => return Outcome::Row(Box::new(parent_row(run_id, pc, Status::Error, &format!("cannot create a temporary folder for the work item: {e}")))),
     };
     let cmd = match cp_command(&item, &dir.path().join("work.json")) {
         Ok(c) => c,
-        Err(e) => return parent_row(run_id, pc, Status::Error, &format!("{e:#}")),
+        Err(e) => return Outcome::Row(Box::new(parent_row(run_id, pc, Status::Error, &format!("{e:#}")))),
     };
-    match run_with_timeout(cmd, Duration::from_secs_f64(settings.timeout_s)) {
+    Outcome::Row(Box::new(match run_with_timeout(cmd, Duration::from_secs_f64(settings.timeout_s)) {
         Ok((true, stdout, _)) | Ok((false, stdout, _)) if stdout.lines().any(|l| l.trim_start().starts_with('{')) => {
             let json = stdout.lines().rev().find(|l| l.trim_start().starts_with('{')).unwrap();
             match serde_json::from_str::<Row>(json) {
@@ -353,19 +518,30 @@ fn run_cp(run_id: &str, pc: &PlannedCase, settings: &MeasureSettings) -> Row {
         }
         Err(RunFailure::Timeout) => parent_row(run_id, pc, Status::Timeout, "exceeded the per-case timeout (measure.timeout_s); mpirun killed"),
         Err(RunFailure::Spawn(e)) => parent_row(run_id, pc, Status::Error, &format!("cannot start mpirun: {e}")),
-    }
+        Err(RunFailure::Interrupted(sig)) => return Outcome::Interrupted(sig),
+    }))
 }
 
 enum RunFailure {
     Timeout,
     Spawn(String),
+    Interrupted(i32),
 }
 
-/// Runs a command to completion or kills it (and its process group) at `timeout`.
+/// How long `mpirun` gets after SIGTERM to take its ranks down before its group is SIGKILLed (Open MPI
+/// gives every rank a process group of its own, so killing mpirun's group does not reach them).
+const MPIRUN_GRACE: Duration = Duration::from_secs(2);
+
+/// Runs a command to completion or stops it (and its process group: `mpirun` and its ranks) at
+/// `timeout` or when the runner gets a signal. The command dies with the runner (SIGTERM, so that
+/// `mpirun` can stop its ranks).
 fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Result<(bool, String, String), RunFailure> {
     use std::os::unix::process::CommandExt;
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     cmd.process_group(0);
+    let runner = std::process::id() as libc::pid_t;
+    // SAFETY: die_with_parent only makes async-signal-safe calls.
+    unsafe { cmd.pre_exec(move || signals::die_with_parent(runner, libc::SIGTERM)) };
     let mut child = cmd.spawn().map_err(|e| RunFailure::Spawn(e.to_string()))?;
     let mut out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
@@ -384,14 +560,18 @@ fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Result<(bool, String
         match child.try_wait() {
             Ok(Some(status)) => return Ok((status.success(), t_out.join().unwrap_or_default(), t_err.join().unwrap_or_default())),
             Ok(None) if start.elapsed() > timeout => {
-                // Kill the whole group: mpirun and its ranks.
-                unsafe {
-                    libc::kill(-(child.id() as i32), libc::SIGKILL);
-                }
-                let _ = child.wait();
+                // SIGTERM first: Open MPI puts each rank in a process group of its own, so only
+                // mpirun itself can take them down; a SIGKILLed mpirun would orphan them.
+                signals::stop_group(&mut child, MPIRUN_GRACE);
                 return Err(RunFailure::Timeout);
             }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Ok(None) => {
+                if let Some(sig) = signals::pending() {
+                    signals::stop_group(&mut child, MPIRUN_GRACE);
+                    return Err(RunFailure::Interrupted(sig));
+                }
+                std::thread::sleep(Duration::from_millis(20))
+            }
             Err(e) => return Err(RunFailure::Spawn(e.to_string())),
         }
     }

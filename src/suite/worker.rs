@@ -6,6 +6,8 @@
 
 use std::io::{BufRead, Write};
 
+use anyhow::Context;
+
 use serde::{Deserialize, Serialize};
 
 use crate::case::Case;
@@ -29,14 +31,13 @@ pub fn serve() -> anyhow::Result<()> {
     let stdin = std::io::stdin();
     let mut out = std::io::stdout();
     for line in stdin.lock().lines() {
-        let line = line?;
+        let line = line.context("worker: reading a case from stdin")?;
         if line.trim().is_empty() {
             continue;
         }
-        let item: WorkItem = serde_json::from_str(&line)?;
+        let item: WorkItem = serde_json::from_str(&line).context("worker: unreadable case on stdin")?;
         let row = execute(&item);
-        writeln!(out, "{ROW_PREFIX}{}", serde_json::to_string(&row)?)?;
-        out.flush()?;
+        writeln!(out, "{ROW_PREFIX}{}", serde_json::to_string(&row)?).and_then(|_| out.flush()).context("worker: writing a row to stdout")?;
     }
     Ok(())
 }
