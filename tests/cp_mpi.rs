@@ -146,3 +146,103 @@ fn nccl_without_the_feature_is_one_line_and_exit_2() {
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
 }
+
+/// Runs an MPMD job: rank r runs attnbench with `per_rank[r]` (mpirun's `-np 1 prog args : -np 1 …`).
+fn mpirun_mpmd(per_rank: &[Vec<&str>]) -> (Output, std::time::Duration) {
+    let bin = env!("CARGO_BIN_EXE_attnbench");
+    let mut cmd = std::process::Command::new("mpirun");
+    cmd.args(["--oversubscribe", "--bind-to", "none", "-x", "OMP_NUM_THREADS"]);
+    cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1").env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1").env("OMP_NUM_THREADS", "1");
+    for (i, args) in per_rank.iter().enumerate() {
+        if i > 0 {
+            cmd.arg(":");
+        }
+        cmd.args(["-np", "1", bin]).args(args);
+    }
+    let t = std::time::Instant::now();
+    let out = cmd.output().expect("mpirun runs");
+    (out, t.elapsed())
+}
+
+/// Ranks started with different arguments — another length, another strategy, a dtype only one rank
+/// cannot parse — stop together with exit 2 and one `error:` line, before any tensor moves (before,
+/// such jobs segfaulted, aborted inside MPI or hung).
+#[test]
+fn ranks_that_disagree_stop_with_exit_2_and_one_line() {
+    let base = ["cp", "--strategy", "ring-p2p", "--mask", "causal", "--seqlen", "64", "--heads", "4:2", "--head-dim", "8", "--repeats", "1"];
+    let with = |k: &str, v: &'static str| -> Vec<&'static str> {
+        let mut a: Vec<&str> = base.to_vec();
+        let i = a.iter().position(|x| *x == k).unwrap();
+        a[i + 1] = v;
+        a
+    };
+    for (odd, says) in [
+        (with("--seqlen", "96"), "rank 1 was started with a different case than rank 0"),
+        (with("--strategy", "ulysses"), "rank 1 was started with a different case than rank 0"),
+        ([base.to_vec(), vec!["--dtype", "fp7"]].concat(), "rank 1: --dtype: unknown dtype `fp7`"),
+    ] {
+        let (out, took) = mpirun_mpmd(&[base.to_vec(), odd.clone()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{odd:?}: {stderr}");
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(errors.len(), 1, "{odd:?}: {stderr}");
+        assert!(errors[0].contains(says), "{odd:?}: {stderr}");
+        assert!(took < std::time::Duration::from_secs(60), "took {took:?}");
+    }
+}
+
+/// A CP case runs on another per-rank kernel than `sliced` — `naive`'s materialised attention — and is
+/// checked against that kernel's single-device result; a backend that cannot compute CP pieces is
+/// refused before any rank computes. `--out` writes rows through the run folder: `meta.json` and one
+/// segment per command.
+#[test]
+fn cp_on_the_naive_kernel_and_out_writes_a_run_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let csv = tmp.path().join("cp").join("rows.csv");
+    let csv_s = csv.display().to_string();
+    let args = [
+        "cp",
+        "--backend",
+        "naive",
+        "--strategy",
+        "ring-p2p-zigzag",
+        "--strategy",
+        "ulysses",
+        "--mask",
+        "causal_document?doc_lens=20,30,14",
+        "--seqlen",
+        "64",
+        "--heads",
+        "4:2",
+        "--head-dim",
+        "8",
+        "--pass",
+        "fwdbwd",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+        "--json",
+        "--out",
+        &csv_s,
+    ];
+    for _ in 0..2 {
+        let out = mpirun(2, &args);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+        for line in stdout.lines() {
+            let r: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!((r["status"].as_str(), r["backend"].as_str()), (Some("ok"), Some("naive")), "{r}");
+            assert!(r["note"].as_str().unwrap().contains("per-rank kernel naive"), "{r}");
+            assert!(r["max_abs_err"].as_f64().unwrap() < 1e-4, "{r}");
+        }
+    }
+    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(tmp.path().join("cp/meta.json")).unwrap()).unwrap();
+    assert_eq!(meta["segments"].as_array().unwrap().len(), 2, "{meta}");
+    let rows = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(rows.lines().count(), 1 + 4, "header + 2 strategies × 2 commands:\n{rows}");
+    let out = mpirun(2, &["cp", "--backend", "sdpa-flash", "--strategy", "ring-p2p", "--mask", "causal", "--seqlen", "64"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("cannot compute CP pieces"), "{stderr}");
+}

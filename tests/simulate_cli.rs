@@ -169,3 +169,28 @@ fn schedule_shows_messages_pieces_and_glue() {
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success() && text.contains("schedule of ring-p2p on 2 ranks (2 steps)") && text.contains("r0   → r1   kv"), "{text}");
 }
+
+/// The virtual ranks run the case's per-rank kernel: `--backend naive` executes naive's materialised
+/// attention for every distinct piece (the row names the backend), and `--out` leaves a meta.json
+/// saying the rows are projections and by which model.
+#[test]
+fn a_second_kernel_runs_the_pieces_and_out_records_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("sim.csv");
+    let mut args = vec!["--backend", "naive", "--strategy", "ring-p2p", "--world-size", "2", "--mask", "causal", "--json", "--out", csv.to_str().unwrap()];
+    args.extend_from_slice(TINY);
+    let rows = json_lines(&sim(&args));
+    assert_eq!(rows.len(), 1);
+    let row = &rows[0]["row"];
+    assert_eq!((row["backend"].as_str(), row["status"].as_str(), row["timing_mode"].as_str()), (Some("naive"), Some("ok"), Some("model")), "{row}");
+    assert!(rows[0]["report"]["pieces_executed"].as_u64().unwrap() > 0);
+    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("meta.json")).unwrap()).unwrap();
+    assert_eq!(meta["settings"]["timing_mode"], "model", "{meta}");
+    assert_eq!(meta["settings"]["compute_model"], "measured", "{meta}");
+    // A backend without a CP kernel is bad input.
+    let mut bad = vec!["--backend", "sdpa-math", "--strategy", "ring-p2p", "--world-size", "2", "--mask", "causal"];
+    bad.extend_from_slice(TINY);
+    let o = sim(&bad);
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot compute CP pieces"));
+}

@@ -9,16 +9,15 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
-
 use super::args::{CaseArgs, CpArgs, MeasureArgs, CPU_TOY_SHAPE};
 use crate::cp::comm::Comm;
 use crate::cp::setup::CpSetup;
 use crate::error::BadInput;
 use crate::harness::cp::{agree, run_case, CpSpec};
+use crate::harness::WorkItem;
 use crate::measure::MeasureSettings;
-use crate::results::{CsvAppender, Row};
-use crate::suite::worker::WorkItem;
+use crate::results::{Row, RunFolder};
+use crate::suite::identity::command_meta;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct CpCommandArgs {
@@ -103,6 +102,25 @@ fn fingerprint(specs: &[CpSpec]) -> u64 {
 fn run_all(comm: &dyn Comm, specs: &[CpSpec], a: &CpCommandArgs, run_id: &str, device_name: &str, abort_on_error: bool) -> anyhow::Result<ExitCode> {
     let mut wrong = 0;
     let mut n_rows = 0;
+    // `--out`: rank 0 owns the results folder (locked, meta.json, this command as a segment). If it
+    // cannot, every rank stops before computing anything.
+    let mut folder = None;
+    let mut open_failed = None;
+    if comm.rank() == 0 {
+        if let Some(p) = &a.out {
+            let settings = specs.first().map(|s| s.settings.clone()).unwrap_or_default();
+            match RunFolder::for_appending(p, command_meta("cp", Some(&settings), None)) {
+                Ok(f) => folder = Some(f),
+                Err(e) => open_failed = Some(e),
+            }
+        }
+    }
+    if comm.all_reduce_f64(if open_failed.is_some() { 1.0 } else { 0.0 }, crate::cp::comm::ReduceOp::Max)? > 0.0 {
+        return match open_failed {
+            Some(e) => Err(e.into_cli().context(format!("--out {}", a.out.as_ref().map(|p| p.display().to_string()).unwrap_or_default()))),
+            None => Ok(ExitCode::from(2)),
+        };
+    }
     for spec in specs {
         match run_on(comm, spec, run_id, device_name, abort_on_error) {
             RankEnd::Fail(c) => return Ok(ExitCode::from(c)),
@@ -112,7 +130,7 @@ fn run_all(comm: &dyn Comm, specs: &[CpSpec], a: &CpCommandArgs, run_id: &str, d
                 if r.status != crate::results::Status::Ok {
                     wrong += 1;
                 }
-                finish(RankEnd::Row(r), a)?;
+                finish(RankEnd::Row(r), a, folder.as_mut())?;
             }
         }
     }
@@ -151,14 +169,13 @@ fn run_on(comm: &dyn Comm, spec: &CpSpec, run_id: &str, device_name: &str, abort
     }
 }
 
-fn finish(end: RankEnd, a: &CpCommandArgs) -> anyhow::Result<ExitCode> {
+fn finish(end: RankEnd, a: &CpCommandArgs, folder: Option<&mut RunFolder>) -> anyhow::Result<ExitCode> {
     match end {
         RankEnd::Quiet => Ok(ExitCode::SUCCESS),
         RankEnd::Fail(c) => Ok(ExitCode::from(c)),
-        RankEnd::Row(row) => {
-            if let Some(p) = &a.out {
-                let mut w = CsvAppender::open(p).with_context(|| format!("--out {}", p.display()))?;
-                w.append(&row)?;
+        RankEnd::Row(mut row) => {
+            if let Some(f) = folder {
+                f.append(&mut row).map_err(|e| e.into_cli())?;
             }
             if a.json {
                 println!("{}", serde_json::to_string(&row)?);

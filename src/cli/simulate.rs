@@ -9,16 +9,15 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
-
 use super::args::{CaseArgs, CpArgs, LONGCA_CP_SHAPE};
 use crate::case::{DType, DeviceKind};
 use crate::error::BadInput;
-use crate::results::{CsvAppender, RunMeta};
+use crate::results::RunFolder;
 use crate::sim::calibrate::{apply, calibrate_file};
 use crate::sim::comm_model::{preset, Link, PRESETS};
 use crate::sim::compute::{ComputeModel, Roofline};
 use crate::sim::{plan, simulate_planned, to_row, SimError, SimReport, SimSpec};
+use crate::suite::identity::command_meta;
 
 #[derive(clap::Args, Debug)]
 pub struct SimulateArgs {
@@ -163,31 +162,19 @@ pub fn run(a: SimulateArgs) -> anyhow::Result<ExitCode> {
     };
 
     let run_id = format!("simulate-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"));
-    let mut csv = match &a.out {
-        Some(p) => {
-            if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).with_context(|| format!("--out {}", p.display()))?;
-                let meta_path = dir.join("meta.json");
-                if !meta_path.exists() {
-                    let mut meta = RunMeta {
-                        run_id: run_id.clone(),
-                        started_utc: chrono::Utc::now().to_rfc3339(),
-                        command_line: std::env::args().collect::<Vec<_>>().join(" "),
-                        ..Default::default()
-                    };
-                    crate::envinfo::fill_meta(&mut meta);
-                    meta.settings = serde_json::json!({
-                        "simulated": true, "timing_mode": "model", "compute_model": a.compute_model, "topology": topo, "calibrated": calibrated,
-                        "efficiency": a.efficiency, "launch_us": a.launch_us, "mem_efficiency": a.mem_efficiency, "warmup": a.warmup, "repeats": a.repeats,
-                    });
-                    std::fs::write(&meta_path, serde_json::to_string_pretty(&meta)?).with_context(|| format!("writing {}", meta_path.display()))?;
-                }
-            }
-            Some(CsvAppender::open(p).with_context(|| format!("--out {}", p.display()))?)
-        }
+    // `--out`: the results folder's owner (locked; meta.json saying these rows are projections and by
+    // which model; this command as a segment).
+    let model_desc = serde_json::json!({
+        "simulated": true, "timing_mode": "model", "compute_model": a.compute_model, "topology": topo, "calibrated": calibrated,
+        "efficiency": a.efficiency, "launch_us": a.launch_us, "mem_efficiency": a.mem_efficiency, "warmup": a.warmup, "repeats": a.repeats,
+    });
+    let mut folder = match &a.out {
+        Some(p) => Some(
+            RunFolder::for_appending(p, command_meta("simulate", None, Some(model_desc)))
+                .map_err(|e| e.into_cli().context(format!("--out {}", p.display())))?,
+        ),
         None => None,
     };
-
     for case in cases {
         let spec = SimSpec { case, topology: topo.clone(), calibrated };
         let planned = plan(&spec).map_err(|e| bad(e.to_string()))?;
@@ -196,9 +183,9 @@ pub fn run(a: SimulateArgs) -> anyhow::Result<ExitCode> {
             Err(SimError::Bad(m)) => return Err(bad(m)),
             Err(e) => return Err(anyhow::anyhow!("{}: {e}", spec.case.label())),
         };
-        let row = to_row(&spec, &rep, &run_id, &device_name);
-        if let Some(c) = csv.as_mut() {
-            c.append(&row)?;
+        let mut row = to_row(&spec, &rep, &run_id, &device_name);
+        if let Some(f) = folder.as_mut() {
+            f.append(&mut row).map_err(|e| e.into_cli())?;
         }
         let schedule = a.schedule.then_some(&planned.schedule);
         if a.json {

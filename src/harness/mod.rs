@@ -5,3 +5,17 @@
 pub mod cp;
 pub mod gate;
 pub mod kernel;
+
+use serde::{Deserialize, Serialize};
+
+use crate::case::Case;
+use crate::measure::MeasureSettings;
+
+/// One unit of work, as data: the case, how to measure it and the run it belongs to. The runner sends
+/// it to its kernel worker (one JSON line) and to the ranks of a CP case (a file every rank reads).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkItem {
+    pub run_id: String,
+    pub case: Case,
+    pub settings: MeasureSettings,
+}

@@ -22,6 +22,18 @@ pub enum CsvError {
     Columns { path: PathBuf, detail: String },
 }
 
+impl CsvError {
+    /// For the CLI: a CSV that cannot be continued (another version's columns, a malformed line that
+    /// is not the torn last one) is the user's input to fix, exit 2; I/O errors stay errors. The
+    /// message names the path (printed once).
+    pub fn into_cli(self) -> anyhow::Error {
+        match self {
+            CsvError::Io { .. } => anyhow::anyhow!("{self}"),
+            other => crate::error::BadInput::new(other.to_string()).into(),
+        }
+    }
+}
+
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CsvError + '_ {
     move |source| CsvError::Io { path: path.to_path_buf(), source }
 }

@@ -5,7 +5,7 @@ use super::compute::{ComputeModel, Roofline};
 use super::*;
 use crate::attn::sliced::SLICED;
 use crate::case::{DType, HeadLayout};
-use crate::cp::engine::ring::RingDegrees;
+use crate::cp::engine::ring_walk::RingDegrees;
 use crate::cp::registry::STRATEGIES;
 use crate::cp::schedule::CpLayout;
 use crate::cp::setup::fixtures::cp_case;

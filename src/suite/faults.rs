@@ -14,11 +14,11 @@
 
 use tch::Tensor;
 
-use super::worker::WorkItem;
 use crate::backend::naive::NAIVE;
 use crate::backend::{Backend, BackendError, Fwd, Inputs, Kernel};
 use crate::case::Case;
 use crate::flops::Pass;
+use crate::harness::WorkItem;
 use crate::mask::HeadMasks;
 use crate::results::Row;
 

@@ -17,12 +17,22 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::plan::Plan;
-use super::runner::{build_meta, new_run_id, RunOptions};
 use crate::error::BadInput;
 use crate::measure::MeasureSettings;
+use crate::results::meta::MetaError;
+use crate::results::run_folder::MetaDecision;
 use crate::results::{csvio::peek_rows, RunMeta, Segment};
 
-/// Decides what `meta.json` this invocation runs under, and writes it (atomically) when it changes:
+/// What an `attnbench run` invocation asks of its folder.
+pub struct RunRequest<'a> {
+    pub out_dir: &'a Path,
+    pub resume: bool,
+    pub new_segment: bool,
+    /// Full command line, recorded in meta.json.
+    pub command_line: &'a str,
+}
+
+/// Decides what `meta.json` this invocation runs under (the run folder writes it when it changes):
 /// - a new run: a fresh meta, segment 1;
 /// - `--resume` of the same suite and setup: the existing meta, untouched;
 /// - `--resume` after a change: refused (one line listing the changes, exit 2), or with
@@ -32,33 +42,28 @@ use crate::results::{csvio::peek_rows, RunMeta, Segment};
 ///   0-byte one): rewritten, if the folder has no rows yet or every row is of this suite and setup;
 ///   otherwise refused.
 ///
-/// Called with the run folder locked.
-pub fn begin(plan: &Plan, opts: &RunOptions, csv_path: &Path) -> anyhow::Result<RunMeta> {
-    let meta_path = opts.out_dir.join("meta.json");
-    let fresh = build_meta(plan, opts, &new_run_id(&plan.name));
-    let write = |m: &RunMeta| m.write_atomic(&meta_path).map_err(anyhow::Error::from);
-    if !opts.resume {
-        write(&fresh)?;
-        return Ok(fresh);
+/// Called by the run folder, locked, with the current `meta.json` (`existing`).
+pub fn decide(plan: &Plan, req: &RunRequest, csv_path: &Path, existing: Option<Result<RunMeta, MetaError>>) -> anyhow::Result<MetaDecision> {
+    let meta_path = req.out_dir.join("meta.json");
+    let fresh = build_meta(plan, req.command_line, &new_run_id(&plan.name));
+    if !req.resume {
+        return Ok(MetaDecision::Write(fresh));
     }
-    let old = if meta_path.exists() { Some(RunMeta::read(&meta_path)) } else { None };
-    let old = match old {
+    let old = match existing {
         Some(Ok(m)) => m,
-        Some(Err(e @ crate::results::meta::MetaError::Io { .. })) => return Err(e.into()),
+        Some(Err(e @ MetaError::Io { .. })) => return Err(e.into()),
         unreadable => {
             let why = match unreadable {
                 Some(Err(e)) => e.to_string(),
                 _ => format!("{}: missing", meta_path.display()),
             };
-            let meta = repair(plan, fresh, csv_path, &why)?;
-            write(&meta)?;
-            return Ok(meta);
+            return Ok(MetaDecision::Write(repair(plan, fresh, csv_path, &why)?));
         }
     };
     if !old.suite_name.is_empty() && old.suite_name != plan.name {
         return Err(BadInput::new(format!(
             "{}: holds run {} of suite `{}` ({}); {} is suite `{}` — a different suite is never resumed into a run folder: choose another --out",
-            opts.out_dir.display(),
+            req.out_dir.display(),
             old.run_id,
             old.suite_name,
             old.suite_file,
@@ -69,13 +74,13 @@ pub fn begin(plan: &Plan, opts: &RunOptions, csv_path: &Path) -> anyhow::Result<
     }
     let changed = changes(&old, &fresh);
     if changed.is_empty() {
-        return Ok(old);
+        return Ok(MetaDecision::Keep(old));
     }
     let next = old.current_segment() + 1;
-    if !opts.new_segment {
+    if !req.new_segment {
         return Err(BadInput::new(format!(
             "{}: refusing to resume run {}: changed since it started — {} — pass --resume --new-segment to continue it as segment {next} (cases whose measurement setup changed run again), or choose another --out",
-            opts.out_dir.display(),
+            req.out_dir.display(),
             old.run_id,
             one_line(&changed, 8)
         ))
@@ -103,16 +108,83 @@ pub fn begin(plan: &Plan, opts: &RunOptions, csv_path: &Path) -> anyhow::Result<
     seg.changed = one_line(&changed, usize::MAX);
     segments.push(seg);
     meta.segments = segments;
-    write(&meta)?;
     eprintln!("resume: segment {next} of run {} ({})", meta.run_id, one_line(&changed, 8));
-    Ok(meta)
+    Ok(MetaDecision::Write(meta))
+}
+
+pub(crate) fn new_run_id(name: &str) -> String {
+    format!("{}-{}", name, chrono::Utc::now().format("%Y%m%d-%H%M%S"))
+}
+
+/// The meta.json this invocation would write for a new run (segment 1): machine, suite (with its
+/// text) and the measurement setup with its `measure_id`.
+pub(crate) fn build_meta(plan: &Plan, command_line: &str, run_id: &str) -> RunMeta {
+    let mut meta = RunMeta {
+        run_id: run_id.to_string(),
+        started_utc: chrono::Utc::now().to_rfc3339(),
+        attnbench_version: env!("CARGO_PKG_VERSION").to_string(),
+        suite_file: plan.file.display().to_string(),
+        suite_sha256: plan.sha256.clone(),
+        command_line: command_line.to_string(),
+        settings: serde_json::to_value(&plan.settings).unwrap_or_default(),
+        ..Default::default()
+    };
+    crate::envinfo::fill_meta(&mut meta);
+    meta.suite_name = plan.name.clone();
+    meta.suite_toml = plan.text.clone();
+    meta.measure_setup = measure_setup(&plan.settings, &meta, tch::get_num_threads());
+    meta.measure_id = measure_id(&meta.measure_setup);
+    meta.segments = vec![first_segment(&meta)];
+    meta
+}
+
+/// The meta.json of one command that appends rows to a CSV (`cp --out`, `simulate --out`; its folder
+/// records each such command as a segment): the machine, the command line, and how the rows were
+/// measured — `measure` settings (hashed with the machine fields, like a suite run's) — or projected
+/// (`model`, hashed as given).
+pub fn command_meta(command: &str, measure: Option<&MeasureSettings>, model: Option<Value>) -> RunMeta {
+    let mut meta = RunMeta {
+        run_id: new_run_id(command),
+        started_utc: chrono::Utc::now().to_rfc3339(),
+        attnbench_version: env!("CARGO_PKG_VERSION").to_string(),
+        command_line: std::env::args().collect::<Vec<_>>().join(" "),
+        suite_name: format!("attnbench {command}"),
+        ..Default::default()
+    };
+    crate::envinfo::fill_meta(&mut meta);
+    meta.settings = match (measure, &model) {
+        (Some(m), _) => serde_json::to_value(m).unwrap_or_default(),
+        (None, Some(v)) => v.clone(),
+        (None, None) => Value::Null,
+    };
+    meta.measure_setup = match (measure, model) {
+        (Some(m), _) => measure_setup(m, &meta, tch::get_num_threads()),
+        (None, Some(v)) => json!({ "model": v }),
+        (None, None) => Value::Null,
+    };
+    meta.measure_id = measure_id(&meta.measure_setup);
+    meta.segments = vec![first_segment(&meta)];
+    meta
+}
+
+/// Segment 1 of a run described by `meta`.
+pub fn first_segment(meta: &RunMeta) -> Segment {
+    Segment {
+        segment: 1,
+        started_utc: meta.started_utc.clone(),
+        suite_file: meta.suite_file.clone(),
+        suite_sha256: meta.suite_sha256.clone(),
+        measure_id: meta.measure_id.clone(),
+        command_line: meta.command_line.clone(),
+        changed: String::new(),
+    }
 }
 
 /// A meta.json to continue with when the old one is gone or unreadable (`why`): the fresh one if the
 /// run has no rows yet; if it has rows, the fresh one under their run id, provided every row is of
 /// this suite (its case ids are planned) and this setup (its measure_id) and one segment.
 fn repair(plan: &Plan, mut fresh: RunMeta, csv_path: &Path, why: &str) -> anyhow::Result<RunMeta> {
-    let rows = peek_rows(csv_path).map_err(super::runner::csv_error)?;
+    let rows = peek_rows(csv_path).map_err(crate::results::csvio::CsvError::into_cli)?;
     if rows.is_empty() {
         eprintln!("repaired {}: rewritten ({why}); the run had no rows yet", csv_path.with_file_name("meta.json").display());
         return Ok(fresh);

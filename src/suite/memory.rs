@@ -25,8 +25,8 @@
 
 use std::path::Path;
 
-use crate::harness::gate::check_rows;
 use crate::case::{Case, DeviceKind};
+use crate::harness::gate::check_rows;
 use crate::measure::MeasureSettings;
 
 /// A lower bound on what one case allocates, split by where it lives, with the terms that make it up.

@@ -7,7 +7,6 @@
 pub mod faults;
 pub mod filter;
 pub mod identity;
-pub mod lock;
 pub mod memory;
 pub mod oracle;
 pub mod plan;

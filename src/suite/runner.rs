@@ -16,15 +16,17 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::lock::{LockError, RunLock};
+use super::identity::RunRequest;
 use super::memory;
 use super::plan::{Plan, PlannedCase};
 use super::signals;
-use super::worker::{WorkItem, ROW_PREFIX};
+use super::worker::ROW_PREFIX;
 use crate::case::{Case, CaseKind};
 use crate::error::BadInput;
+use crate::harness::WorkItem;
 use crate::measure::MeasureSettings;
-use crate::results::{CsvAppender, Row, RunMeta, Segment, Status};
+use crate::results::run_folder::{FolderError, MetaDecision};
+use crate::results::{Row, RunFolder, Status};
 
 /// Options of one `attnbench run`.
 #[derive(Debug, Clone)]
@@ -84,7 +86,7 @@ pub fn check_out_dir(opts: &RunOptions) -> Result<(), BadInput> {
     if opts.out_dir.exists() && !opts.out_dir.is_dir() {
         return Err(BadInput::new(format!("--out {}: exists and is not a directory", opts.out_dir.display())));
     }
-    super::lock::probe(&opts.out_dir)?;
+    crate::results::lock::probe(&opts.out_dir)?;
     check_no_rows_unless_resume(opts)
 }
 
@@ -104,30 +106,29 @@ fn check_no_rows_unless_resume(opts: &RunOptions) -> Result<(), BadInput> {
 pub fn run_plan(plan: &Plan, opts: &RunOptions) -> anyhow::Result<RunSummary> {
     check_out_dir(opts)?;
     let started = Instant::now();
-    std::fs::create_dir_all(&opts.out_dir).map_err(|e| BadInput::new(format!("--out {}: cannot create the run folder: {e}", opts.out_dir.display())))?;
-    let _lock = RunLock::acquire(&opts.out_dir).map_err(|e| match e {
-        LockError::Busy(b) => anyhow::Error::from(b),
-        other => anyhow::Error::from(other).context("locking the run folder"),
+    // The run folder: locked; refusals first, before meta.json or the CSV change (rows already there
+    // without --resume — checked again under the lock, another plain run may have written them a
+    // moment ago —, a CSV this version cannot append to, a resume of another suite or setup).
+    let req = RunRequest { out_dir: &opts.out_dir, resume: opts.resume, new_segment: opts.new_segment, command_line: &opts.command_line };
+    let mut folder = RunFolder::open(&opts.out_dir, "results.csv", |csv_path, existing| -> anyhow::Result<MetaDecision> {
+        check_no_rows_unless_resume(opts)?;
+        super::identity::decide(plan, &req, csv_path, existing)
+    })
+    .map_err(|e| match e.downcast::<FolderError>() {
+        Ok(f) => f.into_cli(),
+        Err(other) => other,
     })?;
-    // Again under the lock: another plain run may have written rows here a moment ago.
-    check_no_rows_unless_resume(opts)?;
     signals::install();
-
-    let csv_path = opts.out_dir.join("results.csv");
-    // Refusals first, before meta.json or the CSV change: a CSV this version cannot append to, then
-    // a resume of another suite or setup.
-    crate::results::csvio::check_appendable(&csv_path).map_err(csv_error)?;
-    let meta = super::identity::begin(plan, opts, &csv_path)?;
-    let run_id = meta.run_id.clone();
-    let segment = meta.current_segment();
-    let mut csv = CsvAppender::open(&csv_path).map_err(csv_error)?;
+    let csv_path = folder.csv_path().to_path_buf();
+    let (run_id, segment, measure_id) = (folder.meta.run_id.clone(), folder.segment(), folder.meta.measure_id.clone());
     eprintln!("{}: {} cases → {} (run {run_id}, segment {segment})", plan.name, plan.cases.len(), opts.out_dir.display());
-    let mut summary = RunSummary { csv: csv_path.clone(), repaired_bytes: csv.repaired_bytes, segment, planned: plan.cases.len(), ..Default::default() };
-    if csv.repaired_bytes > 0 {
-        eprintln!("repaired {}: dropped a torn last line ({} bytes) left by an interrupted run", csv_path.display(), csv.repaired_bytes);
+    let repaired = folder.csv.repaired_bytes;
+    let mut summary = RunSummary { csv: csv_path.clone(), repaired_bytes: repaired, segment, planned: plan.cases.len(), ..Default::default() };
+    if repaired > 0 {
+        eprintln!("repaired {}: dropped a torn last line ({} bytes) left by an interrupted run", csv_path.display(), repaired);
     }
     // Only rows measured with this setup count: a case with a row from another setup runs again.
-    let same_setup: Vec<&Row> = csv.existing.iter().filter(|r| r.measure_id == meta.measure_id).collect();
+    let same_setup: Vec<Row> = folder.csv.existing.iter().filter(|r| r.measure_id == measure_id).cloned().collect();
     let done: HashSet<String> = same_setup.iter().map(|r| r.case_id.clone()).collect();
     // Lengths at which a (backend, mask, ...) group already ran out of memory, from earlier rows too.
     let mut oom_at: HashMap<String, usize> = HashMap::new();
@@ -177,14 +178,11 @@ pub fn run_plan(plan: &Plan, opts: &RunOptions) -> anyhow::Result<RunSummary> {
                 break;
             }
         };
-        row.run_id = run_id.clone();
-        row.measure_id = meta.measure_id.clone();
-        row.segment = segment;
         if row.status == Status::Oom {
             let e = oom_at.entry(oom_group_of_case(case)).or_insert(case.seqlen);
             *e = (*e).min(case.seqlen);
         }
-        csv.append(&row).map_err(|e| anyhow::anyhow!("{e}"))?;
+        folder.append(&mut row).map_err(|e| anyhow::anyhow!("{e}"))?;
         summary.have_rows += 1;
         if row.status == Status::Ok {
             summary.timed_s += row.ms_median.unwrap_or(0.0) * row.repeats.unwrap_or(0) as f64 / 1e3;
@@ -201,55 +199,10 @@ pub fn run_plan(plan: &Plan, opts: &RunOptions) -> anyhow::Result<RunSummary> {
     Ok(summary)
 }
 
-/// A results CSV that cannot be continued (another version's columns, a malformed line that is not
-/// the torn last one) is the user's input to fix: exit 2. I/O errors stay errors.
-pub(crate) fn csv_error(e: crate::results::csvio::CsvError) -> anyhow::Error {
-    match e {
-        // The message names the path and the I/O error; as a plain message its source is not
-        // printed a second time by the CLI's one-line error chain.
-        crate::results::csvio::CsvError::Io { .. } => anyhow::anyhow!("{e}"),
-        other => BadInput::new(other.to_string()).into(),
-    }
-}
-
 /// What running one case gave: its row, or nothing because a signal stopped it.
 enum Outcome {
     Row(Box<Row>),
     Interrupted(i32),
-}
-
-pub(crate) fn new_run_id(name: &str) -> String {
-    format!("{}-{}", name, chrono::Utc::now().format("%Y%m%d-%H%M%S"))
-}
-
-/// The meta.json this invocation would write for a new run (segment 1): machine, suite (with its
-/// text) and the measurement setup with its `measure_id`.
-pub(crate) fn build_meta(plan: &Plan, opts: &RunOptions, run_id: &str) -> RunMeta {
-    let mut meta = RunMeta {
-        run_id: run_id.to_string(),
-        started_utc: chrono::Utc::now().to_rfc3339(),
-        attnbench_version: env!("CARGO_PKG_VERSION").to_string(),
-        suite_file: plan.file.display().to_string(),
-        suite_sha256: plan.sha256.clone(),
-        command_line: opts.command_line.clone(),
-        settings: serde_json::to_value(&plan.settings).unwrap_or_default(),
-        ..Default::default()
-    };
-    crate::envinfo::fill_meta(&mut meta);
-    meta.suite_name = plan.name.clone();
-    meta.suite_toml = plan.text.clone();
-    meta.measure_setup = super::identity::measure_setup(&plan.settings, &meta, tch::get_num_threads());
-    meta.measure_id = super::identity::measure_id(&meta.measure_setup);
-    meta.segments = vec![Segment {
-        segment: 1,
-        started_utc: meta.started_utc.clone(),
-        suite_file: meta.suite_file.clone(),
-        suite_sha256: meta.suite_sha256.clone(),
-        measure_id: meta.measure_id.clone(),
-        command_line: meta.command_line.clone(),
-        changed: String::new(),
-    }];
-    meta
 }
 
 /// Cases that share everything but the sequence length: an OOM at length L predicts an OOM above L.

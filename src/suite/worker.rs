@@ -8,23 +8,12 @@ use std::io::{BufRead, Write};
 
 use anyhow::Context;
 
-use serde::{Deserialize, Serialize};
-
-use crate::case::Case;
-use crate::measure::MeasureSettings;
+use crate::harness::WorkItem;
 use crate::results::Row;
 
 /// Prefix of the worker's answer lines, so stray output of a library on stdout cannot be mistaken for
 /// a row.
 pub const ROW_PREFIX: &str = "@@attnbench-row ";
-
-/// One request to the worker.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct WorkItem {
-    pub run_id: String,
-    pub case: Case,
-    pub settings: MeasureSettings,
-}
 
 /// Serves requests until stdin closes. Each answer is a [`ROW_PREFIX`] line with the row as JSON.
 pub fn serve() -> anyhow::Result<()> {

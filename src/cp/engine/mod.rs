@@ -3,12 +3,13 @@
 //! backward on a rank and produces the pure [`Schedule`] the simulator and the tests read.
 //!
 //! - [`ring::RingEngine`]: Ulysses all-to-all inside groups × a (double) ring across them — ring P2P,
-//!   zigzag, Ulysses, USP and double ring are all degrees of it.
+//!   zigzag, Ulysses, USP and double ring are all degrees of it ([`ring_walk::RingDegrees`]).
 //! - [`allgather::AllGatherEngine`]: all-gather K/V, one local call, reduce-scatter dK/dV.
 
 pub mod allgather;
 pub mod ring;
 pub mod ring_schedule;
+pub mod ring_walk;
 
 use tch::Tensor;
 

@@ -5,7 +5,7 @@
 
 use std::ops::Range;
 
-use crate::cp::engine::ring::{RingDegrees, RingStep};
+use crate::cp::engine::ring_walk::{RingDegrees, RingStep};
 use crate::cp::schedule::{CpLayout, Glue, GlueOp, Message, Piece, Schedule, Step};
 use crate::cp::shard::{block_mask, total_len, Shard};
 use crate::mask::Mask;

@@ -6,7 +6,8 @@
 //! default. Ring engine with U = 1.
 
 use crate::case::{CpOptions, Sharding};
-use crate::cp::engine::ring::{RingDegrees, RingEngine};
+use crate::cp::engine::ring::RingEngine;
+use crate::cp::engine::ring_walk::RingDegrees;
 use crate::cp::engine::Engine;
 use crate::cp::schedule::CpLayout;
 use crate::cp::strategy::StrategyDef;

@@ -4,7 +4,8 @@
 //! chunks r and 2W−1−r), which balances causal masks. Ring engine with U = 1, I = W.
 
 use crate::case::{CpOptions, Sharding};
-use crate::cp::engine::ring::{RingDegrees, RingEngine};
+use crate::cp::engine::ring::RingEngine;
+use crate::cp::engine::ring_walk::RingDegrees;
 use crate::cp::engine::Engine;
 use crate::cp::schedule::CpLayout;
 use crate::cp::strategy::StrategyDef;

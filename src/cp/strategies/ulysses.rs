@@ -5,7 +5,8 @@
 //! the repeated heads' gradients are summed back — the row's note says so. Ring engine with U = W.
 
 use crate::case::{CpOptions, Sharding};
-use crate::cp::engine::ring::{RingDegrees, RingEngine};
+use crate::cp::engine::ring::RingEngine;
+use crate::cp::engine::ring_walk::RingDegrees;
 use crate::cp::engine::Engine;
 use crate::cp::schedule::CpLayout;
 use crate::cp::strategy::StrategyDef;

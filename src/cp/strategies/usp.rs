@@ -3,7 +3,8 @@
 //! Ring engine with U, R = I = W/U.
 
 use crate::case::{CpOptions, Sharding};
-use crate::cp::engine::ring::{RingDegrees, RingEngine};
+use crate::cp::engine::ring::RingEngine;
+use crate::cp::engine::ring_walk::RingDegrees;
 use crate::cp::engine::Engine;
 use crate::cp::schedule::CpLayout;
 use crate::cp::strategy::StrategyDef;

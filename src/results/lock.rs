@@ -1,7 +1,8 @@
-//! One run folder, one runner. `attnbench run` holds an exclusive advisory lock (`flock`) on
-//! `DIR/attnbench.lock` for as long as it runs; the file says who holds it (pid, host, since when). A
-//! second runner on the same folder — a `--resume` next to a running sweep, or two plain runs started
-//! at the same instant — does not get the lock and stops with one line naming the holder (exit 2).
+//! One run folder, one writer. Whoever writes a run folder ([`super::RunFolder`]: `attnbench run`,
+//! `cp --out`, `simulate --out`) holds an exclusive advisory lock (`flock`) on `DIR/attnbench.lock`
+//! for as long as it writes; the file says who holds it (pid, host, since when). A second writer on
+//! the same folder — a `--resume` next to a running sweep, or two plain runs started at the same
+//! instant — does not get the lock and stops with one line naming the holder (exit 2).
 //!
 //! The kernel releases a `flock` when its holder dies, however it dies, so a killed run never leaves a
 //! stale lock behind; the file itself stays (deleting it would let a third runner lock a fresh inode
