@@ -11,8 +11,9 @@ use crate::flops::Pass;
 use crate::mask::HeadMasks;
 use crate::sys::sdp::{with_sdp, SdpToggles};
 
+/// PyTorch's SDPA implementations (its "backends"); attnbench enables exactly one per backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Which {
+pub enum SdpaPath {
     Flash,
     Efficient,
     Cudnn,
@@ -22,33 +23,34 @@ pub enum Which {
 pub struct Sdpa {
     pub name: &'static str,
     pub summary: &'static str,
-    pub which: Which,
+    /// The one SDPA code path this backend enables.
+    pub path: SdpaPath,
 }
 
 impl Sdpa {
     fn toggles(&self) -> SdpToggles {
         let mut t = SdpToggles { flash: false, mem_efficient: false, math: false, cudnn: false };
-        match self.which {
-            Which::Flash => t.flash = true,
-            Which::Efficient => t.mem_efficient = true,
-            Which::Cudnn => t.cudnn = true,
-            Which::Math => t.math = true,
+        match self.path {
+            SdpaPath::Flash => t.flash = true,
+            SdpaPath::Efficient => t.mem_efficient = true,
+            SdpaPath::Cudnn => t.cudnn = true,
+            SdpaPath::Math => t.math = true,
         }
         t
     }
 
     /// Native GQA (`enable_gqa`) or explicit KV repeat (the memory-efficient kernel has no GQA path).
     fn native_gqa(&self) -> bool {
-        self.which != Which::Efficient
+        self.path != SdpaPath::Efficient
     }
 
     /// Whether a dense boolean `attn_mask` is accepted: math and memory-efficient everywhere, cuDNN on
     /// CUDA (recent cuDNN takes a bias; a refusal at run time becomes an `unsupported` row), flash on the
     /// CPU only (torch's CPU flash kernel takes `attn_mask`; FlashAttention-2 on CUDA does not).
     fn takes_attn_mask(&self, device: DeviceKind) -> bool {
-        match self.which {
-            Which::Math | Which::Efficient | Which::Cudnn => true,
-            Which::Flash => device == DeviceKind::Cpu,
+        match self.path {
+            SdpaPath::Math | SdpaPath::Efficient | SdpaPath::Cudnn => true,
+            SdpaPath::Flash => device == DeviceKind::Cpu,
         }
     }
 }
@@ -74,15 +76,15 @@ impl Backend for Sdpa {
     }
     fn supports(&self, case: &Case, masks: &HeadMasks) -> Result<(), String> {
         let cpu = case.device == DeviceKind::Cpu;
-        match self.which {
-            Which::Efficient | Which::Cudnn if cpu => return Err(format!("{} has no CPU kernel", self.name)),
+        match self.path {
+            SdpaPath::Efficient | SdpaPath::Cudnn if cpu => return Err(format!("{} has no CPU kernel", self.name)),
             _ => {}
         }
-        match (self.which, case.dtype) {
-            (Which::Flash | Which::Cudnn, DType::Fp32 | DType::Fp64) if !cpu => {
+        match (self.path, case.dtype) {
+            (SdpaPath::Flash | SdpaPath::Cudnn, DType::Fp32 | DType::Fp64) if !cpu => {
                 return Err(format!("{} takes bf16/fp16 on CUDA, not {}", self.name, case.dtype))
             }
-            (Which::Efficient, DType::Fp64) => return Err("the memory-efficient kernel does not take fp64".into()),
+            (SdpaPath::Efficient, DType::Fp64) => return Err("the memory-efficient kernel does not take fp64".into()),
             _ => {}
         }
         if simple_mask(masks).is_none() && !self.takes_attn_mask(case.device) {

@@ -16,7 +16,7 @@ use crate::results::RunFolder;
 use crate::sim::calibrate::{apply, calibrate_file};
 use crate::sim::comm_model::{preset, Link, PRESETS};
 use crate::sim::compute::{ComputeModel, Roofline};
-use crate::sim::{plan, simulate_planned, to_row, SimError, SimReport, SimSpec};
+use crate::sim::{setup, simulate_with, to_row, SimError, SimReport, SimSpec};
 use crate::suite::identity::command_meta;
 
 #[derive(clap::Args, Debug)]
@@ -177,8 +177,8 @@ pub fn run(a: SimulateArgs) -> anyhow::Result<ExitCode> {
     };
     for case in cases {
         let spec = SimSpec { case, topology: topo.clone(), calibrated };
-        let planned = plan(&spec).map_err(|e| bad(e.to_string()))?;
-        let rep = match simulate_planned(&spec, &planned, model.clone()) {
+        let set_up = setup(&spec).map_err(|e| bad(e.to_string()))?;
+        let rep = match simulate_with(&spec, &set_up, model.clone()) {
             Ok(r) => r,
             Err(SimError::Bad(m)) => return Err(bad(m)),
             Err(e) => return Err(anyhow::anyhow!("{}: {e}", spec.case.label())),
@@ -187,7 +187,7 @@ pub fn run(a: SimulateArgs) -> anyhow::Result<ExitCode> {
         if let Some(f) = folder.as_mut() {
             f.append(&mut row).map_err(|e| e.into_cli())?;
         }
-        let schedule = a.schedule.then_some(&planned.schedule);
+        let schedule = a.schedule.then_some(&set_up.schedule);
         if a.json {
             let mut v = serde_json::json!({ "row": row, "report": rep });
             if let Some(s) = &schedule {
@@ -197,7 +197,7 @@ pub fn run(a: SimulateArgs) -> anyhow::Result<ExitCode> {
         } else {
             print_report(&spec, &rep);
             if let Some(s) = &schedule {
-                print_schedule(s, &planned.layout);
+                print_schedule(s, &set_up.layout);
             }
         }
     }

@@ -361,8 +361,8 @@ fn run_after_setup(comm: &dyn Comm, spec: &CpSpec, s: &CpSetup, run_id: &str, de
         Err(e) => return Err(e),
     };
     let max_bytes = comm.all_reduce_f64(bytes as f64, ReduceOp::Max)? as u64;
-    let planned = s.schedule.bytes_sent()[rank];
-    let bytes_match = comm.all_reduce_f64(if planned == bytes { 0.0 } else { 1.0 }, ReduceOp::Max)? == 0.0;
+    let scheduled = s.schedule.bytes_sent()[rank];
+    let bytes_match = comm.all_reduce_f64(if scheduled == bytes { 0.0 } else { 1.0 }, ReduceOp::Max)? == 0.0;
 
     // Single-device time of the same total problem, on rank 0 (others wait at the barrier), through
     // the same measurement path without ranks.

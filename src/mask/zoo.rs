@@ -4,7 +4,7 @@
 //! document holding token i, s(i) = that document's first token. Every builder emits a number of slices
 //! proportional to the number of documents / blocks (never to S), so a 1M-token mask with 10⁴ documents
 //! builds and measures in milliseconds. The differences to LongCA-bench (LC) and MagiAttention (MA) noted
-//! in each doc comment come from `data/ANCHOR-MASKS.md` in the shared notes.
+//! in each doc comment come from `docs/ANCHOR-MASKS.md`.
 //!
 //! Adding a pattern = one builder function + one entry in [`PATTERNS`] (+ its predicate in the tests).
 

@@ -83,7 +83,7 @@ pub struct SimReport {
 
 /// The mask, shard, layout, engine and schedule of a spec — the same [`CpSetup::new`] the real
 /// ranks start from.
-pub fn plan(spec: &SimSpec) -> Result<CpSetup, SimError> {
+pub fn setup(spec: &SimSpec) -> Result<CpSetup, SimError> {
     CpSetup::new(&spec.case).map_err(SimError::Bad)
 }
 
@@ -146,11 +146,11 @@ pub fn glue_times(p: &CpSetup, timer: &mut PieceTimer) -> Result<Vec<Vec<f64>>, 
 
 /// Runs the simulation of `spec` with `model`.
 pub fn simulate(spec: &SimSpec, model: ComputeModel) -> Result<SimReport, SimError> {
-    simulate_planned(spec, &plan(spec)?, model)
+    simulate_with(spec, &setup(spec)?, model)
 }
 
-/// [`simulate`] of a spec already planned with [`plan`] (for callers that also show the schedule).
-pub fn simulate_planned(spec: &SimSpec, p: &CpSetup, model: ComputeModel) -> Result<SimReport, SimError> {
+/// [`simulate`] of a spec already set up with [`setup`] (for callers that also show the schedule).
+pub fn simulate_with(spec: &SimSpec, p: &CpSetup, model: ComputeModel) -> Result<SimReport, SimError> {
     let c = &spec.case;
     let mut timer = PieceTimer::new(model, c.head_dim, p.attention);
     let compute = compute_times(p, &mut timer)?;

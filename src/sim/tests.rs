@@ -47,7 +47,7 @@ fn virtual_ranks_compute_exactly_the_strategy_work() {
             for (m, params) in MASKS {
                 for pass in [Pass::Fwd, Pass::Fwdbwd] {
                     let sp = spec(def.name, m, params, 64, world, pass);
-                    let p = plan(&sp).unwrap();
+                    let p = setup(&sp).unwrap();
                     let mut timer = PieceTimer::new(roofline(), sp.case.head_dim, &SLICED);
                     compute_times(&p, &mut timer).unwrap();
                     let passes = if pass == Pass::Fwdbwd { 2 } else { 1 };
@@ -80,7 +80,7 @@ fn ring_pieces_follow_the_executor_rotation() {
     for (name, world, inner) in [("ring-p2p", 4usize, 4usize), ("double-ring", 4, 2), ("ring-p2p-zigzag", 3, 3)] {
         let mut sp = spec(name, "full", &[], 48, world, Pass::Fwd);
         sp.case.cp.inner_ring = (name == "double-ring").then_some(inner);
-        let p = plan(&sp).unwrap();
+        let p = setup(&sp).unwrap();
         let up = RingDegrees::new(world, 1, inner, &p.layout).unwrap();
         let mut i = 0;
         for to in 0..up.outer() {
@@ -155,7 +155,7 @@ fn glue_follows_the_pieces() {
     for def in STRATEGIES {
         for world in [2usize, 4] {
             let sp = spec(def.name, "causal", &[], 64, world, Pass::Fwdbwd);
-            let p = plan(&sp).unwrap();
+            let p = setup(&sp).unwrap();
             for step in &p.schedule.steps {
                 let bwd = step.label.starts_with("bwd");
                 for r in 0..world {
