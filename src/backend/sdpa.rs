@@ -53,6 +53,27 @@ impl Sdpa {
             SdpaPath::Flash => device == DeviceKind::Cpu,
         }
     }
+
+    /// The prepared kernel (mask, causal flag, GQA handling) for `case`.
+    fn kernel(&self, case: &Case, x: &Inputs) -> Result<SdpaKernel, BackendError> {
+        let simple = simple_mask(&x.masks);
+        let (mask, causal, mnote) = match simple {
+            Some(Simple::Full) => (None, false, "no mask"),
+            Some(Simple::Causal) => (None, true, "is_causal"),
+            None => (Some(dense_mask(&x.masks, case.heads.q, x.q.device())?), false, "dense bool attn_mask"),
+        };
+        let g = (case.heads.q / case.heads.kv) as i64;
+        let (gqa, kv_repeated) = if g == 1 {
+            ("MHA", None)
+        } else if self.native_gqa() {
+            ("GQA via enable_gqa", None)
+        } else {
+            let k = x.k.f_repeat_interleave_self_int(g, 1, None)?;
+            let v = x.v.f_repeat_interleave_self_int(g, 1, None)?;
+            ("GQA via KV repeated in preparation (untimed; its backward is timed with the pass)", Some((k, v)))
+        };
+        Ok(SdpaKernel { toggles: self.toggles(), mask, causal, kv_repeated, note: format!("{mnote}; {gqa}; only {} enabled", self.name) })
+    }
 }
 
 struct SdpaKernel {
@@ -96,23 +117,7 @@ impl Backend for Sdpa {
         true
     }
     fn prepare(&self, case: &Case, x: &Inputs) -> Result<Box<dyn Kernel>, BackendError> {
-        let simple = simple_mask(&x.masks);
-        let (mask, causal, mnote) = match simple {
-            Some(Simple::Full) => (None, false, "no mask"),
-            Some(Simple::Causal) => (None, true, "is_causal"),
-            None => (Some(dense_mask(&x.masks, case.heads.q, x.q.device())?), false, "dense bool attn_mask"),
-        };
-        let g = (case.heads.q / case.heads.kv) as i64;
-        let (gqa, kv_repeated) = if g == 1 {
-            ("MHA", None)
-        } else if self.native_gqa() {
-            ("GQA via enable_gqa", None)
-        } else {
-            let k = x.k.f_repeat_interleave_self_int(g, 1, None)?;
-            let v = x.v.f_repeat_interleave_self_int(g, 1, None)?;
-            ("GQA via KV repeated in preparation (untimed; its backward is timed with the pass)", Some((k, v)))
-        };
-        Ok(Box::new(SdpaKernel { toggles: self.toggles(), mask, causal, kv_repeated, note: format!("{mnote}; {gqa}; only {} enabled", self.name) }))
+        Ok(Box::new(self.kernel(case, x)?))
     }
 }
 
@@ -153,5 +158,32 @@ impl Kernel for SdpaKernel {
             Pass::Fwd => out + lse + mask,
             _ => 4 * out + lse + mask,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::sdpa_efficient::SDPA_EFFICIENT;
+    use crate::case::HeadLayout;
+    use crate::mask::{build_pattern, Params};
+
+    /// The memory-efficient kernel has no GQA path: its K/V are repeated to the query heads once, in
+    /// `prepare` (untimed), and the timed forward uses them as they are. (The kernel itself is CUDA
+    /// only; preparing needs no GPU.)
+    #[test]
+    fn efficient_gqa_repeats_kv_in_prepare_not_in_the_timed_call() {
+        let case = Case::kernel("sdpa-efficient", "causal", Params::new(), 32, HeadLayout { q: 8, kv: 2 }, 16, DType::Fp32, Pass::Fwd, DeviceKind::Cpu);
+        let x = Inputs::new(&case, build_pattern("causal", 32, &Params::new()).unwrap(), 1, true).unwrap();
+        let k = SDPA_EFFICIENT.kernel(&case, &x).unwrap();
+        assert!(k.note.contains("KV repeated in preparation"), "{}", k.note);
+        let (kr, vr) = k.kv_repeated.as_ref().expect("repeated in prepare");
+        assert_eq!((kr.size(), vr.size()), (vec![1, 8, 32, 16], vec![1, 8, 32, 16]));
+        // Still connected to the inputs' graph: a timed backward reaches x.k / x.v through them.
+        assert!(kr.requires_grad() && vr.requires_grad());
+        assert_eq!(kr.narrow(1, 0, 4), x.k.narrow(1, 0, 1).expand([1, 4, 32, 16], false));
+        // Native GQA backends repeat nothing.
+        let flash = crate::backend::sdpa_flash::SDPA_FLASH.kernel(&case, &x).unwrap();
+        assert!(flash.kv_repeated.is_none() && flash.note.contains("enable_gqa"), "{}", flash.note);
     }
 }
