@@ -290,7 +290,7 @@ class TorchAdapter(Adapter):
         torch.cuda.reset_peak_memory_stats()
         call()
         torch.cuda.synchronize()
-        return max(torch.cuda.max_memory_allocated() - base, 0), "torch.cuda.max_memory_allocated"
+        return max(torch.cuda.max_memory_allocated() - base, 0), "cuda-allocator"
 
     def release(self):
         import torch
@@ -426,6 +426,9 @@ def handle(adapter, state, req):
         ok, reason, version = adapter.availability()
         return {"type": "hello", "protocol": PROTOCOL, "name": adapter.name, "version": version, "inputs": adapter.inputs,
                 "available": ok, "reason": reason}
+    if kind == "release":
+        state.drop(adapter)
+        return {"type": "done", "id": rid}
     ok, reason, _ = adapter.availability()
     if not ok:
         return {"type": "unsupported", "id": rid, "reason": reason}
