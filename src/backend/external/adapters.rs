@@ -210,7 +210,8 @@ mod tests {
     #[test]
     fn python_registry_lists_the_same_adapters() {
         let registry = PACKAGE.iter().find(|(n, _)| *n == "attnbench_worker/adapters/__init__.py").unwrap().1;
-        let names: Vec<&str> = registry.lines().filter_map(|l| l.trim().strip_prefix('"')).map(|l| l.split('"').next().unwrap()).collect();
+        // Entries look like `    "numpy-ref": ("numpy_ref", "NumpyReference"),`.
+        let names: Vec<&str> = registry.lines().filter(|l| l.contains("\": (\"")).filter_map(|l| l.trim().strip_prefix('"')?.split('"').next()).collect();
         assert_eq!(names, BUILTIN.iter().map(|b| b.name).collect::<Vec<_>>());
     }
 
