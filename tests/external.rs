@@ -303,23 +303,47 @@ head_dims = [16]
 dtypes = ["fp32"]
 passes = ["fwd"]
 backends = ["ext:flex"]
+[[grid]]
+patterns = ["causal_document", {{ name = "sliding_window", params = {{ window_left = 16, window_right = 8 }} }}, {{ name = "share_question", params = {{ doc_lens = [64, 96, 32, 64] }} }}]
+seqlens = [256]
+heads = ["4:2"]
+head_dims = [16]
+dtypes = ["fp32"]
+passes = ["fwdbwd"]
+backends = ["ext:fakefa"]
 [external]
 python = "{}"
-workers = {{ dense = ["{}", "{}"] }}
+workers = {{ dense = ["{}", "{}"], fakefa = ["{}", "{}"] }}
 "#,
         python(),
         python(),
-        doc_example(docs.path(), "```python\n#!/usr/bin/env python3", "dense_sdpa.py")
+        doc_example(docs.path(), "```python\n#!/usr/bin/env python3", "dense_sdpa.py"),
+        python(),
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/workers/fake_fa.py"),
     );
     let (_tmp, o, rows) = run_suite(&suite);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert_eq!(rows.len(), 4, "{}", text(&o));
-    for r in &rows {
+    assert_eq!(rows.len(), 7, "{}", text(&o));
+    // The fa2-varlen adapter's packing (slices as sequences, or one band with a window), LSE placement
+    // and gradient scatter, over a torch stand-in for the kernel: a shared prefix is not one varlen call.
+    let fa = |m: &str| rows.iter().find(|r| r["backend"] == "ext:fakefa" && r["mask"] == m).unwrap();
+    assert!(fa("causal_document")["note"].contains("sequences, causal") && fa("causal_document")["note"].contains("checked out, dq, dk, dv"));
+    assert!(
+        fa("sliding_window")["note"].contains("1 sequences, window (16, 8)") && fa("sliding_window")["note"].contains("lse checked"),
+        "{}",
+        fa("sliding_window")["note"]
+    );
+    assert_eq!(fa("share_question")["status"], "unsupported");
+    assert!(fa("share_question")["error"].contains("shared prefix"));
+    for r in rows.iter().filter(|r| r["backend"] != "ext:fakefa") {
         let want = if r["pass"] == "bwd" { "unsupported" } else { "ok" };
         assert_eq!(r["status"], want, "{r:?}");
         if want == "ok" {
             assert!(r["note"].contains("inputs drawn by the worker from the seed"), "{}", r["note"]);
         }
+    }
+    for r in rows.iter().filter(|r| r["backend"] == "ext:fakefa" && r["mask"] != "share_question") {
+        assert_eq!(r["status"], "ok", "{r:?}");
     }
     let flex_sq = rows.iter().find(|r| r["backend"] == "ext:flex" && r["mask"] == "share_question" && r["pass"] == "fwd").unwrap();
     assert!(flex_sq["note"].contains("2 interval(s)/row") && flex_sq["note"].contains("lse checked"), "{}", flex_sq["note"]);

@@ -1,9 +1,10 @@
-"""fa2-varlen / fa3-varlen: FlashAttention 2 (`flash_attn`) and 3 (`flash_attn_interface`) varlen. One
-call whose sequences are the mask's slices: each slice's query rows and key rows are gathered into the
-packed layout (outside timing). FlashAttention applies one (causal, window) to every sequence of a call,
-so the adapter takes masks whose slices have disjoint query ranges and share one of: full, causal
-(bottom-right aligned, as ours), or the window that expresses bi_causal (left = Lk - Lq, right = 0) or
-inv_causal (left = Lk - Lq, right = unbounded)."""
+"""fa2-varlen / fa3-varlen: FlashAttention 2 (`flash_attn`) and 3 (`flash_attn_interface`) varlen, one
+call per case. A mask that is one band i - left <= j <= i + right over the whole sequence (full, causal,
+sliding windows) is one sequence per batch element with that window. Otherwise the sequences are the
+mask's slices: each slice's query rows and key rows are gathered into the packed layout (outside timing).
+FlashAttention applies one (causal, window) to every sequence of a call, so the slices must have
+disjoint query ranges and share one of: full, causal (bottom-right aligned, as ours), or the window that
+expresses bi_causal (left = Lk - Lq, right = 0) or inv_causal (left = Lk - Lq, right = unbounded)."""
 
 from ..helper import Prepared, TorchAdapter, Unsupported
 
@@ -12,6 +13,19 @@ def window_of(slice_):
     (qs, qe), (ks, ke), kind = slice_
     d = (ke - ks) - (qe - qs)
     return {"full": (False, (-1, -1)), "causal": (True, (-1, -1)), "bi_causal": (False, (d, 0)), "inv_causal": (False, (d, -1))}[kind]
+
+
+def band_of(group, S):
+    """(causal, window) when the group is exactly the band i - left <= j <= i + right on [0, S)."""
+    lo, hi = group.row_intervals(S)
+    if len(lo) != 1 or any(a > b for a, b in zip(lo[0], hi[0])):
+        return None
+    left = max(i - a for i, a in enumerate(lo[0]))
+    right = max(b - i for i, b in enumerate(hi[0]))
+    if left < 0 or right < 0 or any(a != max(0, i - left) or b != min(S - 1, i + right) for i, (a, b) in enumerate(zip(lo[0], hi[0]))):
+        return None
+    left, right = (-1 if left >= S - 1 else left), (-1 if right >= S - 1 else right)
+    return (True, (-1, -1)) if (left, right) == (-1, 0) else (False, (left, right))
 
 
 class FaVarlen(TorchAdapter):
@@ -23,23 +37,31 @@ class FaVarlen(TorchAdapter):
 
         return importlib.import_module(self.module).flash_attn_varlen_func
 
-    def prepare(self, case, x):
-        import torch
-
+    def check_case(self, case):
+        """Device and dtype the kernel takes (a stand-in kernel for tests may take others)."""
         if case.device != "cuda":
             raise Unsupported(f"{self.label} is a CUDA kernel")
         if case.dtype not in ("bf16", "fp16"):
             raise Unsupported(f"{self.label} takes bf16 or fp16, not {case.dtype}")
+
+    def prepare(self, case, x):
+        import torch
+
+        self.check_case(case)
         if not case.mask.shared:
             raise Unsupported("heads with different masks need one call per head group")
-        sl = sorted((s for s in case.mask.groups[0].slices() if s[0][1] > s[0][0] and s[1][1] > s[1][0]), key=lambda s: s[0])
-        if any(a[0][1] > b[0][0] for a, b in zip(sl, sl[1:])):
-            raise Unsupported("some query rows attend several slices (a shared prefix): one varlen call cannot express it")
-        windows = {window_of(s) for s in sl}
-        if len(windows) != 1:
-            raise Unsupported(f"the slices need {len(windows)} different (causal, window) settings; one varlen call takes one")
-        causal, window = windows.pop()
         B, S, dev = case.batch, case.seqlen, case.device
+        band = band_of(case.mask.groups[0], S)
+        if band is not None:
+            sl, (causal, window) = [((0, S), (0, S), "band")], band
+        else:
+            sl = sorted((s for s in case.mask.groups[0].slices() if s[0][1] > s[0][0] and s[1][1] > s[1][0]), key=lambda s: s[0])
+            if any(a[0][1] > b[0][0] for a, b in zip(sl, sl[1:])):
+                raise Unsupported("some query rows attend several slices (a shared prefix): one varlen call cannot express it")
+            windows = {window_of(s) for s in sl}
+            if len(windows) != 1:
+                raise Unsupported(f"the slices need {len(windows)} different (causal, window) settings; one varlen call takes one")
+            causal, window = windows.pop()
         qi = torch.cat([torch.arange(b * S + s[0][0], b * S + s[0][1]) for b in range(B) for s in sl]).to(dev)
         ki = torch.cat([torch.arange(b * S + s[1][0], b * S + s[1][1]) for b in range(B) for s in sl]).to(dev)
         cu = lambda i: torch.tensor([0] + [n for b in range(B) for s in sl for n in [s[i][1] - s[i][0]]], device=dev).cumsum(0).to(torch.int32)  # noqa: E731
