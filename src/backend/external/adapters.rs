@@ -48,9 +48,21 @@ pub const PACKAGE: &[(&str, &str)] = py!(
     "attnbench_worker/adapters/flashmask.py"
 );
 
+/// Where this binary's copy of the helper goes: the user's attnbench cache (`$ATTNBENCH_CACHE`, else
+/// `$XDG_CACHE_HOME/attnbench`, else `~/.cache/attnbench`) — not a shared temporary folder, where another
+/// user could plant code under the predictable name before a worker imports it.
+fn cache_dir() -> PathBuf {
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    env("ATTNBENCH_CACHE")
+        .or_else(|| env("XDG_CACHE_HOME").map(|p| p.join("attnbench")))
+        .or_else(|| env("HOME").map(|p| p.join(".cache/attnbench")))
+        // SAFETY: getuid cannot fail.
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("attnbench-{}", unsafe { libc::getuid() })))
+}
+
 /// The folder to put on `PYTHONPATH` so `import attnbench_worker` finds the helper: `ATTNBENCH_PYTHONPATH`
-/// when set (working on the adapters), else this binary's copy written once under the temporary folder,
-/// in a folder named by the hash of its contents.
+/// when set (working on the adapters), else this binary's copy, written once into the cache in a folder
+/// named by the hash of its contents.
 pub fn helper_path() -> Result<PathBuf, String> {
     if let Some(p) = std::env::var_os("ATTNBENCH_PYTHONPATH").filter(|p| !p.is_empty()) {
         return Ok(PathBuf::from(p));
@@ -62,11 +74,12 @@ pub fn helper_path() -> Result<PathBuf, String> {
         h.update(text.as_bytes());
     }
     let tag: String = h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
-    let dir = std::env::temp_dir().join(format!("attnbench-worker-py-{tag}"));
+    let base = cache_dir();
+    let dir = base.join(format!("worker-py-{tag}"));
     if dir.join(".complete").exists() {
         return Ok(dir);
     }
-    let tmp = std::env::temp_dir().join(format!("attnbench-worker-py-{tag}.{}", std::process::id()));
+    let tmp = base.join(format!("worker-py-{tag}.{}", std::process::id()));
     let write = || -> std::io::Result<()> {
         for (name, text) in PACKAGE {
             let p = tmp.join(name);
