@@ -67,6 +67,7 @@ impl BackendError {
 
 pub mod cudnn_varlen;
 pub mod efficient_varlen;
+pub mod external;
 pub mod flash_varlen;
 pub mod naive;
 pub mod reference;

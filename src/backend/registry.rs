@@ -21,10 +21,13 @@ pub fn registry() -> &'static [&'static dyn Backend] {
     REGISTRY
 }
 
-/// The backend called `name`, or an error listing the known ones.
+/// The backend called `name` (`ext:NAME`: an external kernel's worker), or an error listing the known ones.
 pub fn find_backend(name: &str) -> Result<&'static dyn Backend, String> {
+    if let Some(b) = super::external::find(name) {
+        return Ok(b);
+    }
     REGISTRY.iter().copied().find(|b| b.name() == name).ok_or_else(|| {
         let known: Vec<&str> = REGISTRY.iter().map(|b| b.name()).collect();
-        format!("unknown backend `{name}` (known: {})", known.join(", "))
+        format!("unknown backend `{name}` (known: {}, ext:NAME for an external kernel)", known.join(", "))
     })
 }

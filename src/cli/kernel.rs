@@ -21,6 +21,13 @@ pub struct KernelArgs {
     /// Print one JSON object with every row column.
     #[arg(long)]
     pub json: bool,
+    /// ext: backends: the Python interpreter for the built-in adapters (default $ATTNBENCH_PYTHON, python3).
+    #[arg(long)]
+    pub python: Option<String>,
+    /// ext: backends: the command that serves this backend (split on whitespace), instead of a built-in
+    /// adapter or $ATTNBENCH_WORKER_<NAME>.
+    #[arg(long)]
+    pub worker: Option<String>,
 }
 
 pub fn run(a: KernelArgs) -> anyhow::Result<ExitCode> {
@@ -34,10 +41,23 @@ pub fn run(a: KernelArgs) -> anyhow::Result<ExitCode> {
     }
     let s = a.measure.settings(MeasureSettings::default())?;
     let run_id = format!("kernel-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"));
-    let row = match execute_kernel_case(&case, &s, &run_id) {
-        Ok(r) => r,
-        Err(ExecError::Mask(e)) => return Err(BadInput::from(e).into()),
-        Err(e) => return Err(BadInput::new(e.to_string()).into()),
+    let row = if let Some(name) = crate::backend::external::config::adapter_name(&case.backend) {
+        use crate::backend::external::config::{ExternalConfig, WorkerCommand};
+        let mut cfg = ExternalConfig { python: a.python.clone(), ..Default::default() };
+        if let Some(w) = &a.worker {
+            cfg.workers.insert(name.to_string(), WorkerCommand::Line(w.clone()));
+        }
+        crate::mask::build_pattern(&case.pattern, case.seqlen, &case.params).map_err(BadInput::from)?;
+        cfg.command(name).map_err(|e| BadInput::new(format!("--backend: {e}")))?;
+        crate::backend::external::execute(&case, &s, &run_id, &cfg)
+    } else if a.python.is_some() || a.worker.is_some() {
+        return Err(BadInput::new("--python and --worker apply to ext:NAME backends only").into());
+    } else {
+        match execute_kernel_case(&case, &s, &run_id) {
+            Ok(r) => r,
+            Err(ExecError::Mask(e)) => return Err(BadInput::from(e).into()),
+            Err(e) => return Err(BadInput::new(e.to_string()).into()),
+        }
     };
     if a.json {
         println!("{}", serde_json::to_string(&row).context("serialising the row")?);

@@ -59,6 +59,32 @@ fn backends() -> Section {
     }
 }
 
+/// External kernels (`--backend ext:NAME`): the built-in adapters, available here or why not (asks the
+/// Python interpreter, about 0.1 s), and the user workers configured in the environment.
+fn external() -> Section {
+    use crate::backend::external::adapters::availability;
+    let a = availability(&Default::default());
+    let mut items: Vec<Item> = a
+        .adapters
+        .iter()
+        .map(|s| {
+            let state = if s.available {
+                format!(
+                    "available ({}; inputs {})",
+                    if s.version.is_empty() { &a.python } else { &s.version },
+                    if s.inputs == "file" { "from attnbench's file" } else { "from the seed" }
+                )
+            } else {
+                format!("unavailable here: {}", s.reason)
+            };
+            let summary = if s.summary.is_empty() { state } else { format!("{} — {state}", s.summary) };
+            Item { name: format!("ext:{}", s.name), summary, params: vec![] }
+        })
+        .collect();
+    items.extend(a.user_workers.iter().map(|(name, cmd)| Item { name: name.clone(), summary: format!("user worker: {cmd}"), params: vec![] }));
+    Section { key: "external", title: "External kernels (--backend ext:NAME; python: $ATTNBENCH_PYTHON or python3; docs/EXTERNAL-KERNELS.md)", items }
+}
+
 /// Context-parallel strategies (`--strategy NAME`), from the CP registry.
 fn strategies() -> Section {
     Section {
@@ -97,8 +123,15 @@ fn doc_tables() -> Section {
 
 pub fn run(args: ListArgs) -> anyhow::Result<ExitCode> {
     let mut all = sections();
+    // Last, and only when shown: it starts the Python interpreter.
+    if args.section.as_deref().is_none_or(|w| w == "external") {
+        all.push(external());
+    }
     if let Some(want) = &args.section {
-        let keys: Vec<&str> = all.iter().map(|s| s.key).collect();
+        let mut keys: Vec<&str> = all.iter().map(|s| s.key).collect();
+        if !keys.contains(&"external") {
+            keys.push("external");
+        }
         if !keys.contains(&want.as_str()) {
             return Err(BadInput::new(format!("unknown section `{want}` (expected one of: {})", keys.join(", "))).into());
         }

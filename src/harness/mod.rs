@@ -18,4 +18,7 @@ pub struct WorkItem {
     pub run_id: String,
     pub case: Case,
     pub settings: MeasureSettings,
+    /// Workers of `ext:` backends (the suite's `[external]` table).
+    #[serde(default)]
+    pub external: crate::backend::external::ExternalConfig,
 }

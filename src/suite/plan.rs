@@ -50,6 +50,8 @@ pub struct Plan {
     pub text: String,
     pub settings: MeasureSettings,
     pub cases: Vec<PlannedCase>,
+    /// Workers of the `ext:` backends, relative programs resolved against the suite's folder.
+    pub external: crate::backend::external::ExternalConfig,
 }
 
 /// Answers whether a backend (kernel case) or strategy (CP case) exists and supports a case. The
@@ -99,9 +101,10 @@ pub fn load(path: &Path, filter: Option<&Filter>, oracle: &dyn SupportOracle) ->
         return loc.err(&suite.grid.span(), "grid", "at least one [[grid]] is required");
     }
 
+    let external = suite.external.clone().relative_to(path.parent());
     let mut cases = Vec::new();
     for (gi, grid) in suite.grid.get_ref().iter().enumerate() {
-        cases.extend(expand_grid(grid, gi, &loc, oracle)?);
+        cases.extend(expand_grid(grid, gi, &loc, oracle, &external)?);
     }
     let mut seen = HashSet::new();
     cases.retain(|c: &Case| seen.insert(c.case_id()));
@@ -141,7 +144,7 @@ pub fn load(path: &Path, filter: Option<&Filter>, oracle: &dyn SupportOracle) ->
         planned.push(PlannedCase { flops, area: m.mean_area(), density: m.density(), mask_groups: m.groups.len(), support, case });
     }
     let name = suite.name.clone().unwrap_or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "suite".into()));
-    Ok(Plan { name, file: path.to_path_buf(), sha256: hex(&Sha256::digest(&bytes)), text, settings: suite.measure, cases: planned })
+    Ok(Plan { name, file: path.to_path_buf(), sha256: hex(&Sha256::digest(&bytes)), text, settings: suite.measure, cases: planned, external })
 }
 
 fn hex(b: &[u8]) -> String {
@@ -207,7 +210,13 @@ fn to_params(loc: &Locator, span: &Range<usize>, key: &str, map: &BTreeMap<Strin
     Ok(p)
 }
 
-fn expand_grid(g: &Grid, gi: usize, loc: &Locator, oracle: &dyn SupportOracle) -> Result<Vec<Case>, SuiteError> {
+fn expand_grid(
+    g: &Grid,
+    gi: usize,
+    loc: &Locator,
+    oracle: &dyn SupportOracle,
+    external: &crate::backend::external::ExternalConfig,
+) -> Result<Vec<Case>, SuiteError> {
     let k = |name: &str| format!("grid[{gi}].{name}");
     let seqlens = positive(loc, &g.seqlens, &k("seqlens"))?;
     let batches = positive(loc, &g.batch, &k("batch"))?;
@@ -250,6 +259,9 @@ fn expand_grid(g: &Grid, gi: usize, loc: &Locator, oracle: &dyn SupportOracle) -
             for name in &v {
                 if !oracle.backend_known(name) {
                     return loc.err(&b.span(), &k("backends"), format!("unknown backend `{name}` (known: {})", oracle.known_backends().join(", ")));
+                }
+                if let Some(ext) = crate::backend::external::config::adapter_name(name) {
+                    external.command(ext).or_else(|e| loc.err(&b.span(), &k("backends"), e))?;
                 }
             }
             v

@@ -162,7 +162,7 @@ pub fn run_plan(plan: &Plan, opts: &RunOptions) -> anyhow::Result<RunSummary> {
             Outcome::Row(Box::new(parent_row(&run_id, pc, Status::Oom, &format!("skipped: out of memory already at seqlen {l} for this backend and mask"))))
         } else {
             match case.kind {
-                CaseKind::Kernel => run_kernel(&mut worker, &run_id, pc, &plan.settings, opts.mem_limit),
+                CaseKind::Kernel => run_kernel(&mut worker, &run_id, pc, plan, opts.mem_limit),
                 CaseKind::Cp => run_cp(&run_id, pc, &plan.settings),
                 CaseKind::Simulated => {
                     Outcome::Row(Box::new(parent_row(&run_id, pc, Status::Unsupported, "simulated cases are produced by `attnbench simulate`, not by `run`")))
@@ -229,7 +229,8 @@ fn parent_row(run_id: &str, pc: &PlannedCase, status: Status, error: &str) -> Ro
     row
 }
 
-fn run_kernel(worker: &mut Option<Worker>, run_id: &str, pc: &PlannedCase, settings: &MeasureSettings, mem_limit: Option<u64>) -> Outcome {
+fn run_kernel(worker: &mut Option<Worker>, run_id: &str, pc: &PlannedCase, plan: &Plan, mem_limit: Option<u64>) -> Outcome {
+    let settings = &plan.settings;
     // Memory first: a case that cannot fit is an `oom` row before anything is allocated.
     let estimate = memory::estimate(&pc.case, settings, pc.mask_groups);
     let (allowance, source) = memory::host_allowance(mem_limit);
@@ -242,7 +243,7 @@ fn run_kernel(worker: &mut Option<Worker>, run_id: &str, pc: &PlannedCase, setti
         );
         return Outcome::Row(Box::new(parent_row(run_id, pc, Status::Oom, &msg)));
     }
-    let item = WorkItem { run_id: run_id.to_string(), case: pc.case.clone(), settings: settings.clone() };
+    let item = WorkItem { run_id: run_id.to_string(), case: pc.case.clone(), settings: settings.clone(), external: plan.external.clone() };
     if worker.is_none() {
         match Worker::spawn() {
             Ok(w) => *worker = Some(w),
@@ -269,7 +270,8 @@ fn run_kernel(worker: &mut Option<Worker>, run_id: &str, pc: &PlannedCase, setti
         eprintln!("warning: could not cap the worker's memory ({e}); running the case uncapped");
     }
     // The worker's own measuring stops at budget_s; the timeout is the hard limit for a hang.
-    match w.run(&item, Duration::from_secs_f64(settings.timeout_s)) {
+    let grace = if crate::backend::external::is_external(&pc.case.backend) { crate::backend::external::RUNNER_GRACE_S } else { 0.0 };
+    match w.run(&item, Duration::from_secs_f64(settings.timeout_s + grace)) {
         Ok(mut row) => {
             if row.status == Status::Oom {
                 row.error = crate::results::one_line(&format!("{} [worker capped at +{} ({source})]", row.error, memory::human(allowance)));
@@ -445,7 +447,7 @@ pub fn cp_command(item: &WorkItem, work: &Path) -> anyhow::Result<Command> {
 }
 
 fn run_cp(run_id: &str, pc: &PlannedCase, settings: &MeasureSettings) -> Outcome {
-    let item = WorkItem { run_id: run_id.to_string(), case: pc.case.clone(), settings: settings.clone() };
+    let item = WorkItem { run_id: run_id.to_string(), case: pc.case.clone(), settings: settings.clone(), external: Default::default() };
     let dir = match tempfile::tempdir() {
         Ok(d) => d,
         Err(e) => return Outcome::Row(Box::new(parent_row(run_id, pc, Status::Error, &format!("cannot create a temporary folder for the work item: {e}")))),

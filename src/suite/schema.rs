@@ -19,6 +19,9 @@
 //! [[exclude]]
 //! backend = "naive"
 //! seqlen_min = 4096
+//! [external]                # workers of ext:NAME backends (backend::external::config)
+//! python = "/opt/torch/.venv/bin/python"
+//! workers = { mine = ["./my_worker.py"] }
 //! ```
 
 use std::collections::BTreeMap;
@@ -40,6 +43,9 @@ pub struct SuiteFile {
     pub include: Vec<Spanned<CaseFilter>>,
     #[serde(default)]
     pub exclude: Vec<Spanned<CaseFilter>>,
+    /// Workers of `ext:` backends: `python`, `[external.workers]` (see `backend::external::config`).
+    #[serde(default)]
+    pub external: crate::backend::external::ExternalConfig,
 }
 
 /// A pattern on an axis: a bare name, or a name with parameters.

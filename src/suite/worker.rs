@@ -38,6 +38,9 @@ pub fn execute(item: &WorkItem) -> Row {
     if let Some(row) = super::faults::execute(item) {
         return row;
     }
+    if crate::backend::external::is_external(&item.case.backend) {
+        return crate::backend::external::execute(&item.case, &item.settings, &item.run_id, &item.external);
+    }
     match crate::harness::kernel::execute_kernel_case(&item.case, &item.settings, &item.run_id) {
         Ok(row) => row,
         Err(e) => {
