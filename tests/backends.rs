@@ -1,7 +1,8 @@
 //! Every backend against the f64 reference on every zoo pattern it supports (small sizes), through the
 //! same correctness gate the timer uses; `unsupported` answers; a deliberately wrong backend is caught.
 
-use attnbench::backend::{registry, Backend, BackendError, Fwd, Inputs, Kernel};
+use attnbench::attn::KernelError;
+use attnbench::backend::{registry, Backend, Fwd, Inputs, Kernel};
 use attnbench::case::{Case, DType, DeviceKind, HeadLayout};
 use attnbench::flops::Pass;
 use attnbench::harness::kernel::execute_kernel_case_with;
@@ -119,17 +120,17 @@ impl Backend for Wrong {
     fn autograd(&self) -> bool {
         true
     }
-    fn prepare(&self, case: &Case, x: &Inputs) -> Result<Box<dyn Kernel>, BackendError> {
+    fn prepare(&self, case: &Case, x: &Inputs) -> Result<Box<dyn Kernel>, KernelError> {
         Ok(Box::new(WrongKernel(attnbench::backend::naive::NAIVE.prepare(case, x)?)))
     }
 }
 
 impl Kernel for WrongKernel {
-    fn forward(&mut self, x: &Inputs) -> Result<Fwd, BackendError> {
+    fn forward(&mut self, x: &Inputs) -> Result<Fwd, KernelError> {
         let f = self.0.forward(x)?;
         Ok(Fwd { out: f.out * 1.05, lse: None })
     }
-    fn backward(&mut self, x: &Inputs, f: &Fwd) -> Result<(Tensor, Tensor, Tensor), BackendError> {
+    fn backward(&mut self, x: &Inputs, f: &Fwd) -> Result<(Tensor, Tensor, Tensor), KernelError> {
         self.0.backward(x, f)
     }
     fn note(&self) -> String {

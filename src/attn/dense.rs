@@ -13,7 +13,7 @@
 use tch::{Device, Kind, Tensor};
 
 use super::merge::merge_into;
-use super::{acc_kind, check_inputs, finite_or_zero, AttnError, Dims};
+use super::{acc_kind, check_inputs, finite_or_zero, Dims, KernelError};
 use crate::mask::{clip_slice, Mask, Slice, SliceKind};
 
 /// Upper bound on the scores one dense piece materialises (B · Hq · rows · keys), 2²⁴ = 64 MiB in f32.
@@ -49,11 +49,11 @@ pub fn fused_cpu_slice(q: &Tensor, s: &Slice) -> bool {
 
 /// A slice's q rows `[B, Hq, lq, D]` and keys / values `[B, Hq, lk, D]` (KV heads repeated for GQA),
 /// contiguous, in the input dtype — the layout the fused CPU kernel takes.
-fn slice_qkv_repeated(q: &Tensor, k: &Tensor, v: &Tensor, s: &Slice, dm: &Dims) -> Result<(Tensor, Tensor, Tensor), AttnError> {
+fn slice_qkv_repeated(q: &Tensor, k: &Tensor, v: &Tensor, s: &Slice, dm: &Dims) -> Result<(Tensor, Tensor, Tensor), KernelError> {
     let g = dm.hq / dm.hkv;
     let (lq, lk) = (s.q_len() as i64, s.k_len() as i64);
     let qs = q.f_narrow(2, s.q.start as i64, lq)?.f_contiguous()?;
-    let rep = |t: &Tensor| -> Result<Tensor, AttnError> {
+    let rep = |t: &Tensor| -> Result<Tensor, KernelError> {
         let t = t.f_narrow(2, s.k.start as i64, lk)?;
         Ok(if g > 1 { t.f_repeat_interleave_self_int(g, 1, None)?.f_contiguous()? } else { t.f_contiguous()? })
     };
@@ -102,7 +102,7 @@ impl Block {
 
     /// Scores `[B, Hkv, G, lq, lk]` (scaled, −inf outside the mask), the block's q rows
     /// `[B, Hkv, G, lq, D]` and keys / values `[B, Hkv, 1, lk, D]`, all in the accumulation kind.
-    fn scores(&self, q: &Tensor, k: &Tensor, v: &Tensor, dm: &Dims, scale: f64, acc: Kind) -> Result<(Tensor, Tensor, Tensor, Tensor), AttnError> {
+    fn scores(&self, q: &Tensor, k: &Tensor, v: &Tensor, dm: &Dims, scale: f64, acc: Kind) -> Result<(Tensor, Tensor, Tensor, Tensor), KernelError> {
         let g = dm.hq / dm.hkv;
         let qs = q.f_narrow(2, self.q0, self.lq)?.f_to_kind(acc)?.f_reshape([dm.b, dm.hkv, g, self.lq, dm.d])?;
         let ks = k.f_narrow(2, self.k0, self.lk)?.f_to_kind(acc)?.f_unsqueeze(2)?;
@@ -115,7 +115,7 @@ impl Block {
     }
 
     /// The block's partial result: out `[B, Hq, lq, D]` and lse `[B, Hq, lq]` in the accumulation kind.
-    fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor, dm: &Dims, scale: f64, acc: Kind) -> Result<(Tensor, Tensor), AttnError> {
+    fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor, dm: &Dims, scale: f64, acc: Kind) -> Result<(Tensor, Tensor), KernelError> {
         let (scores, _, _, vs) = self.scores(q, k, v, dm, scale, acc)?;
         let plse = scores.f_logsumexp([-1], false)?; // [B, Hkv, G, lq]
         let p = scores.f_sub(&finite_or_zero(&plse)?.f_unsqueeze(-1)?)?.f_exp()?;
@@ -133,7 +133,7 @@ impl Block {
         dm: &Dims,
         scale: f64,
         acc: Kind,
-    ) -> Result<(), AttnError> {
+    ) -> Result<(), KernelError> {
         let g = dm.hq / dm.hkv;
         let (scores, qs, ks, vs) = self.scores(q, k, v, dm, scale, acc)?;
         let l = lse_safe.f_narrow(2, self.q0, self.lq)?.f_reshape([dm.b, dm.hkv, g, self.lq, 1])?;
@@ -163,7 +163,7 @@ fn lse_kind(acc: Kind) -> Kind {
 
 /// Dense-path forward over a range mask (see the module doc). Returns (out `[B, Hq, Sq, D]` in q's
 /// dtype, lse `[B, Hq, Sq]` f32 — f64 for f64).
-pub fn forward(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Mask, scale: f64) -> Result<(Tensor, Tensor), AttnError> {
+pub fn forward(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Mask, scale: f64) -> Result<(Tensor, Tensor), KernelError> {
     let dm = check_inputs(q, k, v, mask)?;
     let acc = acc_kind(q.kind());
     let dev = q.device();
@@ -184,9 +184,9 @@ pub fn forward(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Mask, scale: f64) -> R
 }
 
 /// Checks the shapes a backward receives: out / dout like q, lse `[B, Hq, Sq]`.
-fn check_backward(q: &Tensor, out: &Tensor, lse: &Tensor, dout: &Tensor, dm: &Dims) -> Result<(), AttnError> {
+fn check_backward(q: &Tensor, out: &Tensor, lse: &Tensor, dout: &Tensor, dm: &Dims) -> Result<(), KernelError> {
     if out.size() != q.size() || dout.size() != q.size() || lse.size() != [dm.b, dm.hq, dm.sq] {
-        return Err(AttnError::Invalid(format!(
+        return Err(KernelError::Invalid(format!(
             "out {:?} / dout {:?} must match q {:?}, lse {:?} must be [B, Hq, Sq]",
             out.size(),
             dout.size(),
@@ -212,7 +212,7 @@ pub fn backward(
     dout: &Tensor,
     mask: &Mask,
     scale: f64,
-) -> Result<(Tensor, Tensor, Tensor), AttnError> {
+) -> Result<(Tensor, Tensor, Tensor), KernelError> {
     let dm = check_inputs(q, k, v, mask)?;
     check_backward(q, out, lse, dout, &dm)?;
     let acc = acc_kind(q.kind());
@@ -245,7 +245,7 @@ pub fn backward(
                 None::<Tensor>,
                 scale,
             )?;
-            let fold = |t: Tensor| -> Result<Tensor, AttnError> {
+            let fold = |t: Tensor| -> Result<Tensor, KernelError> {
                 Ok(t.f_to_kind(acc)?.f_reshape([dm.b, dm.hkv, g, lk, dm.d])?.f_sum_dim_intlist(&[2i64][..], false, acc)?)
             };
             let _ = dq.f_narrow(2, q0, lq)?.f_add_(&pdq.f_to_kind(acc)?)?;
@@ -259,7 +259,7 @@ pub fn backward(
 }
 
 /// The whole rectangle as one block masked by the mask's dense boolean picture.
-fn whole(mask: &Mask, device: Device) -> Result<Block, AttnError> {
+fn whole(mask: &Mask, device: Device) -> Result<Block, KernelError> {
     let d: Vec<u8> = mask.to_dense().into_iter().map(u8::from).collect();
     let (sq, sk) = (mask.seqlen_q as i64, mask.seqlen_k as i64);
     let allowed = Tensor::from_slice(&d).f_reshape([sq, sk])?.f_to_kind(Kind::Bool)?.f_to_device(device)?;
@@ -268,7 +268,7 @@ fn whole(mask: &Mask, device: Device) -> Result<Block, AttnError> {
 
 /// Materialised forward: one score block over the whole rectangle (see the module doc). Same result
 /// and conventions as [`forward`].
-pub fn materialized_forward(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Mask, scale: f64) -> Result<(Tensor, Tensor), AttnError> {
+pub fn materialized_forward(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Mask, scale: f64) -> Result<(Tensor, Tensor), KernelError> {
     let dm = check_inputs(q, k, v, mask)?;
     let acc = acc_kind(q.kind());
     let (o, l) = whole(mask, q.device())?.forward(q, k, v, &dm, scale, acc)?;
@@ -286,7 +286,7 @@ pub fn materialized_backward(
     dout: &Tensor,
     mask: &Mask,
     scale: f64,
-) -> Result<(Tensor, Tensor, Tensor), AttnError> {
+) -> Result<(Tensor, Tensor, Tensor), KernelError> {
     let dm = check_inputs(q, k, v, mask)?;
     check_backward(q, out, lse, dout, &dm)?;
     let acc = acc_kind(q.kind());
@@ -309,7 +309,7 @@ impl super::MaskedAttention for Materialized {
     fn name(&self) -> &'static str {
         "naive"
     }
-    fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor, mask: &Mask, scale: f64) -> Result<(Tensor, Tensor), AttnError> {
+    fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor, mask: &Mask, scale: f64) -> Result<(Tensor, Tensor), KernelError> {
         materialized_forward(q, k, v, mask, scale)
     }
     fn backward(
@@ -322,7 +322,7 @@ impl super::MaskedAttention for Materialized {
         dout: &Tensor,
         mask: &Mask,
         scale: f64,
-    ) -> Result<(Tensor, Tensor, Tensor), AttnError> {
+    ) -> Result<(Tensor, Tensor, Tensor), KernelError> {
         materialized_backward(q, k, v, out, lse, dout, mask, scale)
     }
     fn gpu_launches(&self, _mask: &Mask) -> usize {

@@ -12,7 +12,7 @@
 //! - `BiCausal` (a ≤ b ≤ a + Lk − Lq) → sliding window (left = Lk − Lq, right = 0), so a group of
 //!   bi_causal slices must share Lk − Lq (see [`group_slices`]).
 
-use super::AttnError;
+use super::KernelError;
 use crate::mask::{Mask, Slice, SliceKind};
 
 /// One kernel launch of the sliced backend: slices of a single kind (and, for bi_causal, a single
@@ -128,10 +128,10 @@ impl PackedCall {
 
     /// The exact mask the kernel applies to packed sequence `n`, in its own coordinates (what the CPU
     /// emulation computes): bottom-right causal alignment and the (left, right) window.
-    pub fn sequence_mask(&self, n: usize) -> Result<Mask, AttnError> {
+    pub fn sequence_mask(&self, n: usize) -> Result<Mask, KernelError> {
         let lq = (self.cu_q[n + 1] - self.cu_q[n]) as usize;
         let lk = (self.cu_k[n + 1] - self.cu_k[n]) as usize;
-        let invalid = |e: crate::mask::MaskError| AttnError::Invalid(e.to_string());
+        let invalid = |e: crate::mask::MaskError| KernelError::Invalid(e.to_string());
         let (left, right) = (self.window.0, if self.causal { Some(0) } else { self.window.1 });
         if left.is_none() && (right.is_none() || right == Some(0)) {
             // Full or plain causal: the single-kind slice says it exactly.

@@ -7,7 +7,7 @@
 
 use tch::{Kind, Tensor};
 
-use super::{acc_kind, finite_or_zero, AttnError};
+use super::{acc_kind, finite_or_zero, KernelError};
 
 /// Merges `part_out` / `part_lse` into `out` / `lse` in place. `out` and `lse` are in the accumulation
 /// dtype (f32, f64 for f64) and may be views (rows of a larger result); `part_out` may be in any float
@@ -16,7 +16,7 @@ use super::{acc_kind, finite_or_zero, AttnError};
 ///
 /// Traffic per output element: `mul_` (2a) and `addcmul_` (2a + e) — (4a + e) bytes for accumulation
 /// size a and partial size e (18 for bf16, 20 for f32), plus O(1) per row for the LSE.
-pub fn merge_into(out: &mut Tensor, lse: &mut Tensor, part_out: &Tensor, part_lse: &Tensor) -> Result<(), AttnError> {
+pub fn merge_into(out: &mut Tensor, lse: &mut Tensor, part_out: &Tensor, part_lse: &Tensor) -> Result<(), KernelError> {
     let merged = lse.f_logaddexp(part_lse)?;
     let safe = finite_or_zero(&merged)?;
     let w_run = lse.f_sub(&safe)?.f_exp()?.f_unsqueeze(-1)?;
@@ -28,7 +28,7 @@ pub fn merge_into(out: &mut Tensor, lse: &mut Tensor, part_out: &Tensor, part_ls
 }
 
 /// Two partial results merged into a new one: out in `o1`'s dtype, lse in the accumulation dtype.
-pub fn merge_partials(o1: &Tensor, lse1: &Tensor, o2: &Tensor, lse2: &Tensor) -> Result<(Tensor, Tensor), AttnError> {
+pub fn merge_partials(o1: &Tensor, lse1: &Tensor, o2: &Tensor, lse2: &Tensor) -> Result<(Tensor, Tensor), KernelError> {
     let acc = acc_kind(o1.kind());
     // Copies (never the inputs themselves): the merge is in place.
     let (mut out, mut lse) = (o1.f_to_dtype(acc, false, true)?, lse1.f_to_dtype(acc, false, true)?);
@@ -54,14 +54,14 @@ pub struct RunningMerge {
 
 impl RunningMerge {
     /// Empty result (out 0, lse −inf) for `[b, h, s, d]` rows of inputs of `kind`.
-    pub fn new(b: i64, h: i64, s: i64, d: i64, kind: Kind, device: tch::Device) -> Result<Self, AttnError> {
+    pub fn new(b: i64, h: i64, s: i64, d: i64, kind: Kind, device: tch::Device) -> Result<Self, KernelError> {
         let acc = acc_kind(kind);
         Ok(RunningMerge { out: Tensor::f_zeros([b, h, s, d], (acc, device))?, lse: Tensor::f_full([b, h, s], f64::NEG_INFINITY, (acc, device))? })
     }
 
     /// Merges one partial (out `[b, h, s, d]` in any float dtype, lse `[b, h, s]` in the
     /// accumulation dtype) into the running result.
-    pub fn add(&mut self, part_out: &Tensor, part_lse: &Tensor) -> Result<(), AttnError> {
+    pub fn add(&mut self, part_out: &Tensor, part_lse: &Tensor) -> Result<(), KernelError> {
         #[cfg(feature = "test-hooks")]
         MERGES_ON_THIS_THREAD.with(|c| {
             let (n, e) = c.get();
@@ -71,7 +71,7 @@ impl RunningMerge {
     }
 
     /// The result: out in `kind` (one cast), lse in the accumulation dtype.
-    pub fn finish(self, kind: Kind) -> Result<(Tensor, Tensor), AttnError> {
+    pub fn finish(self, kind: Kind) -> Result<(Tensor, Tensor), KernelError> {
         Ok((self.out.f_to_kind(kind)?, self.lse))
     }
 }

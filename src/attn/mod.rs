@@ -27,10 +27,11 @@ use tch::{Kind, Tensor};
 use crate::mask::Mask;
 use crate::sys::SysError;
 
-/// Why an attention computation failed. `Oom` is split out because a row records it as its own status.
+/// Why a kernel call failed — in the attention core, in a backend, or while timing it. `Oom` and
+/// `Unsupported` are split out because a row records them as statuses of their own.
 #[derive(Debug, thiserror::Error)]
-pub enum AttnError {
-    /// The kernel cannot run this input (kind of mask, dtype, device).
+pub enum KernelError {
+    /// The kernel cannot run this case (kind of mask, dtype, device, head layout or pass).
     #[error("unsupported: {0}")]
     Unsupported(String),
     /// The allocator ran out of memory.
@@ -42,18 +43,37 @@ pub enum AttnError {
     /// Any other libtorch or shim error.
     #[error("{0}")]
     Torch(String),
+    /// Timing the call failed (a device call, an impossible time).
+    #[error("measurement: {0}")]
+    Measure(String),
 }
 
-impl From<SysError> for AttnError {
-    fn from(e: SysError) -> Self {
+impl From<crate::measure::MeasureError> for KernelError {
+    fn from(e: crate::measure::MeasureError) -> Self {
         match e {
-            SysError::Oom(m) => AttnError::Oom(m),
-            SysError::Torch(m) => AttnError::Torch(m),
+            crate::measure::MeasureError::Sys(s) => s.into(),
+            other => KernelError::Measure(other.to_string()),
         }
     }
 }
 
-impl From<tch::TchError> for AttnError {
+impl KernelError {
+    /// Classifies a libtorch error message: "out of memory" anywhere → [`KernelError::Oom`].
+    pub fn from_message(msg: String) -> Self {
+        SysError::classify(&msg).into()
+    }
+}
+
+impl From<SysError> for KernelError {
+    fn from(e: SysError) -> Self {
+        match e {
+            SysError::Oom(m) => KernelError::Oom(m),
+            SysError::Torch(m) => KernelError::Torch(m),
+        }
+    }
+}
+
+impl From<tch::TchError> for KernelError {
     fn from(e: tch::TchError) -> Self {
         SysError::from(e).into()
     }
@@ -67,7 +87,7 @@ pub trait MaskedAttention: Sync {
     /// The backend name this kernel belongs to (goes into CP rows).
     fn name(&self) -> &'static str;
     /// (out `[B, Hq, Sq, D]` in q's dtype, lse `[B, Hq, Sq]` f32, f64 for f64).
-    fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor, mask: &Mask, scale: f64) -> Result<(Tensor, Tensor), AttnError>;
+    fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor, mask: &Mask, scale: f64) -> Result<(Tensor, Tensor), KernelError>;
     /// (dq, dk, dv) in the dtypes of q, k, v.
     #[allow(clippy::too_many_arguments)]
     fn backward(
@@ -80,7 +100,7 @@ pub trait MaskedAttention: Sync {
         dout: &Tensor,
         mask: &Mask,
         scale: f64,
-    ) -> Result<(Tensor, Tensor, Tensor), AttnError>;
+    ) -> Result<(Tensor, Tensor, Tensor), KernelError>;
     /// Kernel launches one forward over `mask` makes on a GPU with 16-bit inputs (the simulator's
     /// roofline charges a fixed cost per launch).
     fn gpu_launches(&self, mask: &Mask) -> usize;
@@ -96,7 +116,7 @@ pub fn acc_kind(k: Kind) -> Kind {
 }
 
 /// −inf entries replaced by 0, so `exp(x − safe(lse))` is 0 (not NaN) on rows that attend nothing.
-pub fn finite_or_zero(lse: &Tensor) -> Result<Tensor, AttnError> {
+pub fn finite_or_zero(lse: &Tensor) -> Result<Tensor, KernelError> {
     let inf = lse.f_isinf()?;
     Ok(lse.f_masked_fill(&inf, 0.0)?)
 }
@@ -111,19 +131,19 @@ pub(crate) struct Dims {
     pub d: i64,
 }
 
-pub(crate) fn check_inputs(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Mask) -> Result<Dims, AttnError> {
+pub(crate) fn check_inputs(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Mask) -> Result<Dims, KernelError> {
     let (qs, ks, vs) = (q.size(), k.size(), v.size());
     if qs.len() != 4 || ks.len() != 4 || vs.len() != 4 {
-        return Err(AttnError::Invalid(format!("q, k, v must be 4-D [B, H, S, D]; got {qs:?}, {ks:?}, {vs:?}")));
+        return Err(KernelError::Invalid(format!("q, k, v must be 4-D [B, H, S, D]; got {qs:?}, {ks:?}, {vs:?}")));
     }
     if ks != vs || qs[0] != ks[0] || qs[3] != ks[3] {
-        return Err(AttnError::Invalid(format!("q {qs:?} and k/v {ks:?}/{vs:?} disagree on B, D or shape")));
+        return Err(KernelError::Invalid(format!("q {qs:?} and k/v {ks:?}/{vs:?} disagree on B, D or shape")));
     }
     if ks[1] == 0 || qs[1] % ks[1] != 0 {
-        return Err(AttnError::Invalid(format!("query heads {} are not a multiple of KV heads {}", qs[1], ks[1])));
+        return Err(KernelError::Invalid(format!("query heads {} are not a multiple of KV heads {}", qs[1], ks[1])));
     }
     if mask.seqlen_q as i64 != qs[2] || mask.seqlen_k as i64 != ks[2] {
-        return Err(AttnError::Invalid(format!("mask is {}×{} but q has {} rows and k {} keys", mask.seqlen_q, mask.seqlen_k, qs[2], ks[2])));
+        return Err(KernelError::Invalid(format!("mask is {}×{} but q has {} rows and k {} keys", mask.seqlen_q, mask.seqlen_k, qs[2], ks[2])));
     }
     Ok(Dims { b: qs[0], hq: qs[1], hkv: ks[1], sq: qs[2], sk: ks[2], d: qs[3] })
 }

@@ -10,7 +10,7 @@ use tch::{Kind, Tensor};
 
 use super::groups::packed_calls;
 use super::varlen::{packed_backward, packed_forward, CudaVarlen, CudaVarlenKernel};
-use super::{check_inputs, dense, AttnError, MaskedAttention};
+use super::{check_inputs, dense, KernelError, MaskedAttention};
 use crate::mask::Mask;
 
 /// CUDA with a 16-bit dtype: the FlashAttention-2 varlen kernel. Everything else uses the dense path.
@@ -30,7 +30,7 @@ pub fn launches(q: &Tensor, mask: &Mask) -> usize {
 
 /// Exact attention over an arbitrary range mask. Returns (out `[B, Hq, Sq, D]` in q's dtype, lse
 /// `[B, Hq, Sq]` f32 — f64 when q is f64).
-pub fn sliced_forward(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Mask, scale: f64) -> Result<(Tensor, Tensor), AttnError> {
+pub fn sliced_forward(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Mask, scale: f64) -> Result<(Tensor, Tensor), KernelError> {
     check_inputs(q, k, v, mask)?;
     if uses_flash(q) {
         let calls = packed_calls(mask, q.size()[0] as usize, true);
@@ -53,7 +53,7 @@ pub fn sliced_backward(
     dout: &Tensor,
     mask: &Mask,
     scale: f64,
-) -> Result<(Tensor, Tensor, Tensor), AttnError> {
+) -> Result<(Tensor, Tensor, Tensor), KernelError> {
     check_inputs(q, k, v, mask)?;
     if uses_flash(q) {
         let calls = packed_calls(mask, q.size()[0] as usize, true);
@@ -70,7 +70,7 @@ impl MaskedAttention for Sliced {
     fn name(&self) -> &'static str {
         "sliced"
     }
-    fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor, mask: &Mask, scale: f64) -> Result<(Tensor, Tensor), AttnError> {
+    fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor, mask: &Mask, scale: f64) -> Result<(Tensor, Tensor), KernelError> {
         sliced_forward(q, k, v, mask, scale)
     }
     fn backward(
@@ -83,7 +83,7 @@ impl MaskedAttention for Sliced {
         dout: &Tensor,
         mask: &Mask,
         scale: f64,
-    ) -> Result<(Tensor, Tensor, Tensor), AttnError> {
+    ) -> Result<(Tensor, Tensor, Tensor), KernelError> {
         sliced_backward(q, k, v, out, lse, dout, mask, scale)
     }
     fn gpu_launches(&self, mask: &Mask) -> usize {

@@ -11,13 +11,13 @@ use tch::{Device, Kind, Tensor};
 use super::dense;
 use super::groups::{calls_for_groups, Group, PackedCall};
 use super::merge::merge_into;
-use super::AttnError;
+use super::KernelError;
 use crate::mask::Mask;
 
 /// Runs one packed varlen forward / backward. q `[Tq, Hq, D]`, k/v `[Tk, Hkv, D]`; lse `[Hq, Tq]` f32.
 pub trait VarlenKernel {
     /// Returns (out `[Tq, Hq, D]`, lse `[Hq, Tq]` f32, state for the backward).
-    fn forward(&self, call: &PackedCall, q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<(Tensor, Tensor, Vec<Tensor>), AttnError>;
+    fn forward(&self, call: &PackedCall, q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<(Tensor, Tensor, Vec<Tensor>), KernelError>;
     /// Gradients with the given (final) out and lse of the packed rows.
     #[allow(clippy::too_many_arguments)]
     fn backward(
@@ -31,7 +31,7 @@ pub trait VarlenKernel {
         dout: &Tensor,
         state: &[Tensor],
         scale: f64,
-    ) -> Result<(Tensor, Tensor, Tensor), AttnError>;
+    ) -> Result<(Tensor, Tensor, Tensor), KernelError>;
 }
 
 /// An int64 index tensor on `dev`.
@@ -44,19 +44,19 @@ fn cu(v: &[i32], dev: Device) -> Tensor {
 }
 
 /// `[B, H, S, D]` → `[B·S, H, D]` (contiguous).
-pub fn flat_rows(t: &Tensor) -> Result<Tensor, AttnError> {
+pub fn flat_rows(t: &Tensor) -> Result<Tensor, KernelError> {
     let s = t.size();
     Ok(t.f_transpose(1, 2)?.f_contiguous()?.f_reshape([s[0] * s[2], s[1], s[3]])?)
 }
 
 /// `[B·S, H, D]` → `[B, H, S, D]`.
-pub fn unflat_rows(t: &Tensor, b: i64, s: i64) -> Result<Tensor, AttnError> {
+pub fn unflat_rows(t: &Tensor, b: i64, s: i64) -> Result<Tensor, KernelError> {
     let sz = t.size();
     Ok(t.f_reshape([b, s, sz[1], sz[2]])?.f_transpose(1, 2)?.f_contiguous()?)
 }
 
 /// `[H, B·S]` → `[B, H, S]`.
-fn unflat_lse(t: &Tensor, b: i64, s: i64) -> Result<Tensor, AttnError> {
+fn unflat_lse(t: &Tensor, b: i64, s: i64) -> Result<Tensor, KernelError> {
     let h = t.size()[0];
     Ok(t.f_reshape([h, b, s])?.f_transpose(0, 1)?.f_contiguous()?)
 }
@@ -71,7 +71,7 @@ pub fn grouped_forward(
     v: &Tensor,
     mask: &Mask,
     scale: f64,
-) -> Result<(Tensor, Tensor, usize), AttnError> {
+) -> Result<(Tensor, Tensor, usize), KernelError> {
     packed_forward(kern, &calls_for_groups(groups, mask, q.size()[0] as usize), q, k, v, scale)
 }
 
@@ -85,7 +85,7 @@ pub fn packed_forward(
     k: &Tensor,
     v: &Tensor,
     scale: f64,
-) -> Result<(Tensor, Tensor, usize), AttnError> {
+) -> Result<(Tensor, Tensor, usize), KernelError> {
     let (b, hq, sq, d) = (q.size()[0], q.size()[1], q.size()[2], q.size()[3]);
     let dev = q.device();
     let (qf, kf, vf) = (flat_rows(q)?, flat_rows(k)?, flat_rows(v)?);
@@ -118,7 +118,7 @@ pub fn grouped_backward(
     dout: &Tensor,
     mask: &Mask,
     scale: f64,
-) -> Result<(Tensor, Tensor, Tensor), AttnError> {
+) -> Result<(Tensor, Tensor, Tensor), KernelError> {
     packed_backward(kern, &calls_for_groups(groups, mask, q.size()[0] as usize), q, k, v, out, lse, dout, scale)
 }
 
@@ -134,7 +134,7 @@ pub fn packed_backward(
     lse: &Tensor,
     dout: &Tensor,
     scale: f64,
-) -> Result<(Tensor, Tensor, Tensor), AttnError> {
+) -> Result<(Tensor, Tensor, Tensor), KernelError> {
     let (b, hq, sq, d) = (q.size()[0], q.size()[1], q.size()[2], q.size()[3]);
     let (hkv, sk) = (k.size()[1], k.size()[2]);
     let dev = q.device();
@@ -169,7 +169,7 @@ pub enum CudaVarlen {
 pub struct CudaVarlenKernel(pub CudaVarlen);
 
 /// Normalises a kernel's LSE to `[H, T]`.
-fn lse_ht(lse: &Tensor, h: i64, t: i64) -> Result<Tensor, AttnError> {
+fn lse_ht(lse: &Tensor, h: i64, t: i64) -> Result<Tensor, KernelError> {
     let s = lse.size();
     let r = if s == [h, t] {
         lse.shallow_clone()
@@ -178,19 +178,19 @@ fn lse_ht(lse: &Tensor, h: i64, t: i64) -> Result<Tensor, AttnError> {
     } else if s == [t, h] || s == [t, h, 1] {
         lse.f_reshape([t, h])?.f_transpose(0, 1)?
     } else {
-        return Err(AttnError::Torch(format!("unexpected varlen LSE shape {s:?} (H={h}, total={t})")));
+        return Err(KernelError::Torch(format!("unexpected varlen LSE shape {s:?} (H={h}, total={t})")));
     };
     Ok(r.f_to_kind(Kind::Float)?.f_contiguous()?)
 }
 
 /// Expands KV heads to the query heads (kernels without GQA support).
-fn repeat_kv(t: &Tensor, hq: i64) -> Result<Tensor, AttnError> {
+fn repeat_kv(t: &Tensor, hq: i64) -> Result<Tensor, KernelError> {
     let hkv = t.size()[1];
     Ok(if hkv == hq { t.shallow_clone() } else { t.f_repeat_interleave_self_int(hq / hkv, 1, None)? })
 }
 
 /// Sums gradients of repeated KV heads back onto their KV head.
-fn fold_kv(t: &Tensor, hkv: i64) -> Result<Tensor, AttnError> {
+fn fold_kv(t: &Tensor, hkv: i64) -> Result<Tensor, KernelError> {
     let s = t.size();
     if s[1] == hkv {
         return Ok(t.shallow_clone());
@@ -199,7 +199,7 @@ fn fold_kv(t: &Tensor, hkv: i64) -> Result<Tensor, AttnError> {
 }
 
 impl VarlenKernel for CudaVarlenKernel {
-    fn forward(&self, call: &PackedCall, q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<(Tensor, Tensor, Vec<Tensor>), AttnError> {
+    fn forward(&self, call: &PackedCall, q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<(Tensor, Tensor, Vec<Tensor>), KernelError> {
         let dev = q.device();
         let (cq, ck) = (cu(&call.cu_q, dev), cu(&call.cu_k, dev));
         let (t, h) = (q.size()[0], q.size()[1]);
@@ -244,7 +244,7 @@ impl VarlenKernel for CudaVarlenKernel {
         dout: &Tensor,
         _state: &[Tensor],
         scale: f64,
-    ) -> Result<(Tensor, Tensor, Tensor), AttnError> {
+    ) -> Result<(Tensor, Tensor, Tensor), KernelError> {
         let dev = q.device();
         let (cq, ck) = (cu(&call.cu_q, dev), cu(&call.cu_k, dev));
         let (h, hkv) = (q.size()[1], k.size()[1]);
@@ -334,13 +334,13 @@ impl VarlenKernel for CudaVarlenKernel {
 /// without a GPU.
 pub struct EmulatedVarlenKernel;
 
-fn seq_tensors(t: &Tensor, lo: i32, hi: i32) -> Result<Tensor, AttnError> {
+fn seq_tensors(t: &Tensor, lo: i32, hi: i32) -> Result<Tensor, KernelError> {
     // [T, H, D] rows lo..hi → [1, H, L, D]
     Ok(t.f_narrow(0, lo as i64, (hi - lo) as i64)?.f_transpose(0, 1)?.f_unsqueeze(0)?)
 }
 
 impl VarlenKernel for EmulatedVarlenKernel {
-    fn forward(&self, call: &PackedCall, q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<(Tensor, Tensor, Vec<Tensor>), AttnError> {
+    fn forward(&self, call: &PackedCall, q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<(Tensor, Tensor, Vec<Tensor>), KernelError> {
         let (mut outs, mut lses) = (vec![], vec![]);
         for n in 0..call.sequences() {
             let m = call.sequence_mask(n)?;
@@ -367,7 +367,7 @@ impl VarlenKernel for EmulatedVarlenKernel {
         dout: &Tensor,
         _state: &[Tensor],
         scale: f64,
-    ) -> Result<(Tensor, Tensor, Tensor), AttnError> {
+    ) -> Result<(Tensor, Tensor, Tensor), KernelError> {
         let (mut dqs, mut dks, mut dvs) = (vec![], vec![], vec![]);
         for n in 0..call.sequences() {
             let m = call.sequence_mask(n)?;

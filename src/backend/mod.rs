@@ -2,69 +2,6 @@
 //! ([`Inputs`]), and the registry ([`registry`]). The attention maths lives below, in `crate::attn`;
 //! a backend is the shell that prepares a case for one kernel and calls it.
 
-/// Why a backend call failed. `Oom` is split out because a row records it as its own status.
-#[derive(Debug, thiserror::Error)]
-pub enum BackendError {
-    /// The backend cannot run this case (kind of mask, dtype, device, head layout or pass).
-    #[error("unsupported: {0}")]
-    Unsupported(String),
-    /// The allocator ran out of memory.
-    #[error("out of memory: {0}")]
-    Oom(String),
-    /// Inputs that violate the documented tensor conventions (shapes, GQA ratio, mask size).
-    #[error("invalid input: {0}")]
-    Invalid(String),
-    /// Any other libtorch or shim error.
-    #[error("{0}")]
-    Torch(String),
-    /// The measurement itself failed (a device call, an impossible time).
-    #[error("measurement: {0}")]
-    Measure(String),
-}
-
-impl From<crate::attn::AttnError> for BackendError {
-    fn from(e: crate::attn::AttnError) -> Self {
-        use crate::attn::AttnError as A;
-        match e {
-            A::Unsupported(m) => BackendError::Unsupported(m),
-            A::Oom(m) => BackendError::Oom(m),
-            A::Invalid(m) => BackendError::Invalid(m),
-            A::Torch(m) => BackendError::Torch(m),
-        }
-    }
-}
-
-impl From<tch::TchError> for BackendError {
-    fn from(e: tch::TchError) -> Self {
-        crate::sys::SysError::classify(&e.to_string()).into()
-    }
-}
-
-impl From<crate::sys::SysError> for BackendError {
-    fn from(e: crate::sys::SysError) -> Self {
-        match e {
-            crate::sys::SysError::Oom(m) => BackendError::Oom(m),
-            crate::sys::SysError::Torch(m) => BackendError::Torch(m),
-        }
-    }
-}
-
-impl From<crate::measure::MeasureError> for BackendError {
-    fn from(e: crate::measure::MeasureError) -> Self {
-        match e {
-            crate::measure::MeasureError::Sys(s) => s.into(),
-            other => BackendError::Measure(other.to_string()),
-        }
-    }
-}
-
-impl BackendError {
-    /// Classifies a libtorch error message: "out of memory" anywhere → [`BackendError::Oom`].
-    pub fn from_message(msg: String) -> Self {
-        crate::sys::SysError::classify(&msg).into()
-    }
-}
-
 pub mod cudnn_varlen;
 pub mod efficient_varlen;
 pub mod external;
@@ -84,6 +21,8 @@ pub use registry::{find_backend, registry};
 
 use tch::{Device, Kind, Tensor};
 
+use crate::attn::KernelError;
+
 use crate::case::{Case, DeviceKind};
 use crate::mask::{HeadMasks, Mask, SliceKind};
 
@@ -102,12 +41,12 @@ impl Inputs {
     /// Deterministic inputs: standard normal q, k, v, dout drawn on the CPU from `seed` (so the same
     /// seed gives the same values on every device), then cast and moved. `requires_grad` is set on
     /// q, k, v when the backend differentiates through autograd and the pass has a backward.
-    pub fn new(case: &Case, masks: HeadMasks, seed: u64, requires_grad: bool) -> Result<Inputs, BackendError> {
+    pub fn new(case: &Case, masks: HeadMasks, seed: u64, requires_grad: bool) -> Result<Inputs, KernelError> {
         let (b, hq, hkv, s, d) = (case.batch as i64, case.heads.q as i64, case.heads.kv as i64, case.seqlen as i64, case.head_dim as i64);
         let dev = case.device.tch();
         let kind = case.dtype.kind();
         tch::manual_seed(seed as i64);
-        let mk = |shape: [i64; 4]| -> Result<Tensor, BackendError> {
+        let mk = |shape: [i64; 4]| -> Result<Tensor, KernelError> {
             let t = Tensor::f_randn(shape, (Kind::Float, Device::Cpu))?.f_to_kind(kind)?.f_to_device(dev)?;
             Ok(if requires_grad { t.set_requires_grad(true) } else { t })
         };
@@ -139,10 +78,10 @@ pub struct Fwd {
 /// A backend prepared for one case: the calls the timer makes, synchronously.
 pub trait Kernel {
     /// One forward call.
-    fn forward(&mut self, x: &Inputs) -> Result<Fwd, BackendError>;
+    fn forward(&mut self, x: &Inputs) -> Result<Fwd, KernelError>;
     /// Gradients (dq, dk, dv) of `⟨out, dout⟩` given a forward made by this kernel. Autograd backends keep
     /// the graph (`retain_graph`), so the timer repeats the backward on one forward.
-    fn backward(&mut self, x: &Inputs, fwd: &Fwd) -> Result<(Tensor, Tensor, Tensor), BackendError>;
+    fn backward(&mut self, x: &Inputs, fwd: &Fwd) -> Result<(Tensor, Tensor, Tensor), KernelError>;
     /// How the case is run: GQA handling, mask handling, launches per call (goes in the row's note).
     fn note(&self) -> String;
     /// Estimated CPU peak memory: bytes of the tensors one call of `pass` allocates (inputs excluded),
@@ -151,11 +90,11 @@ pub trait Kernel {
     fn cpu_bytes(&self, x: &Inputs, pass: crate::flops::Pass) -> u64;
     /// The forward's output in the standard layout `[B, Hq, S, D]`, for the correctness gate. A kernel
     /// whose timed calls work in its own layout (packed varlen rows) converts here, outside timing.
-    fn standard_out(&self, fwd: &Fwd) -> Result<Tensor, BackendError> {
+    fn standard_out(&self, fwd: &Fwd) -> Result<Tensor, KernelError> {
         Ok(fwd.out.shallow_clone())
     }
     /// Gradients (dq, dk, dv) in the standard layout, for the correctness gate (see `standard_out`).
-    fn standard_grads(&self, grads: (Tensor, Tensor, Tensor)) -> Result<(Tensor, Tensor, Tensor), BackendError> {
+    fn standard_grads(&self, grads: (Tensor, Tensor, Tensor)) -> Result<(Tensor, Tensor, Tensor), KernelError> {
         Ok(grads)
     }
 }
@@ -169,7 +108,7 @@ pub trait Backend: Sync {
     fn supports(&self, case: &Case, masks: &HeadMasks) -> Result<(), String>;
     /// Whether q, k, v must require grad for a backward (autograd-based backward).
     fn autograd(&self) -> bool;
-    fn prepare(&self, case: &Case, x: &Inputs) -> Result<Box<dyn Kernel>, BackendError>;
+    fn prepare(&self, case: &Case, x: &Inputs) -> Result<Box<dyn Kernel>, KernelError>;
     /// The backend's kernel for CP pieces: exact attention over one sub-mask with LSE and a backward
     /// from the final out / LSE. `None`: this backend cannot be a CP case's per-rank kernel.
     fn masked_attention(&self) -> Option<&'static dyn crate::attn::MaskedAttention> {
@@ -202,8 +141,8 @@ pub fn simple_mask(masks: &HeadMasks) -> Option<Simple> {
 
 /// Dense boolean mask (`true` = attend) broadcastable to `[B, Hq, S, S]`: `[S, S]` when shared, else
 /// `[1, Hq, S, S]` (each head group's mask repeated over its heads). S² bytes per group.
-pub fn dense_mask(masks: &HeadMasks, heads_q: usize, device: Device) -> Result<Tensor, BackendError> {
-    let one = |m: &Mask| -> Result<Tensor, BackendError> {
+pub fn dense_mask(masks: &HeadMasks, heads_q: usize, device: Device) -> Result<Tensor, KernelError> {
+    let one = |m: &Mask| -> Result<Tensor, KernelError> {
         let d: Vec<u8> = m.to_dense().into_iter().map(u8::from).collect();
         Ok(Tensor::from_slice(&d).f_reshape([m.seqlen_q as i64, m.seqlen_k as i64])?.f_to_kind(Kind::Bool)?)
     };
@@ -220,7 +159,7 @@ pub fn dense_mask(masks: &HeadMasks, heads_q: usize, device: Device) -> Result<T
 /// Gradients through autograd of ⟨out, dout⟩ w.r.t. q, k, v, keeping the graph so the backward can be
 /// repeated on one forward. The dot product adds one elementwise multiply and sum (O(S·D), negligible
 /// next to the O(S²·D) backward).
-pub fn autograd_backward(x: &Inputs, out: &Tensor) -> Result<(Tensor, Tensor, Tensor), BackendError> {
+pub fn autograd_backward(x: &Inputs, out: &Tensor) -> Result<(Tensor, Tensor, Tensor), KernelError> {
     let loss = out.f_mul(&x.dout)?.f_sum(out.kind())?;
     let g = Tensor::f_run_backward(&[&loss], &[&x.q, &x.k, &x.v], true, false)?;
     let mut it = g.into_iter();

@@ -4,7 +4,8 @@
 
 use tch::Tensor;
 
-use super::{autograd_backward, dense_mask, Backend, BackendError, Fwd, Inputs, Kernel};
+use super::{autograd_backward, dense_mask, Backend, Fwd, Inputs, Kernel};
+use crate::attn::KernelError;
 use crate::case::Case;
 use crate::flops::Pass;
 use crate::mask::HeadMasks;
@@ -32,7 +33,7 @@ impl Backend for Naive {
     fn masked_attention(&self) -> Option<&'static dyn crate::attn::MaskedAttention> {
         Some(&crate::attn::dense::MATERIALIZED)
     }
-    fn prepare(&self, case: &Case, x: &Inputs) -> Result<Box<dyn Kernel>, BackendError> {
+    fn prepare(&self, case: &Case, x: &Inputs) -> Result<Box<dyn Kernel>, KernelError> {
         let m = dense_mask(&x.masks, case.heads.q, x.q.device())?;
         let bias = Tensor::f_zeros(m.size(), (x.q.kind(), x.q.device()))?.f_masked_fill(&m.f_logical_not()?, f64::NEG_INFINITY)?;
         Ok(Box::new(NaiveKernel { bias }))
@@ -40,7 +41,7 @@ impl Backend for Naive {
 }
 
 impl Kernel for NaiveKernel {
-    fn forward(&mut self, x: &Inputs) -> Result<Fwd, BackendError> {
+    fn forward(&mut self, x: &Inputs) -> Result<Fwd, KernelError> {
         let g = x.q.size()[1] / x.k.size()[1];
         let k = x.k.f_repeat_interleave_self_int(g, 1, None)?;
         let v = x.v.f_repeat_interleave_self_int(g, 1, None)?;
@@ -48,7 +49,7 @@ impl Kernel for NaiveKernel {
         let out = s.f_softmax(-1, x.q.kind())?.f_matmul(&v)?;
         Ok(Fwd { out, lse: None })
     }
-    fn backward(&mut self, x: &Inputs, f: &Fwd) -> Result<(Tensor, Tensor, Tensor), BackendError> {
+    fn backward(&mut self, x: &Inputs, f: &Fwd) -> Result<(Tensor, Tensor, Tensor), KernelError> {
         autograd_backward(x, &f.out)
     }
     fn note(&self) -> String {

@@ -5,7 +5,8 @@
 
 use tch::{Device, Kind, Tensor};
 
-use super::{Backend, BackendError, Fwd, Inputs, Kernel};
+use super::{Backend, Fwd, Inputs, Kernel};
+use crate::attn::KernelError;
 use crate::case::{Case, DeviceKind};
 use crate::flops::Pass;
 use crate::mask::{HeadMasks, Mask};
@@ -32,7 +33,7 @@ pub fn mask_rows(m: &Mask, rows: &[i64]) -> Tensor {
 
 /// Reference attention for the query rows `rows` (all when `None`). q, k, v must be f64 on the CPU;
 /// differentiable. Returns (out `[B, Hq, R, D]`, lse `[B, Hq, R]`, −inf for empty rows whose out is 0).
-pub fn reference_attention(q: &Tensor, k: &Tensor, v: &Tensor, masks: &HeadMasks, scale: f64, rows: Option<&[i64]>) -> Result<(Tensor, Tensor), BackendError> {
+pub fn reference_attention(q: &Tensor, k: &Tensor, v: &Tensor, masks: &HeadMasks, scale: f64, rows: Option<&[i64]>) -> Result<(Tensor, Tensor), KernelError> {
     let (hq, hkv, s) = (q.size()[1], k.size()[1], q.size()[2]);
     let all: Vec<i64> = (0..s).collect();
     let rows = rows.unwrap_or(&all);
@@ -78,26 +79,25 @@ impl Backend for Reference {
     fn autograd(&self) -> bool {
         false
     }
-    fn prepare(&self, _case: &Case, _x: &Inputs) -> Result<Box<dyn Kernel>, BackendError> {
+    fn prepare(&self, _case: &Case, _x: &Inputs) -> Result<Box<dyn Kernel>, KernelError> {
         Ok(Box::new(RefKernel { leaves: None }))
     }
 }
 
 impl Kernel for RefKernel {
-    fn forward(&mut self, x: &Inputs) -> Result<Fwd, BackendError> {
-        let leaf =
-            |t: &Tensor| -> Result<Tensor, BackendError> { Ok(t.f_detach()?.f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?.set_requires_grad(true)) };
+    fn forward(&mut self, x: &Inputs) -> Result<Fwd, KernelError> {
+        let leaf = |t: &Tensor| -> Result<Tensor, KernelError> { Ok(t.f_detach()?.f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?.set_requires_grad(true)) };
         let (q, k, v) = (leaf(&x.q)?, leaf(&x.k)?, leaf(&x.v)?);
         let (out, lse) = reference_attention(&q, &k, &v, &x.masks, x.scale, None)?;
         let res = out.f_detach()?.f_to_kind(x.q.kind())?.f_to_device(x.q.device())?;
         self.leaves = Some((q, k, v, out));
         Ok(Fwd { out: res, lse: Some(lse.f_detach()?.f_to_kind(Kind::Float)?) })
     }
-    fn backward(&mut self, x: &Inputs, _f: &Fwd) -> Result<(Tensor, Tensor, Tensor), BackendError> {
-        let (q, k, v, out) = self.leaves.as_ref().ok_or_else(|| BackendError::Invalid("backward before forward".into()))?;
+    fn backward(&mut self, x: &Inputs, _f: &Fwd) -> Result<(Tensor, Tensor, Tensor), KernelError> {
+        let (q, k, v, out) = self.leaves.as_ref().ok_or_else(|| KernelError::Invalid("backward before forward".into()))?;
         let loss = out.f_mul(&x.dout.f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?)?.f_sum(Kind::Double)?;
         let g = Tensor::f_run_backward(&[&loss], &[q, k, v], true, false)?;
-        let c = |t: &Tensor, like: &Tensor| -> Result<Tensor, BackendError> { Ok(t.f_to_kind(like.kind())?.f_to_device(like.device())?) };
+        let c = |t: &Tensor, like: &Tensor| -> Result<Tensor, KernelError> { Ok(t.f_to_kind(like.kind())?.f_to_device(like.device())?) };
         Ok((c(&g[0], &x.q)?, c(&g[1], &x.k)?, c(&g[2], &x.v)?))
     }
     fn note(&self) -> String {

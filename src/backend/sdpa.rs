@@ -5,7 +5,8 @@
 
 use tch::Tensor;
 
-use super::{autograd_backward, dense_mask, simple_mask, Backend, BackendError, Fwd, Inputs, Kernel, Simple};
+use super::{autograd_backward, dense_mask, simple_mask, Backend, Fwd, Inputs, Kernel, Simple};
+use crate::attn::KernelError;
 use crate::case::{Case, DType, DeviceKind};
 use crate::flops::Pass;
 use crate::mask::HeadMasks;
@@ -55,7 +56,7 @@ impl Sdpa {
     }
 
     /// The prepared kernel (mask, causal flag, GQA handling) for `case`.
-    fn kernel(&self, case: &Case, x: &Inputs) -> Result<SdpaKernel, BackendError> {
+    fn kernel(&self, case: &Case, x: &Inputs) -> Result<SdpaKernel, KernelError> {
         let simple = simple_mask(&x.masks);
         let (mask, causal, mnote) = match simple {
             Some(Simple::Full) => (None, false, "no mask"),
@@ -116,14 +117,14 @@ impl Backend for Sdpa {
     fn autograd(&self) -> bool {
         true
     }
-    fn prepare(&self, case: &Case, x: &Inputs) -> Result<Box<dyn Kernel>, BackendError> {
+    fn prepare(&self, case: &Case, x: &Inputs) -> Result<Box<dyn Kernel>, KernelError> {
         Ok(Box::new(self.kernel(case, x)?))
     }
 }
 
 impl Kernel for SdpaKernel {
-    fn forward(&mut self, x: &Inputs) -> Result<Fwd, BackendError> {
-        let out = with_sdp(self.toggles, || -> Result<Tensor, BackendError> {
+    fn forward(&mut self, x: &Inputs) -> Result<Fwd, KernelError> {
+        let out = with_sdp(self.toggles, || -> Result<Tensor, KernelError> {
             Ok(match &self.kv_repeated {
                 Some((k, v)) => Tensor::f_scaled_dot_product_attention(&x.q, k, v, self.mask.as_ref(), 0.0, self.causal, x.scale, false)?,
                 None => {
@@ -134,7 +135,7 @@ impl Kernel for SdpaKernel {
         })??;
         Ok(Fwd { out, lse: None })
     }
-    fn backward(&mut self, x: &Inputs, f: &Fwd) -> Result<(Tensor, Tensor, Tensor), BackendError> {
+    fn backward(&mut self, x: &Inputs, f: &Fwd) -> Result<(Tensor, Tensor, Tensor), KernelError> {
         with_sdp(self.toggles, || autograd_backward(x, &f.out))?
     }
     fn note(&self) -> String {

@@ -4,9 +4,10 @@
 
 use tch::Tensor;
 
-use super::{Backend, BackendError};
+use super::Backend;
 use crate::attn::dense::{fused_cpu_slice, CHUNK_ELEMS};
 use crate::attn::sliced::{launches, sliced_backward, sliced_forward, uses_flash};
+use crate::attn::KernelError;
 use crate::attn::MaskedAttention;
 use crate::mask::{Mask, Slice};
 
@@ -41,7 +42,7 @@ impl Backend for Sliced {
     fn masked_attention(&self) -> Option<&'static dyn MaskedAttention> {
         Some(&crate::attn::sliced::SLICED)
     }
-    fn prepare(&self, case: &crate::case::Case, x: &super::Inputs) -> Result<Box<dyn super::Kernel>, BackendError> {
+    fn prepare(&self, case: &crate::case::Case, x: &super::Inputs) -> Result<Box<dyn super::Kernel>, KernelError> {
         let g = x.masks.groups.len() as i64;
         let (hq, hkv) = (case.heads.q as i64 / g, case.heads.kv as i64 / g);
         let parts: Vec<_> =
@@ -59,7 +60,7 @@ impl Backend for Sliced {
 }
 
 impl super::Kernel for SlicedKernel {
-    fn forward(&mut self, x: &super::Inputs) -> Result<super::Fwd, BackendError> {
+    fn forward(&mut self, x: &super::Inputs) -> Result<super::Fwd, KernelError> {
         if let [(_, _, m)] = self.parts.as_slice() {
             let (o, l) = sliced_forward(&x.q, &x.k, &x.v, m, x.scale)?;
             return Ok(super::Fwd { out: o, lse: Some(l) });
@@ -73,8 +74,8 @@ impl super::Kernel for SlicedKernel {
         }
         Ok(super::Fwd { out: Tensor::f_cat(&os, 1)?, lse: Some(Tensor::f_cat(&ls, 1)?) })
     }
-    fn backward(&mut self, x: &super::Inputs, f: &super::Fwd) -> Result<(Tensor, Tensor, Tensor), BackendError> {
-        let lse = f.lse.as_ref().ok_or_else(|| BackendError::Invalid("sliced backward needs the forward's LSE".into()))?;
+    fn backward(&mut self, x: &super::Inputs, f: &super::Fwd) -> Result<(Tensor, Tensor, Tensor), KernelError> {
+        let lse = f.lse.as_ref().ok_or_else(|| KernelError::Invalid("sliced backward needs the forward's LSE".into()))?;
         let (mut dq, mut dk, mut dv) = (vec![], vec![], vec![]);
         for (hq, hk, m) in &self.parts {
             let n = |t: &Tensor, r: &std::ops::Range<i64>| t.f_narrow(1, r.start, r.end - r.start);

@@ -4,9 +4,9 @@
 
 use tch::Tensor;
 
-use super::BackendError;
 use crate::attn::groups::{group_slices, window_form, PackedCall};
 use crate::attn::varlen::{flat_rows, index_tensor, unflat_rows, CudaVarlen, CudaVarlenKernel, VarlenKernel};
+use crate::attn::KernelError;
 use crate::mask::{Mask, SliceKind};
 
 /// A `*_varlen` backend: ONE varlen kernel call over the whole mask, like the FA2-varlen baselines of
@@ -62,19 +62,19 @@ pub struct SingleCallKernel {
 
 impl SingleCallKernel {
     /// Packs `x` for `plan` (outside any timed region).
-    pub fn new(kern: Box<dyn VarlenKernel>, call: PackedCall, how: String, x: &super::Inputs) -> Result<SingleCallKernel, BackendError> {
+    pub fn new(kern: Box<dyn VarlenKernel>, call: PackedCall, how: String, x: &super::Inputs) -> Result<SingleCallKernel, KernelError> {
         let dev = x.q.device();
         let (qi, ki) = (index_tensor(&call.q_idx, dev), index_tensor(&call.k_idx, dev));
-        let pack = |t: &Tensor, i: &Tensor| -> Result<Tensor, BackendError> { Ok(flat_rows(&t.f_detach()?)?.f_index_select(0, i)?.f_contiguous()?) };
+        let pack = |t: &Tensor, i: &Tensor| -> Result<Tensor, KernelError> { Ok(flat_rows(&t.f_detach()?)?.f_index_select(0, i)?.f_contiguous()?) };
         let (qp, kp, vp, dop) = (pack(&x.q, &qi)?, pack(&x.k, &ki)?, pack(&x.v, &ki)?, pack(&x.dout, &qi)?);
         Ok(SingleCallKernel { kern, call, how, qp, kp, vp, dop, dims: (x.q.size()[0], x.q.size()[2], x.k.size()[2]) })
     }
 
-    fn unpack(&self, packed: &Tensor, rows: &[i64], s: i64) -> Result<Tensor, BackendError> {
+    fn unpack(&self, packed: &Tensor, rows: &[i64], s: i64) -> Result<Tensor, KernelError> {
         let (b, dev) = (self.dims.0, packed.device());
         let sz = packed.size();
         let full = Tensor::f_zeros([b * s, sz[1], sz[2]], (packed.kind(), dev))?.f_index_add(0, &index_tensor(rows, dev), packed)?;
-        Ok(unflat_rows(&full, b, s)?)
+        unflat_rows(&full, b, s)
     }
 }
 
@@ -102,25 +102,25 @@ impl super::Backend for VarlenBackend {
     fn autograd(&self) -> bool {
         false
     }
-    fn prepare(&self, case: &crate::case::Case, x: &super::Inputs) -> Result<Box<dyn super::Kernel>, BackendError> {
-        let (call, how) = single_call(&x.masks.groups[0], self.kernel, case.batch).map_err(BackendError::Unsupported)?;
+    fn prepare(&self, case: &crate::case::Case, x: &super::Inputs) -> Result<Box<dyn super::Kernel>, KernelError> {
+        let (call, how) = single_call(&x.masks.groups[0], self.kernel, case.batch).map_err(KernelError::Unsupported)?;
         Ok(Box::new(SingleCallKernel::new(Box::new(CudaVarlenKernel(self.kernel)), call, how, x)?))
     }
 }
 
 impl super::Kernel for SingleCallKernel {
-    fn forward(&mut self, x: &super::Inputs) -> Result<super::Fwd, BackendError> {
+    fn forward(&mut self, x: &super::Inputs) -> Result<super::Fwd, KernelError> {
         let (o, l, _) = self.kern.forward(&self.call, &self.qp, &self.kp, &self.vp, x.scale)?;
         Ok(super::Fwd { out: o, lse: Some(l) })
     }
-    fn backward(&mut self, x: &super::Inputs, f: &super::Fwd) -> Result<(Tensor, Tensor, Tensor), BackendError> {
-        let lse = f.lse.as_ref().ok_or_else(|| BackendError::Invalid("varlen backward needs the forward's LSE".into()))?;
-        Ok(self.kern.backward(&self.call, &self.qp, &self.kp, &self.vp, &f.out, lse, &self.dop, &[], x.scale)?)
+    fn backward(&mut self, x: &super::Inputs, f: &super::Fwd) -> Result<(Tensor, Tensor, Tensor), KernelError> {
+        let lse = f.lse.as_ref().ok_or_else(|| KernelError::Invalid("varlen backward needs the forward's LSE".into()))?;
+        self.kern.backward(&self.call, &self.qp, &self.kp, &self.vp, &f.out, lse, &self.dop, &[], x.scale)
     }
-    fn standard_out(&self, f: &super::Fwd) -> Result<Tensor, BackendError> {
+    fn standard_out(&self, f: &super::Fwd) -> Result<Tensor, KernelError> {
         self.unpack(&f.out, &self.call.q_idx, self.dims.1)
     }
-    fn standard_grads(&self, (dq, dk, dv): (Tensor, Tensor, Tensor)) -> Result<(Tensor, Tensor, Tensor), BackendError> {
+    fn standard_grads(&self, (dq, dk, dv): (Tensor, Tensor, Tensor)) -> Result<(Tensor, Tensor, Tensor), KernelError> {
         Ok((
             self.unpack(&dq, &self.call.q_idx, self.dims.1)?,
             self.unpack(&dk, &self.call.k_idx, self.dims.2)?,

@@ -17,7 +17,7 @@ pub mod shard;
 pub mod strategies;
 pub mod strategy;
 
-use crate::attn::AttnError;
+use crate::attn::KernelError;
 use comm::CommError;
 
 /// Failure of a CP strategy on one rank.
@@ -26,7 +26,7 @@ pub enum CpError {
     #[error("communication: {0}")]
     Comm(#[from] CommError),
     #[error("kernel: {0}")]
-    Attn(#[from] AttnError),
+    Attn(#[from] KernelError),
     /// The strategy cannot run this configuration (degrees, heads, world size); names the flag.
     #[error("{0}")]
     Config(String),

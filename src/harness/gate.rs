@@ -14,8 +14,9 @@
 
 use tch::{Device, Kind, Tensor};
 
+use crate::attn::KernelError;
 use crate::backend::reference::{reference_attention, SCORE_BUDGET};
-use crate::backend::{BackendError, Fwd, Inputs, Kernel};
+use crate::backend::{Fwd, Inputs, Kernel};
 use crate::case::DType;
 use crate::flops::Pass;
 
@@ -52,12 +53,12 @@ pub fn check_rows(batch: usize, heads_q: usize, seqlen: usize) -> Option<Vec<i64
     Some(rows)
 }
 
-fn f64cpu(t: &Tensor) -> Result<Tensor, BackendError> {
+fn f64cpu(t: &Tensor) -> Result<Tensor, KernelError> {
     Ok(t.f_detach()?.f_to_device(Device::Cpu)?.f_to_kind(Kind::Double)?)
 }
 
 /// Runs `kernel` once (forward, plus backward when `pass` has one) and compares with the reference.
-pub fn gate(kernel: &mut dyn Kernel, x: &Inputs, pass: Pass, dtype: DType) -> Result<CheckOutcome, BackendError> {
+pub fn gate(kernel: &mut dyn Kernel, x: &Inputs, pass: Pass, dtype: DType) -> Result<CheckOutcome, KernelError> {
     let raw = kernel.forward(x)?;
     let grads = if pass.includes_backward() {
         let g = kernel.backward(x, &raw)?;
@@ -70,7 +71,7 @@ pub fn gate(kernel: &mut dyn Kernel, x: &Inputs, pass: Pass, dtype: DType) -> Re
     let rows = check_rows(s[0] as usize, s[1] as usize, s[2] as usize);
     let (q, k, v) = (f64cpu(&x.q)?.set_requires_grad(true), f64cpu(&x.k)?.set_requires_grad(true), f64cpu(&x.v)?.set_requires_grad(true));
     let (ro, _) = reference_attention(&q, &k, &v, &x.masks, x.scale, rows.as_deref())?;
-    let sel = |t: &Tensor| -> Result<Tensor, BackendError> {
+    let sel = |t: &Tensor| -> Result<Tensor, KernelError> {
         let t = f64cpu(t)?;
         Ok(match &rows {
             Some(r) => t.f_index_select(2, &Tensor::from_slice(r))?,
@@ -80,7 +81,7 @@ pub fn gate(kernel: &mut dyn Kernel, x: &Inputs, pass: Pass, dtype: DType) -> Re
     let (tol_out, tol_grad) = tolerance(dtype);
     let mut worst = (0.0f64, 0.0f64, "out"); // (abs err, normalised err, which)
     let mut passed = true;
-    let mut compare = |name: &'static str, got: &Tensor, want: &Tensor, tol: f64| -> Result<(), BackendError> {
+    let mut compare = |name: &'static str, got: &Tensor, want: &Tensor, tol: f64| -> Result<(), KernelError> {
         let err = got.f_sub(want)?.f_abs()?.f_nan_to_num(f64::INFINITY, f64::INFINITY, f64::INFINITY)?.f_max()?.double_value(&[]);
         let scale = want.f_abs()?.f_max()?.double_value(&[]).max(1.0);
         let norm = err / scale;

@@ -5,7 +5,8 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use crate::backend::{find_backend, Backend, BackendError, Fwd, Inputs};
+use crate::attn::KernelError;
+use crate::backend::{find_backend, Backend, Fwd, Inputs};
 use crate::case::{Case, DeviceKind};
 use crate::flops::{pass_flops, Pass};
 use crate::harness::gate::gate;
@@ -68,7 +69,7 @@ pub(crate) fn execute_timed(backend: &dyn Backend, case: &Case, settings: &Measu
         }
         Err(panic) => {
             let msg = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_else(|| "panic".into());
-            let e = BackendError::from_message(msg);
+            let e = KernelError::from_message(msg);
             let (status, msg) = classify(&e);
             row.fail(status, format!("panic: {msg}"));
         }
@@ -78,11 +79,11 @@ pub(crate) fn execute_timed(backend: &dyn Backend, case: &Case, settings: &Measu
 
 /// Row status of a backend error: OOM → `oom`; a kernel that refuses the case at run time (SDPA's
 /// "No available kernel", explicit unsupported) → `unsupported`; anything else → `error`.
-fn classify(e: &BackendError) -> (Status, String) {
+fn classify(e: &KernelError) -> (Status, String) {
     match e {
-        BackendError::Oom(m) => (Status::Oom, m.clone()),
-        BackendError::Unsupported(m) => (Status::Unsupported, m.clone()),
-        BackendError::Torch(m) if m.contains("No available kernel") => (Status::Unsupported, m.clone()),
+        KernelError::Oom(m) => (Status::Oom, m.clone()),
+        KernelError::Unsupported(m) => (Status::Unsupported, m.clone()),
+        KernelError::Torch(m) if m.contains("No available kernel") => (Status::Unsupported, m.clone()),
         other => (Status::Error, other.to_string()),
     }
 }
@@ -94,7 +95,7 @@ fn measure(
     masks: crate::mask::HeadMasks,
     row: &mut Row,
     timeline: &dyn Timeline,
-) -> Result<(), BackendError> {
+) -> Result<(), KernelError> {
     let x = Inputs::new(case, masks, settings.seed, backend.autograd() && case.pass.includes_backward())?;
     let mut kernel = backend.prepare(case, &x)?;
     let mut note = kernel.note();
@@ -114,7 +115,7 @@ fn measure(
     // the backward on it, explicit-backward backends reuse its out / LSE.
     let fwd_for_bwd: Option<Fwd> = if case.pass == Pass::Bwd { Some(kernel.forward(&x)?) } else { None };
     let k = &mut kernel;
-    let mut call = || -> Result<(), BackendError> {
+    let mut call = || -> Result<(), KernelError> {
         match case.pass {
             Pass::Fwd => {
                 k.forward(&x)?;

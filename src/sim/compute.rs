@@ -15,8 +15,8 @@ use std::ops::Range;
 use tch::{Device, Tensor};
 
 use crate::attn::merge::RunningMerge;
+use crate::attn::KernelError;
 use crate::attn::MaskedAttention;
-use crate::backend::BackendError;
 use crate::case::DType;
 use crate::cp::schedule::{CpLayout, GlueOp};
 use crate::cp::shard::{block_mask, total_len};
@@ -129,7 +129,7 @@ impl PieceTimer {
     }
 
     /// Seconds of one piece whose sub-mask has already been built (`sub` = block_mask(mask, q, k)).
-    pub fn time_s(&mut self, p: &PieceShape, sub: &Mask) -> Result<f64, BackendError> {
+    pub fn time_s(&mut self, p: &PieceShape, sub: &Mask) -> Result<f64, KernelError> {
         self.requested += 1;
         self.trace.push((p.rank, sub.area(), p.heads_q, p.backward));
         let key = PieceKey {
@@ -159,7 +159,7 @@ impl PieceTimer {
     /// Seconds of one glue operation (`layout` gives the dtypes): measured by running the same tensor
     /// operations the real engine runs on tensors of the same size, or the bandwidth roofline of its
     /// HBM traffic ([`GlueOp::traffic`]). Identical operations are timed once.
-    pub fn glue_s(&mut self, op: &GlueOp, layout: &CpLayout) -> Result<f64, BackendError> {
+    pub fn glue_s(&mut self, op: &GlueOp, layout: &CpLayout) -> Result<f64, KernelError> {
         if let Some(&t) = self.glue_cache.get(op) {
             return Ok(t);
         }
@@ -186,7 +186,7 @@ impl PieceTimer {
         head_dim: usize,
         backward: bool,
         flops: f64,
-    ) -> Result<f64, BackendError> {
+    ) -> Result<f64, KernelError> {
         #[allow(clippy::single_range_in_vec_init)]
         let all = [0..mask.seqlen_q];
         let shape = PieceShape { rank: 0, q: &all, k: &all, batch, heads_q, heads_kv, head_dim, backward, flops };
@@ -197,7 +197,7 @@ impl PieceTimer {
 
 /// Median seconds of `f` on `device`, through the one measurement path (CUDA events with an L2 flush
 /// on a GPU, the host clock on the CPU).
-fn median_s(device: Device, warmup: usize, repeats: usize, f: &mut dyn FnMut() -> Result<(), BackendError>) -> Result<f64, BackendError> {
+fn median_s(device: Device, warmup: usize, repeats: usize, f: &mut dyn FnMut() -> Result<(), KernelError>) -> Result<f64, KernelError> {
     let settings = timing_settings(warmup, repeats);
     let timing = match device {
         Device::Cuda(i) => run_repeats(&mut CudaEventClock::new(i, TimingMode::L2flush)?, &settings, f)?,
@@ -212,7 +212,7 @@ fn timing_settings(warmup: usize, repeats: usize) -> MeasureSettings {
 
 /// Runs a glue operation the way the engine does (`RunningMerge::add`, `acc += part.to_kind(acc)`, a
 /// contiguous copy, a dtype cast) on fresh tensors of its size; median seconds.
-fn measure_glue(op: &GlueOp, device: Device, dtype: DType, warmup: usize, repeats: usize) -> Result<f64, BackendError> {
+fn measure_glue(op: &GlueOp, device: Device, dtype: DType, warmup: usize, repeats: usize) -> Result<f64, KernelError> {
     let kind = dtype.kind();
     let acc = crate::attn::acc_kind(kind);
     match *op {
@@ -222,7 +222,7 @@ fn measure_glue(op: &GlueOp, device: Device, dtype: DType, warmup: usize, repeat
             let part_lse = Tensor::f_randn([b, h, s], (acc, device))?;
             let mut running = RunningMerge::new(b, h, s, d, kind, device)?;
             running.add(&part, &part_lse)?;
-            median_s(device, warmup, repeats, &mut || Ok(running.add(&part, &part_lse)?))
+            median_s(device, warmup, repeats, &mut || running.add(&part, &part_lse))
         }
         GlueOp::Accumulate { elems } => {
             let mut total = Tensor::f_zeros([elems as i64], (acc, device))?;
@@ -265,7 +265,7 @@ fn measure_piece(
     warmup: usize,
     repeats: usize,
     scale: f64,
-) -> Result<f64, BackendError> {
+) -> Result<f64, KernelError> {
     let kind = dtype.kind();
     let (b, hq, hkv, sq, sk, d) = (key.b as i64, key.hq as i64, key.hkv as i64, key.sq as i64, key.sk as i64, key.d as i64);
     let q = Tensor::f_randn([b, hq, sq, d], (kind, device))?;
@@ -276,9 +276,9 @@ fn measure_piece(
         // forward result has the same shapes and dtypes.
         let (out, lse) = attention.forward(&q, &k, &v, sub, scale)?;
         let dout = Tensor::f_randn([b, hq, sq, d], (kind, device))?;
-        median_s(device, warmup, repeats, &mut || Ok(attention.backward(&q, &k, &v, &out, &lse, &dout, sub, scale).map(|_| ())?))
+        median_s(device, warmup, repeats, &mut || attention.backward(&q, &k, &v, &out, &lse, &dout, sub, scale).map(|_| ()))
     } else {
-        median_s(device, warmup, repeats, &mut || Ok(attention.forward(&q, &k, &v, sub, scale).map(|_| ())?))
+        median_s(device, warmup, repeats, &mut || attention.forward(&q, &k, &v, sub, scale).map(|_| ()))
     }
 }
 

@@ -13,7 +13,7 @@ pub mod predict;
 
 use serde::Serialize;
 
-use crate::backend::BackendError;
+use crate::attn::KernelError;
 use crate::case::{Case, CaseKind};
 use crate::cp::setup::CpSetup;
 use crate::cp::shard::{block_mask, imbalance};
@@ -30,7 +30,7 @@ pub enum SimError {
     #[error("{0}")]
     Bad(String),
     #[error("kernel: {0}")]
-    Backend(#[from] BackendError),
+    Backend(#[from] KernelError),
 }
 
 /// One simulated case: what it computes (a CP case; its `world_size` virtual ranks), over which

@@ -14,8 +14,9 @@
 
 use tch::Tensor;
 
+use crate::attn::KernelError;
 use crate::backend::naive::NAIVE;
-use crate::backend::{Backend, BackendError, Fwd, Inputs, Kernel};
+use crate::backend::{Backend, Fwd, Inputs, Kernel};
 use crate::case::Case;
 use crate::flops::Pass;
 use crate::harness::WorkItem;
@@ -60,8 +61,8 @@ fn oom_torch(item: &WorkItem) -> Row {
         match Tensor::f_empty([(OOM_BLOCK / 4) as i64], (tch::Kind::Float, tch::Device::Cpu)).and_then(|mut t| t.f_fill_(1.0)) {
             Ok(t) => held.push(t),
             Err(e) => {
-                let e = crate::backend::BackendError::from(e);
-                let status = if matches!(e, BackendError::Oom(_)) { crate::results::Status::Oom } else { crate::results::Status::Error };
+                let e = crate::attn::KernelError::from(e);
+                let status = if matches!(e, KernelError::Oom(_)) { crate::results::Status::Oom } else { crate::results::Status::Error };
                 row.fail(status, format!("{e} (after {} MiB)", (held.len() * OOM_BLOCK) >> 20));
                 return row;
             }
@@ -114,17 +115,17 @@ impl Backend for Perturbed {
     fn autograd(&self) -> bool {
         NAIVE.autograd()
     }
-    fn prepare(&self, case: &Case, x: &Inputs) -> Result<Box<dyn Kernel>, BackendError> {
+    fn prepare(&self, case: &Case, x: &Inputs) -> Result<Box<dyn Kernel>, KernelError> {
         Ok(Box::new(PerturbedKernel(NAIVE.prepare(case, x)?)))
     }
 }
 
 impl Kernel for PerturbedKernel {
-    fn forward(&mut self, x: &Inputs) -> Result<Fwd, BackendError> {
+    fn forward(&mut self, x: &Inputs) -> Result<Fwd, KernelError> {
         let f = self.0.forward(x)?;
         Ok(Fwd { out: f.out.f_add_scalar(0.1)?, lse: f.lse })
     }
-    fn backward(&mut self, x: &Inputs, fwd: &Fwd) -> Result<(Tensor, Tensor, Tensor), BackendError> {
+    fn backward(&mut self, x: &Inputs, fwd: &Fwd) -> Result<(Tensor, Tensor, Tensor), KernelError> {
         self.0.backward(x, fwd)
     }
     fn note(&self) -> String {

@@ -6,13 +6,14 @@ use std::path::Path;
 
 use tch::{Kind, Tensor};
 
+use crate::attn::KernelError;
 use crate::backend::reference::reference_attention;
-use crate::backend::{BackendError, Fwd, Inputs, Kernel};
+use crate::backend::{Fwd, Inputs, Kernel};
 use crate::flops::Pass;
 
 /// Writes q, k, v, dout (in the case dtype, on the CPU) for a worker that reads its inputs.
-pub fn write_inputs(x: &Inputs, path: &Path) -> Result<(), BackendError> {
-    let cpu = |t: &Tensor| -> Result<Tensor, BackendError> { Ok(t.f_detach()?.f_to_device(tch::Device::Cpu)?.f_contiguous()?) };
+pub fn write_inputs(x: &Inputs, path: &Path) -> Result<(), KernelError> {
+    let cpu = |t: &Tensor| -> Result<Tensor, KernelError> { Ok(t.f_detach()?.f_to_device(tch::Device::Cpu)?.f_contiguous()?) };
     let named = [("q", cpu(&x.q)?), ("k", cpu(&x.k)?), ("v", cpu(&x.v)?), ("dout", cpu(&x.dout)?)];
     Ok(Tensor::write_safetensors(&named, path)?)
 }
@@ -81,11 +82,11 @@ pub fn read_outputs(path: &Path, x: &Inputs, pass: Pass, rows: Option<&[i64]>) -
 pub struct Recorded(pub Outputs);
 
 impl Kernel for Recorded {
-    fn forward(&mut self, _x: &Inputs) -> Result<Fwd, BackendError> {
+    fn forward(&mut self, _x: &Inputs) -> Result<Fwd, KernelError> {
         Ok(Fwd { out: self.0.out.shallow_clone(), lse: None })
     }
-    fn backward(&mut self, _x: &Inputs, _fwd: &Fwd) -> Result<(Tensor, Tensor, Tensor), BackendError> {
-        let (a, b, c) = self.0.grads.as_ref().ok_or_else(|| BackendError::Invalid("the worker returned no gradients".into()))?;
+    fn backward(&mut self, _x: &Inputs, _fwd: &Fwd) -> Result<(Tensor, Tensor, Tensor), KernelError> {
+        let (a, b, c) = self.0.grads.as_ref().ok_or_else(|| KernelError::Invalid("the worker returned no gradients".into()))?;
         Ok((a.shallow_clone(), b.shallow_clone(), c.shallow_clone()))
     }
     fn note(&self) -> String {
@@ -99,8 +100,8 @@ impl Kernel for Recorded {
 /// Compares the worker's LSE of the checked rows with the f64 reference's: −∞ exactly where the
 /// reference row attends nothing, elsewhere max |error| / max(1, max |reference|) ≤ `tol`. Returns
 /// (passed, max abs error over finite entries).
-pub fn check_lse(x: &Inputs, rows: Option<&[i64]>, lse: &Tensor, tol: f64) -> Result<(bool, f64), BackendError> {
-    let f64cpu = |t: &Tensor| -> Result<Tensor, BackendError> { Ok(t.f_detach()?.f_to_device(tch::Device::Cpu)?.f_to_kind(Kind::Double)?) };
+pub fn check_lse(x: &Inputs, rows: Option<&[i64]>, lse: &Tensor, tol: f64) -> Result<(bool, f64), KernelError> {
+    let f64cpu = |t: &Tensor| -> Result<Tensor, KernelError> { Ok(t.f_detach()?.f_to_device(tch::Device::Cpu)?.f_to_kind(Kind::Double)?) };
     let (_, want) = reference_attention(&f64cpu(&x.q)?, &f64cpu(&x.k)?, &f64cpu(&x.v)?, &x.masks, x.scale, rows)?;
     let got = f64cpu(lse)?;
     let want_empty = want.f_isneginf()?;

@@ -27,7 +27,8 @@ pub use config::ExternalConfig;
 use process::{Failure, WorkerProcess};
 use protocol::{InputsMode, Reply};
 
-use super::{Backend, BackendError, Inputs, Kernel};
+use super::{Backend, Inputs, Kernel};
+use crate::attn::KernelError;
 use crate::case::{Case, DeviceKind};
 use crate::flops::pass_flops;
 use crate::harness::gate::{check_rows, gate, tolerance};
@@ -65,8 +66,8 @@ impl Backend for External {
     fn autograd(&self) -> bool {
         false
     }
-    fn prepare(&self, _case: &Case, _x: &Inputs) -> Result<Box<dyn Kernel>, BackendError> {
-        Err(BackendError::Unsupported(format!("{} runs in its worker process (backend::external::execute), not in-process", self.name)))
+    fn prepare(&self, _case: &Case, _x: &Inputs) -> Result<Box<dyn Kernel>, KernelError> {
+        Err(KernelError::Unsupported(format!("{} runs in its worker process (backend::external::execute), not in-process", self.name)))
     }
 }
 
@@ -222,7 +223,7 @@ fn run_case(
         match Inputs::new(&cpu_case, masks, settings.seed, false) {
             Ok(x) => Some(x),
             Err(e) => {
-                row.fail(if matches!(e, BackendError::Oom(_)) { Status::Oom } else { Status::Error }, format!("building the inputs: {e}"));
+                row.fail(if matches!(e, KernelError::Oom(_)) { Status::Oom } else { Status::Error }, format!("building the inputs: {e}"));
                 return Ok(true);
             }
         }
