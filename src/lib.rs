@@ -6,6 +6,7 @@
 pub mod attn;
 pub mod backend;
 pub mod case;
+pub mod child;
 pub mod cli;
 pub mod cp;
 pub mod envinfo;

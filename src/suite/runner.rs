@@ -7,10 +7,9 @@
 //! ([`super::signals`]).
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -22,6 +21,7 @@ use super::plan::{Plan, PlannedCase};
 use super::signals;
 use super::worker::ROW_PREFIX;
 use crate::case::{Case, CaseKind};
+use crate::child::{describe_exit, LineChild, Recv};
 use crate::error::BadInput;
 use crate::harness::WorkItem;
 use crate::measure::MeasureSettings;
@@ -252,7 +252,7 @@ fn run_kernel(worker: &mut Option<Worker>, run_id: &str, pc: &PlannedCase, plan:
     }
     let w = worker.as_mut().unwrap();
     if estimate.device > 0 {
-        if let Some(free) = memory::device_free_for(w.child.id()) {
+        if let Some(free) = memory::device_free_for(w.child.pid()) {
             if estimate.device > free {
                 let msg = format!(
                     "not run: estimated peak ≥ {} of device memory ({}) exceeds the {} free on the device (nvidia-smi, including what the worker holds)",
@@ -266,7 +266,7 @@ fn run_kernel(worker: &mut Option<Worker>, run_id: &str, pc: &PlannedCase, plan:
     }
     // Past this cap an allocation fails inside the worker (an `oom` row) instead of the machine running
     // out. A worker we cannot cap still runs the case: the estimate above already held.
-    if let Err(e) = memory::cap_worker(w.child.id(), allowance) {
+    if let Err(e) = memory::cap_worker(w.child.pid(), allowance) {
         eprintln!("warning: could not cap the worker's memory ({e}); running the case uncapped");
     }
     // The worker's own measuring stops at budget_s; the timeout is the hard limit for a hang.
@@ -303,58 +303,32 @@ enum WorkerFailure {
 
 /// A running `attnbench worker` child, leader of its own process group.
 struct Worker {
-    child: Child,
-    stdin: ChildStdin,
-    rows: Receiver<String>,
-    stderr_path: PathBuf,
-    _stderr_dir: tempfile::TempDir,
+    child: LineChild,
 }
 
 impl Worker {
     fn spawn() -> anyhow::Result<Worker> {
-        use std::os::unix::process::CommandExt;
         let exe = std::env::current_exe().context("locating the attnbench binary")?;
-        let dir = tempfile::tempdir().with_context(|| format!("creating a directory for the worker's stderr in {}", std::env::temp_dir().display()))?;
-        let stderr_path = dir.path().join("worker.stderr");
-        let stderr = std::fs::File::create(&stderr_path).with_context(|| format!("creating {}", stderr_path.display()))?;
-        let runner = std::process::id() as libc::pid_t;
         let mut cmd = Command::new(&exe);
-        cmd.arg("worker").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(stderr);
-        // Own process group: a terminal's Ctrl-C reaches the runner only, which stops the worker in
-        // order; and the worker dies with the runner, however the runner dies.
-        cmd.process_group(0);
-        // SAFETY: die_with_parent only makes async-signal-safe calls.
-        unsafe { cmd.pre_exec(move || signals::die_with_parent(runner, libc::SIGKILL)) };
-        let mut child = cmd.spawn().with_context(|| format!("spawning {} worker", exe.display()))?;
-        let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(json) = line.strip_prefix(ROW_PREFIX) {
-                    if tx.send(json.to_string()).is_err() {
-                        break;
-                    }
-                }
-            }
-        });
-        Ok(Worker { child, stdin, rows: rx, stderr_path, _stderr_dir: dir })
+        cmd.arg("worker");
+        // The worker dies with the runner, however the runner dies (SIGKILL: it holds no one else).
+        let child = LineChild::spawn(cmd, ROW_PREFIX, libc::SIGKILL).with_context(|| format!("spawning {} worker", exe.display()))?;
+        Ok(Worker { child })
     }
 
     /// Sends one case and waits for its row, the timeout, the worker's death or a signal to the runner.
     fn run(&mut self, item: &WorkItem, timeout: Duration) -> Result<Row, WorkerFailure> {
         let line = serde_json::to_string(item).map_err(|e| WorkerFailure::Protocol(e.to_string()))?;
-        if writeln!(self.stdin, "{line}").and_then(|_| self.stdin.flush()).is_err() {
+        if self.child.send_line(&line).is_err() {
             return Err(WorkerFailure::Died);
         }
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.rows.recv_timeout(left.min(signals::POLL)) {
-                Ok(json) => return serde_json::from_str::<Row>(&json).map_err(|e| WorkerFailure::Protocol(format!("unreadable row from worker: {e}"))),
-                Err(RecvTimeoutError::Disconnected) => return Err(WorkerFailure::Died),
-                Err(RecvTimeoutError::Timeout) => {
+            match self.child.recv(left.min(signals::POLL)) {
+                Recv::Line(json) => return serde_json::from_str::<Row>(&json).map_err(|e| WorkerFailure::Protocol(format!("unreadable row from worker: {e}"))),
+                Recv::Eof => return Err(WorkerFailure::Died),
+                Recv::Timeout => {
                     if let Some(sig) = signals::pending() {
                         return Err(WorkerFailure::Interrupted(sig));
                     }
@@ -368,28 +342,28 @@ impl Worker {
 
     /// Kills the worker's process group and reaps the worker.
     fn stop(mut self) {
-        signals::stop_group(&mut self.child, Duration::ZERO);
+        self.child.stop(Duration::ZERO);
     }
 
     /// Kills the worker and turns what it left behind into the row's status and one line for `error`.
     /// A worker killed by its own allocation failure (Rust's allocator abort, C++ `std::bad_alloc`,
     /// past the memory cap) is `oom`.
     fn kill_and_explain(mut self, failure: &WorkerFailure) -> (Status, String) {
-        signals::stop_group(&mut self.child, Duration::ZERO);
-        let status = self.child.wait().ok();
-        let stderr = std::fs::read_to_string(&self.stderr_path).unwrap_or_default();
-        let tail = stderr_tail(&stderr);
+        // The exit status of a worker that died on its own (its stdout closes just before it exits),
+        // then stop whatever is left of its group.
+        let status = match failure {
+            WorkerFailure::Died => self.child.exit_status(Duration::from_secs(2)),
+            _ => None,
+        };
+        self.child.stop(Duration::ZERO);
+        let stderr = self.child.stderr_text();
+        let tail = crate::child::tail(&stderr);
         let (st, how) = match failure {
             WorkerFailure::Timeout => (Status::Timeout, "exceeded the per-case timeout (measure.timeout_s); worker killed".to_string()),
             WorkerFailure::Protocol(m) => (Status::Error, m.clone()),
             WorkerFailure::Interrupted(sig) => (Status::Error, format!("stopped by {}", signals::name(*sig))),
             WorkerFailure::Died => {
-                use std::os::unix::process::ExitStatusExt;
-                let how = match status {
-                    Some(s) if s.signal().is_some() => format!("worker died with signal {}", s.signal().unwrap()),
-                    Some(s) => format!("worker exited with {s}"),
-                    None => "worker died".into(),
-                };
+                let how = format!("worker {}", describe_exit(status));
                 match memory::allocation_failure_line(&stderr) {
                     Some(line) => return (Status::Oom, format!("{how}: allocation failed ({line})")),
                     None => (Status::Error, how),
@@ -402,23 +376,6 @@ impl Worker {
             (st, format!("{how}; stderr: {tail}"))
         }
     }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return; // already reaped (stop / kill_and_explain): its pid may belong to someone else now
-        }
-        // SAFETY: kill(2) on our own child's process group (harmless if already gone).
-        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn stderr_tail(text: &str) -> String {
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(3)..].join(" | ")
 }
 
 /// The command that runs one CP case, handed over as data: the case and settings are written to
@@ -496,7 +453,7 @@ fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Result<(bool, String
     cmd.process_group(0);
     let runner = std::process::id() as libc::pid_t;
     // SAFETY: die_with_parent only makes async-signal-safe calls.
-    unsafe { cmd.pre_exec(move || signals::die_with_parent(runner, libc::SIGTERM)) };
+    unsafe { cmd.pre_exec(move || crate::child::die_with_parent(runner, libc::SIGTERM)) };
     let mut child = cmd.spawn().map_err(|e| RunFailure::Spawn(e.to_string()))?;
     let mut out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
@@ -517,12 +474,12 @@ fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Result<(bool, String
             Ok(None) if start.elapsed() > timeout => {
                 // SIGTERM first: Open MPI puts each rank in a process group of its own, so only
                 // mpirun itself can take them down; a SIGKILLed mpirun would orphan them.
-                signals::stop_group(&mut child, MPIRUN_GRACE);
+                crate::child::stop_group(&mut child, MPIRUN_GRACE);
                 return Err(RunFailure::Timeout);
             }
             Ok(None) => {
                 if let Some(sig) = signals::pending() {
-                    signals::stop_group(&mut child, MPIRUN_GRACE);
+                    crate::child::stop_group(&mut child, MPIRUN_GRACE);
                     return Err(RunFailure::Interrupted(sig));
                 }
                 std::thread::sleep(Duration::from_millis(20))

@@ -6,7 +6,7 @@
 //! Children cannot outlive the runner by accident either: the worker and `mpirun` run in their own
 //! process groups (a terminal's Ctrl-C reaches only the runner, which then stops them in order), and
 //! they are started with `PR_SET_PDEATHSIG`, so even a SIGKILLed runner takes them down
-//! ([`die_with_parent`]).
+//! ([`crate::child::die_with_parent`]).
 
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
@@ -58,42 +58,4 @@ pub fn name(sig: i32) -> String {
 /// The shell's convention: 128 + signal number.
 pub fn exit_code(sig: i32) -> u8 {
     (128 + sig).clamp(0, 255) as u8
-}
-
-/// For `Command::pre_exec`: the child gets `sig` when the runner's thread that spawned it dies,
-/// however it dies (SIGKILL included): SIGKILL for the worker, SIGTERM for `mpirun` (which then takes
-/// its ranks down). Also closes the window where the runner died before the `prctl`: then the child
-/// exits at once. Spawn from a long-lived thread (the runner's main thread): the signal follows the
-/// spawning thread, not the process.
-///
-/// # Safety
-/// Runs between fork and exec: only async-signal-safe calls (prctl, getppid, _exit).
-pub unsafe fn die_with_parent(expected_parent: libc::pid_t, sig: libc::c_int) -> std::io::Result<()> {
-    if libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    if libc::getppid() != expected_parent {
-        libc::_exit(1);
-    }
-    Ok(())
-}
-
-/// Stops a child that leads its own process group (started with `process_group(0)`) and everything
-/// in that group: SIGTERM first (so `mpirun` can take its ranks down), SIGKILL to the whole group once
-/// the leader has exited or after `grace`, then reaps the leader.
-pub fn stop_group(child: &mut std::process::Child, grace: Duration) {
-    let g = -(child.id() as i32);
-    // SAFETY: kill(2) on our own child's process group.
-    unsafe { libc::kill(g, libc::SIGTERM) };
-    let start = std::time::Instant::now();
-    while start.elapsed() < grace {
-        if let Ok(Some(_)) = child.try_wait() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    // Members that ignored SIGTERM (or were left behind by the leader); the leader itself if alive.
-    unsafe { libc::kill(g, libc::SIGKILL) };
-    let _ = child.kill();
-    let _ = child.wait();
 }

@@ -8,16 +8,14 @@
 //! child goes with it instead of sleeping on as an orphan.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::process::Command;
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use super::protocol::{hello, InputsMode, Reply, PREFIX, PROTOCOL};
+use crate::child::{describe_exit, LineChild, Recv};
 
 /// Why talking to a worker failed; each becomes a row status (see `Failure::status`).
 #[derive(Debug, Clone)]
@@ -42,57 +40,20 @@ pub struct Hello {
     pub reason: String,
 }
 
-enum Line {
-    Answer(String),
-    Eof,
-}
-
 pub struct WorkerProcess {
-    child: Child,
-    stdin: ChildStdin,
-    lines: Receiver<Line>,
-    stderr_path: PathBuf,
-    _dir: tempfile::TempDir,
+    child: LineChild,
     pub hello: Hello,
 }
 
 impl WorkerProcess {
-    /// Starts `argv` with `env` added and completes the version handshake by `deadline`.
+    /// Starts `argv` with `env` added (own process group, SIGKILL when its parent dies; see
+    /// `crate::child`) and completes the version handshake by `deadline`.
     pub fn start(argv: &[String], env: &[(String, String)], deadline: Instant) -> Result<WorkerProcess, Failure> {
-        use std::os::unix::process::CommandExt;
-        let dir = tempfile::tempdir().map_err(|e| Failure::Start(e.to_string()))?;
-        let stderr_path = dir.path().join("stderr");
-        let stderr = std::fs::File::create(&stderr_path).map_err(|e| Failure::Start(e.to_string()))?;
         let mut cmd = Command::new(&argv[0]);
-        cmd.args(&argv[1..]).envs(env.iter().map(|(k, v)| (k, v))).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(stderr).process_group(0);
-        let parent = std::process::id() as libc::pid_t;
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                if libc::getppid() != parent {
-                    libc::_exit(1);
-                }
-                Ok(())
-            });
-        }
-        let mut child = cmd.spawn().map_err(|e| Failure::Start(format!("cannot start `{}`: {e}", argv.join(" "))))?;
-        let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(json) = line.strip_prefix(PREFIX) {
-                    if tx.send(Line::Answer(json.to_string())).is_err() {
-                        return;
-                    }
-                }
-            }
-            let _ = tx.send(Line::Eof);
-        });
+        cmd.args(&argv[1..]).envs(env.iter().map(|(k, v)| (k, v)));
+        let child = LineChild::spawn(cmd, PREFIX, libc::SIGKILL).map_err(|e| Failure::Start(format!("cannot start `{}`: {e}", argv.join(" "))))?;
         let placeholder = Hello { name: String::new(), version: String::new(), inputs: InputsMode::Seed, available: false, reason: String::new() };
-        let mut w = WorkerProcess { child, stdin, lines: rx, stderr_path, _dir: dir, hello: placeholder };
+        let mut w = WorkerProcess { child, hello: placeholder };
         match w.exchange(&hello(), deadline) {
             Ok(Reply::Hello { protocol, name, version, inputs, available, reason }) => {
                 if protocol != PROTOCOL {
@@ -126,18 +87,16 @@ impl WorkerProcess {
     }
 
     fn exchange(&mut self, request: &Value, deadline: Instant) -> Result<Reply, Failure> {
-        let line = request.to_string();
-        if writeln!(self.stdin, "{line}").and_then(|_| self.stdin.flush()).is_err() {
+        if self.child.send_line(&request.to_string()).is_err() {
             return Err(Failure::Died("the worker closed its stdin".into()));
         }
-        let wait = deadline.saturating_duration_since(Instant::now());
-        match self.lines.recv_timeout(wait) {
-            Ok(Line::Answer(json)) => serde_json::from_str::<Reply>(&json).map_err(|e| {
+        match self.child.recv(deadline.saturating_duration_since(Instant::now())) {
+            Recv::Line(json) => serde_json::from_str::<Reply>(&json).map_err(|e| {
                 let shown: String = json.chars().take(120).collect();
                 Failure::Garbage(format!("unreadable answer from the worker ({e}): {shown}"))
             }),
-            Ok(Line::Eof) | Err(RecvTimeoutError::Disconnected) => Err(Failure::Died(String::new())),
-            Err(RecvTimeoutError::Timeout) => Err(Failure::Timeout),
+            Recv::Eof => Err(Failure::Died(String::new())),
+            Recv::Timeout => Err(Failure::Timeout),
         }
     }
 
@@ -145,21 +104,8 @@ impl WorkerProcess {
     fn explain(&mut self, f: Failure) -> Failure {
         match f {
             Failure::Died(_) => {
-                use std::os::unix::process::ExitStatusExt;
-                let deadline = Instant::now() + std::time::Duration::from_secs(2);
-                let status = loop {
-                    match self.child.try_wait() {
-                        Ok(Some(s)) => break Some(s),
-                        Ok(None) if Instant::now() < deadline => std::thread::sleep(std::time::Duration::from_millis(10)),
-                        _ => break None,
-                    }
-                };
-                let how = match status {
-                    Some(s) if s.signal().is_some() => format!("worker died with signal {}", s.signal().unwrap()),
-                    Some(s) => format!("worker exited with {s}"),
-                    None => "worker closed its stdout".into(),
-                };
-                let tail = self.stderr_tail();
+                let how = format!("worker {}", describe_exit(self.child.exit_status(Duration::from_secs(2))));
+                let tail = self.child.stderr_tail();
                 Failure::Died(if tail.is_empty() { how } else { format!("{how}; stderr: {tail}") })
             }
             other => other,
@@ -168,28 +114,16 @@ impl WorkerProcess {
 
     /// The last three non-empty lines the worker wrote to stderr.
     pub fn stderr_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.stderr_path).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-        lines[lines.len().saturating_sub(3)..].join(" | ")
+        self.child.stderr_tail()
     }
 
     fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        self.child.alive()
     }
 
     /// Kills the worker's whole process group and reaps it.
     pub fn kill(&mut self) {
-        // SAFETY: plain syscall; the group id is the child's pid (process_group(0)).
-        unsafe {
-            libc::kill(-(self.child.id() as libc::pid_t), libc::SIGKILL);
-        }
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        self.kill();
+        self.child.stop(Duration::ZERO);
     }
 }
 
