@@ -172,9 +172,8 @@ pub(crate) mod fixtures {
     }
 
     pub fn rand_qkv(b: i64, hq: i64, hkv: i64, sq: i64, sk: i64, d: i64, seed: i64) -> (Tensor, Tensor, Tensor) {
-        tch::manual_seed(seed);
         let o = (Kind::Double, Device::Cpu);
-        (Tensor::randn([b, hq, sq, d], o), Tensor::randn([b, hkv, sk, d], o), Tensor::randn([b, hkv, sk, d], o))
+        crate::sys::rng::with_seed(seed as u64, || (Tensor::randn([b, hq, sq, d], o), Tensor::randn([b, hkv, sk, d], o), Tensor::randn([b, hkv, sk, d], o)))
     }
 
     /// A random valid mask built from a random grid: each cell of a random partition of the rectangle

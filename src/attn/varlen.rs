@@ -401,9 +401,8 @@ mod tests {
     fn grouped_varlen_emulation_matches_the_dense_path() {
         let m = mask_all_kinds();
         let groups = group_slices(&m);
-        tch::manual_seed(5);
         let o = (Kind::Double, Device::Cpu);
-        let (q, k, v) = (Tensor::randn([2, 4, 40, 8], o), Tensor::randn([2, 2, 44, 8], o), Tensor::randn([2, 2, 44, 8], o));
+        let (q, k, v) = crate::sys::rng::with_seed(5, || (Tensor::randn([2, 4, 40, 8], o), Tensor::randn([2, 2, 44, 8], o), Tensor::randn([2, 2, 44, 8], o)));
         let (ro, rl) = dense::forward(&q, &k, &v, &m, 0.3).unwrap();
         let (go, gl, launches) = grouped_forward(&EmulatedVarlenKernel, &groups, &q, &k, &v, &m, 0.3).unwrap();
         assert_eq!(launches, groups.len());
@@ -411,7 +410,7 @@ mod tests {
         let fin = rl.isfinite();
         assert!(gl.isfinite().eq_tensor(&fin).all().int64_value(&[]) == 1);
         assert!((gl.masked_select(&fin) - rl.to_kind(Kind::Float).masked_select(&fin)).abs().max().double_value(&[]) < 1e-5);
-        let dout = Tensor::randn([2, 4, 40, 8], o);
+        let dout = crate::sys::rng::randn([2, 4, 40, 8], o).unwrap();
         let (dq, dk, dv) = dense::backward(&q, &k, &v, &ro, &rl, &dout, &m, 0.3).unwrap();
         let (gq, gk, gv) = grouped_backward(&EmulatedVarlenKernel, &groups, &q, &k, &v, &ro, &rl, &dout, &m, 0.3).unwrap();
         for (a, b) in [(dq, gq), (dk, gk), (dv, gv)] {
@@ -430,10 +429,13 @@ mod tests {
         assert!(crate::sys::cuda_available(), "this test needs a CUDA device");
         let m = mask_all_kinds();
         let groups = group_slices(&m);
-        tch::manual_seed(5);
         let o = (Kind::Float, Device::Cpu);
-        let (q, k, v) = (Tensor::randn([2, 4, 40, 64], o), Tensor::randn([2, 2, 44, 64], o), Tensor::randn([2, 2, 44, 64], o));
-        let dout = Tensor::randn([2, 4, 40, 64], o);
+        let (q, k, v) = (
+            crate::sys::rng::randn([2, 4, 40, 64], o).unwrap(),
+            crate::sys::rng::randn([2, 2, 44, 64], o).unwrap(),
+            crate::sys::rng::randn([2, 2, 44, 64], o).unwrap(),
+        );
+        let dout = crate::sys::rng::randn([2, 4, 40, 64], o).unwrap();
         let r = |t: &Tensor| t.to_kind(Kind::BFloat16).to_kind(Kind::Float);
         let (ro, rl) = dense::forward(&r(&q), &r(&k), &r(&v), &m, 0.125).unwrap();
         let (rdq, rdk, rdv) = dense::backward(&r(&q), &r(&k), &r(&v), &ro, &rl, &r(&dout), &m, 0.125).unwrap();

@@ -37,24 +37,27 @@ pub struct Inputs {
     pub scale: f64,
 }
 
+/// The case's q, k, v, dout — the one input contract every harness and every external worker follows:
+/// `torch.manual_seed(seed)`, then standard normal q `[B, Hq, S, D]`, k, v `[B, Hkv, S, D]`, dout like q,
+/// drawn in that order in f32 on the CPU (so the same seed gives the same values on every device),
+/// then cast to the case's dtype and moved to its device.
+pub fn draw_inputs(case: &Case, seed: u64, device: Device) -> Result<[Tensor; 4], KernelError> {
+    let (b, hq, hkv, s, d) = (case.batch as i64, case.heads.q as i64, case.heads.kv as i64, case.seqlen as i64, case.head_dim as i64);
+    let kind = case.dtype.kind();
+    crate::sys::rng::with_seed(seed, || {
+        let mk =
+            |shape: [i64; 4]| -> Result<Tensor, KernelError> { Ok(Tensor::f_randn(shape, (Kind::Float, Device::Cpu))?.f_to_kind(kind)?.f_to_device(device)?) };
+        Ok([mk([b, hq, s, d])?, mk([b, hkv, s, d])?, mk([b, hkv, s, d])?, mk([b, hq, s, d])?])
+    })
+}
+
 impl Inputs {
-    /// Deterministic inputs: standard normal q, k, v, dout drawn on the CPU from `seed` (so the same
-    /// seed gives the same values on every device), then cast and moved. `requires_grad` is set on
-    /// q, k, v when the backend differentiates through autograd and the pass has a backward.
+    /// The case's inputs ([`draw_inputs`]) on its device. `requires_grad` is set on q, k, v when the
+    /// backend differentiates through autograd and the pass has a backward.
     pub fn new(case: &Case, masks: HeadMasks, seed: u64, requires_grad: bool) -> Result<Inputs, KernelError> {
-        let (b, hq, hkv, s, d) = (case.batch as i64, case.heads.q as i64, case.heads.kv as i64, case.seqlen as i64, case.head_dim as i64);
-        let dev = case.device.tch();
-        let kind = case.dtype.kind();
-        tch::manual_seed(seed as i64);
-        let mk = |shape: [i64; 4]| -> Result<Tensor, KernelError> {
-            let t = Tensor::f_randn(shape, (Kind::Float, Device::Cpu))?.f_to_kind(kind)?.f_to_device(dev)?;
-            Ok(if requires_grad { t.set_requires_grad(true) } else { t })
-        };
-        let q = mk([b, hq, s, d])?;
-        let k = mk([b, hkv, s, d])?;
-        let v = mk([b, hkv, s, d])?;
-        let dout = Tensor::f_randn([b, hq, s, d], (Kind::Float, Device::Cpu))?.f_to_kind(kind)?.f_to_device(dev)?;
-        Ok(Inputs { q, k, v, dout, masks, scale: 1.0 / (d as f64).sqrt() })
+        let [q, k, v, dout] = draw_inputs(case, seed, case.device.tch())?;
+        let grad = |t: Tensor| if requires_grad { t.set_requires_grad(true) } else { t };
+        Ok(Inputs { q: grad(q), k: grad(k), v: grad(v), dout, masks, scale: 1.0 / (case.head_dim as f64).sqrt() })
     }
 
     /// Bytes of q, k, v (and dout): what the inputs occupy, excluded from peak memory.

@@ -245,20 +245,9 @@ fn run_after_setup(comm: &dyn Comm, spec: &CpSpec, s: &CpSetup, run_id: &str, de
     let settings = &spec.settings;
     let case = &spec.case;
     let dev = device_of(case.device);
-    let (b, hq, hkv, n, d) = (case.batch as i64, case.heads.q as i64, case.heads.kv as i64, case.seqlen as i64, case.head_dim as i64);
-    let kind = case.dtype.kind();
-    // The global torch RNG is shared by the ranks of a local (threaded) world: draw under a lock.
-    let (q, k, v, dout) = {
-        let _g = RNG_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        tch::manual_seed(settings.seed as i64);
-        let opts = (kind, Device::Cpu);
-        (
-            Tensor::randn([b, hq, n, d], opts).to_device(dev),
-            Tensor::randn([b, hkv, n, d], opts).to_device(dev),
-            Tensor::randn([b, hkv, n, d], opts).to_device(dev),
-            Tensor::randn([b, hq, n, d], opts).to_device(dev),
-        )
-    };
+    // Every rank draws the whole problem, as a kernel case would (same seed, same inputs), and keeps
+    // its shard.
+    let [q, k, v, dout] = crate::backend::draw_inputs(case, settings.seed, dev)?;
     let mine = s.shard.ranges(rank);
     let (ql, kl, vl, dol) = (take_ranges(&q, mine), take_ranges(&k, mine), take_ranges(&v, mine), take_ranges(&dout, mine));
     let scale = 1.0 / (case.head_dim as f64).sqrt();
@@ -406,8 +395,6 @@ fn run_after_setup(comm: &dyn Comm, spec: &CpSpec, s: &CpSetup, run_id: &str, de
     }
     Ok(Some(row))
 }
-
-static RNG_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// CUDA device of this rank: LOCAL_RANK, OMPI_COMM_WORLD_LOCAL_RANK or SLURM_LOCALID (default 0).
 /// The CUDA device of this rank: local rank modulo the visible devices — the same rule the NCCL

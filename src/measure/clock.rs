@@ -340,7 +340,7 @@ mod tests {
     fn cuda_event_clock_times_each_repeat_and_the_allocator_sees_the_peak() {
         use crate::measure::{memory::peak_above_baseline, run_repeats, MeasureSettings, MemSource};
         assert!(crate::sys::cuda_available(), "this test needs a CUDA device");
-        let a = Tensor::randn([4096, 4096], (Kind::BFloat16, Device::Cuda(0)));
+        let a = crate::sys::rng::randn([4096, 4096], (Kind::BFloat16, Device::Cuda(0))).unwrap();
         let mut call = || -> Result<(), MeasureError> {
             let _ = a.f_matmul(&a)?;
             Ok(())

@@ -218,15 +218,15 @@ fn measure_glue(op: &GlueOp, device: Device, dtype: DType, warmup: usize, repeat
     match *op {
         GlueOp::Merge { batch, heads, rows, head_dim } => {
             let (b, h, s, d) = (batch as i64, heads as i64, rows as i64, head_dim as i64);
-            let part = Tensor::f_randn([b, h, s, d], (kind, device))?;
-            let part_lse = Tensor::f_randn([b, h, s], (acc, device))?;
+            let part = crate::sys::rng::randn([b, h, s, d], (kind, device))?;
+            let part_lse = crate::sys::rng::randn([b, h, s], (acc, device))?;
             let mut running = RunningMerge::new(b, h, s, d, kind, device)?;
             running.add(&part, &part_lse)?;
             median_s(device, warmup, repeats, &mut || running.add(&part, &part_lse))
         }
         GlueOp::Accumulate { elems } => {
             let mut total = Tensor::f_zeros([elems as i64], (acc, device))?;
-            let part = Tensor::f_randn([elems as i64], (kind, device))?;
+            let part = crate::sys::rng::randn([elems as i64], (kind, device))?;
             median_s(device, warmup, repeats, &mut || {
                 let _ = total.f_add_(&part.f_to_kind(acc)?)?;
                 Ok(())
@@ -238,7 +238,7 @@ fn measure_glue(op: &GlueOp, device: Device, dtype: DType, warmup: usize, repeat
                 4 => tch::Kind::Float,
                 _ => kind,
             };
-            let src = Tensor::f_randn([elems as i64], (k, device))?;
+            let src = crate::sys::rng::randn([elems as i64], (k, device))?;
             let mut dst = src.f_empty_like()?;
             median_s(device, warmup, repeats, &mut || Ok(dst.f_copy_(&src)?))
         }
@@ -246,7 +246,7 @@ fn measure_glue(op: &GlueOp, device: Device, dtype: DType, warmup: usize, repeat
             if acc == kind {
                 return Ok(0.0);
             }
-            let src = Tensor::f_randn([elems as i64], (kind, device))?;
+            let src = crate::sys::rng::randn([elems as i64], (kind, device))?;
             median_s(device, warmup, repeats, &mut || {
                 let _ = src.f_to_kind(acc)?;
                 Ok(())
@@ -268,14 +268,14 @@ fn measure_piece(
 ) -> Result<f64, KernelError> {
     let kind = dtype.kind();
     let (b, hq, hkv, sq, sk, d) = (key.b as i64, key.hq as i64, key.hkv as i64, key.sq as i64, key.sk as i64, key.d as i64);
-    let q = Tensor::f_randn([b, hq, sq, d], (kind, device))?;
-    let k = Tensor::f_randn([b, hkv, sk, d], (kind, device))?;
-    let v = Tensor::f_randn([b, hkv, sk, d], (kind, device))?;
+    let q = crate::sys::rng::randn([b, hq, sq, d], (kind, device))?;
+    let k = crate::sys::rng::randn([b, hkv, sk, d], (kind, device))?;
+    let v = crate::sys::rng::randn([b, hkv, sk, d], (kind, device))?;
     if key.backward {
         // The real rank calls backward with the final out/lse of its rows; for timing, the piece's own
         // forward result has the same shapes and dtypes.
         let (out, lse) = attention.forward(&q, &k, &v, sub, scale)?;
-        let dout = Tensor::f_randn([b, hq, sq, d], (kind, device))?;
+        let dout = crate::sys::rng::randn([b, hq, sq, d], (kind, device))?;
         median_s(device, warmup, repeats, &mut || attention.backward(&q, &k, &v, &out, &lse, &dout, sub, scale).map(|_| ()))
     } else {
         median_s(device, warmup, repeats, &mut || attention.forward(&q, &k, &v, sub, scale).map(|_| ()))

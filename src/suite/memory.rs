@@ -304,6 +304,14 @@ mod tests {
     #[test]
     fn the_worker_cap_is_applied_to_a_child() {
         let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        // Until it has exec'ed, the child is a copy of this test process and its VmData is ours.
+        let comm = format!("/proc/{}/comm", child.id());
+        for _ in 0..500 {
+            if std::fs::read_to_string(&comm).is_ok_and(|c| c.trim() == "sleep") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
         let soft = cap_worker(child.id(), 64 << 20).unwrap();
         let now = vm_data(child.id()).unwrap();
         assert_eq!(soft, now + (64 << 20));
