@@ -2,11 +2,25 @@
 //! rows, strategy × world size per (pattern, pass, length, per-rank kernel, …) for context-parallel
 //! rows. Cells hold the chosen metric, or a mark (X/E/W/T/!) when the case has no number; the best
 //! value per column is bold. One model ([`Table`]), one small writer per format ([`TableWriter`]).
+//!
+//! Like hyperfine's `export/`: a one-method trait, an enum choosing the format, one small file per
+//! format (`markdown.rs`, `latex.rs`, `csv.rs`, `html.rs`). Adding a format is one file and one line
+//! in [`TableFormat::writer`].
+
+mod csv;
+mod html;
+mod latex;
+mod markdown;
+
+pub use self::csv::Csv;
+pub use self::html::{html_escape, Html};
+pub use self::latex::{latex_escape, Latex};
+pub use self::markdown::Markdown;
 
 use crate::case::CaseKind;
 use crate::results::Row;
 
-use super::data::{distinct, fmt_seqlen, group_ordered, mark, pass_rank, GroupKey, Metric, MARK_LEGEND};
+use super::data::{distinct, fmt_seqlen, group_ordered, mark, pass_rank, GroupKey, Metric};
 
 /// One cell of a table.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,7 +52,7 @@ pub struct Table {
 }
 
 impl Table {
-    fn has_marks(&self) -> bool {
+    pub(crate) fn has_marks(&self) -> bool {
         self.rows.iter().any(|r| r.cells.iter().any(|c| matches!(c, Cell::Mark(_))))
     }
 }
@@ -165,181 +179,6 @@ impl TableFormat {
             TableFormat::Csv => Box::new(Csv),
             TableFormat::Html => Box::new(Html),
         }
-    }
-}
-
-pub struct Markdown;
-
-impl TableWriter for Markdown {
-    fn write(&self, tables: &[Table]) -> String {
-        let mut out = String::new();
-        for t in tables {
-            out.push_str(&format!("### {}\n\n{}\n\n", t.title, t.subtitle));
-            out.push_str(&format!("| {} |", md_escape(&t.corner)));
-            for c in &t.columns {
-                out.push_str(&format!(" {} |", md_escape(c)));
-            }
-            out.push_str("\n|:--|");
-            out.push_str(&"--:|".repeat(t.columns.len()));
-            out.push('\n');
-            for r in &t.rows {
-                out.push_str(&format!("| {} |", md_escape(&r.label)));
-                for c in &r.cells {
-                    let s = match c {
-                        Cell::Num { text, best: true } => format!("**{text}**"),
-                        Cell::Num { text, best: false } => text.clone(),
-                        Cell::Mark(m) => m.to_string(),
-                        Cell::Text(s) => md_escape(s),
-                        Cell::Empty => String::new(),
-                    };
-                    out.push_str(&format!(" {s} |"));
-                }
-                out.push('\n');
-            }
-            out.push('\n');
-        }
-        if tables.iter().any(Table::has_marks) {
-            out.push_str(&format!("Marks: {MARK_LEGEND}. Best per column in **bold**.\n"));
-        }
-        out
-    }
-}
-
-fn md_escape(s: &str) -> String {
-    s.replace('|', "\\|")
-}
-
-pub struct Latex;
-
-/// Escapes LaTeX's special characters in plain text.
-pub fn latex_escape(s: &str) -> String {
-    let mut o = String::new();
-    for c in s.chars() {
-        match c {
-            '\\' => o.push_str("\\textbackslash{}"),
-            '&' | '%' | '$' | '#' | '_' | '{' | '}' => {
-                o.push('\\');
-                o.push(c);
-            }
-            '~' => o.push_str("\\textasciitilde{}"),
-            '^' => o.push_str("\\textasciicircum{}"),
-            '·' => o.push_str("\\textperiodcentered{}"),
-            '—' => o.push_str("---"),
-            '–' => o.push_str("--"),
-            '×' => o.push_str("$\\times$"),
-            '²' => o.push_str("$^2$"),
-            '≈' => o.push_str("$\\approx$"),
-            '∞' => o.push_str("$\\infty$"),
-            _ => o.push(c),
-        }
-    }
-    o
-}
-
-impl TableWriter for Latex {
-    fn write(&self, tables: &[Table]) -> String {
-        let mut out = String::from("% Needs \\usepackage{booktabs}.\n");
-        for t in tables {
-            out.push_str("\\begin{table}[ht]\n\\centering\\small\n");
-            out.push_str(&format!("\\caption{{{} ({})}}\n", latex_escape(&t.title), latex_escape(&t.subtitle)));
-            out.push_str(&format!("\\begin{{tabular}}{{l{}}}\n\\toprule\n", "r".repeat(t.columns.len())));
-            let head: Vec<String> = std::iter::once(&t.corner).chain(&t.columns).map(|c| latex_escape(c)).collect();
-            out.push_str(&format!("{} \\\\\n\\midrule\n", head.join(" & ")));
-            for r in &t.rows {
-                let mut cells = vec![latex_escape(&r.label)];
-                for c in &r.cells {
-                    cells.push(match c {
-                        Cell::Num { text, best: true } => format!("\\textbf{{{}}}", latex_escape(text)),
-                        Cell::Num { text, best: false } => latex_escape(text),
-                        Cell::Mark(m) => latex_escape(m),
-                        Cell::Text(s) => latex_escape(s),
-                        Cell::Empty => String::new(),
-                    });
-                }
-                out.push_str(&format!("{} \\\\\n", cells.join(" & ")));
-            }
-            out.push_str("\\bottomrule\n\\end{tabular}\n\\end{table}\n\n");
-        }
-        if tables.iter().any(Table::has_marks) {
-            out.push_str(&format!("% Marks: {MARK_LEGEND}.\n"));
-        }
-        out
-    }
-}
-
-pub struct Csv;
-
-impl TableWriter for Csv {
-    fn write(&self, tables: &[Table]) -> String {
-        let mut w = csv::WriterBuilder::new().flexible(true).from_writer(Vec::new());
-        for (i, t) in tables.iter().enumerate() {
-            if i > 0 {
-                w.write_record([""]).expect("in-memory write");
-            }
-            w.write_record([format!("{} — {}", t.title, t.subtitle)]).expect("in-memory write");
-            w.write_record(std::iter::once(&t.corner).chain(&t.columns)).expect("in-memory write");
-            for r in &t.rows {
-                let cells = r.cells.iter().map(|c| match c {
-                    Cell::Num { text, .. } => text.clone(),
-                    Cell::Mark(m) => m.to_string(),
-                    Cell::Text(s) => s.clone(),
-                    Cell::Empty => String::new(),
-                });
-                w.write_record(std::iter::once(r.label.clone()).chain(cells)).expect("in-memory write");
-            }
-        }
-        String::from_utf8(w.into_inner().expect("in-memory write")).expect("csv of UTF-8 strings")
-    }
-}
-
-pub struct Html;
-
-/// Escapes text for HTML element content and attribute values.
-pub fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
-
-impl TableWriter for Html {
-    fn write(&self, tables: &[Table]) -> String {
-        let mut out = String::new();
-        for t in tables {
-            out.push_str(&format!(
-                "<div class=\"tbl\"><h3>{}</h3><p class=\"sub\">{}</p>\n<table>\n<thead><tr><th>{}</th>",
-                html_escape(&t.title),
-                html_escape(&t.subtitle),
-                html_escape(&t.corner)
-            ));
-            for c in &t.columns {
-                out.push_str(&format!("<th>{}</th>", html_escape(c)));
-            }
-            out.push_str("</tr></thead>\n<tbody>\n");
-            for r in &t.rows {
-                out.push_str(&format!("<tr><th>{}</th>", html_escape(&r.label)));
-                for c in &r.cells {
-                    out.push_str(&match c {
-                        Cell::Num { text, best: true } => format!("<td class=\"best\"><strong>{}</strong></td>", html_escape(text)),
-                        Cell::Num { text, best: false } => format!("<td>{}</td>", html_escape(text)),
-                        Cell::Mark(m) => format!("<td class=\"mark\" title=\"{}\">{}</td>", mark_title(m), html_escape(m)),
-                        Cell::Text(s) => format!("<td>{}</td>", html_escape(s)),
-                        Cell::Empty => "<td></td>".to_string(),
-                    });
-                }
-                out.push_str("</tr>\n");
-            }
-            out.push_str("</tbody></table></div>\n");
-        }
-        out
-    }
-}
-
-fn mark_title(m: &str) -> &'static str {
-    match m {
-        "X" => "unsupported",
-        "E" => "out of memory",
-        "W" => "wrong result",
-        "T" => "timeout",
-        "!" => "error",
-        _ => "no value",
     }
 }
 

@@ -7,12 +7,21 @@
 //! - [`Bencher`]: Bencher Metric Format, `{"<case>": {"latency": {"value", "lower_value",
 //!   "upper_value"}, "throughput": {"value"}}}` — latency in nanoseconds (Bencher's built-in
 //!   `latency` measure) with p20/p80 as bounds; `throughput` in TFLOPS (per GPU for CP).
-//! - [`MarkdownSummary`]: the PR-comment summary of [`super::compare::markdown`].
+//! - [`MarkdownSummary`]: the PR-comment summary (counts, regressions, improvements, every case).
+//!
+//! One file per format (`gab.rs`, `bencher.rs`, `markdown.rs`); adding one is a file and a line in
+//! [`ExportType::exporter`].
 
-use serde_json::{json, Map, Value};
+mod bencher;
+mod gab;
+pub mod markdown;
 
-use super::compare::{markdown, Comparison, Verdict};
-use super::data::{fmt_sig, Metric, ReportError};
+pub use bencher::Bencher;
+pub use gab::GithubActionBenchmark;
+pub use markdown::MarkdownSummary;
+
+use super::compare::{CaseComparison, Comparison, Verdict};
+use super::data::ReportError;
 
 pub trait Exporter {
     fn serialize(&self, cmp: &Comparison) -> Result<Vec<u8>, ReportError>;
@@ -45,12 +54,12 @@ impl ExportType {
 }
 
 /// Exported cases: those with a new, `ok` row (`only-in-base` and failures have nothing to track).
-fn tracked(cmp: &Comparison) -> impl Iterator<Item = &super::compare::CaseComparison> {
+pub(crate) fn tracked(cmp: &Comparison) -> impl Iterator<Item = &CaseComparison> {
     cmp.cases.iter().filter(|c| c.verdict != Verdict::OnlyInBase && c.new_status == Some(crate::results::Status::Ok))
 }
 
 /// Benchmark names must be unique; two cases with the same label get their case_id appended.
-fn names(cmp: &Comparison) -> Vec<(String, &super::compare::CaseComparison)> {
+pub(crate) fn names(cmp: &Comparison) -> Vec<(String, &CaseComparison)> {
     let cs: Vec<_> = tracked(cmp).collect();
     cs.iter()
         .map(|c| {
@@ -60,81 +69,6 @@ fn names(cmp: &Comparison) -> Vec<(String, &super::compare::CaseComparison)> {
         .collect()
 }
 
-pub struct GithubActionBenchmark {
-    pub metric: GabMetric,
-}
-
-impl Exporter for GithubActionBenchmark {
-    fn serialize(&self, cmp: &Comparison) -> Result<Vec<u8>, ReportError> {
-        let mut out = Vec::new();
-        for (name, c) in names(cmp) {
-            let r = &c.row;
-            let (unit, value, range) = match self.metric {
-                GabMetric::Ms => {
-                    let Some(v) = Metric::Ms.value(r) else { continue };
-                    let range = match (r.ms_p20, r.ms_p80) {
-                        (Some(a), Some(b)) => Some(format!("± {}", fmt_sig((b - a) / 2.0))),
-                        _ => None,
-                    };
-                    ("ms", v, range)
-                }
-                GabMetric::Tflops => {
-                    let Some(v) = Metric::Tflops.value(r) else { continue };
-                    (if r.world_size > 1 { "TFLOPS/GPU" } else { "TFLOPS" }, v, None)
-                }
-            };
-            let mut extra = format!(
-                "case_id {}; p20 {} ms; p80 {} ms; verdict {}",
-                c.case_id,
-                r.ms_p20.map(fmt_sig).unwrap_or_default(),
-                r.ms_p80.map(fmt_sig).unwrap_or_default(),
-                c.verdict.name()
-            );
-            if let Some(ratio) = c.ratio {
-                extra.push_str(&format!("; new/base time {ratio:.3}"));
-            }
-            let mut e = json!({ "name": name, "unit": unit, "value": value, "extra": extra });
-            if let Some(range) = range {
-                e["range"] = Value::String(range);
-            }
-            out.push(e);
-        }
-        Ok(serde_json::to_vec_pretty(&out)?)
-    }
-}
-
-pub struct Bencher;
-
-impl Exporter for Bencher {
-    fn serialize(&self, cmp: &Comparison) -> Result<Vec<u8>, ReportError> {
-        let mut top = Map::new();
-        for (name, c) in names(cmp) {
-            let r = &c.row;
-            let mut measures = Map::new();
-            if let Some(m) = Metric::Ms.value(r) {
-                let ns = |x: f64| x * 1e6;
-                measures
-                    .insert("latency".into(), json!({ "value": ns(m), "lower_value": ns(r.ms_p20.unwrap_or(m)), "upper_value": ns(r.ms_p80.unwrap_or(m)) }));
-            }
-            if let Some(t) = Metric::Tflops.value(r) {
-                measures.insert("throughput".into(), json!({ "value": t }));
-            }
-            if !measures.is_empty() {
-                top.insert(name, Value::Object(measures));
-            }
-        }
-        Ok(serde_json::to_vec_pretty(&Value::Object(top))?)
-    }
-}
-
-pub struct MarkdownSummary;
-
-impl Exporter for MarkdownSummary {
-    fn serialize(&self, cmp: &Comparison) -> Result<Vec<u8>, ReportError> {
-        Ok(markdown(cmp).into_bytes())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,6 +76,7 @@ mod tests {
     use crate::flops::Pass;
     use crate::report::compare::compare;
     use crate::results::{Row, Status};
+    use serde_json::Value;
 
     #[test]
     fn gab_and_bmf_shapes() {

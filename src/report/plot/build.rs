@@ -1,0 +1,350 @@
+//! Figure builders: result rows → [`Figure`]s (see the module list in `plot/mod.rs`). Only
+//! [`Metric::value`] turns a row into a number, so a row whose status is not `ok` is never drawn as
+//! one; failed cases of a bar chart become their mark (X/E/W/T/!).
+
+use crate::case::CaseKind;
+use crate::report::data::{distinct, fmt_seqlen, group_ordered, mark, pass_rank, slug, CpLen, GroupKey, Metric, Run};
+use crate::results::{Row, Status};
+
+use super::figure::{BarValue, Bars, Colors, Content, Figure, LineStyle, Panel, Scale, Series};
+
+/// Options of the figure builder.
+#[derive(Debug, Clone, Default)]
+pub struct PlotOptions {
+    /// Length for the grouped bars; `None` = the largest length every pattern has.
+    pub at_seqlen: Option<usize>,
+}
+
+/// A row with the label of its run.
+#[derive(Clone, Copy)]
+struct Tagged<'a> {
+    run: &'a str,
+    row: &'a Row,
+}
+
+/// What a kernel figure groups on: the group key without the device, so two GPUs overlay.
+fn plot_key(r: &Row) -> GroupKey {
+    let mut k = GroupKey::of(r);
+    k.device.clear();
+    k
+}
+
+fn devices(rows: &[Tagged]) -> String {
+    distinct(rows.iter().map(|t| t.row.device.clone())).join(" vs ")
+}
+
+fn setup_line(k: &GroupKey, rows: &[Tagged]) -> String {
+    let mut k = k.clone();
+    k.device = devices(rows);
+    k.setup()
+}
+
+/// Series name of a row: backend (kernel) or strategy (CP), with the run label when several runs
+/// are overlaid, "(projected)" for simulated rows.
+fn series_name(t: &Tagged, multi_run: bool, cp: bool) -> (String, String, bool) {
+    let base = if cp { t.row.strategy.clone() } else { t.row.backend.clone() };
+    let colour_key = if multi_run { format!("{} · {}", base, t.run) } else { base };
+    let projected = t.row.kind == CaseKind::Simulated;
+    let label = if projected { format!("{colour_key} (projected)") } else { colour_key.clone() };
+    (label, colour_key, projected)
+}
+
+/// Builds every figure for the given runs.
+pub fn build_figures(runs: &[Run], opts: &PlotOptions, colors: &mut Colors) -> Vec<Figure> {
+    let multi = runs.len() > 1;
+    let tagged: Vec<Tagged> = runs.iter().flat_map(|r| r.rows.iter().map(move |row| Tagged { run: &r.label, row })).collect();
+    let kernel: Vec<Tagged> = tagged.iter().copied().filter(|t| t.row.strategy.is_empty() && t.row.kind != CaseKind::Cp).collect();
+    let cp: Vec<Tagged> = tagged.iter().copied().filter(|t| !(t.row.strategy.is_empty() && t.row.kind != CaseKind::Cp)).collect();
+    let mut figs = Vec::new();
+    // Line figures per pattern: TFLOPS and memory.
+    for (k, rs) in group_ordered(kernel.iter(), |t| plot_key(t.row)) {
+        let rs: Vec<Tagged> = rs.into_iter().copied().collect();
+        figs.push(metric_vs_len(&k, &rs, Metric::Tflops, multi, colors));
+        if rs.iter().any(|t| Metric::Mem.value(t.row).is_some()) {
+            figs.push(metric_vs_len(&k, &rs, Metric::Mem, multi, colors));
+        }
+    }
+    figs.extend(bar_figures(&kernel, opts, multi, colors));
+    let len = CpLen::choose(&cp.iter().map(|t| t.row).collect::<Vec<_>>());
+    for ((k, seqlen, pass), rs) in group_ordered(cp.iter(), |t| (plot_key(t.row), len.key(t.row), t.row.pass.clone())) {
+        let rs: Vec<Tagged> = rs.into_iter().copied().collect();
+        figs.push(cp_figure(&k, len, seqlen, &pass, &rs, multi, colors));
+    }
+    figs
+}
+
+fn lines_by_series(rs: &[Tagged], multi: bool, cp: bool, colors: &mut Colors, x: impl Fn(&Row) -> f64, y: impl Fn(&Row) -> Option<f64>) -> Vec<Series> {
+    let mut out: Vec<Series> = Vec::new();
+    for t in rs {
+        let (label, key, projected) = series_name(t, multi, cp);
+        let color = colors.get(&key);
+        let idx = match out.iter().position(|s| s.label == label) {
+            Some(i) => i,
+            None => {
+                out.push(Series { label, color, style: if projected { LineStyle::Dashed } else { LineStyle::Solid }, points: vec![] });
+                out.len() - 1
+            }
+        };
+        if let Some(v) = y(t.row) {
+            let xv = x(t.row);
+            // A later row for the same x (re-measured case) replaces the earlier one.
+            out[idx].points.retain(|p| p.0 != xv);
+            out[idx].points.push((xv, v));
+        }
+    }
+    for s in &mut out {
+        s.points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    // Start a projected line at the last measured point of the same series, so the eye follows it.
+    for i in 0..out.len() {
+        if out[i].style != LineStyle::Dashed || out[i].points.is_empty() {
+            continue;
+        }
+        let first_x = out[i].points[0].0;
+        let anchor =
+            out.iter().find(|m| m.style == LineStyle::Solid && m.color == out[i].color).and_then(|m| m.points.iter().rev().find(|p| p.0 < first_x).copied());
+        if let Some(a) = anchor {
+            out[i].points.insert(0, a);
+        }
+    }
+    out
+}
+
+fn legend_of(panels: &[Panel]) -> Vec<(String, usize, LineStyle)> {
+    let mut l: Vec<(String, usize, LineStyle)> = Vec::new();
+    for p in panels {
+        match &p.content {
+            Content::Lines(ss) => {
+                for s in ss {
+                    if !l.iter().any(|e| e.0 == s.label) {
+                        l.push((s.label.clone(), s.color, s.style));
+                    }
+                }
+            }
+            Content::Bars(b) => {
+                for (s, c) in &b.series {
+                    if !l.iter().any(|e| e.0 == *s) {
+                        l.push((s.clone(), *c, LineStyle::Solid));
+                    }
+                }
+            }
+        }
+    }
+    l
+}
+
+fn metric_vs_len(k: &GroupKey, rs: &[Tagged], metric: Metric, multi: bool, colors: &mut Colors) -> Figure {
+    let mut passes = distinct(rs.iter().map(|t| t.row.pass.clone()));
+    passes.sort_by_key(|p| pass_rank(p));
+    let panels: Vec<Panel> = passes
+        .iter()
+        .map(|pass| {
+            let sub: Vec<Tagged> = rs.iter().copied().filter(|t| &t.row.pass == pass).collect();
+            let series = lines_by_series(&sub, multi, false, colors, |r| r.seqlen as f64, |r| metric.value(r));
+            let (y_label, y_scale) = match metric {
+                Metric::Mem => ("peak memory (bytes, log₂)".to_string(), Scale::Log2Bytes),
+                _ => (format!("{} ({})", metric.caption(CaseKind::Kernel), if metric == Metric::Ms { "ms" } else { "10¹² FLOP/s" }), Scale::Linear),
+            };
+            Panel {
+                title: pass_title(pass),
+                x_label: "sequence length (tokens, log₂)".into(),
+                y_label,
+                x_scale: Scale::Log2Len,
+                y_scale,
+                y_from_zero: metric != Metric::Mem,
+                content: Content::Lines(series),
+            }
+        })
+        .collect();
+    let what = match metric {
+        Metric::Mem => "peak memory",
+        _ => "attention throughput",
+    };
+    Figure {
+        name: format!("{}-{}", if metric == Metric::Mem { "mem" } else { "tflops" }, k.slug()),
+        title: format!("{}: {what} vs sequence length", k.pattern()),
+        subtitle: setup_line(k, rs),
+        legend: legend_of(&panels),
+        panels,
+    }
+}
+
+pub fn pass_title(pass: &str) -> String {
+    match pass {
+        "fwd" => "forward".into(),
+        "bwd" => "backward".into(),
+        "fwdbwd" => "forward + backward".into(),
+        p => p.into(),
+    }
+}
+
+fn bar_figures(kernel: &[Tagged], opts: &PlotOptions, multi: bool, colors: &mut Colors) -> Vec<Figure> {
+    let mut figs = Vec::new();
+    // Group ignoring the pattern and device: one figure per pass and setup.
+    let mut groups = group_ordered(kernel.iter(), |t| {
+        let mut k = plot_key(t.row);
+        k.mask.clear();
+        k.mask_params.clear();
+        (k, t.row.pass.clone())
+    });
+    groups.sort_by_key(|((_, p), _)| pass_rank(p));
+    for ((k, pass), rs) in groups {
+        let rs: Vec<Tagged> = rs.into_iter().copied().collect();
+        let patterns = distinct(rs.iter().map(|t| plot_key(t.row)));
+        let at = match opts.at_seqlen {
+            Some(s) => s,
+            None => {
+                // Largest length present (with any status) for every pattern.
+                let mut common: Option<Vec<usize>> = None;
+                for p in &patterns {
+                    let lens: Vec<usize> = rs.iter().filter(|t| plot_key(t.row) == *p).map(|t| t.row.seqlen).collect();
+                    common = Some(match common {
+                        None => lens,
+                        Some(c) => c.into_iter().filter(|s| lens.contains(s)).collect(),
+                    });
+                }
+                match common.and_then(|c| c.into_iter().max()) {
+                    Some(s) => s,
+                    None => continue,
+                }
+            }
+        };
+        let at_rows: Vec<Tagged> = rs.iter().copied().filter(|t| t.row.seqlen == at).collect();
+        if at_rows.is_empty() {
+            continue;
+        }
+        let series_keys = distinct(at_rows.iter().map(|t| series_name(t, multi, false)));
+        let series: Vec<(String, usize)> = series_keys.iter().map(|(label, key, _)| (label.clone(), colors.get(key))).collect();
+        let groups: Vec<GroupKey> = distinct(at_rows.iter().map(|t| plot_key(t.row)));
+        let values = groups
+            .iter()
+            .map(|g| {
+                series_keys
+                    .iter()
+                    .map(|(label, _, _)| {
+                        let row = at_rows.iter().rev().find(|t| plot_key(t.row) == *g && series_name(t, multi, false).0 == *label);
+                        match row {
+                            None => BarValue::Missing,
+                            Some(t) => match (Metric::Tflops.value(t.row), mark(t.row.status)) {
+                                (Some(v), _) => BarValue::Value(v),
+                                (None, Some(m)) => BarValue::Mark(m),
+                                (None, None) => BarValue::Missing,
+                            },
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        let bars = Bars { groups: groups.iter().map(|g| g.pattern()).collect(), series, values };
+        let panel = Panel {
+            title: format!("{} at S = {}", pass_title(&pass), fmt_seqlen(at)),
+            x_label: "mask pattern".into(),
+            y_label: "TFLOPS (10¹² FLOP/s)".into(),
+            x_scale: Scale::Linear,
+            y_scale: Scale::Linear,
+            y_from_zero: true,
+            content: Content::Bars(bars),
+        };
+        let panels = vec![panel];
+        figs.push(Figure {
+            name: format!("bars-{}-S{}", slug(&pass), fmt_seqlen(at)),
+            title: format!("Throughput per mask pattern, {} at S = {}", pass_title(&pass), fmt_seqlen(at)),
+            subtitle: format!("{}   —   no bar: X unsupported · E out of memory · W wrong · T timeout · ! error", setup_line(&k, &rs)),
+            legend: legend_of(&panels),
+            panels,
+        });
+    }
+    figs
+}
+
+fn cp_figure(k: &GroupKey, len: CpLen, seqlen: usize, pass: &str, rs: &[Tagged], multi: bool, colors: &mut Colors) -> Figure {
+    let tput = lines_by_series(rs, multi, true, colors, |r| r.world_size as f64, |r| Metric::Tflops.value(r));
+    // Scaling efficiency: the row's own column, else TFLOPS/GPU relative to the series' 1-GPU point.
+    let eff = lines_by_series(
+        rs,
+        multi,
+        true,
+        colors,
+        |r| r.world_size as f64,
+        |r| {
+            if r.status != Status::Ok {
+                return None;
+            }
+            r.scaling_eff.or_else(|| {
+                let one = rs.iter().find(|t| t.row.world_size == 1 && t.row.strategy == r.strategy && t.row.status == Status::Ok)?;
+                Some(Metric::Tflops.value(r)? / Metric::Tflops.value(one.row)?)
+            })
+        },
+    );
+    let panels = vec![
+        Panel {
+            title: "throughput per GPU".into(),
+            x_label: "world size (GPUs, log₂)".into(),
+            y_label: "TFLOPS per GPU (10¹² FLOP/s)".into(),
+            x_scale: Scale::Log2Count,
+            y_scale: Scale::Linear,
+            y_from_zero: true,
+            content: Content::Lines(tput),
+        },
+        Panel {
+            title: "scaling efficiency".into(),
+            x_label: "world size (GPUs, log₂)".into(),
+            y_label: "efficiency (1 = linear scaling)".into(),
+            x_scale: Scale::Log2Count,
+            y_scale: Scale::Linear,
+            y_from_zero: true,
+            content: Content::Lines(eff),
+        },
+    ];
+    let backends = distinct(rs.iter().map(|t| t.row.backend.clone())).join(", ");
+    Figure {
+        name: format!("cp-{}-S{}{}-{}", k.slug(), fmt_seqlen(seqlen), if len == CpLen::PerRank { "-per-gpu" } else { "" }, slug(pass)),
+        title: format!("Context parallel: {}, {}, {} (per-rank kernel {backends})", k.pattern(), len.label(seqlen), pass_title(pass)),
+        subtitle: setup_line(k, rs),
+        legend: legend_of(&panels),
+        panels,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::case::{Case, DType, DeviceKind, HeadLayout};
+    use crate::flops::Pass;
+    use crate::report::plot::render_svg;
+
+    fn row(backend: &str, mask: &str, s: usize, status: Status, tflops: f64) -> Row {
+        let c = Case::kernel(backend, mask, Default::default(), s, HeadLayout { q: 8, kv: 8 }, 64, DType::Bf16, Pass::Fwd, DeviceKind::Cuda);
+        let mut r = Row::for_case("r", &c, "NVIDIA H100");
+        r.status = status;
+        r.tflops = Some(tflops);
+        r.peak_mem_bytes = Some(s as u64 * 1000);
+        r
+    }
+
+    #[test]
+    fn failed_rows_are_marks_not_points() {
+        let rows = vec![
+            row("a", "full", 1024, Status::Ok, 100.0),
+            row("a", "full", 2048, Status::Oom, 99999.0),
+            row("b", "full", 1024, Status::Ok, 120.0),
+            row("b", "full", 2048, Status::Ok, 150.0),
+            row("a", "causal", 2048, Status::Unsupported, 5.0),
+            row("b", "causal", 2048, Status::Ok, 80.0),
+        ];
+        let runs = vec![Run { label: "r".into(), rows }];
+        let figs = build_figures(&runs, &PlotOptions::default(), &mut Colors::default());
+        let t = figs.iter().find(|f| f.name == "tflops-full").unwrap();
+        let Content::Lines(ss) = &t.panels[0].content else { panic!() };
+        assert_eq!(ss[0].points, vec![(1024.0, 100.0)]);
+        assert_eq!(ss[1].points.len(), 2);
+        let bars = figs.iter().find(|f| f.name == "bars-fwd-S2K").unwrap();
+        let Content::Bars(b) = &bars.panels[0].content else { panic!() };
+        assert_eq!(b.groups, vec!["full", "causal"]);
+        assert_eq!(b.values[0], vec![BarValue::Mark("E"), BarValue::Value(150.0)]);
+        assert_eq!(b.values[1], vec![BarValue::Mark("X"), BarValue::Value(80.0)]);
+        let svg = render_svg(t).unwrap();
+        assert!(svg.starts_with("<svg"));
+        assert!(!svg.contains("99999"));
+    }
+}
