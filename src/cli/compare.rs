@@ -13,6 +13,8 @@ use crate::report::{cli_error, load_runs};
 #[command(after_help = "Verdict per case: regression when new/base median time > 1 + PCT/100 AND the p20–p80 intervals \
 of the two runs do not overlap (new p20 > base p80); improvement symmetrically; otherwise unchanged. A missing p20/p80 counts \
 as the median. Cases in one run only are only-in-base / only-in-new; a case not ok in either run is not-ok. \
+A comparison that checks nothing fails closed: a BASE or NEW without rows is exit 2, no case ok in both runs exit 1 \
+(--allow-empty accepts both). \
 Exit status: 1 on any regression (or, with --fail-on-broken, a case ok in BASE and failing in NEW), 0 otherwise, 2 on bad input.")]
 pub struct CompareArgs {
     /// The reference run.
@@ -39,6 +41,10 @@ pub struct CompareArgs {
     /// Also exit 1 when a case that was ok in BASE is not ok in NEW (OOM, wrong, error, …).
     #[arg(long)]
     pub fail_on_broken: bool,
+    /// Accept a comparison that checks nothing (a run without rows, or no case ok in both runs)
+    /// instead of failing: e.g. the first run of a new suite.
+    #[arg(long)]
+    pub allow_empty: bool,
 }
 
 pub fn run(args: CompareArgs) -> anyhow::Result<ExitCode> {
@@ -46,6 +52,15 @@ pub fn run(args: CompareArgs) -> anyhow::Result<ExitCode> {
         return Err(BadInput::new(format!("--threshold {}: expected a non-negative percentage, e.g. 5", args.threshold)).into());
     }
     let runs = load_runs(&[args.base.clone(), args.new.clone()], &[]).map_err(cli_error)?;
+    for (path, run) in [(&args.base, &runs[0]), (&args.new, &runs[1])] {
+        if run.rows.is_empty() && !args.allow_empty {
+            return Err(BadInput::new(format!(
+                "{}: no rows (empty or header only): nothing to compare, so nothing would be checked (--allow-empty to accept)",
+                path.display()
+            ))
+            .into());
+        }
+    }
     let cmp = compare(&runs[0].rows, &runs[1].rows, args.threshold);
     let outputs = [(args.markdown, ExportType::Markdown), (args.json_gab, ExportType::GithubActionBenchmark(args.gab_metric)), (args.bmf, ExportType::Bencher)];
     for (path, kind) in outputs {
@@ -55,6 +70,16 @@ pub fn run(args: CompareArgs) -> anyhow::Result<ExitCode> {
         }
     }
     print!("{}", text_summary(&cmp));
+    if cmp.checked() == 0 && !args.allow_empty {
+        return Err(CheckFailed(format!(
+            "no case is ok in both runs ({} rows in {}, {} in {}): the comparison checked nothing (--allow-empty to accept)",
+            runs[0].rows.len(),
+            args.base.display(),
+            runs[1].rows.len(),
+            args.new.display()
+        ))
+        .into());
+    }
     if cmp.regressions() > 0 {
         return Err(CheckFailed(format!("{} case(s) regressed beyond {} % and noise", cmp.regressions(), args.threshold)).into());
     }

@@ -48,6 +48,9 @@ pub fn run(args: PlotArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let out = args.out.unwrap_or_else(|| PathBuf::from("plots").join(slug(&runs[0].label)));
+    if out.exists() && !out.is_dir() {
+        return Err(BadInput::new(format!("--out {}: is a file; expected a folder for the figures", out.display())).into());
+    }
     let mut colors = Colors::default();
     let mut figs = build_figures(&runs, &PlotOptions { at_seqlen: args.at_seqlen }, &mut colors);
     if args.cab {

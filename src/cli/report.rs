@@ -24,9 +24,12 @@ pub struct ReportArgs {
 }
 
 pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
-    let html = report_dir(&args.dir, &HtmlOptions { cab: args.cab }).map_err(cli_error)?;
+    let report = report_dir(&args.dir, &HtmlOptions { cab: args.cab }).map_err(cli_error)?;
     let out = args.out.unwrap_or_else(|| args.dir.join("report.html"));
-    std::fs::write(&out, html).map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
+    std::fs::write(&out, report.html).map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
+    if report.rows == 0 {
+        eprintln!("note: {}: {}", args.dir.join("results.csv").display(), crate::report::html::EMPTY_RUN);
+    }
     println!("{}", out.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -74,6 +74,11 @@ impl Comparison {
         self.cases.iter().filter(|c| c.verdict == v).count()
     }
 
+    /// Cases ok in both runs, i.e. the ones whose times were actually compared.
+    pub fn checked(&self) -> usize {
+        self.cases.iter().filter(|c| matches!(c.verdict, Verdict::Regression | Verdict::Improvement | Verdict::Unchanged)).count()
+    }
+
     pub fn regressions(&self) -> usize {
         self.count(Verdict::Regression)
     }

@@ -19,8 +19,10 @@ pub enum ReportError {
     /// A flag or input the report cannot use (one line naming it).
     #[error("{0}")]
     Input(String),
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    /// `err` is not a `source`: the message already carries it, and a chained source would print
+    /// the OS error twice on the CLI's one line.
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
     #[error("drawing {what}: {msg}")]
     Draw { what: String, msg: String },
     #[error("{0}")]
@@ -33,7 +35,7 @@ impl ReportError {
     }
 
     pub fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReportError + '_ {
-        move |source| ReportError::Io { path: path.to_path_buf(), source }
+        move |err| ReportError::Io { path: path.to_path_buf(), err }
     }
 }
 
@@ -59,7 +61,7 @@ pub fn load_runs(paths: &[PathBuf], labels: &[String]) -> Result<Vec<Run>, Repor
     }
     let mut runs = Vec::new();
     for (i, p) in paths.iter().enumerate() {
-        let rows = read_rows(p)?;
+        let rows = read_checked(p)?;
         let label = match labels.get(i) {
             Some(l) => l.clone(),
             None => rows
@@ -77,6 +79,46 @@ pub fn load_runs(paths: &[PathBuf], labels: &[String]) -> Result<Vec<Run>, Repor
         }
     }
     Ok(runs)
+}
+
+/// The measured columns that can never be negative or non-finite in a row we wrote: times (ms),
+/// throughputs (TFLOPS), MFU, spread (cv), bandwidth, scaling efficiency. A CSV holding such a value
+/// was edited or corrupted; reports refuse it rather than bolding −5 ms as the best time.
+pub const CHECKED_COLUMNS: [&str; 9] = ["ms_median", "ms_p20", "ms_p80", "cv", "tflops", "tflops_per_gpu", "mfu", "bandwidth_gbps", "scaling_eff"];
+
+fn checked_values(r: &Row) -> [Option<f64>; 9] {
+    [r.ms_median, r.ms_p20, r.ms_p80, r.cv, r.tflops, r.tflops_per_gpu, r.mfu, r.bandwidth_gbps, r.scaling_eff]
+}
+
+/// Reads a results CSV for a report: [`read_rows`], then every value of [`CHECKED_COLUMNS`] must be
+/// finite and ≥ 0 (whatever the row's status). The first offender is an input error naming the file,
+/// the line and the column.
+pub fn read_checked(path: &Path) -> Result<Vec<Row>, ReportError> {
+    let rows = read_rows(path)?;
+    let bad = rows.iter().enumerate().find_map(|(i, r)| {
+        let j = checked_values(r).iter().position(|v| v.is_some_and(|x| !x.is_finite() || x < 0.0))?;
+        Some((i, j, checked_values(r)[j].unwrap_or_default()))
+    });
+    let Some((index, column, value)) = bad else { return Ok(rows) };
+    // Line numbers from the CSV reader itself (a quoted cell may span lines).
+    let line = record_lines(path).ok().and_then(|l| l.get(index).copied()).unwrap_or(index as u64 + 2);
+    Err(ReportError::Input(format!(
+        "{}: line {line}: column {}: {value} is {}; times, throughputs and ratios must be finite and ≥ 0",
+        path.display(),
+        CHECKED_COLUMNS[column],
+        if value.is_finite() { "negative" } else { "not a finite number" }
+    )))
+}
+
+/// The line each data record starts on, in file order.
+fn record_lines(path: &Path) -> Result<Vec<u64>, csv::Error> {
+    let mut rdr = csv::ReaderBuilder::new().has_headers(true).from_path(path)?;
+    let mut out = Vec::new();
+    let mut rec = csv::StringRecord::new();
+    while rdr.read_record(&mut rec)? {
+        out.push(rec.position().map(|p| p.line()).unwrap_or(0));
+    }
+    Ok(out)
 }
 
 /// What a table cell or a plot's y value shows.

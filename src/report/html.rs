@@ -42,6 +42,9 @@ td.err { text-align:left; white-space:normal; color:var(--muted); max-width:700p
 nav a { color:var(--accent); margin-right:14px; text-decoration:none; }
 "#;
 
+/// What the page says about a run without rows (a header-only or empty results.csv).
+pub const EMPTY_RUN: &str = "results.csv has no rows: this run recorded no case, so there is nothing to tabulate, plot or call passed.";
+
 /// Options of the page.
 #[derive(Debug, Clone, Default)]
 pub struct HtmlOptions {
@@ -49,13 +52,20 @@ pub struct HtmlOptions {
     pub cab: bool,
 }
 
+/// A rendered page and what it was made from.
+pub struct Report {
+    pub html: String,
+    /// Rows of results.csv (0: the page says the run is empty).
+    pub rows: usize,
+}
+
 /// Reads `dir/results.csv` and (if present) `dir/meta.json` and returns the page.
-pub fn report_dir(dir: &Path, opts: &HtmlOptions) -> Result<String, ReportError> {
+pub fn report_dir(dir: &Path, opts: &HtmlOptions) -> Result<Report, ReportError> {
     let csv = dir.join("results.csv");
     if !csv.is_file() {
         return Err(ReportError::Input(format!("{}: no results.csv in this run directory", dir.display())));
     }
-    let rows = crate::results::read_rows(&csv)?;
+    let rows = super::data::read_checked(&csv)?;
     let meta_path = dir.join("meta.json");
     let meta: Option<RunMeta> = if meta_path.is_file() {
         let text = std::fs::read_to_string(&meta_path).map_err(ReportError::io(&meta_path))?;
@@ -63,7 +73,7 @@ pub fn report_dir(dir: &Path, opts: &HtmlOptions) -> Result<String, ReportError>
     } else {
         None
     };
-    page(&rows, meta.as_ref(), opts)
+    Ok(Report { html: page(&rows, meta.as_ref(), opts)?, rows: rows.len() })
 }
 
 /// The HTML page for `rows` and their metadata.
@@ -91,6 +101,9 @@ pub fn page(rows: &[Row], meta: Option<&RunMeta>, opts: &HtmlOptions) -> Result<
 
     // Summary: counts per status.
     h.push_str("<section id=\"summary\"><h2>Summary</h2><p>");
+    if rows.is_empty() {
+        h.push_str(&format!("<span class=\"pill bad\">0 rows</span> {}", html_escape(EMPTY_RUN)));
+    }
     for s in [Status::Ok, Status::Unsupported, Status::Oom, Status::Wrong, Status::Timeout, Status::Error] {
         let n = rows.iter().filter(|r| r.status == s).count();
         if n > 0 {
@@ -138,7 +151,9 @@ pub fn page(rows: &[Row], meta: Option<&RunMeta>, opts: &HtmlOptions) -> Result<
     // Failures.
     let failed: Vec<&Row> = rows.iter().filter(|r| r.status != Status::Ok).collect();
     h.push_str("<section id=\"failures\"><h2>Cases without a number</h2>\n");
-    if failed.is_empty() {
+    if rows.is_empty() {
+        h.push_str(&format!("<p>{}</p>", html_escape(EMPTY_RUN)));
+    } else if failed.is_empty() {
         h.push_str("<p>None: every case ran and passed its check.</p>");
     } else {
         h.push_str("<table><thead><tr><th>case</th><th>status</th><th>message</th></tr></thead><tbody>\n");
