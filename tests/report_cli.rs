@@ -133,8 +133,12 @@ fn table_matches_expected_files() {
     let csv = run_ok(bin().args(["table", "--format", "csv", "--metric", "mem"]).arg(fixture("h100_run/results.csv")));
     assert!(csv.contains("naive,384 MiB,1.50 GiB,6.00 GiB,24.0 GiB,E,E"), "{csv}");
     let cab = run_ok(bin().args(["table", "--cab"]).arg(fixture("h100_run/results.csv")));
-    assert!(cab.contains("| naive | 1.770e-6 ms | 1.83 | 0.999 | 3.840e2 B | 2.00 | 1.000 | (baseline) | (baseline) |"), "{cab}");
+    // The scaling exponents, under their own title; CAB's efficiency lengths in their own table.
+    assert!(cab.contains("scaling exponents (power-law fits, not CAB's efficiency length)"), "{cab}");
+    assert!(cab.contains("| naive | 1.770e-6 ms | 1.83 | 0.999 | 3.840e2 B | 2.00 | 1.000 |\n"), "{cab}");
     assert!(cab.contains("| sdpa-flash | 2.838e-7 ms | 1.87 | 0.999 |"), "{cab}");
+    assert!(cab.contains("### full · fwd · CAB efficiency length vs `naive`"), "{cab}");
+    assert!(cab.contains("| naive | (baseline) | quadratic fit, R² "), "{cab}");
 }
 
 fn write_run(path: &Path, cases: &[(usize, f64, f64, Status)]) {

@@ -13,7 +13,7 @@ use crate::report::{cli_error, load_runs};
 #[command(after_help = "Figures: tflops-<pattern> (TFLOPS vs length, one panel per pass), mem-<pattern> (peak memory), \
 bars-<pass>-S<len> (grouped bars per pattern; X unsupported, E out of memory, W wrong, T timeout, ! error), \
 cp-<pattern>-S<len>-<pass> (TFLOPS/GPU and scaling efficiency vs world size); with --cab also cab-<pattern>-<pass> \
-(time and memory vs length with fitted power laws), mask-<pattern> (a picture of each mask of the CSVs at its smallest \
+(time and memory vs length with CAB's fits: the baseline's quadratic, each backend's line), mask-<pattern> (a picture of each mask of the CSVs at its smallest \
 length, PNG; --no-masks to skip). Each figure as .svg and .png, plus plots.json with the data drawn. \
 Rows of kind `simulated` are dashed and labelled \"projected\"; rows whose status is not ok are never drawn as numbers.")]
 pub struct PlotArgs {
@@ -29,9 +29,12 @@ pub struct PlotArgs {
     /// Sequence length of the grouped bar charts [default: the largest length every pattern has].
     #[arg(long, value_name = "TOKENS")]
     pub at_seqlen: Option<usize>,
-    /// Also draw the CAB-style efficiency figures (power-law fits of time and memory vs length).
+    /// Also draw CAB's efficiency figures (time and memory vs length with CAB's fits).
     #[arg(long)]
     pub cab: bool,
+    /// The backend CAB's efficiency length is measured against (CAB's "vanilla").
+    #[arg(long, default_value = crate::report::cab::DEFAULT_BASELINE, value_name = "BACKEND")]
+    pub baseline: String,
     /// Skip the mask pictures (mask-<pattern>.png).
     #[arg(long)]
     pub no_masks: bool,
@@ -55,7 +58,7 @@ pub fn run(args: PlotArgs) -> anyhow::Result<ExitCode> {
     let mut figs = build_figures(&runs, &PlotOptions { at_seqlen: args.at_seqlen }, &mut colors);
     if args.cab {
         let rows: Vec<_> = runs.iter().flat_map(|r| r.rows.iter().cloned()).collect();
-        figs.extend(crate::report::cab::figures(&crate::report::cab::analyse(&rows), &mut colors));
+        figs.extend(crate::report::cab::figures(&crate::report::cab::analyse(&rows, &args.baseline).map_err(cli_error)?, &mut colors));
     }
     if figs.is_empty() {
         return Err(BadInput::new("no rows to plot in the given CSVs").into());

@@ -8,9 +8,9 @@ use crate::report::html::{report_dir, HtmlOptions};
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "RUN_DIR holds results.csv and meta.json (as written by `attnbench run`). The page has no scripts \
-and no external files; it opens from disk in any browser. --cab adds the CAB-style efficiency analysis: per backend a \
-least-squares power law t = a·S^b (log-log) for time and memory, with R², and the length from which each backend beats \
-`naive` (from the fits and the first measured length).")]
+and no external files; it opens from disk in any browser. --cab adds CAB's efficiency analysis: per backend the efficiency \
+length for time and memory as CAB defines it (baseline quadratic fit against the backend's linear fit, larger crossing), \
+and the scaling exponents of power-law fits under their own title.")]
 pub struct ReportArgs {
     /// Run directory (results.csv + meta.json).
     #[arg(value_name = "RUN_DIR")]
@@ -18,13 +18,16 @@ pub struct ReportArgs {
     /// Output file [default: RUN_DIR/report.html].
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
-    /// Include the CAB-style efficiency analysis.
+    /// Include CAB's efficiency analysis.
     #[arg(long)]
     pub cab: bool,
+    /// The backend CAB's efficiency length is measured against (CAB's "vanilla").
+    #[arg(long, default_value = crate::report::cab::DEFAULT_BASELINE, value_name = "BACKEND")]
+    pub baseline: String,
 }
 
 pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
-    let report = report_dir(&args.dir, &HtmlOptions { cab: args.cab }).map_err(cli_error)?;
+    let report = report_dir(&args.dir, &HtmlOptions { cab: args.cab, baseline: args.baseline.clone() }).map_err(cli_error)?;
     let out = args.out.unwrap_or_else(|| args.dir.join("report.html"));
     std::fs::write(&out, report.html).map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
     if report.rows == 0 {

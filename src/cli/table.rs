@@ -11,10 +11,11 @@ use crate::report::{cab, cli_error, load_runs};
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Marks: X unsupported, E out of memory, W wrong result, T timeout, ! error; best value per column in bold \
 (highest TFLOPS/MFU, lowest ms/memory). \
---cab: for each (pattern, pass, setup), fit median time and peak memory vs sequence length per backend with a least-squares \
-power law y = a·S^b on log-log axes (a, b, R²), and give the efficiency length: the length from which each backend beats \
-`naive`, from the fits (S* = (a_e/a_n)^(1/(b_n−b_e))) and the first measured length where it is faster. `attnbench plot --cab` \
-draws the same fits.")]
+--cab: CAB's efficiency length per backend, for time and for memory, as CAB defines it: the baseline (--baseline, default \
+naive: CAB's vanilla attention) fitted with a quadratic in S over all its lengths, every other backend with a line (time: \
+without its shortest length); the efficiency length is the larger crossing of the two fits, in tokens, or always/never with \
+the reason. Then, under their own title, the scaling exponents: a least-squares power law y = a·S^b on log-log axes. \
+`attnbench plot --cab` draws the same fits.")]
 pub struct TableArgs {
     /// Result CSV(s); rows of several files are pooled (a later row for the same cell wins).
     #[arg(required = true, value_name = "RESULTS.csv")]
@@ -23,9 +24,12 @@ pub struct TableArgs {
     pub format: TableFormat,
     #[arg(long, value_enum, default_value = "tflops")]
     pub metric: Metric,
-    /// Print the CAB-style efficiency analysis (power-law fits and efficiency lengths) instead.
+    /// Print CAB's efficiency analysis (efficiency lengths, scaling exponents) instead.
     #[arg(long)]
     pub cab: bool,
+    /// The backend CAB's efficiency length is measured against (CAB's "vanilla").
+    #[arg(long, default_value = crate::report::cab::DEFAULT_BASELINE, value_name = "BACKEND")]
+    pub baseline: String,
     /// Write to FILE instead of standard output.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
@@ -34,7 +38,7 @@ pub struct TableArgs {
 pub fn run(args: TableArgs) -> anyhow::Result<ExitCode> {
     let runs = load_runs(&args.csv, &[]).map_err(cli_error)?;
     let rows: Vec<_> = runs.into_iter().flat_map(|r| r.rows).collect();
-    let tables = if args.cab { cab::tables(&cab::analyse(&rows)) } else { pivot(&rows, args.metric) };
+    let tables = if args.cab { cab::tables(&cab::analyse(&rows, &args.baseline).map_err(cli_error)?) } else { pivot(&rows, args.metric) };
     let text = args.format.writer().write(&tables);
     match args.out {
         Some(p) => std::fs::write(&p, text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,

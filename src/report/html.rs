@@ -46,10 +46,12 @@ nav a { color:var(--accent); margin-right:14px; text-decoration:none; }
 pub const EMPTY_RUN: &str = "results.csv has no rows: this run recorded no case, so there is nothing to tabulate, plot or call passed.";
 
 /// Options of the page.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct HtmlOptions {
     /// Include the CAB efficiency analysis (fits, efficiency lengths, figures).
     pub cab: bool,
+    /// CAB's baseline backend (its "vanilla"), `naive` by default.
+    pub baseline: String,
 }
 
 /// A rendered page and what it was made from.
@@ -57,6 +59,12 @@ pub struct Report {
     pub html: String,
     /// Rows of results.csv (0: the page says the run is empty).
     pub rows: usize,
+}
+
+impl Default for HtmlOptions {
+    fn default() -> Self {
+        HtmlOptions { cab: false, baseline: cab::DEFAULT_BASELINE.into() }
+    }
 }
 
 /// Reads `dir/results.csv` and (if present) `dir/meta.json` and returns the page.
@@ -139,8 +147,11 @@ pub fn page(rows: &[Row], meta: Option<&RunMeta>, opts: &HtmlOptions) -> Result<
     h.push_str("</section>\n");
 
     if opts.cab {
-        let groups = cab::analyse(rows);
-        h.push_str("<section id=\"cab\"><h2>Efficiency (CAB)</h2><p class=\"sub\">Least-squares power law y = a·S^b on log-log axes per backend; efficiency length = where a backend beats <code>naive</code> (from the fits, and the first measured length).</p>\n");
+        let groups = cab::analyse(rows, &opts.baseline)?;
+        h.push_str(&format!(
+            "<section id=\"cab\"><h2>Efficiency (CAB)</h2><p class=\"sub\">CAB's efficiency length, for time and memory: <code>{}</code> fitted with a quadratic in S, each backend with a line (time: without its shortest length); the length beyond which the backend stays cheaper is the larger crossing. Scaling exponents (power-law fits) follow under their own title.</p>\n",
+            html_escape(&opts.baseline)
+        ));
         h.push_str(&html.write(&cab::tables(&groups)));
         for f in cab::figures(&groups, &mut colors) {
             h.push_str(&format!("<div class=\"fig\">{}</div>\n", strip_xml_decl(&render_svg(&f)?)));

@@ -42,7 +42,7 @@ pub struct TableRow {
 }
 
 /// A titled grid. `corner` names the row axis (`backend`, `strategy`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Table {
     pub title: String,
     pub subtitle: String,
