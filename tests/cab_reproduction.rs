@@ -38,10 +38,10 @@ fn cab_published_efficiency_lengths_for_abc() {
     let col = |name: &str| header.iter().position(|h| h == name).unwrap_or_else(|| panic!("{name} in {header:?}"));
     let abc = rows.iter().find(|r| r[0] == "abc").unwrap();
     // Numbers, as CAB prints them (rounded to the token).
-    assert_eq!(abc[col("time efficiency length")].parse::<u64>().unwrap(), 1877, "{text}");
-    assert_eq!(abc[col("memory efficiency length")].parse::<u64>().unwrap(), 70, "{text}");
+    assert_eq!(abc[col("time efficiency length (tokens)")].parse::<u64>().unwrap(), 1877, "{text}");
+    assert_eq!(abc[col("memory efficiency length (tokens)")].parse::<u64>().unwrap(), 70, "{text}");
     let vanilla = rows.iter().find(|r| r[0] == "vanilla").unwrap();
-    assert_eq!(vanilla[col("time efficiency length")], "(baseline)");
+    assert_eq!(vanilla[col("time efficiency length (tokens)")], "(baseline)");
     // The power-law exponents are a separate, separately named table, not the efficiency length.
     let (_, exp_header, exp_rows) = blocks.iter().find(|b| b.0.contains("scaling exponents")).expect("an exponents block");
     assert_eq!((exp_header[2].as_str(), exp_header[5].as_str()), ("time b", "mem b"));
@@ -62,7 +62,8 @@ fn the_baseline_must_be_a_backend_of_the_rows() {
 #[test]
 fn plot_cab_names_the_efficiency_length() {
     let dir = tempfile::tempdir().unwrap();
-    let out = bin().args(["plot", "--cab", "--no-masks", "--baseline", "vanilla"]).arg(fixture("cab_abc/results.csv")).arg("--out").arg(dir.path()).output().unwrap();
+    let out =
+        bin().args(["plot", "--cab", "--no-masks", "--baseline", "vanilla"]).arg(fixture("cab_abc/results.csv")).arg("--out").arg(dir.path()).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("plots.json")).unwrap()).unwrap();
     let fig = json.as_array().unwrap().iter().find(|f| f["name"] == "cab-full-fwd").unwrap();

@@ -4,8 +4,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::error::BadInput;
 use crate::report::data::Metric;
-use crate::report::table::{pivot, TableFormat};
+use crate::report::table::{pivot, Latex, TableFormat, TableWriter};
 use crate::report::{cab, cli_error, load_runs};
 
 #[derive(clap::Args, Debug)]
@@ -30,6 +31,10 @@ pub struct TableArgs {
     /// The backend CAB's efficiency length is measured against (CAB's "vanilla").
     #[arg(long, default_value = crate::report::cab::DEFAULT_BASELINE, value_name = "BACKEND")]
     pub baseline: String,
+    /// With --format latex: a complete document (documentclass, packages, the tables) that compiles
+    /// with pdflatex as it is, instead of table floats to include.
+    #[arg(long)]
+    pub standalone: bool,
     /// Write to FILE instead of standard output.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
@@ -39,7 +44,11 @@ pub fn run(args: TableArgs) -> anyhow::Result<ExitCode> {
     let runs = load_runs(&args.csv, &[]).map_err(cli_error)?;
     let rows: Vec<_> = runs.into_iter().flat_map(|r| r.rows).collect();
     let tables = if args.cab { cab::tables(&cab::analyse(&rows, &args.baseline).map_err(cli_error)?) } else { pivot(&rows, args.metric) };
-    let text = args.format.writer().write(&tables);
+    let text = match (args.format, args.standalone) {
+        (TableFormat::Latex, standalone) => Latex { standalone }.write(&tables),
+        (_, true) => return Err(BadInput::new("--standalone: only with --format latex (a complete LaTeX document)").into()),
+        (format, false) => format.writer().write(&tables),
+    };
     match args.out {
         Some(p) => std::fs::write(&p, text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
         None => print!("{text}"),

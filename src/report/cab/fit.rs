@@ -189,7 +189,8 @@ mod tests {
         // The same numbers in other units (s instead of ms, bytes instead of MiB): a crossing
         // does not depend on the unit.
         let scaled = |y: &[f64], f: f64| pts(&y.iter().map(|v| v * f).collect::<Vec<_>>());
-        let EffLen::Tokens(m2) = efficiency_length(&fit_poly(&scaled(&VANILLA_MIB, 1048576.0), 2).unwrap(), &fit_poly(&scaled(&ABC_MIB, 1048576.0), 1).unwrap())
+        let EffLen::Tokens(m2) =
+            efficiency_length(&fit_poly(&scaled(&VANILLA_MIB, 1048576.0), 2).unwrap(), &fit_poly(&scaled(&ABC_MIB, 1048576.0), 1).unwrap())
         else {
             panic!()
         };

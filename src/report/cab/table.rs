@@ -75,10 +75,17 @@ pub fn tables(groups: &[CabGroup]) -> Vec<Table> {
                 g.mem_source
             ),
             corner: "backend".into(),
-            columns: ["time efficiency length", "time note", "memory efficiency length", "memory note", "first faster (measured)", "first smaller (measured)"]
-                .into_iter()
-                .map(String::from)
-                .collect(),
+            columns: [
+                "time efficiency length (tokens)",
+                "time note",
+                "memory efficiency length (tokens)",
+                "memory note",
+                "first faster (measured, tokens)",
+                "first smaller (measured, tokens)",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
             rows,
             ..Table::default()
         });

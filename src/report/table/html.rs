@@ -28,8 +28,8 @@ impl TableWriter for Html {
                 out.push_str(&format!("<tr><th>{}</th>", html_escape(&r.label)));
                 for c in &r.cells {
                     out.push_str(&match c {
-                        Cell::Num { text, best: true } => format!("<td class=\"best\"><strong>{}</strong></td>", html_escape(text)),
-                        Cell::Num { text, best: false } => format!("<td>{}</td>", html_escape(text)),
+                        Cell::Num { text, best: true, .. } => format!("<td class=\"best\"><strong>{}</strong></td>", html_escape(text)),
+                        Cell::Num { text, best: false, .. } => format!("<td>{}</td>", html_escape(text)),
                         Cell::Mark(m) => format!("<td class=\"mark\" title=\"{}\">{}</td>", mark_title(m), html_escape(m)),
                         Cell::Text(s) => format!("<td>{}</td>", html_escape(s)),
                         Cell::Empty => "<td></td>".to_string(),

@@ -22,8 +22,8 @@ impl TableWriter for Markdown {
                 out.push_str(&format!("| {} |", md_escape(&r.label)));
                 for c in &r.cells {
                     let s = match c {
-                        Cell::Num { text, best: true } => format!("**{text}**"),
-                        Cell::Num { text, best: false } => text.clone(),
+                        Cell::Num { text, best: true, .. } => format!("**{text}**"),
+                        Cell::Num { text, best: false, .. } => text.clone(),
                         Cell::Mark(m) => m.to_string(),
                         Cell::Text(s) => md_escape(s),
                         Cell::Empty => String::new(),

@@ -25,8 +25,10 @@ use super::data::{distinct, fmt_seqlen, group_ordered, mark, pass_rank, GroupKey
 /// One cell of a table.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cell {
-    /// A measured number, already formatted; `best` = best in its column (bold).
-    Num { text: String, best: bool },
+    /// A measured number: `value` in the metric's own unit (ms, TFLOPS, bytes, MFU fraction), `text`
+    /// formatted for Markdown/CSV/HTML; `best` = best in its column (bold). The LaTeX writer formats
+    /// `value` again with digits chosen per column.
+    Num { value: f64, text: String, best: bool },
     /// A case that ran but has no number: X, E, W, T or !.
     Mark(&'static str),
     /// Free text (fit tables).
@@ -49,6 +51,13 @@ pub struct Table {
     pub corner: String,
     pub columns: Vec<String>,
     pub rows: Vec<TableRow>,
+    /// What the numbers of a pivot table are (units, direction); `None` for text tables (CAB).
+    pub metric: Option<Metric>,
+    /// What the columns are, with the unit where they have one (`sequence length S`, `world size`).
+    pub column_axis: String,
+    /// A sentence naming the setup for a publication caption: device, dtype, heads, D, batch and how
+    /// the times were taken (the rows' `timing_mode`).
+    pub caption: String,
 }
 
 impl Table {
@@ -76,6 +85,9 @@ pub fn pivot(rows: &[Row], metric: Metric) -> Vec<Table> {
             corner: "backend".into(),
             columns: lens.iter().map(|&s| fmt_seqlen(s)).collect(),
             rows: grid,
+            metric: Some(metric),
+            column_axis: "sequence length S".into(),
+            caption: caption(&g, &rs),
         });
     }
     let cp: Vec<&Row> = rows.iter().filter(|r| r.kind != CaseKind::Kernel).collect();
@@ -94,9 +106,20 @@ pub fn pivot(rows: &[Row], metric: Metric) -> Vec<Table> {
             corner: "strategy".into(),
             columns: ws.iter().map(|w| format!("{w} GPU{}", if *w == 1 { "" } else { "s" })).collect(),
             rows: grid,
+            metric: Some(metric),
+            column_axis: "world size (GPUs)".into(),
+            caption: caption(&g, &rs),
         });
     }
     tables
+}
+
+/// `NVIDIA H100 80GB HBM3, bf16, 64 query / 8 key-value heads, D = 128; timing: cuda-event-l2flush.`
+fn caption(g: &GroupKey, rows: &[&Row]) -> String {
+    let batch = if g.batch == 1 { String::new() } else { format!(", batch {}", g.batch) };
+    let timing = distinct(rows.iter().map(|r| r.timing_mode.clone()).filter(|t| !t.is_empty()));
+    let timing = if timing.is_empty() { "not recorded".to_string() } else { timing.join(", ") };
+    format!("{}, {}, {} query / {} key-value heads, D = {}{batch}; timing: {timing}.", g.device, g.dtype, g.heads_q, g.heads_kv, g.head_dim)
 }
 
 /// Keeps groups in order of first appearance of their pattern, passes fwd, bwd, fwdbwd within it.
@@ -144,7 +167,7 @@ fn build_grid(
                 .into_iter()
                 .enumerate()
                 .map(|(j, c)| match c {
-                    Some(Ok(v)) => Cell::Num { text: metric.format(v), best: best[j] == Some(v) },
+                    Some(Ok(v)) => Cell::Num { value: v, text: metric.format(v), best: best[j] == Some(v) },
                     Some(Err(m)) => Cell::Mark(m),
                     None => Cell::Empty,
                 })
@@ -175,7 +198,7 @@ impl TableFormat {
     pub fn writer(self) -> Box<dyn TableWriter> {
         match self {
             TableFormat::Md => Box::new(Markdown),
-            TableFormat::Latex => Box::new(Latex),
+            TableFormat::Latex => Box::new(Latex::default()),
             TableFormat::Csv => Box::new(Csv),
             TableFormat::Html => Box::new(Html),
         }
@@ -204,12 +227,15 @@ mod tests {
         let t = pivot(&rows, Metric::Tflops);
         assert_eq!(t.len(), 1);
         assert_eq!(t[0].columns, vec!["1K", "2K"]);
-        assert_eq!(t[0].rows[0].cells, vec![Cell::Num { text: "50.0".into(), best: false }, Cell::Num { text: "100".into(), best: false }]);
-        assert_eq!(t[0].rows[1].cells, vec![Cell::Num { text: "60.0".into(), best: true }, Cell::Mark("E")]);
+        assert_eq!(
+            t[0].rows[0].cells,
+            vec![Cell::Num { value: 50.0, text: "50.0".into(), best: false }, Cell::Num { value: 100.0, text: "100".into(), best: false }]
+        );
+        assert_eq!(t[0].rows[1].cells, vec![Cell::Num { value: 60.0, text: "60.0".into(), best: true }, Cell::Mark("E")]);
         let md = Markdown.write(&t);
         assert!(md.contains("| b | **60.0** | E |"), "{md}");
         assert!(!md.contains("9999"));
-        let tex = Latex.write(&t);
+        let tex = Latex::default().write(&t);
         assert!(tex.contains("\\textbf{60.0} & E"), "{tex}");
     }
 }
