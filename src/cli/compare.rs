@@ -12,7 +12,9 @@ use crate::report::{cli_error, load_runs};
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Verdict per case: regression when new/base median time > 1 + PCT/100 AND the p20–p80 intervals \
 of the two runs do not overlap (new p20 > base p80); improvement symmetrically; otherwise unchanged. A missing p20/p80 counts \
-as the median. Cases in one run only are only-in-base / only-in-new; a case not ok in either run is not-ok. \
+as the median. A case not ok in either run is not-ok. Cases not matched by case_id are explained: id-changed (same columns, \
+another case_id: the case identity changed, refresh the baseline), renamed (one of backend, strategy, mask, parameters \
+differs), removed (base only), new (new only); their times are shown, never judged. \
 A comparison that checks nothing fails closed: a BASE or NEW without rows is exit 2, no case ok in both runs exit 1 \
 (--allow-empty accepts both). \
 Exit status: 1 on any regression (or, with --fail-on-broken, a case ok in BASE and failing in NEW), 0 otherwise, 2 on bad input.")]
@@ -72,11 +74,12 @@ pub fn run(args: CompareArgs) -> anyhow::Result<ExitCode> {
     print!("{}", text_summary(&cmp));
     if cmp.checked() == 0 && !args.allow_empty {
         return Err(CheckFailed(format!(
-            "no case is ok in both runs ({} rows in {}, {} in {}): the comparison checked nothing (--allow-empty to accept)",
+            "no case is ok in both runs ({} rows in {}, {} in {}): the comparison checked nothing{} (--allow-empty to accept)",
             runs[0].rows.len(),
             args.base.display(),
             runs[1].rows.len(),
-            args.new.display()
+            args.new.display(),
+            if cmp.count(crate::report::compare::Verdict::IdChanged) > 0 { "; the case ids changed, so refresh the baseline" } else { "" }
         ))
         .into());
     }

@@ -6,8 +6,17 @@
 //! base.p20`; otherwise **unchanged**. The noise interval of a run is its [p20, p80] of the repeat
 //! times (a missing p20/p80 counts as the median, a zero-width interval). So a 10 % slowdown with
 //! ±1 % spread is a regression, the same slowdown with ±10 % spread is not. Cases in one run only
-//! are `only-in-base` / `only-in-new`; a case not `ok` in either run is `not-ok` (reported, not a
+//! are `removed` / `new`; a case not `ok` in either run is `not-ok` (reported, not a
 //! regression unless the caller asks for that).
+//!
+//! Cases in one run only are explained rather than just counted. A base-only and a new-only case
+//! whose columns (kind, backend, strategy, mask, parameters, length, batch, heads, D, dtype, pass,
+//! device, world size) are all equal are one case whose `case_id` changed: **id-changed** (the case
+//! identity covers something outside the CSV columns, e.g. the measure settings or attnbench's
+//! definition of the id). Two that differ in exactly one name (backend, strategy, mask or mask
+//! parameters) and pair up one to one are **renamed**. The rest are **removed** (base only) and
+//! **new** (new only). Renamed and id-changed pairs show their time ratio but are never judged: a
+//! baseline whose ids no longer match is refreshed, not trusted.
 
 use std::collections::HashMap;
 
@@ -24,12 +33,32 @@ pub enum Verdict {
     Improvement,
     Unchanged,
     NotOk,
+    /// In the base run only: removed from the suite, or not run this time.
     OnlyInBase,
+    /// In the new run only: added to the suite.
     OnlyInNew,
+    /// One case under another name in the new run (one of backend, strategy, mask, parameters).
+    Renamed,
+    /// The same columns in both runs under a different `case_id`: the case identity changed.
+    IdChanged,
 }
 
 impl Verdict {
-    pub const ALL: [Verdict; 6] = [Verdict::Regression, Verdict::Improvement, Verdict::Unchanged, Verdict::NotOk, Verdict::OnlyInBase, Verdict::OnlyInNew];
+    pub const ALL: [Verdict; 8] = [
+        Verdict::Regression,
+        Verdict::Improvement,
+        Verdict::Unchanged,
+        Verdict::NotOk,
+        Verdict::OnlyInBase,
+        Verdict::OnlyInNew,
+        Verdict::Renamed,
+        Verdict::IdChanged,
+    ];
+
+    /// The verdicts every summary lists, even at zero.
+    pub fn is_core(self) -> bool {
+        !matches!(self, Verdict::Renamed | Verdict::IdChanged)
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -37,8 +66,10 @@ impl Verdict {
             Verdict::Improvement => "improvement",
             Verdict::Unchanged => "unchanged",
             Verdict::NotOk => "not-ok",
-            Verdict::OnlyInBase => "only-in-base",
-            Verdict::OnlyInNew => "only-in-new",
+            Verdict::OnlyInBase => "removed",
+            Verdict::OnlyInNew => "new",
+            Verdict::Renamed => "renamed",
+            Verdict::IdChanged => "id-changed",
         }
     }
 }
@@ -57,6 +88,8 @@ pub struct CaseComparison {
     pub new_ms: Option<f64>,
     pub base_status: Option<Status>,
     pub new_status: Option<Status>,
+    /// What a renamed or id-changed pair is (`backend flash → sdpa-flash`, `case_id a → b`).
+    pub note: String,
     /// The new row (or the base row for `only-in-base`), for exports.
     #[serde(skip)]
     pub row: Row,
@@ -86,6 +119,73 @@ impl Comparison {
     /// Cases that were ok in base and are not ok in new (a kernel that broke).
     pub fn newly_broken(&self) -> usize {
         self.cases.iter().filter(|c| c.base_status == Some(Status::Ok) && matches!(c.new_status, Some(s) if s != Status::Ok)).count()
+    }
+}
+
+/// Everything that identifies a case in the CSV's columns, with one name column blanked (`skip`).
+fn identity(r: &Row, skip: Option<usize>) -> Vec<String> {
+    let names = [&r.backend, &r.strategy, &r.mask, &r.mask_params];
+    let mut k: Vec<String> = names.iter().enumerate().map(|(i, n)| if Some(i) == skip { String::new() } else { n.to_string() }).collect();
+    k.extend([
+        format!("{:?}", r.kind),
+        r.seqlen.to_string(),
+        r.batch.to_string(),
+        r.heads_q.to_string(),
+        r.heads_kv.to_string(),
+        r.head_dim.to_string(),
+        r.dtype.clone(),
+        r.pass.clone(),
+        r.device.clone(),
+        r.world_size.to_string(),
+    ]);
+    k
+}
+
+const NAME_COLUMNS: [&str; 4] = ["backend", "strategy", "mask", "mask_params"];
+
+/// Pairs removed and new cases that are one case: equal columns under another `case_id`
+/// (id-changed), then equal but for one name (renamed), each pair made one entry.
+fn pair_one_run_cases(cases: &mut Vec<CaseComparison>, base: &HashMap<String, Row>) {
+    for skip in [None, Some(0), Some(1), Some(2), Some(3)] {
+        let removed: Vec<usize> = (0..cases.len()).filter(|&i| cases[i].verdict == Verdict::OnlyInBase).collect();
+        let added: Vec<usize> = (0..cases.len()).filter(|&i| cases[i].verdict == Verdict::OnlyInNew).collect();
+        let key = |i: usize| identity(&cases[i].row, skip);
+        let mut merged: Vec<(usize, usize)> = Vec::new();
+        for &r in &removed {
+            let kr = key(r);
+            let same_base: Vec<usize> = removed.iter().copied().filter(|&x| key(x) == kr).collect();
+            let same_new: Vec<usize> = added.iter().copied().filter(|&x| key(x) == kr).collect();
+            // One to one only: with two candidates either way, which is which would be a guess.
+            if same_base.len() == 1 && same_new.len() == 1 {
+                merged.push((r, same_new[0]));
+            }
+        }
+        let mut drop = Vec::new();
+        for (r, n) in merged {
+            let base_row = &base[&cases[r].case_id];
+            let new_row = cases[n].row.clone();
+            let c = &mut cases[r];
+            c.verdict = if skip.is_none() { Verdict::IdChanged } else { Verdict::Renamed };
+            c.note = match skip {
+                None => format!("case_id {} → {}", c.case_id, new_row.case_id),
+                Some(f) => {
+                    let name = |row: &Row| [&row.backend, &row.strategy, &row.mask, &row.mask_params][f].to_string();
+                    format!("{} `{}` → `{}`", NAME_COLUMNS[f], name(base_row), name(&new_row))
+                }
+            };
+            c.label = row_label(&new_row);
+            c.new_ms = new_row.ms_median;
+            c.new_status = Some(new_row.status);
+            if let (Some(bm), Some(nm), Status::Ok, Status::Ok) = (base_row.ms_median, new_row.ms_median, base_row.status, new_row.status) {
+                c.ratio = (bm > 0.0).then_some(nm / bm);
+            }
+            c.row = new_row;
+            drop.push(n);
+        }
+        drop.sort_unstable();
+        for n in drop.into_iter().rev() {
+            cases.remove(n);
+        }
     }
 }
 
@@ -124,6 +224,7 @@ pub fn compare(base: &[Row], new: &[Row], threshold_pct: f64) -> Comparison {
             new_ms: n.and_then(|r| r.ms_median),
             base_status: b.map(|r| r.status),
             new_status: n.map(|r| r.status),
+            note: String::new(),
             row,
         };
         c.verdict = match (b, n) {
@@ -148,11 +249,35 @@ pub fn compare(base: &[Row], new: &[Row], threshold_pct: f64) -> Comparison {
         };
         cases.push(c);
     }
+    pair_one_run_cases(&mut cases, &bmap);
     Comparison { threshold_pct, cases }
 }
 
 pub(crate) fn pct(ratio: f64) -> String {
     format!("{:+.1} %", (ratio - 1.0) * 100.0)
+}
+
+/// What the cases in one run only mean for the comparison, in a sentence (None when there are none).
+pub fn explain_one_run_cases(cmp: &Comparison) -> Option<String> {
+    let (ids, renamed, removed, new) =
+        (cmp.count(Verdict::IdChanged), cmp.count(Verdict::Renamed), cmp.count(Verdict::OnlyInBase), cmp.count(Verdict::OnlyInNew));
+    let mut parts = Vec::new();
+    if ids > 0 {
+        parts.push(format!(
+            "{ids} case(s) have the same columns under another case_id: the case identity changed (settings outside the CSV columns, \
+             or a new attnbench), so their times are shown but not judged; refresh the baseline"
+        ));
+    }
+    if renamed > 0 {
+        parts.push(format!("{renamed} case(s) were renamed (one of backend, strategy, mask, parameters); shown, not judged"));
+    }
+    if removed > 0 {
+        parts.push(format!("{removed} case(s) of the base run are not in the new run (removed from the suite, or not run)"));
+    }
+    if new > 0 {
+        parts.push(format!("{new} case(s) are new (no base to compare with)"));
+    }
+    (!parts.is_empty()).then(|| parts.join("; ") + ".")
 }
 
 /// One line per verdict for the terminal.
@@ -168,7 +293,22 @@ pub fn text_summary(cmp: &Comparison) -> String {
             fmt_sig(c.new_ms.unwrap_or(0.0))
         ));
     }
-    let counts: Vec<String> = Verdict::ALL.iter().map(|v| format!("{} {}", cmp.count(*v), v.name())).collect();
+    for v in [Verdict::IdChanged, Verdict::Renamed, Verdict::OnlyInBase, Verdict::OnlyInNew] {
+        let cs: Vec<&CaseComparison> = cmp.cases.iter().filter(|c| c.verdict == v).collect();
+        for c in cs.iter().take(5) {
+            let ratio = c.ratio.map(|r| format!(" (time {} , not judged)", pct(r))).unwrap_or_default();
+            let note = if c.note.is_empty() { String::new() } else { format!(": {}", c.note) };
+            o.push_str(&format!("{:<12} {}{note}{ratio}\n", v.name(), c.label));
+        }
+        if cs.len() > 5 {
+            o.push_str(&format!("{:<12} … and {} more\n", v.name(), cs.len() - 5));
+        }
+    }
+    if let Some(why) = explain_one_run_cases(cmp) {
+        o.push_str(&why);
+        o.push('\n');
+    }
+    let counts: Vec<String> = Verdict::ALL.iter().filter(|v| cmp.count(**v) > 0 || v.is_core()).map(|v| format!("{} {}", cmp.count(*v), v.name())).collect();
     o.push_str(&format!("{} cases: {} (threshold {} %, noise = p20–p80 overlap)\n", cmp.cases.len(), counts.join(", "), cmp.threshold_pct));
     o
 }

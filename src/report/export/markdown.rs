@@ -28,7 +28,7 @@ pub fn markdown(cmp: &Comparison) -> String {
     };
     o.push_str(&verdict_line);
     o.push_str("\n\n| verdict | cases |\n|:--|--:|\n");
-    for v in Verdict::ALL {
+    for v in Verdict::ALL.into_iter().filter(|v| v.is_core() || cmp.count(*v) > 0) {
         o.push_str(&format!("| {} | {} |\n", v.name(), cmp.count(v)));
     }
     o.push_str(&format!(
@@ -67,6 +67,14 @@ pub fn markdown(cmp: &Comparison) -> String {
         o.push_str("\n### Ok in base, failing in new\n\n| case | new status |\n|:--|:--|\n");
         for c in broken {
             o.push_str(&format!("| {} | {} |\n", md_cell(&c.label), c.new_status.map(|s| s.name()).unwrap_or("")));
+        }
+    }
+    let one_run: Vec<&CaseComparison> =
+        cmp.cases.iter().filter(|c| matches!(c.verdict, Verdict::IdChanged | Verdict::Renamed | Verdict::OnlyInBase | Verdict::OnlyInNew)).collect();
+    if let Some(why) = crate::report::compare::explain_one_run_cases(cmp) {
+        o.push_str(&format!("\n### Cases not matched by case_id\n\n{why}\n\n| case | what | detail | time change (not judged) |\n|:--|:--|:--|--:|\n"));
+        for c in one_run {
+            o.push_str(&format!("| {} | {} | {} | {} |\n", md_cell(&c.label), c.verdict.name(), md_cell(&c.note), c.ratio.map(pct).unwrap_or_default()));
         }
     }
     o.push_str("\n<details><summary>All cases</summary>\n\n| case | verdict | base | new | change |\n|:--|:--|--:|--:|--:|\n");
