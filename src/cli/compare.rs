@@ -37,7 +37,7 @@ pub struct CompareArgs {
     /// Value exported with --json-gab: ms (tool customSmallerIsBetter) or tflops (customBiggerIsBetter).
     #[arg(long, value_enum, default_value = "ms")]
     pub gab_metric: GabMetric,
-    /// Write Bencher Metric Format JSON (latency in ns with p20/p80 bounds, throughput in TFLOPS) to FILE.
+    /// Write Bencher Metric Format JSON (latency in ns with p20/p80 bounds, throughput in FLOP/s) to FILE.
     #[arg(long, value_name = "FILE")]
     pub bmf: Option<PathBuf>,
     /// Also exit 1 when a case that was ok in BASE is not ok in NEW (OOM, wrong, error, …).

@@ -1,5 +1,8 @@
 //! Bencher Metric Format (BMF) JSON: `{"<benchmark>": {"<measure>": {"value", "lower_value",
-//! "upper_value"}}}`.
+//! "upper_value"}}}`, with Bencher's two built-in measures in their own units: `latency` in
+//! nanoseconds (median, p20 and p80 as the bounds) and `throughput` in operations per second, an
+//! operation being one FLOP (TFLOPS × 10¹², per GPU for CP). Bencher decides the direction by the
+//! threshold, not the JSON: an upper boundary for latency, a lower one for throughput.
 
 use serde_json::{json, Map, Value};
 
@@ -21,7 +24,8 @@ impl Exporter for Bencher {
                     .insert("latency".into(), json!({ "value": ns(m), "lower_value": ns(r.ms_p20.unwrap_or(m)), "upper_value": ns(r.ms_p80.unwrap_or(m)) }));
             }
             if let Some(t) = Metric::Tflops.value(r) {
-                measures.insert("throughput".into(), json!({ "value": t }));
+                // Bencher's built-in `throughput` is operations per second: one FLOP is the operation.
+                measures.insert("throughput".into(), json!({ "value": t * 1e12 }));
             }
             if !measures.is_empty() {
                 top.insert(name, Value::Object(measures));

@@ -6,7 +6,8 @@
 //!   `[{"name", "unit", "value", "range", "extra"}]`, one entry per case that is `ok` in the new run.
 //! - [`Bencher`]: Bencher Metric Format, `{"<case>": {"latency": {"value", "lower_value",
 //!   "upper_value"}, "throughput": {"value"}}}` — latency in nanoseconds (Bencher's built-in
-//!   `latency` measure) with p20/p80 as bounds; `throughput` in TFLOPS (per GPU for CP).
+//!   `latency` measure) with p20/p80 as bounds; `throughput` in FLOP/s (Bencher's built-in
+//!   `throughput` is operations per second; per GPU for CP).
 //! - [`MarkdownSummary`]: the PR-comment summary (counts, regressions, improvements, every case).
 //!
 //! One file per format (`gab.rs`, `bencher.rs`, `markdown.rs`); adding one is a file and a line in
@@ -101,7 +102,7 @@ mod tests {
         let (_, m) = bmf.as_object().unwrap().iter().next().unwrap();
         assert_eq!(m["latency"]["value"], 2.0e6);
         assert_eq!(m["latency"]["lower_value"], 1.9e6);
-        assert_eq!(m["throughput"]["value"], 300.0);
+        assert_eq!(m["throughput"]["value"], 300.0e12);
         assert_eq!(bmf.as_object().unwrap().len(), 1);
     }
 }
