@@ -47,11 +47,11 @@ pub fn fit_poly(points: &[(f64, f64)], degree: usize) -> Option<Poly> {
     let mut g = vec![vec![0.0; k + 1]; k];
     for &(s, y) in points {
         let x = s / scale;
-        for i in 0..k {
-            for j in 0..k {
-                g[i][j] += x.powi((i + j) as i32);
+        for (i, row) in g.iter_mut().enumerate() {
+            for (j, cell) in row.iter_mut().take(k).enumerate() {
+                *cell += x.powi((i + j) as i32);
             }
-            g[i][k] += x.powi(i as i32) * y;
+            row[k] += x.powi(i as i32) * y;
         }
     }
     let scaled = solve(g)?;
@@ -73,11 +73,12 @@ fn solve(mut m: Vec<Vec<f64>>) -> Option<Vec<f64>> {
             return None;
         }
         m.swap(col, pivot);
-        for r in 0..k {
+        let pivot_row = m[col].clone();
+        for (r, row) in m.iter_mut().enumerate() {
             if r != col {
-                let f = m[r][col] / m[col][col];
-                for c in col..=k {
-                    m[r][c] -= f * m[col][c];
+                let f = row[col] / pivot_row[col];
+                for (cell, p) in row.iter_mut().zip(&pivot_row).skip(col) {
+                    *cell -= f * p;
                 }
             }
         }
