@@ -76,25 +76,33 @@ impl CabGroup {
     }
 }
 
-/// Where `peak_mem_bytes` of these rows comes from, said from the rows themselves: a CUDA row's is
-/// the caching allocator's peak above the pre-call baseline (measured); a CPU row's is the backend's
-/// own count of the bytes of the tensors it allocates for the call, inputs excluded (an estimate,
-/// not an allocator measurement). See `peak_mem_bytes` in `results/row.rs`.
+/// Where `peak_mem_bytes` of these rows comes from, from their `mem_source` column: the CUDA caching
+/// allocator's peak, attnbench's counting CPU allocator (both measured), or a formula (estimated). A
+/// CSV written before that column existed says nothing; its CPU rows then carried the backend's own
+/// count of the bytes of the tensors it allocates (an estimate), its GPU rows the CUDA allocator's peak.
 pub fn mem_source(rows: &[&Row]) -> String {
     let with_mem: Vec<&&Row> = rows.iter().filter(|r| Metric::Mem.value(r).is_some()).collect();
     if with_mem.is_empty() {
         return "no memory numbers in these rows".into();
     }
-    let cpu = with_mem.iter().filter(|r| is_cpu(r)).count();
-    let gpu = with_mem.len() - cpu;
     let mut parts = Vec::new();
-    if cpu > 0 {
-        parts.push(format!(
-            "{cpu} CPU row(s): estimated, the backend's count of the bytes of the tensors it allocates for the call (inputs excluded), not an allocator measurement"
-        ));
-    }
-    if gpu > 0 {
-        parts.push(format!("{gpu} GPU row(s): measured, the CUDA caching allocator's peak above the pre-call baseline"));
+    for source in distinct(with_mem.iter().map(|r| r.mem_source.clone())) {
+        let n = with_mem.iter().filter(|r| r.mem_source == source).count();
+        let what = match source.as_str() {
+            "cuda-allocator" => "measured by the CUDA caching allocator (peak above the pre-call baseline)".to_string(),
+            "cpu-allocator" => "measured by attnbench's counting CPU allocator (peak above the pre-call baseline)".to_string(),
+            "estimate" => "estimated from tensor shapes, not measured".to_string(),
+            "" => {
+                let cpu = with_mem.iter().filter(|r| r.mem_source.is_empty() && is_cpu(r)).count();
+                if cpu == n {
+                    "no mem_source column (an older CSV): on CPU such rows hold the backend's own count of the bytes it allocates, an estimate, not an allocator measurement".to_string()
+                } else {
+                    "no mem_source column (an older CSV): CPU rows hold the backend's own count (an estimate), GPU rows the CUDA allocator's peak".to_string()
+                }
+            }
+            other => format!("mem_source `{other}`"),
+        };
+        parts.push(format!("{n} row(s): {what}"));
     }
     parts.join("; ")
 }
