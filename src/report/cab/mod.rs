@@ -193,3 +193,31 @@ pub fn analyse(rows: &[Row], baseline: &str) -> Result<Vec<CabGroup>, ReportErro
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::case::{Case, DType, DeviceKind, HeadLayout};
+    use crate::flops::Pass;
+    use crate::results::Status;
+
+    fn row(source: &str, device: &str) -> Row {
+        let c = Case::kernel("naive", "full", Default::default(), 1024, HeadLayout { q: 2, kv: 2 }, 64, DType::Fp32, Pass::Fwd, DeviceKind::Cpu);
+        let mut r = Row::for_case("r", &c, device);
+        r.status = Status::Ok;
+        r.peak_mem_bytes = Some(1 << 20);
+        r.mem_source = source.into();
+        r
+    }
+
+    #[test]
+    fn memory_provenance_comes_from_the_rows() {
+        let rows = [row("cpu-allocator", "cpu"), row("cpu-allocator", "cpu"), row("estimate", "cpu")];
+        let text = mem_source(&rows.iter().collect::<Vec<_>>());
+        assert!(text.contains("2 row(s): measured by attnbench's counting CPU allocator") && text.contains("1 row(s): estimated"), "{text}");
+        let old = [row("", "cpu")];
+        assert!(mem_source(&old.iter().collect::<Vec<_>>()).contains("an estimate, not an allocator measurement"));
+        let gpu = [row("cuda-allocator", "NVIDIA H200")];
+        assert!(mem_source(&gpu.iter().collect::<Vec<_>>()).contains("CUDA caching allocator"));
+    }
+}
