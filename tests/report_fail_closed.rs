@@ -47,6 +47,11 @@ fn impossible_numbers_are_errors_naming_the_row_in_every_report() {
         let (csv, line) = poisoned(dir.path(), &format!("bad{i}.csv"), 1, column, value);
         let o = bin().arg("table").arg(&csv).output().unwrap();
         assert_bad_row(&o, &csv, line, column);
+        // Every value through `table`; a time and a throughput through the other reports too (each
+        // start of the binary loads libtorch: the test stays short).
+        if !matches!(i, 0 | 5) {
+            continue;
+        }
         let o = bin().arg("plot").arg(&csv).arg("--out").arg(dir.path().join(format!("plots{i}"))).output().unwrap();
         assert_bad_row(&o, &csv, line, column);
         assert!(!dir.path().join(format!("plots{i}")).exists(), "nothing drawn from a bad CSV");

@@ -1,8 +1,11 @@
-//! Reports from result CSVs: plots, pivot tables, run comparison with exports for CI dashboards,
-//! CAB-style efficiency fits and a self-contained HTML page. Like hyperfine's `export/`, each output
-//! is one small file with one job; [`data`] holds what they share (loading, metrics, marks,
-//! grouping). Nothing here measures anything: inputs are rows read with
-//! [`crate::results::read_rows`], and a row whose status is not `ok` never becomes a number.
+//! Reports from result CSVs: pivot tables ([`table`]: the model, one file per format), figures
+//! ([`plot`]: figure model, builders, renderer), run comparison ([`compare`]) with its exports for CI
+//! dashboards ([`export`]: one file per format), CAB's efficiency analysis ([`cab`]) and a
+//! self-contained HTML page ([`html`]). Like hyperfine's `export/`: a one-method trait, an enum
+//! choosing the format, one small file per format. [`data`] holds what they share (loading, metrics,
+//! marks, grouping). Nothing here measures anything: inputs are rows read with
+//! [`data::read_checked`] (impossible numbers refused), and a row whose status is not `ok` never
+//! becomes a number.
 
 pub mod cab;
 pub mod compare;
