@@ -208,6 +208,9 @@ fn report_is_one_self_contained_page() {
     assert!(!html.contains("<script") && !html.contains("src=\"") && !html.contains("href=\"http"), "no external resources");
     assert!(html.contains("suites/longca-kernels.toml") && html.contains("Efficiency (CAB)"));
     assert!(html.contains("<td class=\"mark\" title=\"out of memory\">E</td>"));
+    // The fixture's meta.json says it is synthetic, and the page says so above everything else.
+    let banner = html.find("Synthetic data, not a measurement: fixture for the report tests").expect("synthetic banner");
+    assert!(banner < html.find("id=\"summary\"").unwrap());
 }
 
 #[test]

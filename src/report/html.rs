@@ -101,6 +101,9 @@ pub fn page(rows: &[Row], meta: Option<&RunMeta>, opts: &HtmlOptions) -> Result<
         rows.len(),
         if started.is_empty() { String::new() } else { format!(" · started {}", html_escape(&started)) }
     ));
+    if let Some(why) = meta.map(|m| m.synthetic.as_str()).filter(|s| !s.is_empty()) {
+        h.push_str(&format!("<p class=\"pill bad\" id=\"synthetic\">Synthetic data, not a measurement: {}</p>\n", html_escape(why)));
+    }
     h.push_str("<nav><a href=\"#summary\">Summary</a><a href=\"#tables\">Tables</a><a href=\"#plots\">Plots</a>");
     if opts.cab {
         h.push_str("<a href=\"#cab\">Efficiency (CAB)</a>");

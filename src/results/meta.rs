@@ -53,6 +53,10 @@ pub struct RunMeta {
     /// One entry per segment, oldest first; empty in a meta.json written before segments existed.
     #[serde(default)]
     pub segments: Vec<Segment>,
+    /// Non-empty for data that was not measured (test fixtures, examples): how it was made. Every
+    /// report rendered from such a run says so on the page.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub synthetic: String,
 }
 
 /// One stretch of a run made with one suite text and one measurement setup. Segment 1 is the run as
