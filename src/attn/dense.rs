@@ -197,6 +197,46 @@ fn check_backward(q: &Tensor, out: &Tensor, lse: &Tensor, dout: &Tensor, dm: &Di
     Ok(())
 }
 
+/// What every dense-path backward sets up once: the checked dimensions, the accumulation dtype,
+/// dout and Drow = rowsum(dO∘O) in that dtype, lse with fully-masked rows (−∞) zeroed, and zeroed
+/// dq, dk, dv accumulators that the blocks add into.
+struct GradAccumulator {
+    dm: Dims,
+    acc: Kind,
+    dout: Tensor,
+    drow: Tensor,
+    lse: Tensor,
+    dq: Tensor,
+    dk: Tensor,
+    dv: Tensor,
+}
+
+impl GradAccumulator {
+    fn new(q: &Tensor, k: &Tensor, v: &Tensor, out: &Tensor, lse: &Tensor, dout: &Tensor, mask: &Mask) -> Result<Self, KernelError> {
+        let dm = check_inputs(q, k, v, mask)?;
+        check_backward(q, out, lse, dout, &dm)?;
+        let acc = acc_kind(q.kind());
+        let dev = q.device();
+        let dout_a = dout.f_to_kind(acc)?;
+        let drow = dout_a.f_mul(&out.f_to_kind(acc)?)?.f_sum_dim_intlist(&[-1i64][..], false, acc)?; // [B, Hq, Sq]
+        let lse = finite_or_zero(&lse.f_to_kind(acc)?)?;
+        let dq = Tensor::f_zeros([dm.b, dm.hq, dm.sq, dm.d], (acc, dev))?;
+        let dk = Tensor::f_zeros([dm.b, dm.hkv, dm.sk, dm.d], (acc, dev))?;
+        let dv = Tensor::f_zeros([dm.b, dm.hkv, dm.sk, dm.d], (acc, dev))?;
+        Ok(GradAccumulator { dm, acc, dout: dout_a, drow, lse, dq, dk, dv })
+    }
+
+    /// Adds one block's gradients (the dense formula of [`backward`]).
+    fn add_block(&self, block: Block, (q, k, v): (&Tensor, &Tensor, &Tensor), scale: f64) -> Result<(), KernelError> {
+        block.backward_into((q, k, v), (&self.lse, &self.dout, &self.drow), (&self.dq, &self.dk, &self.dv), &self.dm, scale, self.acc)
+    }
+
+    /// The gradients in the dtypes of q, k, v.
+    fn finish(self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor, Tensor), KernelError> {
+        Ok((self.dq.f_to_kind(q.kind())?, self.dk.f_to_kind(k.kind())?, self.dv.f_to_kind(v.kind())?))
+    }
+}
+
 /// Dense-path gradients of this mask's contribution given the FINAL (possibly merged over several
 /// blocks of keys) out and lse of the rows and dout: (dq `[B, Hq, Sq, D]`, dk, dv `[B, Hkv, Sk, D]`) in
 /// the dtypes of q, k, v. Standard flash-attention backward: P = exp(S·scale − lse) on attended
@@ -213,23 +253,15 @@ pub fn backward(
     mask: &Mask,
     scale: f64,
 ) -> Result<(Tensor, Tensor, Tensor), KernelError> {
-    let dm = check_inputs(q, k, v, mask)?;
-    check_backward(q, out, lse, dout, &dm)?;
-    let acc = acc_kind(q.kind());
-    let dev = q.device();
+    let grads = GradAccumulator::new(q, k, v, out, lse, dout, mask)?;
+    let (dm, acc, dev) = (&grads.dm, grads.acc, q.device());
     let g = dm.hq / dm.hkv;
-    let dout_a = dout.f_to_kind(acc)?;
-    let drow = dout_a.f_mul(&out.f_to_kind(acc)?)?.f_sum_dim_intlist(&[-1i64][..], false, acc)?; // [B, Hq, Sq]
-    let lse_safe = finite_or_zero(&lse.f_to_kind(acc)?)?;
-    let dq = Tensor::f_zeros([dm.b, dm.hq, dm.sq, dm.d], (acc, dev))?;
-    let dk = Tensor::f_zeros([dm.b, dm.hkv, dm.sk, dm.d], (acc, dev))?;
-    let dv = Tensor::f_zeros([dm.b, dm.hkv, dm.sk, dm.d], (acc, dev))?;
     for s in pieces(q, mask, dm.b * dm.hq) {
         let (lq, lk, q0, k0) = (s.q_len() as i64, s.k_len() as i64, s.q.start as i64, s.k.start as i64);
         if fused_cpu_slice(q, &s) {
             // torch's fused CPU flash backward, fed the FINAL out and lse of these rows (so this block's
             // dq, dk, dv are its share of the merged attention, as in ring attention).
-            let (qs, ks, vs) = slice_qkv_repeated(q, k, v, &s, &dm)?;
+            let (qs, ks, vs) = slice_qkv_repeated(q, k, v, &s, dm)?;
             let o_rows = out.f_narrow(2, q0, lq)?.f_to_kind(q.kind())?.f_contiguous()?;
             let l_rows = lse.f_narrow(2, q0, lq)?.f_to_kind(Kind::Float)?.f_contiguous()?;
             let do_rows = dout.f_narrow(2, q0, lq)?.f_to_kind(q.kind())?.f_contiguous()?;
@@ -248,14 +280,14 @@ pub fn backward(
             let fold = |t: Tensor| -> Result<Tensor, KernelError> {
                 Ok(t.f_to_kind(acc)?.f_reshape([dm.b, dm.hkv, g, lk, dm.d])?.f_sum_dim_intlist(&[2i64][..], false, acc)?)
             };
-            let _ = dq.f_narrow(2, q0, lq)?.f_add_(&pdq.f_to_kind(acc)?)?;
-            let _ = dk.f_narrow(2, k0, lk)?.f_add_(&fold(pdk)?)?;
-            let _ = dv.f_narrow(2, k0, lk)?.f_add_(&fold(pdv)?)?;
+            let _ = grads.dq.f_narrow(2, q0, lq)?.f_add_(&pdq.f_to_kind(acc)?)?;
+            let _ = grads.dk.f_narrow(2, k0, lk)?.f_add_(&fold(pdk)?)?;
+            let _ = grads.dv.f_narrow(2, k0, lk)?.f_add_(&fold(pdv)?)?;
             continue;
         }
-        Block::of_slice(&s, dev).backward_into((q, k, v), (&lse_safe, &dout_a, &drow), (&dq, &dk, &dv), &dm, scale, acc)?;
+        grads.add_block(Block::of_slice(&s, dev), (q, k, v), scale)?;
     }
-    Ok((dq.f_to_kind(q.kind())?, dk.f_to_kind(k.kind())?, dv.f_to_kind(v.kind())?))
+    grads.finish(q, k, v)
 }
 
 /// The whole rectangle as one block masked by the mask's dense boolean picture.
@@ -287,18 +319,9 @@ pub fn materialized_backward(
     mask: &Mask,
     scale: f64,
 ) -> Result<(Tensor, Tensor, Tensor), KernelError> {
-    let dm = check_inputs(q, k, v, mask)?;
-    check_backward(q, out, lse, dout, &dm)?;
-    let acc = acc_kind(q.kind());
-    let dev = q.device();
-    let dout_a = dout.f_to_kind(acc)?;
-    let drow = dout_a.f_mul(&out.f_to_kind(acc)?)?.f_sum_dim_intlist(&[-1i64][..], false, acc)?;
-    let lse_safe = finite_or_zero(&lse.f_to_kind(acc)?)?;
-    let dq = Tensor::f_zeros([dm.b, dm.hq, dm.sq, dm.d], (acc, dev))?;
-    let dk = Tensor::f_zeros([dm.b, dm.hkv, dm.sk, dm.d], (acc, dev))?;
-    let dv = Tensor::f_zeros([dm.b, dm.hkv, dm.sk, dm.d], (acc, dev))?;
-    whole(mask, dev)?.backward_into((q, k, v), (&lse_safe, &dout_a, &drow), (&dq, &dk, &dv), &dm, scale, acc)?;
-    Ok((dq.f_to_kind(q.kind())?, dk.f_to_kind(k.kind())?, dv.f_to_kind(v.kind())?))
+    let grads = GradAccumulator::new(q, k, v, out, lse, dout, mask)?;
+    grads.add_block(whole(mask, q.device())?, (q, k, v), scale)?;
+    grads.finish(q, k, v)
 }
 
 /// The `naive` backend's kernel for CP pieces: [`materialized_forward`] / [`materialized_backward`].
