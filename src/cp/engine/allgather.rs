@@ -25,7 +25,9 @@ impl Engine for AllGatherEngine {
         String::new()
     }
     fn forward(&self, comm: &dyn Comm, p: &Problem, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor), CpError> {
-        forward_impl(comm, p, q, k, v)
+        let kv = gather_kv(comm, p, k, v)?;
+        let bm = block_mask(p.mask, p.shard.ranges(comm.rank()), &all_ranges(p.shard));
+        Ok(p.attention.forward(q, &kv.get(0), &kv.get(1), &bm, p.scale)?)
     }
     fn backward(
         &self,
@@ -38,7 +40,22 @@ impl Engine for AllGatherEngine {
         lse: &Tensor,
         dout: &Tensor,
     ) -> Result<(Tensor, Tensor, Tensor), CpError> {
-        backward_impl(comm, p, q, k, v, out, lse, dout)
+        let kv = gather_kv(comm, p, k, v)?;
+        let bm = block_mask(p.mask, p.shard.ranges(comm.rank()), &all_ranges(p.shard));
+        let (dq, dk, dv) = p.attention.backward(q, &kv.get(0), &kv.get(1), out, lse, dout, &bm, p.scale)?;
+        let acc = acc_kind(q.kind());
+        let dkv = Tensor::stack(&[dk.to_kind(acc), dv.to_kind(acc)], 0);
+        let mut off = 0;
+        let parts: Vec<Tensor> = (0..comm.size())
+            .map(|r| {
+                let len = p.shard.len(r) as i64;
+                let t = dkv.narrow(3, off, len).contiguous();
+                off += len;
+                t
+            })
+            .collect();
+        let mine = comm.reduce_scatter_v(&parts)?;
+        Ok((dq, mine.get(0).to_kind(k.kind()), mine.get(1).to_kind(v.kind())))
     }
     fn schedule(&self, name: &str, shard: &Shard, mask: &Mask, layout: &CpLayout) -> Schedule {
         schedule_allgather(name, shard, mask, layout)
@@ -65,41 +82,6 @@ fn gather_kv(comm: &dyn Comm, p: &Problem, k: &Tensor, v: &Tensor) -> Result<Ten
         })
         .collect();
     Ok(Tensor::cat(&comm.all_gather_v(&kv, &like)?, 3))
-}
-
-fn forward_impl(comm: &dyn Comm, p: &Problem, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor), CpError> {
-    let kv = gather_kv(comm, p, k, v)?;
-    let bm = block_mask(p.mask, p.shard.ranges(comm.rank()), &all_ranges(p.shard));
-    Ok(p.attention.forward(q, &kv.get(0), &kv.get(1), &bm, p.scale)?)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn backward_impl(
-    comm: &dyn Comm,
-    p: &Problem,
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    out: &Tensor,
-    lse: &Tensor,
-    dout: &Tensor,
-) -> Result<(Tensor, Tensor, Tensor), CpError> {
-    let kv = gather_kv(comm, p, k, v)?;
-    let bm = block_mask(p.mask, p.shard.ranges(comm.rank()), &all_ranges(p.shard));
-    let (dq, dk, dv) = p.attention.backward(q, &kv.get(0), &kv.get(1), out, lse, dout, &bm, p.scale)?;
-    let acc = acc_kind(q.kind());
-    let dkv = Tensor::stack(&[dk.to_kind(acc), dv.to_kind(acc)], 0);
-    let mut off = 0;
-    let parts: Vec<Tensor> = (0..comm.size())
-        .map(|r| {
-            let len = p.shard.len(r) as i64;
-            let t = dkv.narrow(3, off, len).contiguous();
-            off += len;
-            t
-        })
-        .collect();
-    let mine = comm.reduce_scatter_v(&parts)?;
-    Ok((dq, mine.get(0).to_kind(k.kind()), mine.get(1).to_kind(v.kind())))
 }
 
 fn schedule_allgather(name: &str, shard: &Shard, mask: &Mask, layout: &CpLayout) -> Schedule {
