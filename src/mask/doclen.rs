@@ -174,6 +174,89 @@ pub fn sample_lengths(buckets: &[Bucket], total: usize, rng: &mut MaskRng) -> Ve
     out
 }
 
+/// Sampler A' (MagiAttention's kernel benchmark, `exps/attn/baselines/utils.py` `generate_seqlens`):
+/// each draw only considers buckets with `lo < hi` and `lo ≤` the tokens still left, picks one with
+/// probability ∝ weight and draws uniformly from `[lo, min(hi − 1, left)]`; zero lengths are dropped.
+/// Used to reproduce the published FA3 varlen kernel figures.
+pub fn sample_lengths_a_prime(buckets: &[Bucket], total: usize, rng: &mut MaskRng) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut left = total;
+    while left > 0 {
+        let avail: Vec<&Bucket> = buckets.iter().filter(|b| b.lo < b.hi && b.lo <= left && b.weight > 0.0).collect();
+        let Ok(pick) = WeightedIndex::new(avail.iter().map(|b| b.weight)) else {
+            out.push(left);
+            break;
+        };
+        let b = avail[pick.sample(rng)];
+        let len = rng.gen_range(b.lo..=(b.hi - 1).min(left));
+        if len > 0 {
+            out.push(len);
+            left -= len;
+        }
+    }
+    out
+}
+
+/// `docs=` value of the packed MagiAttention lengths ([`pack_lengths`] over `magi_default`, chunk ¼).
+pub const MAGI_PACKED: &str = "magi_packed";
+
+/// Sampler B, the one behind the CP figures LongCA-bench's authors published (MagiAttention
+/// `exps/dist_attn/benchmark/utils.py` `DatasetSampler`, chunk_ratio 0.25 in `benchmark_conf.py`):
+/// every count bin is ONE length, its integer midpoint ⌊(lo + hi)/2⌋, repeated `weight` times; a
+/// document longer than `chunk = ⌊chunk_ratio · pack_len⌋` is cut into pieces of `chunk` plus the
+/// remainder; the pieces are shuffled and laid end to end into packs of exactly `pack_len` tokens (a
+/// piece that does not fit is split and its rest opens the next pack). The anchor shuffles the whole
+/// dataset (13.5 M documents); here the pieces are drawn independently with probability ∝ their
+/// count, which is the same distribution without materialising it, and the second pack of the stream
+/// is returned (so that, as in the anchor, a pack usually starts with the rest of a split piece).
+/// Lengths are ≥ 1 and sum to `pack_len`. Seeded draws, not the anchor's numpy ones.
+pub fn pack_lengths(buckets: &[Bucket], pack_len: usize, chunk_ratio: f64, rng: &mut MaskRng) -> Vec<usize> {
+    if pack_len == 0 {
+        return Vec::new();
+    }
+    let chunk = ((pack_len as f64 * chunk_ratio).floor() as usize).clamp(1, pack_len);
+    // (piece length, weight): full chunks of every long document, and every non-zero remainder.
+    let mut pieces: Vec<(usize, f64)> = Vec::new();
+    for b in buckets.iter().filter(|b| b.weight > 0.0) {
+        let len = (b.lo + b.hi) / 2;
+        let (full, tail) = (len / chunk, len % chunk);
+        if full > 0 {
+            pieces.push((chunk, b.weight * full as f64));
+        }
+        if tail > 0 {
+            pieces.push((tail, b.weight));
+        }
+    }
+    if pieces.is_empty() {
+        return vec![pack_len];
+    }
+    let pick = WeightedIndex::new(pieces.iter().map(|p| p.1)).expect("positive weights");
+    let mut carry = 0usize;
+    let mut pack = Vec::new();
+    for _ in 0..2 {
+        pack.clear();
+        let mut left = pack_len;
+        if carry > 0 {
+            let c = carry.min(left);
+            pack.push(c);
+            left -= c;
+            carry -= c;
+        }
+        while left > 0 {
+            let len = pieces[pick.sample(rng)].0;
+            if len <= left {
+                pack.push(len);
+                left -= len;
+            } else {
+                pack.push(left);
+                carry = len - left;
+                left = 0;
+            }
+        }
+    }
+    pack
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,5 +329,37 @@ mod tests {
         assert_eq!(auto_corpus_long(8192), "pile");
         assert_eq!(auto_corpus_long(32768), "prolong64k");
         assert_eq!(auto_corpus_long(65536), "prolong512k");
+    }
+
+    #[test]
+    fn packs_follow_the_anchor_rules() {
+        let b = histogram("magi_default").unwrap();
+        for (pack, seed) in [(65536usize, 42u64), (131072, 43), (524288, 44), (1000, 1)] {
+            let lens = pack_lengths(&b, pack, 0.25, &mut rng(seed));
+            assert_eq!(lens.iter().sum::<usize>(), pack);
+            assert!(lens.iter().all(|&l| l >= 1 && l <= pack / 4), "{pack}: {lens:?}");
+            // Away from the pack's two ends, every piece is a bin midpoint, a full chunk or a
+            // remainder of a midpoint by the chunk.
+            let chunk = pack / 4;
+            let ok: Vec<usize> = b.iter().flat_map(|x| [((x.lo + x.hi) / 2).min(chunk), ((x.lo + x.hi) / 2) % chunk]).collect();
+            for &l in &lens[1..lens.len() - 1] {
+                assert!(ok.contains(&l), "{pack}: {l}");
+            }
+        }
+        let a = pack_lengths(&b, 65536, 0.25, &mut rng(42));
+        assert_eq!(a, pack_lengths(&b, 65536, 0.25, &mut rng(42)));
+        assert_ne!(a, pack_lengths(&b, 65536, 0.25, &mut rng(43)));
+    }
+
+    #[test]
+    fn a_prime_sums_exactly_within_available_buckets() {
+        let b = histogram("varlen_long").unwrap();
+        for total in [1usize, 1024, 4096, 32768] {
+            let lens = sample_lengths_a_prime(&b, total, &mut rng(5));
+            assert_eq!(lens.iter().sum::<usize>(), total);
+            assert!(lens.iter().all(|&l| l >= 1 && l <= total));
+        }
+        // Below 2048 tokens only the first bucket (0..2048) is available: lengths < 2048.
+        assert!(sample_lengths_a_prime(&b, 2000, &mut rng(6)).iter().all(|&l| l < 2048));
     }
 }

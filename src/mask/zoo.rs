@@ -45,7 +45,11 @@ const PREFIX_DOC: ParamSpec = ParamSpec {
 };
 const BLOCK_DOC: ParamSpec = ParamSpec { key: "block", default: "1024", help: "block size in tokens, counted from each doc start" };
 const DOC_LENS: ParamSpec = ParamSpec { key: "doc_lens", default: "", help: "explicit document lengths a,b,c (each ≥ 1, sum = seqlen)" };
-const DOCS: ParamSpec = ParamSpec { key: "docs", default: "auto", help: "length table (`attnbench list docs`); auto = pile ≤ 12K tokens, else prolong64k" };
+const DOCS: ParamSpec = ParamSpec {
+    key: "docs",
+    default: "auto",
+    help: "length table (`attnbench list docs`); auto = pile ≤ 12K tokens, else prolong64k; magi_packed = MagiAttention's CP packs",
+};
 const DOCS_LONG: ParamSpec =
     ParamSpec { key: "docs", default: "auto", help: "table for the 40 % part; auto = pile ≤ 12K, prolong64k < 64K, else prolong512k" };
 const SEED: ParamSpec = ParamSpec { key: "seed", default: "42", help: "RNG seed (ChaCha8) for sampled lengths" };
@@ -212,7 +216,8 @@ fn seed(p: &Params) -> Result<u64, MaskError> {
 
 /// Document lengths of a document pattern: `doc_lens=a,b,c` (each ≥ 1, summing to `seqlen`) if given,
 /// else Sampler A over the `docs` table (`auto`: pile if seqlen ≤ 12288, else prolong64k, as
-/// LongCA-bench's kernel sweep) with `seed` [42]. Giving both `doc_lens` and `docs` is an error.
+/// LongCA-bench's kernel sweep) with `seed` [42]; `docs=magi_packed` is Sampler B instead
+/// ([`doclen::pack_lengths`]: the CP benchmark's packs of the `magi_default` table, chunk ¼ of the pack). Giving both `doc_lens` and `docs` is an error.
 pub fn doc_lengths(seqlen: usize, p: &Params) -> Result<Vec<usize>, MaskError> {
     if let Some(lens) = p.usize_list("doc_lens")? {
         if p.get("docs").is_some() {
@@ -232,6 +237,7 @@ pub fn doc_lengths(seqlen: usize, p: &Params) -> Result<Vec<usize>, MaskError> {
     }
     let name = match p.get("docs").unwrap_or("auto") {
         "auto" => doclen::auto_corpus(seqlen),
+        doclen::MAGI_PACKED => return Ok(doclen::pack_lengths(&doclen::histogram("magi_default")?, seqlen, 0.25, &mut doclen::rng(seed(p)?))),
         other => other,
     };
     let hist = doclen::histogram(name)?;
