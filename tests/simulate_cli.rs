@@ -130,6 +130,31 @@ fn bad_input_is_one_line_and_exit_2() {
             "--mem-efficiency",
         ),
         (vec!["--strategy", "ring-p2p", "--world-size", "2", "--mask", "causal?oops", "--seqlen", "64"], "--mask causal?oops"),
+        (
+            vec![
+                "--strategy",
+                "ring-p2p",
+                "--world-size",
+                "2",
+                "--mask",
+                "sliding_window?window_left=4&window_right=4",
+                "--seqlen",
+                "64",
+                "--compute-model",
+                "fa3",
+                "--impl",
+                "longca",
+            ],
+            "--impl longca",
+        ),
+        (vec!["--strategy", "ring-p2p", "--world-size", "2", "--mask", "causal", "--seqlen", "64", "--impl", "theirs"], "--impl"),
+        (
+            vec!["--strategy", "ring-p2p", "--world-size", "2", "--mask", "causal", "--seqlen", "64", "--compute-model", "fa3", "--dtype", "fp32"],
+            "--compute-model fa3",
+        ),
+        (vec!["--strategy", "ring-p2p", "--world-size", "2", "--mask", "causal", "--seqlen", "64", "--packs", "0"], "--packs"),
+        (vec!["--compare-published", "--world-size", "12"], "--world-size 12"),
+        (vec!["--compare-published", "--mask", "sliding_window"], "--mask sliding_window"),
     ] {
         let o = sim(&args);
         let err = String::from_utf8_lossy(&o.stderr);
@@ -193,4 +218,65 @@ fn a_second_kernel_runs_the_pieces_and_out_records_the_model() {
     let o = sim(&bad);
     assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot compute CP pieces"));
+}
+
+/// `--compare-published` prints the kernel table and, for the selected points, published vs projected
+/// TFLOPS/GPU with calibration and held-out points marked; the projection reproduces the published
+/// order on the causal document mask at 8 GPUs (ring P2P far below Ulysses and the all-gather ring).
+#[test]
+fn compare_published_prints_projected_vs_published() {
+    let o = sim(&["--compare-published", "--world-size", "8", "--mask", "causal_document", "--packs", "2"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("fit (dense)") && out.contains("| check |"), "{out}");
+    let row = |strategy: &str, pass: &str| -> (f64, f64) {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("| causal_document | {pass} | {strategy} (")) && l.contains("| 8 |"))
+            .unwrap_or_else(|| panic!("no {strategy} {pass} row in\n{out}"));
+        let f: Vec<&str> = line.split('|').map(str::trim).collect();
+        (f[5].parse().unwrap(), f[6].parse().unwrap())
+    };
+    // Published values as digitised; calibration (fwd, W = 8) and held-out (bwd) both present.
+    assert_eq!(row("ring_p2p", "fwd").0, 89.0);
+    assert!(out.contains("| calibration |") && out.contains("| held-out |"));
+    let (p2p, uly, ag) = (row("ring_p2p", "fwd").1, row("ulysses", "fwd").1, row("ring_allgather", "fwd").1);
+    assert!(p2p < uly / 2.0 && p2p < ag / 2.0, "ring_p2p {p2p}, ulysses {uly}, all-gather {ag}");
+    assert!(!out.contains("| full_document | fwd | ulysses ("), "only the selected mask");
+}
+
+/// The FA3 model with the LongCA implementation on a drawn mask: the row says which model and
+/// implementation made it and that it is a mean over the draws.
+#[test]
+fn fa3_longca_projection_averages_packs() {
+    let o = sim(&[
+        "--strategy",
+        "usp",
+        "--ulysses-degree",
+        "8",
+        "--world-size",
+        "16",
+        "--mask",
+        "causal_document?docs=magi_packed",
+        "--seqlen-per-rank",
+        "8192",
+        "--compute-model",
+        "fa3",
+        "--impl",
+        "longca",
+        "--topology",
+        "h100-longca",
+        "--packs",
+        "2",
+        "--device",
+        "cuda",
+        "--json",
+    ]);
+    let v = json_lines(&o);
+    let row = &v[0]["row"];
+    let note = row["note"].as_str().unwrap();
+    assert!(note.contains("implementation longca") && note.contains("fa3 tiles") && note.contains("mean over 2 mask draws"), "{note}");
+    assert!(note.contains("fitted to LongCA-bench's published CP figures"), "{note}");
+    let t = row["tflops_per_gpu"].as_f64().unwrap();
+    assert!(t > 50.0 && t < 700.0, "{t}");
 }

@@ -15,8 +15,8 @@ use crate::error::BadInput;
 use crate::results::RunFolder;
 use crate::sim::calibrate::{apply, calibrate_file};
 use crate::sim::comm_model::{preset, Link, PRESETS};
-use crate::sim::compute::{ComputeModel, Roofline};
-use crate::sim::{setup, simulate_with, to_row, SimError, SimReport, SimSpec};
+use crate::sim::compute::{ComputeModel, Fa3Compute, Roofline};
+use crate::sim::{setup, simulate_with, to_row, Implementation, SimError, SimReport, SimSpec};
 use crate::suite::identity::command_meta;
 
 #[derive(clap::Args, Debug)]
@@ -25,10 +25,11 @@ pub struct SimulateArgs {
     pub case: CaseArgs,
     #[command(flatten)]
     pub cp: CpArgs,
-    /// Number of virtual ranks (repeatable).
-    #[arg(long = "world-size", required = true)]
+    /// Number of virtual ranks (repeatable). With --compare-published: only these world sizes.
+    #[arg(long = "world-size", required_unless_present = "compare_published")]
     pub world_size: Vec<usize>,
-    /// Cluster preset: h100, h200, a100 (per-direction NVLink / InfiniBand bandwidths, latencies).
+    /// Cluster preset: h100, h200, a100 (per-direction NVLink / InfiniBand bandwidths, latencies), or
+    /// h100-longca (h100 with the inter-node bandwidth fitted to LongCA-bench's published figures).
     #[arg(long, default_value = "h100")]
     pub topology: String,
     /// GPUs per node (ranks are placed node by node).
@@ -41,20 +42,44 @@ pub struct SimulateArgs {
     /// send/recv results of `attnbench comm --json` output.
     #[arg(long, value_name = "COMM.json")]
     pub calibrate: Option<PathBuf>,
-    /// measured (execute every distinct piece on --device) or roofline (FLOPs / (peak × efficiency) +
-    /// launches × launch overhead).
+    /// measured (execute every distinct piece on --device), roofline (FLOPs / (peak × efficiency) +
+    /// launches × launch overhead) or fa3 (FlashAttention-3 varlen calls costed tile by tile, with the
+    /// parameters fitted to published FA3 and CP figures; see docs/SIMULATION.md).
     #[arg(long, default_value = "measured")]
     pub compute_model: String,
-    /// Roofline: fraction of the dense peak sustained by the attention kernel.
-    #[arg(long, default_value_t = 0.6)]
-    pub efficiency: f64,
-    /// Roofline: microseconds per kernel launch.
-    #[arg(long, default_value_t = 10.0)]
-    pub launch_us: f64,
-    /// Roofline: fraction of the device's datasheet memory bandwidth that the glue work (LSE merges,
-    /// gradient accumulation, re-layout copies) sustains.
-    #[arg(long, default_value_t = 0.8)]
-    pub mem_efficiency: f64,
+    /// Roofline: fraction of the dense peak sustained by the attention kernel [0.6].
+    #[arg(long)]
+    pub efficiency: Option<f64>,
+    /// Roofline and fa3 glue: microseconds per kernel launch [roofline 10; fa3: the calibrated value].
+    #[arg(long)]
+    pub launch_us: Option<f64>,
+    /// Roofline and fa3: fraction of the device's datasheet memory bandwidth that the glue work (LSE
+    /// merges, gradient accumulation, re-layout copies) sustains [roofline 0.8; fa3: calibrated].
+    #[arg(long)]
+    pub mem_efficiency: Option<f64>,
+    /// Whose CP implementation the virtual ranks follow: attnbench (our engines) or longca (the
+    /// baselines of LongCA-bench's published figures: per-document zigzag sharding, all-gather in two
+    /// calls, autograd backward; `usp` honours --inner-ring). Needs a document mask for longca.
+    #[arg(long = "impl", default_value = "attnbench")]
+    pub implementation: String,
+    /// Average every case whose mask is drawn at random (it has a `seed` parameter: documents, …) over
+    /// N draws (seeds seed, seed+1, …; 42 by default): TFLOPS/GPU is the mean of the draws' TFLOPS, as
+    /// the published figures average packs. Masks without a draw run once.
+    #[arg(long, default_value_t = 1)]
+    pub packs: usize,
+    /// Print projected vs published TFLOPS/GPU for LongCA-bench's CP figures (every implemented
+    /// strategy × mask × pass × world size, calibration and held-out points, orderings and trends);
+    /// --packs sets the packs per document point (default 20, as published).
+    #[arg(long)]
+    pub compare_published: bool,
+    /// With --compare-published: refit the CP parameters on the calibration points (forward, W = 8
+    /// and 16) and the FA3 kernel parameters on the dense kernel figures, and use the fits.
+    #[arg(long, requires = "compare_published")]
+    pub fit: bool,
+    /// With --compare-published: also print the ablations (each model part removed, refitted, held-out
+    /// error).
+    #[arg(long, requires = "compare_published")]
+    pub ablate: bool,
     /// Roofline: device whose peak is used (a name in the peak table); default from --topology.
     #[arg(long)]
     pub peak_device: Option<String>,
@@ -91,6 +116,9 @@ fn parse_link(s: &str) -> Result<Link, anyhow::Error> {
 }
 
 pub fn run(a: SimulateArgs) -> anyhow::Result<ExitCode> {
+    if a.compare_published {
+        return compare_published(&a);
+    }
     // Every case of the command line (strategies × world sizes × masks), validated before anything runs.
     let cases = a.cp.cases(&a.case, &LONGCA_CP_SHAPE, &a.world_size)?;
     let (dtype, device): (DType, DeviceKind) = (cases[0].dtype, cases[0].device);
@@ -131,35 +159,47 @@ pub fn run(a: SimulateArgs) -> anyhow::Result<ExitCode> {
             };
             (ComputeModel::Measured { device: dev, dtype, warmup: a.warmup, repeats: a.repeats }, name)
         }
-        "roofline" => {
-            if !(a.efficiency > 0.0 && a.efficiency <= 1.0) {
-                return Err(bad(format!("--efficiency: must be in (0, 1], got {}", a.efficiency)));
+        "roofline" | "fa3" => {
+            let fa3 = a.compute_model == "fa3";
+            let cp = crate::sim::published::H100_CP;
+            let efficiency = a.efficiency.unwrap_or(0.6);
+            let launch_us = a.launch_us.unwrap_or(if fa3 { cp.launch_us } else { 10.0 });
+            let mem_efficiency = a.mem_efficiency.unwrap_or(if fa3 { cp.mem_efficiency } else { 0.8 });
+            if !(efficiency > 0.0 && efficiency <= 1.0) {
+                return Err(bad(format!("--efficiency: must be in (0, 1], got {efficiency}")));
             }
-            if a.launch_us.is_nan() || a.launch_us < 0.0 {
+            if launch_us.is_nan() || launch_us < 0.0 {
                 return Err(bad("--launch-us must be ≥ 0"));
             }
-            if !(a.mem_efficiency > 0.0 && a.mem_efficiency <= 1.0) {
-                return Err(bad(format!("--mem-efficiency: must be in (0, 1], got {}", a.mem_efficiency)));
+            // The fa3 model's glue efficiency is fitted and may exceed 1 (it absorbs over-counted bytes).
+            let mem_max = if fa3 { 2.0 } else { 1.0 };
+            if !(mem_efficiency > 0.0 && mem_efficiency <= mem_max) {
+                return Err(bad(format!("--mem-efficiency: must be in (0, {mem_max}], got {mem_efficiency}")));
             }
             let want = a.peak_device.clone().unwrap_or_else(|| topo.name.split('-').next().unwrap_or("h100").to_string());
             let peak = crate::flops::device_peak(&want)
                 .ok_or_else(|| bad(format!("--peak-device: no peak known for `{want}` (see crate::flops::DEVICE_PEAKS: H100, H200, A100, B200)")))?;
             let peak_tflops =
                 crate::flops::peak_tflops(peak.name, dtype.name()).ok_or_else(|| bad(format!("--dtype {}: no {} peak for the roofline", dtype, peak.name)))?;
-            (
-                ComputeModel::Roofline(Roofline {
-                    peak_tflops,
-                    efficiency: a.efficiency,
-                    launch_us: a.launch_us,
-                    mem_tbps: peak.mem_tbps,
-                    mem_efficiency: a.mem_efficiency,
-                    device: peak.name,
-                }),
-                format!("{} (roofline)", peak.name),
-            )
+            let glue = Roofline { peak_tflops, efficiency, launch_us, mem_tbps: peak.mem_tbps, mem_efficiency, device: peak.name };
+            if fa3 {
+                if !(peak.name == "H100" || peak.name == "H200") || dtype != DType::Bf16 {
+                    return Err(bad(format!(
+                        "--compute-model fa3: the FA3 tile model is fitted to H100 bf16 kernel figures (H100 or H200, --dtype bf16), not {} {dtype}",
+                        peak.name
+                    )));
+                }
+                (ComputeModel::Fa3(Fa3Compute { kernel: crate::sim::published::h100_fa3(), glue }), format!("{} (fa3 model)", peak.name))
+            } else {
+                (ComputeModel::Roofline(glue), format!("{} (roofline)", peak.name))
+            }
         }
-        other => return Err(bad(format!("--compute-model: unknown `{other}` (expected measured or roofline)"))),
+        other => return Err(bad(format!("--compute-model: unknown `{other}` (expected measured, roofline or fa3)"))),
     };
+    let implementation: Implementation = a.implementation.parse().map_err(|e| bad(format!("--impl: {e}")))?;
+    if a.packs == 0 {
+        return Err(bad("--packs must be at least 1"));
+    }
 
     let run_id = format!("simulate-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"));
     // `--out`: the results folder's owner (locked; meta.json saying these rows are projections and by
@@ -167,6 +207,7 @@ pub fn run(a: SimulateArgs) -> anyhow::Result<ExitCode> {
     let model_desc = serde_json::json!({
         "simulated": true, "timing_mode": "model", "compute_model": a.compute_model, "topology": topo, "calibrated": calibrated,
         "efficiency": a.efficiency, "launch_us": a.launch_us, "mem_efficiency": a.mem_efficiency, "warmup": a.warmup, "repeats": a.repeats,
+        "implementation": implementation.name(), "packs": a.packs, "model": crate::sim::model_name(&model),
     });
     let mut folder = match &a.out {
         Some(p) => Some(
@@ -176,13 +217,39 @@ pub fn run(a: SimulateArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     for case in cases {
-        let spec = SimSpec { case, topology: topo.clone(), calibrated };
+        let spec = SimSpec { case, topology: topo.clone(), calibrated, implementation };
         let set_up = setup(&spec).map_err(|e| bad(e.to_string()))?;
-        let rep = match simulate_with(&spec, &set_up, model.clone()) {
-            Ok(r) => r,
-            Err(SimError::Bad(m)) => return Err(bad(m)),
-            Err(e) => return Err(anyhow::anyhow!("{}: {e}", spec.case.label())),
+        let run = |spec: &SimSpec, set_up: &crate::cp::setup::CpSetup| match simulate_with(spec, set_up, model.clone()) {
+            Ok(r) => Ok(r),
+            Err(SimError::Bad(m)) => Err(bad(m)),
+            Err(e) => Err(anyhow::anyhow!("{}: {e}", spec.case.label())),
         };
+        let mut rep = run(&spec, &set_up)?;
+        // Masks without a random draw (no `seed` parameter) are the same every time: one run.
+        let drawn = crate::mask::find_pattern(&spec.case.pattern).map(|p| p.params.iter().any(|x| x.key == "seed")).unwrap_or(false);
+        if a.packs > 1 && drawn {
+            // Further draws of the mask (seed + 1, …); the row reports the mean over all draws.
+            let base = spec.case.params.get("seed").map(|s| s.parse::<u64>()).transpose().map_err(|_| bad("--set seed: expected an integer"))?.unwrap_or(42);
+            let (mut tflops, mut secs, mut flops) = (rep.tflops_per_gpu, rep.total_s, rep.flops);
+            for i in 1..a.packs as u64 {
+                let mut other = spec.clone();
+                other.case.params = std::mem::take(&mut other.case.params).set("seed", base + i);
+                let r = run(&other, &setup(&other).map_err(|e| bad(e.to_string()))?)?;
+                tflops += r.tflops_per_gpu;
+                secs += r.total_s;
+                flops += r.flops;
+            }
+            let n = a.packs as f64;
+            rep.tflops_per_gpu = tflops / n;
+            rep.total_s = secs / n;
+            rep.flops = flops / n;
+            rep.note.push_str(&format!(
+                "; mean over {} mask draws (seeds {}..={}): TFLOPS/GPU is the mean of the draws' TFLOPS/GPU, time and FLOPs the means",
+                a.packs,
+                base,
+                base + a.packs as u64 - 1
+            ));
+        }
         let mut row = to_row(&spec, &rep, &run_id, &device_name);
         if let Some(f) = folder.as_mut() {
             f.append(&mut row).map_err(|e| e.into_cli())?;
@@ -294,4 +361,74 @@ fn print_schedule(s: &crate::cp::schedule::Schedule, layout: &crate::cp::schedul
             println!("    glue    r{:<3} {what}: {bytes} B of HBM traffic, {launches} kernels", g.rank);
         }
     }
+}
+
+/// `--compare-published`: projected vs published TFLOPS/GPU (docs/SIMULATION.md shows the output).
+fn compare_published(a: &SimulateArgs) -> anyhow::Result<ExitCode> {
+    use crate::sim::published::{self as pb, Variant};
+    let packs = if a.packs > 1 { a.packs } else { pb::PUBLISHED_PACKS };
+    let known = ["full", "causal", "full_document", "causal_document"];
+    if let Some(m) = a.case.mask.iter().find(|m| !known.contains(&m.as_str())) {
+        return Err(bad(format!("--mask {m}: the published figures have full, causal, full_document and causal_document")));
+    }
+    if let Some(w) = a.world_size.iter().find(|w| ![8, 16, 32, 64].contains(*w)) {
+        return Err(bad(format!("--world-size {w}: the published figures have 8, 16, 32 and 64 GPUs")));
+    }
+    let keep = |p: &pb::CpPoint| (a.case.mask.is_empty() || a.case.mask.contains(&p.mask)) && (a.world_size.is_empty() || a.world_size.contains(&p.world));
+    let kernel = if a.fit { pb::fit_kernel(&pb::kernel_points()) } else { pb::h100_fa3() };
+    if a.fit {
+        let t = |p: &crate::sim::fa3::Fa3Pass| format!("({:.4}, {:.2}, {:.1})", p.efficiency, p.item_us, p.launch_us);
+        println!(
+            "Fitted FA3 kernel parameters (efficiency, µs/item, µs/call): dense fwd {} bwd {}; varlen fwd {} bwd {}\n",
+            t(&kernel.fwd),
+            t(&kernel.bwd),
+            t(&kernel.varlen_fwd),
+            t(&kernel.varlen_bwd)
+        );
+    }
+    println!("## FA3 kernel model vs the published FA3 kernel bars\n");
+    println!("{}", pb::kernel_markdown(&kernel));
+    let points = pb::prepare_points(Variant::Full, packs, &kernel, &keep).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cp = if a.fit {
+        let (cp, err) = pb::fit_cp(&points, Variant::Full);
+        println!("Fitted on the calibration points (forward, W = 8 and 16): {cp:?}, mean |error| {:.1} %\n", err * 100.0);
+        cp
+    } else {
+        pb::H100_CP
+    };
+    println!("## CP model vs LongCA-bench's published CP figures (H100)\n");
+    let rows = pb::compare(&points, &cp, Variant::Full);
+    if a.json {
+        println!("{}", serde_json::to_string(&serde_json::json!({ "kernel": kernel, "cp": cp, "rows": rows }))?);
+    } else {
+        println!("{}", pb::markdown(&rows, &cp, &kernel, packs));
+    }
+    if a.ablate {
+        println!("## Ablations (each refitted on the calibration points; held-out mean |error|)\n");
+        println!(
+            "| model | inter-node GB/s | glue mem eff | µs/launch | calibration | held-out full/causal | held-out document |\n|:--|--:|--:|--:|--:|--:|--:|"
+        );
+        for (v, c, sum) in pb::ablations(packs, &kernel, &keep).map_err(|e| anyhow::anyhow!("{e}"))? {
+            let get = |cal: bool, g: &str| {
+                let xs: Vec<&(f64, usize)> = sum.iter().filter(|((c2, g2), _)| *c2 == cal && (g.is_empty() || *g2 == g)).map(|(_, v)| v).collect();
+                let n: usize = xs.iter().map(|x| x.1).sum();
+                if n == 0 {
+                    "–".to_string()
+                } else {
+                    format!("{:.1} %", xs.iter().map(|x| x.0 * x.1 as f64).sum::<f64>() / n as f64 * 100.0)
+                }
+            };
+            println!(
+                "| {} | {:.1} | {:.2} | {:.0} | {} | {} | {} |",
+                v.describe(),
+                c.inter_gbps,
+                c.mem_efficiency,
+                c.launch_us,
+                get(true, ""),
+                get(false, "full/causal"),
+                get(false, "document")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

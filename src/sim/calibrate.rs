@@ -57,8 +57,23 @@ pub fn calibrate_file(path: &Path) -> Result<(Link, CommReport, Vec<CalibrationP
     let text = std::fs::read_to_string(path).map_err(|e| format!("--calibrate {}: {e}", path.display()))?;
     let rep: CommReport = serde_json::from_str(&text).map_err(|e| format!("--calibrate {}: not `attnbench comm --json` output: {e}", path.display()))?;
     let pts = p2p_points(&rep);
-    let link = fit_link(&pts)
-        .ok_or_else(|| format!("--calibrate {}: need send/recv results at two or more message sizes to fit α and β (found {})", path.display(), pts.len()))?;
+    let sizes = {
+        let mut b: Vec<u64> = pts.iter().map(|p| p.bytes as u64).collect();
+        b.sort_unstable();
+        b.dedup();
+        b.len()
+    };
+    let link = fit_link(&pts).ok_or_else(|| {
+        if sizes < 2 {
+            format!("--calibrate {}: need send/recv results at two or more message sizes to fit α and β (found {sizes})", path.display())
+        } else {
+            format!(
+                "--calibrate {}: the send/recv times of {} points over {sizes} sizes do not grow with the message size (noisy or overloaded machine?); cannot fit α and β",
+                path.display(),
+                pts.len()
+            )
+        }
+    })?;
     Ok((link, rep, pts))
 }
 
@@ -103,5 +118,9 @@ mod tests {
         assert_ne!(t.inter, link);
         std::fs::write(&p, r#"{"world_size":2,"results":[]}"#).unwrap();
         assert!(calibrate_file(&p).unwrap_err().contains("two or more"));
+        // Times that fall with size (a machine busy at the small sizes) cannot be fitted.
+        std::fs::write(&p, r#"{"world_size":2,"results":[{"op":"sendrecv","bytes":8,"time_us":4000},{"op":"sendrecv","bytes":1048576,"time_us":300}]}"#)
+            .unwrap();
+        assert!(calibrate_file(&p).unwrap_err().contains("do not grow"), "{}", calibrate_file(&p).unwrap_err());
     }
 }

@@ -53,13 +53,16 @@ pub fn preset(name: &str) -> Option<Topology> {
         // 400 Gb/s NDR InfiniBand per GPU = 50 GB/s.
         "h100-nvlink-ib400" | "h100" => t("h100-nvlink-ib400", 8, 3.0, 450.0, 10.0, 50.0),
         "h200-nvlink-ib400" | "h200" => t("h200-nvlink-ib400", 8, 3.0, 450.0, 10.0, 50.0),
+        // h100 with the inter-node bandwidth fitted to LongCA-bench's published CP figures (forward,
+        // W = 8 and 16; `attnbench simulate --compare-published --fit`).
+        "h100-longca" => return Some(super::published::topology(&super::published::H100_CP)),
         // A100 SXM: NVLink 3, 300 GB/s per direction; 200 Gb/s HDR per GPU = 25 GB/s.
         "a100-nvlink-ib200" | "a100" => t("a100-nvlink-ib200", 8, 3.0, 300.0, 10.0, 25.0),
         _ => return None,
     })
 }
 
-pub const PRESETS: &[&str] = &["h100-nvlink-ib400", "h200-nvlink-ib400", "a100-nvlink-ib200"];
+pub const PRESETS: &[&str] = &["h100-nvlink-ib400", "h200-nvlink-ib400", "a100-nvlink-ib200", "h100-longca"];
 
 impl Topology {
     pub fn node_of(&self, rank: usize) -> usize {
@@ -75,31 +78,33 @@ impl Topology {
         }
     }
 
-    /// A step in which each `(src, dst, bytes)` message is in flight at once: the slowest message.
-    pub fn concurrent_time_s(&self, msgs: &[(usize, usize, f64)]) -> f64 {
-        msgs.iter().map(|&(a, b, n)| self.link(a, b).time_s(n)).fold(0.0, f64::max)
-    }
-
-    /// The slowest link of a ring over `ranks` (in order, wrapping around).
-    fn ring_link(&self, ranks: &[usize]) -> Link {
-        let n = ranks.len();
-        let mut worst = self.intra;
-        for i in 0..n {
-            let l = self.link(ranks[i], ranks[(i + 1) % n]);
-            if l.beta_gbps < worst.beta_gbps || (l.beta_gbps == worst.beta_gbps && l.alpha_us > worst.alpha_us) {
-                worst = l;
-            }
-        }
-        worst
-    }
-
-    /// Ring all-gather where each of the n ranks contributes `bytes_per_rank`: n−1 steps of one chunk.
+    /// All-gather where each of the n ranks contributes `bytes_per_rank`, as NCCL runs it: inside a
+    /// node a ring over NVLink (n − 1 steps of one chunk); across nodes one ring per NIC (rail), so a
+    /// chunk enters each node once and is forwarded over NVLink — the (n − g) chunks from other nodes
+    /// reach a node of g ranks through its g NICs at once. The slower of the NVLink ring and the NIC
+    /// share sets the time. (An earlier version ran every chunk through the slowest link, which
+    /// charged a 16-GPU all-gather 15 chunks over one NIC, 8× what the NICs carry.)
     pub fn allgather_s(&self, ranks: &[usize], bytes_per_rank: f64) -> f64 {
         let n = ranks.len();
         if n <= 1 {
             return 0.0;
         }
-        (n - 1) as f64 * self.ring_link(ranks).time_s(bytes_per_rank)
+        let mut per_node: std::collections::BTreeMap<usize, usize> = std::collections::BTreeMap::new();
+        for &r in ranks {
+            *per_node.entry(self.node_of(r)).or_default() += 1;
+        }
+        let ring = (n - 1) as f64 * self.intra.time_s(bytes_per_rank);
+        if per_node.len() == 1 {
+            return ring;
+        }
+        let hops = (per_node.len() - 1) as f64;
+        per_node
+            .values()
+            .map(|&g| {
+                let nic = hops * self.inter.alpha_us * 1e-6 + (n - g) as f64 * bytes_per_rank / (g as f64 * self.inter.beta_gbps * 1e9);
+                ring.max(nic)
+            })
+            .fold(0.0, f64::max)
     }
 
     /// Reduce-scatter of a `bytes_per_rank`-sized result per rank (same cost shape as all-gather).
@@ -107,20 +112,28 @@ impl Topology {
         self.allgather_s(ranks, bytes_per_rank)
     }
 
-    /// Pairwise all-to-all where each rank holds `bytes_per_rank` and sends 1/n of it to every peer:
-    /// n−1 rounds; in each round, all ranks send to distinct peers at once.
+    /// All-to-all where each rank holds `bytes_per_rank` and sends 1/n of it to every peer, as NCCL
+    /// runs it: all sends and receives of a rank are posted at once, so a rank's NVLink traffic (to
+    /// peers on its node) and its NIC traffic (to peers on other nodes) flow in parallel, each at its
+    /// link's bandwidth; the slower of the two sets the time. (An earlier version summed n − 1 rounds
+    /// each limited by its slowest message, which charged a 16-rank all-to-all 15 inter-node chunks
+    /// where the NIC carries 8.)
     pub fn alltoall_s(&self, ranks: &[usize], bytes_per_rank: f64) -> f64 {
         let n = ranks.len();
         if n <= 1 {
             return 0.0;
         }
         let chunk = bytes_per_rank / n as f64;
-        (1..n)
-            .map(|shift| {
-                let msgs: Vec<(usize, usize, f64)> = (0..n).map(|i| (ranks[i], ranks[(i + shift) % n], chunk)).collect();
-                self.concurrent_time_s(&msgs)
+        ranks
+            .iter()
+            .map(|&r| {
+                let inter = ranks.iter().filter(|&&p| self.node_of(p) != self.node_of(r)).count();
+                let intra = n - 1 - inter;
+                let t_intra = if intra > 0 { self.intra.time_s(chunk * intra as f64) } else { 0.0 };
+                let t_inter = if inter > 0 { self.inter.time_s(chunk * inter as f64) } else { 0.0 };
+                t_intra.max(t_inter)
             })
-            .sum()
+            .fold(0.0, f64::max)
     }
 }
 
@@ -175,9 +188,13 @@ mod tests {
         let t = preset("h100").unwrap();
         assert_eq!(t.link(0, 7), t.intra);
         assert_eq!(t.link(7, 8), t.inter);
-        // A ring over 16 ranks crosses nodes → inter-node bandwidth limits it.
+        // 16 ranks on 2 nodes: the 8 chunks of the other node enter through 8 NICs (1 chunk each,
+        // 20 ms) while the NVLink ring forwards 15 chunks (33 ms): NVLink sets the time.
         let ranks: Vec<usize> = (0..16).collect();
-        assert!((t.allgather_s(&ranks, 1e9) - 15.0 * t.inter.time_s(1e9)).abs() < 1e-12);
+        assert!((t.allgather_s(&ranks, 1e9) - 15.0 * t.intra.time_s(1e9)).abs() < 1e-12);
+        // 1 rank per node (16 nodes): 15 chunks through one NIC.
+        let spread = Topology { gpus_per_node: 1, ..t.clone() };
+        assert!((spread.allgather_s(&ranks, 1e9) - (15.0 * t.inter.alpha_us * 1e-6 + 15e9 / 50e9)).abs() < 1e-12);
         let ranks: Vec<usize> = (0..8).collect();
         assert!((t.allgather_s(&ranks, 1e9) - 7.0 * t.intra.time_s(1e9)).abs() < 1e-12);
     }
@@ -186,11 +203,14 @@ mod tests {
     fn alltoall_within_and_across_nodes() {
         let t = preset("h100").unwrap();
         let r8: Vec<usize> = (0..8).collect();
-        // 7 rounds of 1/8 of the data on NVLink.
-        assert!((t.alltoall_s(&r8, 8e9) - 7.0 * t.intra.time_s(1e9)).abs() < 1e-12);
+        // 7 chunks of 1/8 of the data leave each rank over NVLink, posted together.
+        assert!((t.alltoall_s(&r8, 8e9) - t.intra.time_s(7e9)).abs() < 1e-12);
         let r16: Vec<usize> = (0..16).collect();
-        // Every round of a 16-rank all-to-all has some message crossing nodes.
-        assert!((t.alltoall_s(&r16, 16e9) - 15.0 * t.inter.time_s(1e9)).abs() < 1e-9);
+        // 16 ranks on 2 nodes: 8 chunks over the NIC (the slower), 7 over NVLink at the same time.
+        assert!((t.alltoall_s(&r16, 16e9) - t.inter.time_s(8e9)).abs() < 1e-9);
+        assert!(t.alltoall_s(&r16, 16e9) > t.intra.time_s(7e9));
+        // Two ranks on different nodes: one chunk over the NIC.
+        assert!((t.alltoall_s(&[3, 9], 2e9) - t.inter.time_s(1e9)).abs() < 1e-12);
     }
 
     #[test]

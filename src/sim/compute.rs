@@ -1,9 +1,10 @@
 //! Per-piece compute time of a virtual rank: either **measured** (the piece is executed on this device
 //! with exactly the tensors and sub-mask the real rank would use — the case's kernel (`MaskedAttention`)
-//! on `block_mask(mask, piece.q, piece.k)` — warmup then the median of a few repeats), or a
-//! **roofline** model (FLOPs / (device peak × efficiency) + one launch overhead per kernel launch the
-//! sliced backend would make), for worlds whose pieces are far too slow to execute on the machine at
-//! hand.
+//! on `block_mask(mask, piece.q, piece.k)` — warmup then the median of a few repeats), a **roofline**
+//! model (FLOPs / (device peak × efficiency) + one launch overhead per kernel launch the sliced backend
+//! would make), or the **FA3 tile model** ([`super::fa3`]: whole tiles per document segment, fitted to
+//! published FlashAttention-3 kernel figures), for worlds whose pieces are far too slow to execute on
+//! the machine at hand.
 //!
 //! Identical pieces — same q/k lengths, heads, pass and the same local sub-mask — cost the same, so the
 //! measured model times each distinct piece once and reuses it (the simulator reports how many pieces
@@ -14,6 +15,7 @@ use std::ops::Range;
 
 use tch::{Device, Tensor};
 
+use super::fa3::{CallShape, Fa3Model, Segment};
 use crate::attn::merge::RunningMerge;
 use crate::attn::KernelError;
 use crate::attn::MaskedAttention;
@@ -49,6 +51,16 @@ pub enum ComputeModel {
     Measured { device: Device, dtype: DType, warmup: usize, repeats: usize },
     /// FLOPs / (peak_tflops·10¹² × efficiency) + launches × launch_us.
     Roofline(Roofline),
+    /// FlashAttention-3 varlen calls costed tile by tile ([`super::fa3`]); glue as the roofline's.
+    Fa3(Fa3Compute),
+}
+
+/// The FA3 tile model of attention calls plus the bandwidth roofline of the glue work between them
+/// (only `glue`'s memory and launch fields are used).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fa3Compute {
+    pub kernel: Fa3Model,
+    pub glue: Roofline,
 }
 
 /// Parameters of the roofline model. Defaults (see docs/SIMULATION.md): H100 SXM bf16 dense peak
@@ -128,6 +140,14 @@ impl PieceTimer {
         }
     }
 
+    /// Records a piece whose time was obtained outside [`PieceTimer::time_s`] (the FA3 model's
+    /// document segments), for the counts and the trace.
+    pub fn record(&mut self, rank: usize, area: u64, heads_q: usize, backward: bool) {
+        self.requested += 1;
+        self.executed += 1;
+        self.trace.push((rank, area, heads_q, backward));
+    }
+
     /// Seconds of one piece whose sub-mask has already been built (`sub` = block_mask(mask, q, k)).
     pub fn time_s(&mut self, p: &PieceShape, sub: &Mask) -> Result<f64, KernelError> {
         self.requested += 1;
@@ -147,6 +167,12 @@ impl PieceTimer {
         }
         let t = match &self.model {
             ComputeModel::Roofline(r) => r.piece_s(p.flops, self.attention.gpu_launches(sub)),
+            // Masks that are not documents: one varlen segment per slice of the sub-mask.
+            ComputeModel::Fa3(f) => {
+                let segs: Vec<Segment> = sub.slices().iter().map(|s| Segment { lq: s.q_len(), lk: s.k_len(), area: s.area() }).collect();
+                let shape = CallShape { heads_q: p.heads_q, heads_kv: p.heads_kv, head_dim: p.head_dim, backward: p.backward, varlen: true };
+                f.kernel.call_s(&segs.repeat(p.batch.max(1)), &shape)
+            }
             ComputeModel::Measured { device, dtype, warmup, repeats } => {
                 measure_piece(self.attention, &key, sub, *device, *dtype, *warmup, *repeats, self.scale)?
             }
@@ -164,7 +190,7 @@ impl PieceTimer {
             return Ok(t);
         }
         let t = match &self.model {
-            ComputeModel::Roofline(r) => {
+            ComputeModel::Roofline(r) | ComputeModel::Fa3(Fa3Compute { glue: r, .. }) => {
                 let (bytes, launches) = op.traffic(layout);
                 r.glue_s(bytes, launches)
             }

@@ -9,19 +9,28 @@
 pub mod calibrate;
 pub mod comm_model;
 pub mod compute;
+pub mod fa3;
 pub mod predict;
+pub mod published;
+pub mod segments;
 
 use serde::Serialize;
 
 use crate::attn::KernelError;
-use crate::case::{Case, CaseKind};
+use crate::case::{Case, CaseKind, Sharding};
+use crate::cp::engine::ring::RingEngine;
+use crate::cp::engine::ring_walk::RingDegrees;
+use crate::cp::schedule::{CpLayout, Glue, GlueOp, Schedule};
 use crate::cp::setup::CpSetup;
 use crate::cp::shard::{block_mask, imbalance};
 use crate::flops::{pass_flops, Pass};
+use crate::mask::{build_pattern, Params};
 use crate::results::{Row, Status};
 use comm_model::Topology;
 use compute::{ComputeModel, PieceShape, PieceTimer};
+use fa3::CallShape;
 use predict::StepTime;
+use segments::{piece_calls, Docs, Placement};
 
 /// Why a simulation could not run.
 #[derive(Debug, thiserror::Error)]
@@ -33,14 +42,57 @@ pub enum SimError {
     Backend(#[from] KernelError),
 }
 
+/// Whose context-parallel implementation the virtual ranks follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Implementation {
+    /// attnbench's own engines: exactly their schedule and sharding.
+    #[default]
+    Attnbench,
+    /// The baselines behind the CP figures LongCA-bench's authors published (MagiAttention
+    /// `exps/dist_attn/baselines`, Transformer Engine style), on the same strategy's schedule:
+    /// - every **document** is zigzag-sharded over the ranks (`thd` layout: a rank holds chunks r and
+    ///   2W−1−r of each document), see [`segments::Placement::PerDocument`];
+    /// - the all-gather strategy makes one FA3 call per query half;
+    /// - `usp` honours the inner-ring option (USP × double ring = LoongTrain);
+    /// - a backward pass is an autograd backward after a forward: the head-sharded q, K, V, out stay
+    ///   saved, so its all-to-alls move only dout and the gradients, gradients travel in the input
+    ///   dtype, and the ring's dK/dV travel with K/V (one buffer, overlapped with the step);
+    /// - the memory-bound work around the attention calls is theirs ([`longca_glue`]).
+    ///
+    /// Needs a document mask (every slice a full or causal diagonal block, all of one kind: full,
+    /// causal, full_document, causal_document, …).
+    Longca,
+}
+
+impl Implementation {
+    pub fn name(self) -> &'static str {
+        match self {
+            Implementation::Attnbench => "attnbench",
+            Implementation::Longca => "longca",
+        }
+    }
+}
+
+impl std::str::FromStr for Implementation {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "attnbench" => Ok(Implementation::Attnbench),
+            "longca" => Ok(Implementation::Longca),
+            _ => Err(format!("unknown implementation `{s}` (expected attnbench or longca)")),
+        }
+    }
+}
+
 /// One simulated case: what it computes (a CP case; its `world_size` virtual ranks), over which
-/// cluster model.
+/// cluster model, following whose implementation.
 #[derive(Debug, Clone)]
 pub struct SimSpec {
     pub case: Case,
     pub topology: Topology,
     /// True when the topology's links were fitted from `attnbench comm` output.
     pub calibrated: bool,
+    pub implementation: Implementation,
 }
 
 /// Everything predicted for one case.
@@ -82,45 +134,255 @@ pub struct SimReport {
 }
 
 /// The mask, shard, layout, engine and schedule of a spec — the same [`CpSetup::new`] the real
-/// ranks start from.
+/// ranks start from; for [`Implementation::Longca`], see [`setup_longca`].
 pub fn setup(spec: &SimSpec) -> Result<CpSetup, SimError> {
-    CpSetup::new(&spec.case).map_err(SimError::Bad)
+    match spec.implementation {
+        Implementation::Attnbench => CpSetup::new(&spec.case).map_err(SimError::Bad),
+        Implementation::Longca => setup_longca(spec),
+    }
+}
+
+/// True when the schedule is the all-gather engine's (its collectives are named `*allgather`, the
+/// convention [`predict`] costs them by).
+fn is_allgather(s: &Schedule) -> bool {
+    s.steps.iter().flat_map(|st| &st.messages).any(|m| m.what.contains("allgather"))
+}
+
+/// How a set-up case's pieces map onto documents, and whether the all-gather's call is split per
+/// query half. Under the LongCA layout the pieces' ranges are zigzag chunks of a 2W grid (rank r holds
+/// chunks r and 2W−1−r; a ring member holds its ranks' chunks), and every document is cut the same way.
+pub fn placement(p: &CpSetup, implementation: Implementation) -> (Placement, bool) {
+    match implementation {
+        Implementation::Attnbench => (Placement::Global, false),
+        Implementation::Longca => (Placement::PerDocument { chunks: 2 * p.schedule.world, seqlen: p.shard.seqlen }, is_allgather(&p.schedule)),
+    }
+}
+
+/// The set-up of [`Implementation::Longca`]: the strategy set up (zigzag sharding) on one document
+/// spanning the sequence — full or causal like the mask's documents — which gives the steps, messages
+/// and token counts of the per-document layout (every rank holds the same number of tokens either
+/// way); the pieces' areas and FLOPs are then those of the real documents ([`segments::piece_calls`]),
+/// the glue is the baselines' ([`longca_glue`]) and backward messages follow the autograd backward
+/// ([`autograd_backward`]). `usp` with an inner-ring option becomes Ulysses × a double ring
+/// (LoongTrain). The returned set-up's `mask` is the real mask.
+pub fn setup_longca(spec: &SimSpec) -> Result<CpSetup, SimError> {
+    let c = &spec.case;
+    let hm = build_pattern(&c.pattern, c.seqlen, &c.params).map_err(|e| SimError::Bad(format!("--mask {}: {e}", c.pattern)))?;
+    if !hm.is_shared() {
+        return Err(SimError::Bad(format!("--mask {}: per-head masks are not supported by CP strategies yet", c.pattern)));
+    }
+    let mask = hm.groups.into_iter().next().expect("one group");
+    let docs = Docs::of(&mask);
+    let causal = docs.as_ref().and_then(|x| x.uniform_kind()).ok_or_else(|| {
+        SimError::Bad(format!("--impl longca: --mask {} is not documents of one kind (full or causal diagonal blocks); use --impl attnbench", c.pattern))
+    })?;
+    let docs = docs.expect("checked above");
+    let mut surrogate = Case { pattern: if causal { "causal" } else { "full" }.into(), params: Params::new(), ..c.clone() };
+    surrogate.cp.sharding = Some(Sharding::Zigzag);
+    let mut p = CpSetup::new(&surrogate).map_err(SimError::Bad)?;
+    if let (true, Some(inner)) = (c.strategy == "usp", c.cp.inner_ring) {
+        let u = c.cp.ulysses_degree.unwrap_or_else(|| crate::cp::strategies::usp::default_ulysses(c.world_size, &p.layout));
+        let d = RingDegrees::new(c.world_size, u, inner, &p.layout).map_err(|e| SimError::Bad(e.to_string()))?;
+        p.engine = Box::new(RingEngine(d));
+        p.schedule = p.engine.schedule(&c.strategy, &p.shard, &p.mask, &p.layout);
+    }
+    let (place, split) = placement(&p, Implementation::Longca);
+    let per_area = 4.0 * c.head_dim as f64 * c.batch as f64;
+    for step in &mut p.schedule.steps {
+        let factor = if step.label.starts_with("bwd") { 2.5 } else { 1.0 };
+        for piece in &mut step.compute {
+            let area: u64 = piece_calls(&docs, place, &piece.q, &piece.k, split).iter().flatten().map(|s| s.area).sum();
+            piece.area = area;
+            piece.flops = per_area * area as f64 * piece.heads_q as f64 * factor;
+        }
+    }
+    longca_glue(&mut p);
+    autograd_backward(&mut p.schedule, &p.layout);
+    p.mask = mask;
+    Ok(p)
+}
+
+fn tokens(r: &[std::ops::Range<usize>]) -> u64 {
+    r.iter().map(|x| x.len() as u64).sum()
+}
+
+/// Replaces a set-up's glue (attnbench's merges, relayouts, stacks) with the memory-bound work of the
+/// LongCA baselines (`exps/dist_attn/baselines/{utils_cp,ring_attn,ulysess,usp}.py`), per rank, as
+/// copies of q-sized and K/V-sized tensors (one kernel each; a zero fill plus a scatter counts as two):
+/// - around every FA3 call ([`varlen_call_glue`]): inputs gathered into the unpadded varlen layout,
+///   outputs scattered back into zero-filled padded tensors;
+/// - ring steps: the forward's per-step output correction (2 q copies), the backward's dq update
+///   (2 q copies), dK/dV concatenation (1) and update (2);
+/// - all-to-alls: the `rearrange(...).contiguous()` before and after each one (2 copies per tensor:
+///   q, K, V, out; in backward dout, dq, dK, dV), the K/V repeat when W > Hkv and its gradient sum;
+/// - all-gather: the zigzag → contiguous reorder of the gathered K and V (a `torch.gather` each), the
+///   query-half reads and output collection of its two calls, and in backward the full-size dK/dV
+///   zero fill, per-call adds and the reorder before the reduce-scatter.
+pub fn longca_glue(p: &mut CpSetup) {
+    let l = p.layout;
+    let (b, d, e) = (l.batch as u64, l.head_dim as u64, l.elem_bytes);
+    let hkv_u = p.engine.piece_heads_kv(&l) as u64;
+    // Ulysses degree from the pieces (a piece has Hq/U query heads); K/V heads after the repeat.
+    let u = p.schedule.steps.iter().flat_map(|s| &s.compute).next().map(|pc| (l.heads_q / pc.heads_q.max(1)) as u64).unwrap_or(1);
+    let kv_heads_rep = hkv_u * u;
+    let seq = p.shard.seqlen as u64;
+    let copy = |rank, elems: u64, n: usize| (0..n).map(move |_| Glue { rank, op: GlueOp::Copy { elems, elem_bytes: e } });
+    let world = p.schedule.world;
+    let allgather = is_allgather(&p.schedule);
+    let repeated = kv_heads_rep > l.heads_kv as u64;
+    for step in &mut p.schedule.steps {
+        let bwd = step.label.starts_with("bwd");
+        let mut glue = Vec::new();
+        for r in 0..world {
+            let toks = p.shard.len(r) as u64;
+            let q_r = b * l.heads_q as u64 * d * toks;
+            let kv_r = b * kv_heads_rep * d * toks;
+            let full_kv = b * l.heads_kv as u64 * d * seq;
+            match step.label.as_str() {
+                "fwd a2a q,kv" | "bwd a2a dq,dkv" => {
+                    glue.extend(copy(r, q_r, 2));
+                    glue.extend(copy(r, kv_r, 4 + if repeated { 2 } else { 0 }));
+                }
+                "fwd a2a out,lse" | "bwd a2a q,kv,out,dout,lse" => glue.extend(copy(r, q_r, 2)),
+                "fwd all-gather kv" | "bwd all-gather kv" | "bwd reduce-scatter dkv" => glue.extend(copy(r, full_kv, 2)),
+                _ => {}
+            }
+        }
+        for piece in &step.compute {
+            let calls = if allgather { piece.q.len().max(1) as u64 } else { 1 };
+            let q_e = b * piece.heads_q as u64 * d * tokens(&piece.q) / calls;
+            let kv_e = b * hkv_u * d * tokens(&piece.k);
+            for _ in 0..calls {
+                glue.extend(varlen_call_glue(piece.rank, q_e, kv_e, e, bwd));
+                if allgather {
+                    // Query half (and out, dout in backward) read; output (dq) collected.
+                    glue.extend(copy(piece.rank, q_e, if bwd { 4 } else { 2 }));
+                    if bwd {
+                        glue.extend(copy(piece.rank, 2 * kv_e, 2));
+                    }
+                }
+            }
+            if allgather {
+                if bwd {
+                    glue.extend(copy(piece.rank, 2 * kv_e, 1));
+                }
+            } else if bwd {
+                glue.extend(copy(piece.rank, q_e, 2));
+                glue.extend(copy(piece.rank, 2 * kv_e, 3));
+            } else {
+                glue.extend(copy(piece.rank, q_e, 2));
+            }
+        }
+        step.glue = glue;
+    }
+}
+
+/// The memory-bound work around each FA3 call of the LongCA baselines (`_fa3_varlen_forward` /
+/// `_fa3_varlen_backward` in `exps/dist_attn/baselines/utils_cp.py`): the inputs are gathered into the
+/// unpadded varlen layout (`torch.gather`: q and K, V; in backward also out and dout) and the outputs
+/// scattered back into zero-filled padded tensors (out; dq, dk, dv) — copies of q-sized and K/V-sized
+/// tensors per call, one kernel each (a zero fill and a scatter counted as two copies).
+pub fn varlen_call_glue(rank: usize, q_elems: u64, kv_elems: u64, elem_bytes: usize, backward: bool) -> Vec<Glue> {
+    let copy = |elems| Glue { rank, op: GlueOp::Copy { elems, elem_bytes } };
+    let (q_copies, kv_copies) = if backward { (3 + 2, 2 + 4) } else { (1 + 2, 2) };
+    (0..q_copies).map(|_| copy(q_elems)).chain((0..kv_copies).map(|_| copy(kv_elems))).collect()
+}
+
+/// Backward messages of an autograd backward that follows its forward (see
+/// [`Implementation::Longca`]): the all-to-alls of q, K/V, out and LSE are dropped (the forward saved
+/// the head-sharded tensors), gradients move in the input dtype, and ring dK/dV messages are
+/// overlapped like the K/V they travel with.
+pub fn autograd_backward(s: &mut Schedule, layout: &CpLayout) {
+    let scale = |b: u64| b * layout.elem_bytes as u64 / layout.acc_bytes() as u64;
+    for step in s.steps.iter_mut().filter(|st| st.label.starts_with("bwd")) {
+        step.messages.retain(|m| !matches!(m.what.as_str(), "a2a-q" | "a2a-kv" | "a2a-out" | "a2a-lse"));
+        for m in &mut step.messages {
+            match m.what.as_str() {
+                "dkv" => {
+                    m.bytes = scale(m.bytes);
+                    m.overlapped = true;
+                }
+                "a2a-dq" | "a2a-dkv" | "dkv-return" | "dkv-reduce-scatter" => m.bytes = scale(m.bytes),
+                _ => {}
+            }
+        }
+    }
 }
 
 /// Per step and rank: compute seconds of the rank's pieces (a rank may have several pieces in a step).
-pub fn compute_times(p: &CpSetup, timer: &mut PieceTimer) -> Result<Vec<Vec<f64>>, SimError> {
+/// The FA3 model costs each piece's varlen calls from its document segments ([`segments`]); the other
+/// models time the piece's sub-mask (measured or roofline).
+pub fn compute_times(p: &CpSetup, implementation: Implementation, timer: &mut PieceTimer) -> Result<Vec<Vec<f64>>, SimError> {
     let hkv = p.engine.piece_heads_kv(&p.layout);
     let world = p.schedule.world;
+    let docs = Docs::of(&p.mask);
+    let (place, split) = placement(p, implementation);
+    if implementation == Implementation::Longca && matches!(timer.model, ComputeModel::Measured { .. }) {
+        return Err(SimError::Bad("--impl longca: pieces are costed by a model (--compute-model fa3 or roofline), not executed".into()));
+    }
     let mut out = Vec::with_capacity(p.schedule.steps.len());
     for step in &p.schedule.steps {
         let backward = step.label.starts_with("bwd");
         let mut per = vec![0.0; world];
         for piece in &step.compute {
-            let sub = block_mask(&p.mask, &piece.q, &piece.k);
-            let shape = PieceShape {
-                rank: piece.rank,
-                q: &piece.q,
-                k: &piece.k,
-                batch: p.layout.batch,
-                heads_q: piece.heads_q,
-                heads_kv: hkv,
-                head_dim: p.layout.head_dim,
-                backward,
-                flops: piece.flops,
+            let calls = || docs.as_ref().map(|d| piece_calls(d, place, &piece.q, &piece.k, split));
+            let model = timer.model.clone();
+            let t = match (&model, implementation) {
+                (ComputeModel::Fa3(f), _) if docs.is_some() => {
+                    let shape = CallShape { heads_q: piece.heads_q, heads_kv: hkv, head_dim: p.layout.head_dim, backward, varlen: true };
+                    let t = calls().unwrap_or_default().iter().map(|c| f.kernel.call_s(&c.repeat(p.layout.batch.max(1)), &shape)).sum();
+                    timer.record(piece.rank, piece.area, piece.heads_q, backward);
+                    t
+                }
+                (ComputeModel::Roofline(r), Implementation::Longca) => {
+                    timer.record(piece.rank, piece.area, piece.heads_q, backward);
+                    r.piece_s(piece.flops, calls().map(|c| c.len()).unwrap_or(1).max(1))
+                }
+                _ => {
+                    let sub = block_mask(&p.mask, &piece.q, &piece.k);
+                    let shape = PieceShape {
+                        rank: piece.rank,
+                        q: &piece.q,
+                        k: &piece.k,
+                        batch: p.layout.batch,
+                        heads_q: piece.heads_q,
+                        heads_kv: hkv,
+                        head_dim: p.layout.head_dim,
+                        backward,
+                        flops: piece.flops,
+                    };
+                    timer.time_s(&shape, &sub)?
+                }
             };
-            per[piece.rank] += timer.time_s(&shape, &sub)?;
+            per[piece.rank] += t;
         }
         out.push(per);
     }
     Ok(out)
 }
 
-fn model_name(m: &ComputeModel) -> String {
+/// One line naming the compute model and its parameters (goes into notes and meta.json).
+pub fn model_name(m: &ComputeModel) -> String {
     match m {
         ComputeModel::Measured { device, .. } => format!("measured on {}", if device.is_cuda() { "cuda" } else { "cpu" }),
         ComputeModel::Roofline(r) => format!(
             "roofline {} {:.0} TFLOPS × {:.2} + {:.0} µs/launch, glue at {:.2} TB/s × {:.2}",
             r.device, r.peak_tflops, r.efficiency, r.launch_us, r.mem_tbps, r.mem_efficiency
+        ),
+        ComputeModel::Fa3(f) => format!(
+            "fa3 tiles on {} ({} SMs, {:.0} TFLOPS; varlen fwd × {:.3} + {:.1} µs/item + {:.0} µs/call, varlen bwd × {:.3} + {:.1} µs/item + {:.0} µs/call), glue at {:.2} TB/s × {:.2} + {:.1} µs/launch",
+            f.glue.device,
+            f.kernel.sms,
+            f.kernel.peak_tflops,
+            f.kernel.varlen_fwd.efficiency,
+            f.kernel.varlen_fwd.item_us,
+            f.kernel.varlen_fwd.launch_us,
+            f.kernel.varlen_bwd.efficiency,
+            f.kernel.varlen_bwd.item_us,
+            f.kernel.varlen_bwd.launch_us,
+            f.glue.mem_tbps,
+            f.glue.mem_efficiency,
+            f.glue.launch_us
         ),
     }
 }
@@ -153,7 +415,7 @@ pub fn simulate(spec: &SimSpec, model: ComputeModel) -> Result<SimReport, SimErr
 pub fn simulate_with(spec: &SimSpec, p: &CpSetup, model: ComputeModel) -> Result<SimReport, SimError> {
     let c = &spec.case;
     let mut timer = PieceTimer::new(model, c.head_dim, p.attention);
-    let compute = compute_times(p, &mut timer)?;
+    let compute = compute_times(p, spec.implementation, &mut timer)?;
     let glue = glue_times(p, &mut timer)?;
     let outer_wait = p.engine.outer_prefetch_steps();
     let steps = predict::predict(&spec.topology, &p.schedule, &compute, &glue, outer_wait);
@@ -171,8 +433,20 @@ pub fn simulate_with(spec: &SimSpec, p: &CpSetup, model: ComputeModel) -> Result
     let sum_pieces: f64 = rank_compute_s.iter().sum();
     let largest_piece = p.schedule.steps.iter().flat_map(|s| s.compute.iter()).map(|pc| pc.area as f64 * pc.heads_q as f64).fold(1.0, f64::max);
     let whole_work = area as f64 * c.heads.q as f64;
-    let (single_s, single_how) = match &timer.model {
-        ComputeModel::Roofline(_) => {
+    let (single_s, single_how) = match (&timer.model, Docs::of(&p.mask)) {
+        (ComputeModel::Fa3(f), Some(docs)) => {
+            let whole = docs.whole().repeat(c.batch.max(1));
+            let shape = |backward| CallShape { heads_q: c.heads.q, heads_kv: c.heads.kv, head_dim: c.head_dim, backward, varlen: true };
+            let mut s = 0.0;
+            if c.pass != Pass::Bwd {
+                s += f.kernel.call_s(&whole, &shape(false));
+            }
+            if c.pass.includes_backward() {
+                s += f.kernel.call_s(&whole, &shape(true));
+            }
+            (s, "fa3 model")
+        }
+        (ComputeModel::Roofline(_) | ComputeModel::Fa3(_), _) => {
             let mut s = 0.0;
             if c.pass != Pass::Bwd {
                 s += timer.whole_problem_s(&p.mask, c.batch, c.heads.q, c.heads.kv, c.head_dim, false, flops / c.pass.factor())?;
@@ -182,7 +456,7 @@ pub fn simulate_with(spec: &SimSpec, p: &CpSetup, model: ComputeModel) -> Result
             }
             (s, "roofline")
         }
-        ComputeModel::Measured { .. } if whole_work <= SINGLE_MAX_PIECES * largest_piece => {
+        (ComputeModel::Measured { .. }, _) if whole_work <= SINGLE_MAX_PIECES * largest_piece => {
             let f1 = flops / c.pass.factor();
             let mut s = 0.0;
             if c.pass != Pass::Bwd {
@@ -193,22 +467,29 @@ pub fn simulate_with(spec: &SimSpec, p: &CpSetup, model: ComputeModel) -> Result
             }
             (s, "measured")
         }
-        ComputeModel::Measured { .. } => (sum_pieces, "sum-of-pieces"),
+        (ComputeModel::Measured { .. }, _) => (sum_pieces, "sum-of-pieces"),
     };
     let bytes_sent = p.schedule.bytes_sent().into_iter().max().unwrap_or(0);
     let imb = imbalance(&p.schedule.work());
     let compute_model = model_name(&timer.model);
     let note = format!(
-        "projected: topology {}{}; compute {}; {} of {} pieces executed (identical pieces reused); glue {:.1}% of the critical rank's compute; single-device baseline {}; {}; sharding={}",
+        "projected: implementation {}; topology {}{}; compute {}; {} of {} pieces executed (identical pieces reused); glue {:.1}% of the critical rank's compute; single-device baseline {}; {}; sharding={}",
+        spec.implementation.name(),
         spec.topology.name,
-        if spec.calibrated { " (calibrated from attnbench comm)" } else { " (uncalibrated preset)" },
+        if spec.calibrated {
+            " (calibrated from attnbench comm)"
+        } else if spec.topology.name == "h100-longca" {
+            " (h100 with the inter-node bandwidth fitted to LongCA-bench's published CP figures)"
+        } else {
+            " (uncalibrated preset)"
+        },
         compute_model,
         timer.executed,
         timer.requested,
         glue_share(&rank_compute_s, &rank_glue_s) * 100.0,
         single_how,
         p.engine.note(&p.layout),
-        p.shard.kind
+        if spec.implementation == Implementation::Longca { "per-document zigzag".to_string() } else { p.shard.kind.to_string() }
     );
     Ok(SimReport {
         strategy: c.strategy.clone(),

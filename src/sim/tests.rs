@@ -11,9 +11,15 @@ use crate::cp::schedule::CpLayout;
 use crate::cp::setup::fixtures::cp_case;
 use crate::cp::strategies::usp::default_ulysses;
 use crate::sim::comm_model::preset;
+use crate::sim::published;
 
 fn spec(strategy: &str, pattern: &str, params: &[(&str, &str)], seqlen: usize, world: usize, pass: Pass) -> SimSpec {
-    SimSpec { case: cp_case(strategy, pattern, params, seqlen, world, HeadLayout { q: 8, kv: 2 }, pass), topology: preset("h100").unwrap(), calibrated: false }
+    SimSpec {
+        case: cp_case(strategy, pattern, params, seqlen, world, HeadLayout { q: 8, kv: 2 }, pass),
+        topology: preset("h100").unwrap(),
+        calibrated: false,
+        implementation: Implementation::Attnbench,
+    }
 }
 
 /// The ring degrees a ring-engine strategy resolves to with default options (what the engine runs).
@@ -49,7 +55,7 @@ fn virtual_ranks_compute_exactly_the_strategy_work() {
                     let sp = spec(def.name, m, params, 64, world, pass);
                     let p = setup(&sp).unwrap();
                     let mut timer = PieceTimer::new(roofline(), sp.case.head_dim, &SLICED);
-                    compute_times(&p, &mut timer).unwrap();
+                    compute_times(&p, Implementation::Attnbench, &mut timer).unwrap();
                     let passes = if pass == Pass::Fwdbwd { 2 } else { 1 };
                     let total: u64 = timer.trace.iter().map(|&(_, a, h, _)| a * h as u64).sum();
                     assert_eq!(total, p.mask.area() * 8 * passes, "{} W={world} {m} {pass}", def.name);
@@ -244,4 +250,83 @@ fn ring_glue_is_on_the_critical_path_at_8k_tokens_per_gpu() {
         let o = simulate(&sp, roofline()).unwrap();
         assert!(o.rank_glue_s[3] < want, "{other}: {o:?}");
     }
+}
+
+fn longca(strategy: &str, pattern: &str, params: &[(&str, &str)], seqlen: usize, world: usize, pass: Pass) -> SimSpec {
+    let mut sp = spec(strategy, pattern, params, seqlen, world, pass);
+    sp.implementation = Implementation::Longca;
+    sp
+}
+
+/// The LongCA layout: every strategy's pieces, mapped onto the real documents, cover the mask exactly
+/// once per query head and pass, and every rank does the same work (per-document zigzag balances
+/// full and causal documents alike, up to chunk rounding).
+#[test]
+fn longca_pieces_cover_the_documents_and_balance_them() {
+    let docs = [("doc_lens", "40,9,100,3,40")];
+    for (name, u, inner) in
+        [("ring-p2p-zigzag", None, None), ("ring-allgather", None, None), ("ulysses", None, None), ("usp", Some(2), None), ("usp", Some(2), Some(2))]
+    {
+        for pattern in ["full_document", "causal_document", "causal", "full"] {
+            for pass in [Pass::Fwd, Pass::Fwdbwd] {
+                let mut sp = longca(name, pattern, if pattern.ends_with("document") { &docs } else { &[] }, 192, 8, pass);
+                sp.case.cp.ulysses_degree = u;
+                sp.case.cp.inner_ring = inner;
+                let p = setup(&sp).unwrap();
+                let passes = if pass == Pass::Fwdbwd { 2 } else { 1 };
+                let work: u64 = p.schedule.work().iter().sum();
+                assert_eq!(work, p.mask.area() * 8 * passes, "{name} U={u:?} I={inner:?} {pattern} {pass}");
+                if inner.is_some() {
+                    assert!(p.engine.note(&p.layout).starts_with("ulysses=2 ring=4 inner=2 outer=2"), "{}", p.engine.note(&p.layout));
+                }
+                let f = ComputeModel::Fa3(compute::Fa3Compute {
+                    kernel: published::h100_fa3(),
+                    glue: match roofline() {
+                        ComputeModel::Roofline(r) => r,
+                        _ => unreachable!(),
+                    },
+                });
+                let rep = simulate_with(&sp, &p, f).unwrap();
+                assert!(rep.tflops_per_gpu > 0.0 && rep.note.contains("implementation longca") && rep.note.contains("per-document"));
+            }
+        }
+    }
+    // Per-document zigzag balances a causal document mask that contiguous sharding does not.
+    let p = setup(&longca("ring-p2p-zigzag", "causal_document", &docs, 192, 4, Pass::Fwd)).unwrap();
+    assert!(imbalance(&p.schedule.work()) < 1.1, "{:?}", p.schedule.work());
+    let q = setup(&spec("ring-p2p", "causal_document", &docs, 192, 4, Pass::Fwd)).unwrap();
+    assert!(imbalance(&q.schedule.work()) > 1.3, "{:?}", q.schedule.work());
+}
+
+/// The autograd backward: no forward tensors re-sent, gradients in the input dtype, ring dK/dV
+/// overlapped; the forward is untouched.
+#[test]
+fn longca_backward_messages_follow_autograd() {
+    let mut sp = longca("usp", "causal", &[], 128, 4, Pass::Fwdbwd);
+    sp.case.cp.ulysses_degree = Some(2);
+    sp.case.dtype = DType::Bf16;
+    let ours = setup(&SimSpec { implementation: Implementation::Attnbench, ..sp.clone() }).unwrap();
+    let theirs = setup(&sp).unwrap();
+    let whats = |p: &CpSetup, bwd: bool| -> Vec<String> {
+        let mut v: Vec<String> =
+            p.schedule.steps.iter().filter(|s| s.label.starts_with("bwd") == bwd).flat_map(|s| s.messages.iter().map(|m| m.what.clone())).collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    assert_eq!(whats(&ours, false), whats(&theirs, false));
+    let tb = whats(&theirs, true);
+    assert!(!tb.iter().any(|w| ["a2a-q", "a2a-kv", "a2a-out", "a2a-lse"].contains(&w.as_str())), "{tb:?}");
+    assert!(tb.contains(&"a2a-dout".to_string()) && tb.contains(&"a2a-dq".to_string()));
+    let bytes = |p: &CpSetup, what: &str| p.schedule.steps.iter().flat_map(|s| &s.messages).filter(|m| m.what == what).map(|m| m.bytes).sum::<u64>();
+    // f32 accumulators (ours) vs bf16 gradients (autograd).
+    assert_eq!(bytes(&ours, "a2a-dq"), 2 * bytes(&theirs, "a2a-dq"));
+    assert_eq!(bytes(&ours, "dkv"), 2 * bytes(&theirs, "dkv"));
+    assert!(theirs.schedule.steps.iter().flat_map(|s| &s.messages).filter(|m| m.what == "dkv").all(|m| m.overlapped));
+}
+
+#[test]
+fn longca_needs_documents_of_one_kind() {
+    let sp = longca("ring-p2p-zigzag", "sliding_window", &[("window_left", "9"), ("window_right", "4")], 64, 4, Pass::Fwd);
+    assert!(matches!(setup(&sp), Err(SimError::Bad(m)) if m.contains("--impl longca")));
 }
