@@ -408,7 +408,7 @@ fn compare_published(a: &SimulateArgs) -> anyhow::Result<ExitCode> {
         println!(
             "| model | inter-node GB/s | glue mem eff | µs/launch | calibration | held-out full/causal | held-out document |\n|:--|--:|--:|--:|--:|--:|--:|"
         );
-        for (v, c, sum) in pb::ablations(packs, &kernel, &keep).map_err(|e| anyhow::anyhow!("{e}"))? {
+        for (v, c, sum) in pb::ablations(&points, packs, &kernel, &keep).map_err(|e| anyhow::anyhow!("{e}"))? {
             let get = |cal: bool, g: &str| {
                 let xs: Vec<&(f64, usize)> = sum.iter().filter(|((c2, g2), _)| *c2 == cal && (g.is_empty() || *g2 == g)).map(|(_, v)| v).collect();
                 let n: usize = xs.iter().map(|x| x.1).sum();

@@ -503,18 +503,48 @@ impl PreparedPoint {
     }
 }
 
-/// Prepares every implemented point passing `keep`, `packs` packs each for document masks.
+/// One (point, pack) preparation: `None` where the strategy has no such case.
+type Job = Result<Option<Prepared>, SimError>;
+
+/// Prepares every implemented point passing `keep`, `packs` packs each for document masks. The
+/// (point, pack) jobs are independent, so they run on every core (`std::thread::available_parallelism`):
+/// with 20 packs this is most of `--compare-published`'s time.
 pub fn prepare_points(variant: Variant, packs: usize, kernel: &Fa3Model, keep: &dyn Fn(&CpPoint) -> bool) -> Result<Vec<PreparedPoint>, SimError> {
-    let mut out = Vec::new();
-    for point in cp_points().into_iter().filter(|p| IMPLEMENTED.contains(&p.strategy.as_str()) && keep(p)) {
-        let config = config(&point.strategy, point.world).expect("implemented");
-        let mut v = Vec::new();
-        for seed in seeds(&point.mask, packs) {
-            if let Some(p) = prepare(&point, seed, variant, kernel)? {
-                v.push(p);
-            }
+    let points: Vec<CpPoint> = cp_points().into_iter().filter(|p| IMPLEMENTED.contains(&p.strategy.as_str()) && keep(p)).collect();
+    let jobs: Vec<(usize, u64)> = points.iter().enumerate().flat_map(|(i, p)| seeds(&p.mask, packs).into_iter().map(move |s| (i, s))).collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(jobs.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let done: Vec<Vec<(usize, Job)>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let j = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&(i, seed)) = jobs.get(j) else { break mine };
+                        mine.push((j, prepare(&points[i], seed, variant, kernel)));
+                    }
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+    });
+    // Back in job order, so the packs of a point keep their seed order and the result is deterministic.
+    let mut results: Vec<Option<Job>> = (0..jobs.len()).map(|_| None).collect();
+    for (j, r) in done.into_iter().flatten() {
+        results[j] = Some(r);
+    }
+    let mut out: Vec<PreparedPoint> = points
+        .into_iter()
+        .map(|point| {
+            let config = config(&point.strategy, point.world).expect("implemented");
+            PreparedPoint { point, config, packs: Vec::new() }
+        })
+        .collect();
+    for (&(i, _), r) in jobs.iter().zip(results) {
+        if let Some(p) = r.expect("every job ran")? {
+            out[i].packs.push(p);
         }
-        out.push(PreparedPoint { point, config, packs: v });
     }
     Ok(out)
 }
@@ -816,12 +846,24 @@ pub fn kernel_markdown(m: &Fa3Model) -> String {
 
 /// Held-out mean |error| per mask group for every ablation variant, each refitted on the calibration
 /// points: (variant, fitted parameters, calibration error, held-out error per group).
-pub fn ablations(packs: usize, kernel: &Fa3Model, keep: &dyn Fn(&CpPoint) -> bool) -> Result<Vec<(Variant, CpParams, Summary)>, SimError> {
+/// `full` is the full model's prepared points (the caller has them already; preparing is the slow part).
+pub fn ablations(
+    full: &[PreparedPoint],
+    packs: usize,
+    kernel: &Fa3Model,
+    keep: &dyn Fn(&CpPoint) -> bool,
+) -> Result<Vec<(Variant, CpParams, Summary)>, SimError> {
     let mut out = Vec::new();
     for v in Variant::ALL {
-        let pts = prepare_points(v, packs, kernel, keep)?;
-        let (cp, _) = fit_cp(&pts, v);
-        out.push((v, cp, summary(&compare(&pts, &cp, v))));
+        let prepared;
+        let pts = if v == Variant::Full {
+            full
+        } else {
+            prepared = prepare_points(v, packs, kernel, keep)?;
+            &prepared
+        };
+        let (cp, _) = fit_cp(pts, v);
+        out.push((v, cp, summary(&compare(pts, &cp, v))));
     }
     Ok(out)
 }
@@ -857,6 +899,25 @@ mod tests {
         assert_eq!(config("loongtrain", 64).unwrap(), Config { strategy: "usp", ulysses_degree: 8, inner_ring: 4 });
         assert_eq!(config("usp", 8).unwrap().ulysses_degree, 8);
         assert!(config("magi_attn-native", 8).is_none());
+    }
+
+    /// Preparing on several threads gives each point its packs in seed order, exactly as one thread
+    /// preparing them one by one would (the comparison must not depend on the core count).
+    #[test]
+    fn parallel_preparation_matches_one_by_one() {
+        let kernel = h100_fa3();
+        let keep = |p: &CpPoint| p.mask == "causal_document" && p.world == 8 && p.pass == Pass::Fwd;
+        let points = prepare_points(Variant::Full, 3, &kernel, &keep).unwrap();
+        assert_eq!(points.len(), IMPLEMENTED.len());
+        for pp in &points {
+            let serial: Vec<Prepared> = seeds(&pp.point.mask, 3).into_iter().filter_map(|s| prepare(&pp.point, s, Variant::Full, &kernel).unwrap()).collect();
+            assert_eq!(pp.packs.len(), 3, "{}", pp.point.strategy);
+            for (a, b) in pp.packs.iter().zip(&serial) {
+                assert_eq!(evaluate(a, &H100_CP, Variant::Full), evaluate(b, &H100_CP, Variant::Full), "{}", pp.point.strategy);
+            }
+            // The packs differ from each other (else seed order could not matter).
+            assert_ne!(evaluate(&pp.packs[0], &H100_CP, Variant::Full), evaluate(&pp.packs[1], &H100_CP, Variant::Full));
+        }
     }
 
     /// The committed kernel parameters are what the fit gives.
