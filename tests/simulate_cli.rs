@@ -249,8 +249,8 @@ fn compare_published_prints_projected_vs_published() {
 /// implementation made it and that it is a mean over the draws.
 #[test]
 fn fa3_longca_projection_averages_packs() {
-    let args = |mask: &'static str, packs: &'static str| {
-        let a: Vec<&str> = vec![
+    let args = |mask: &'static str, packs: &'static str| -> Vec<&'static str> {
+        vec![
             "--strategy",
             "usp",
             "--ulysses-degree",
@@ -272,8 +272,7 @@ fn fa3_longca_projection_averages_packs() {
             "--device",
             "cuda",
             "--json",
-        ];
-        a
+        ]
     };
     let o = sim(&args("causal_document?docs=magi_packed", "2"));
     let v = json_lines(&o);

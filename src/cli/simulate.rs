@@ -230,32 +230,13 @@ pub fn run(a: SimulateArgs) -> anyhow::Result<ExitCode> {
         if a.packs > 1 && drawn {
             // Further draws of the mask (seed + 1, …); the row reports the mean over all draws.
             let base = spec.case.params.get("seed").map(|s| s.parse::<u64>()).transpose().map_err(|_| bad("--set seed: expected an integer"))?.unwrap_or(42);
-            let (mut tflops, mut secs, mut flops, mut single, mut eff) = (rep.tflops_per_gpu, rep.total_s, rep.flops, rep.single_s, rep.scaling_eff);
+            let mut others = Vec::with_capacity(a.packs - 1);
             for i in 1..a.packs as u64 {
                 let mut other = spec.clone();
                 other.case.params = std::mem::take(&mut other.case.params).set("seed", base + i);
-                let r = run(&other, &setup(&other).map_err(|e| bad(e.to_string()))?)?;
-                tflops += r.tflops_per_gpu;
-                secs += r.total_s;
-                flops += r.flops;
-                single += r.single_s;
-                eff += r.scaling_eff;
+                others.push(run(&other, &setup(&other).map_err(|e| bad(e.to_string()))?)?);
             }
-            let n = a.packs as f64;
-            rep.tflops_per_gpu = tflops / n;
-            rep.total_s = secs / n;
-            rep.flops = flops / n;
-            // The scaling efficiency must come from the same draws as the throughput next to it (a
-            // single draw's efficiency beside the mean TFLOPS implied a single device above peak).
-            rep.single_s = single / n;
-            rep.scaling_eff = eff / n;
-            rep.note.push_str(&format!(
-                "; mean over {} mask draws (seeds {}..={}): TFLOPS/GPU and scaling efficiency are the means of the draws' values, time and FLOPs the means; \
-                 imbalance, bytes and mask area are the first draw's",
-                a.packs,
-                base,
-                base + a.packs as u64 - 1
-            ));
+            rep.mean_over_draws(&others, base..=base + a.packs as u64 - 1);
         }
         let mut row = to_row(&spec, &rep, &run_id, &device_name);
         if let Some(f) = folder.as_mut() {

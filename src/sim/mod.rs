@@ -133,6 +133,30 @@ pub struct SimReport {
     pub note: String,
 }
 
+impl SimReport {
+    /// Folds further draws of a random mask (`others`, seeds after this report's) into this report:
+    /// TFLOPS/GPU and scaling efficiency become the means of the draws' values (as the published
+    /// figures average packs), time, FLOPs and the single-device time the means; the other fields stay
+    /// this (the first) draw's, and the note says which is which. All ratios are averaged here, in one
+    /// place, so no column beside the mean throughput is left from one draw.
+    pub fn mean_over_draws(&mut self, others: &[SimReport], seeds: std::ops::RangeInclusive<u64>) {
+        let n = (others.len() + 1) as f64;
+        let mean = |first: f64, f: fn(&SimReport) -> f64| others.iter().fold(first, |acc, r| acc + f(r)) / n;
+        self.tflops_per_gpu = mean(self.tflops_per_gpu, |r| r.tflops_per_gpu);
+        self.scaling_eff = mean(self.scaling_eff, |r| r.scaling_eff);
+        self.total_s = mean(self.total_s, |r| r.total_s);
+        self.flops = mean(self.flops, |r| r.flops);
+        self.single_s = mean(self.single_s, |r| r.single_s);
+        self.note.push_str(&format!(
+            "; mean over {} mask draws (seeds {}..={}): TFLOPS/GPU and scaling efficiency are the means of the draws' values, time and FLOPs the means; \
+             imbalance, bytes and mask area are the first draw's",
+            others.len() + 1,
+            seeds.start(),
+            seeds.end()
+        ));
+    }
+}
+
 /// The mask, shard, layout, engine and schedule of a spec — the same [`CpSetup::new`] the real
 /// ranks start from; for [`Implementation::Longca`], see [`setup_longca`].
 pub fn setup(spec: &SimSpec) -> Result<CpSetup, SimError> {

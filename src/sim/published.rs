@@ -514,7 +514,7 @@ pub fn prepare_points(variant: Variant, packs: usize, kernel: &Fa3Model, keep: &
     let jobs: Vec<(usize, u64)> = points.iter().enumerate().flat_map(|(i, p)| seeds(&p.mask, packs).into_iter().map(move |s| (i, s))).collect();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(jobs.len().max(1));
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let done: Vec<Vec<(usize, Job)>> = std::thread::scope(|scope| {
+    let mut done: Vec<(usize, Job)> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
                 scope.spawn(|| {
@@ -527,13 +527,10 @@ pub fn prepare_points(variant: Variant, packs: usize, kernel: &Fa3Model, keep: &
                 })
             })
             .collect();
-        workers.into_iter().map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+        workers.into_iter().flat_map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
     });
     // Back in job order, so the packs of a point keep their seed order and the result is deterministic.
-    let mut results: Vec<Option<Job>> = (0..jobs.len()).map(|_| None).collect();
-    for (j, r) in done.into_iter().flatten() {
-        results[j] = Some(r);
-    }
+    done.sort_unstable_by_key(|d| d.0);
     let mut out: Vec<PreparedPoint> = points
         .into_iter()
         .map(|point| {
@@ -541,9 +538,9 @@ pub fn prepare_points(variant: Variant, packs: usize, kernel: &Fa3Model, keep: &
             PreparedPoint { point, config, packs: Vec::new() }
         })
         .collect();
-    for (&(i, _), r) in jobs.iter().zip(results) {
-        if let Some(p) = r.expect("every job ran")? {
-            out[i].packs.push(p);
+    for (j, r) in done {
+        if let Some(p) = r? {
+            out[jobs[j].0].packs.push(p);
         }
     }
     Ok(out)
