@@ -10,10 +10,13 @@ An adapter subclasses TorchAdapter (inputs drawn from the seed exactly as attnbe
 NumpyAdapter (inputs read from the file attnbench writes) and implements `prepare(case, x)`, returning
 a Prepared (the calls to time) or raising Unsupported(reason). `serve(adapter)` does the rest.
 
-Timing rules (the same as attnbench's built-in clock): `warmup` untimed calls, then `repeats` timed
-calls. CUDA: each repeat is timed by its own pair of CUDA events on the current stream; with
-timing_mode "l2flush" a 256 MiB buffer is zeroed and the device synchronised before each call (warmup
-included), outside the events. CPU: time.perf_counter around the synchronous call.
+Timing rules (exactly attnbench's built-in clock, src/measure/clock.rs `CudaEventClock` driven by
+src/measure/repeat.rs `run_repeats`): `warmup` untimed calls, then `repeats` timed calls. CUDA: with
+timing_mode "l2flush" a 256 MiB buffer is zeroed before every call (warmup included), outside the
+events; each repeat is timed by its own pair of CUDA events on the stream the kernel runs on. Flush,
+events and calls are only enqueued: the host never synchronises between repeats (stream order alone
+puts the flush before the start event), and the events are read after the last repeat (each end event
+waited for, then `elapsed_time`). CPU: time.perf_counter around the synchronous call.
 """
 
 import json
@@ -197,6 +200,16 @@ class Adapter:
     summary = ""
     requires = ()
     inputs = "seed"
+    # Regular expressions over an exception's text that mark a kernel's own limit (architecture, head
+    # dim, dtype): such a failure is answered `unsupported: kernel limit: <message>`, not `error`.
+    limits = ()
+
+    def limit_reason(self, e):
+        """The `unsupported` reason when exception `e` is one of the kernel's documented limits."""
+        import re
+
+        msg = f"{e}".strip().splitlines()[0] if f"{e}".strip() else type(e).__name__
+        return f"kernel limit: {msg}" if any(re.search(p, msg, re.IGNORECASE) for p in self.limits) else None
 
     def availability(self):
         """(available, reason, version): cheap, without importing heavy packages."""
@@ -227,6 +240,15 @@ class TorchAdapter(Adapter):
     requires = ("torch",)
     inputs = "seed"
 
+    def require_arch(self, case, major, what):
+        """Unsupported unless the GPU's compute capability is at least `major`.0 (checked before any
+        kernel call, so a missing architecture is `unsupported`, never `error`)."""
+        import torch
+
+        cc = torch.cuda.get_device_capability()
+        if cc[0] < major:
+            raise Unsupported(f"{what} needs compute capability {major}.0 or newer (this GPU is sm{cc[0]}{cc[1]})")
+
     def load_inputs(self, case, seed, path):
         """The seed contract: torch.manual_seed(seed), then q, k, v, dout drawn in that order by
         torch.randn in float32 on the CPU, each cast to the case dtype and moved to the device."""
@@ -252,31 +274,24 @@ class TorchAdapter(Adapter):
 
         return t if rows is None else t.index_select(2, torch.tensor(rows, device=t.device))
 
+    def timing_stream(self, case):
+        """The torch stream the kernel runs on, on which the flush and the events are enqueued (None:
+        torch's current stream). An adapter whose kernel runs on another framework's stream returns it
+        wrapped (torch.cuda.ExternalStream)."""
+        return None
+
     def measure(self, case, call, warmup, repeats, timing_mode):
         import torch
 
         if case.device != "cuda":
             return _cpu_times(call, warmup, repeats), "cpu-perf-counter"
         flush = torch.empty(L2_FLUSH_BYTES, dtype=torch.uint8, device="cuda") if timing_mode == "l2flush" else None
-
-        def before():
-            if flush is not None:
-                flush.zero_()
-                torch.cuda.synchronize()
-
-        for _ in range(warmup):
-            before()
-            call()
-        torch.cuda.synchronize()
-        times = []
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        for _ in range(repeats):
-            before()
-            start.record()
-            call()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
+        stream = self.timing_stream(case)
+        if stream is None:
+            times = cuda_event_times(torch.cuda, call, warmup, repeats, flush)
+        else:
+            with torch.cuda.stream(stream):
+                times = cuda_event_times(torch.cuda, call, warmup, repeats, flush)
         return times, "cuda-event-l2flush" if flush is not None else "cuda-event-back2back"
 
     def peak_memory(self, case, call):
@@ -349,6 +364,32 @@ class NumpyAdapter(Adapter):
 
     def release(self):
         pass
+
+
+def cuda_event_times(cuda, call, warmup, repeats, flush):
+    """attnbench's CUDA-event rule (src/measure/clock.rs `CudaEventClock`, src/measure/repeat.rs
+    `run_repeats`), with `cuda` = torch.cuda (tests pass a recording stand-in): per call, warmup
+    included, the flush is enqueued (`zero_`, no synchronisation); each timed call sits between its own
+    pair of events recorded on the current stream; nothing waits for the device until every repeat is
+    enqueued; then each end event is waited for and `elapsed_time` read. Milliseconds per repeat."""
+    for _ in range(warmup):
+        if flush is not None:
+            flush.zero_()
+        call()
+    pairs = []
+    for _ in range(repeats):
+        if flush is not None:
+            flush.zero_()
+        start, end = cuda.Event(enable_timing=True), cuda.Event(enable_timing=True)
+        start.record()
+        call()
+        end.record()
+        pairs.append((start, end))
+    times = []
+    for start, end in pairs:
+        end.synchronize()
+        times.append(float(start.elapsed_time(end)))
+    return times
 
 
 def _cpu_times(call, warmup, repeats):
@@ -501,5 +542,9 @@ def serve(adapter, stdin=None, stdout=None):
             state.drop(adapter)
             tb = traceback.format_exc().strip().splitlines()
             sys.stderr.write("\n".join(tb) + "\n")
-            reply = {"type": "error", "id": rid, "message": f"{type(e).__name__}: {e}".splitlines()[0], "oom": _is_oom(e)}
+            limit = None if _is_oom(e) else adapter.limit_reason(e)
+            if limit is not None:
+                reply = {"type": "unsupported", "id": rid, "reason": limit}
+            else:
+                reply = {"type": "error", "id": rid, "message": f"{type(e).__name__}: {e}".splitlines()[0], "oom": _is_oom(e)}
         answer(reply, out)
