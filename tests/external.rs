@@ -384,3 +384,81 @@ fn list_and_env_say_which_adapters_are_available_and_why_not() {
     assert_eq!(a.len(), 7);
     assert!(a.iter().all(|s| s["available"] == false && s["reason"].as_str().unwrap().contains("ATTNBENCH_PYTHON")), "{a:?}");
 }
+
+#[test]
+fn adapters_call_each_released_library_interface_correctly() {
+    // tests/python/test_adapters.py: stand-ins of every released signature and return convention of
+    // flex_flash_attn_func (MagiAttention v1.0.0-v1.1.x), flash_attn_varlen_func (2.8.x and the three FA3
+    // conventions), flex_attention (torch < 2.9 and this one), flashmask_attention (first and later
+    // Paddle releases); the worker's clock against a recording torch.cuda (no host synchronisation
+    // between repeats); kernel limits answered `unsupported`.
+    let o = Command::new(python())
+        .args(["-m", "unittest", "discover", "-s", "tests/python"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("PYTHONPATH", concat!(env!("CARGO_MANIFEST_DIR"), "/python"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("OK"), "{}", text(&o));
+}
+
+#[test]
+fn without_attnbench_python_the_interpreter_launch_setup_installed_is_used() {
+    // python() is `$ATTNBENCH_CACHE/python-torch-2.11.0-cpu/bin/python`, where launch/setup puts it.
+    let cache = Path::new(&python()).ancestors().nth(3).unwrap().to_path_buf();
+    let o = Command::new(env!("CARGO_BIN_EXE_attnbench")).args(["env"]).env_remove("ATTNBENCH_PYTHON").env("ATTNBENCH_CACHE", &cache).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains(&format!("external    {} (Python 3.", python())), "{out}");
+    assert!(out.contains("interpreter from the CPU torch interpreter launch/setup installed; choose another with ATTNBENCH_PYTHON"), "{out}");
+    assert!(out.contains("ext:torch-sdpa   available (torch 2.11.0"), "{out}");
+    // ATTNBENCH_PYTHON still wins, and env says so.
+    let o = Command::new(env!("CARGO_BIN_EXE_attnbench"))
+        .args(["env"])
+        .env("ATTNBENCH_PYTHON", "/nonexistent/python")
+        .env("ATTNBENCH_CACHE", &cache)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).contains("interpreter from ATTNBENCH_PYTHON"), "{}", text(&o));
+}
+
+/// One clock for everyone, on a GPU: torch SDPA timed as the built-in `sdpa-efficient` backend and as
+/// the `ext:torch-sdpa` worker (the same dense bool mask; torch's dispatcher gives a bool-masked bf16
+/// call to the memory-efficient kernel) must agree within 3 % in median time. Needs CUDA and a Python
+/// torch with CUDA (`ATTNBENCH_TEST_PYTHON`).
+#[test]
+#[ignore]
+fn cuda_sdpa_builtin_and_external_worker_agree_within_3_percent() {
+    let suite = format!(
+        r#"
+[measure]
+warmup = 10
+repeats = 50
+timeout_s = 600
+[[grid]]
+patterns = ["causal_document"]
+seqlens = [8192]
+heads = ["16:16"]
+head_dims = [128]
+dtypes = ["bf16"]
+passes = ["fwd"]
+device = "cuda"
+backends = ["sdpa-efficient", "ext:torch-sdpa"]
+[external]
+python = "{}"
+"#,
+        python()
+    );
+    let (_tmp, o, rows) = run_suite(&suite);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let ms = |b: &str| -> f64 {
+        let r = rows.iter().find(|r| r["backend"] == b).unwrap_or_else(|| panic!("no {b} row: {}", text(&o)));
+        assert_eq!(r["status"], "ok", "{r:?}");
+        assert_eq!(r["timing_mode"], "cuda-event-l2flush", "{r:?}");
+        r["ms_median"].parse().unwrap()
+    };
+    let (builtin, ext) = (ms("sdpa-efficient"), ms("ext:torch-sdpa"));
+    let diff = (ext - builtin).abs() / builtin;
+    eprintln!("sdpa-efficient {builtin:.4} ms, ext:torch-sdpa {ext:.4} ms, difference {:.2} %", diff * 100.0);
+    assert!(diff <= 0.03, "built-in {builtin} ms vs worker {ext} ms: {:.2} % apart", diff * 100.0);
+}

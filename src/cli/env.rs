@@ -81,6 +81,7 @@ pub fn run(a: EnvArgs) -> anyhow::Result<ExitCode> {
     println!("host        {}", e.host);
     println!("git         {}", if e.git_sha.is_empty() { "-" } else { &e.git_sha });
     println!("external    {}{}", ext.python, if ext.python_version.is_empty() { String::new() } else { format!(" (Python {})", ext.python_version) });
+    println!("  interpreter from {}; choose another with ATTNBENCH_PYTHON or [external] python", ext.python_source);
     for s in &ext.adapters {
         let state = if s.available { format!("available ({})", s.version) } else { format!("unavailable: {}", s.reason) };
         println!("  ext:{:<12} {state}", s.name);

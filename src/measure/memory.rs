@@ -23,6 +23,9 @@ pub enum MemSource {
     CpuAllocator,
     /// A formula over tensor shapes (nothing was measured).
     Estimate,
+    /// PaddlePaddle's CUDA allocator peak (`paddle.device.cuda.max_memory_allocated`), measured by an
+    /// external worker whose kernel allocates through Paddle (ext:flashmask), not torch (issue 28).
+    PaddleAllocator,
 }
 
 impl MemSource {
@@ -31,6 +34,7 @@ impl MemSource {
             MemSource::CudaAllocator => "cuda-allocator",
             MemSource::CpuAllocator => "cpu-allocator",
             MemSource::Estimate => "estimate",
+            MemSource::PaddleAllocator => "paddle-allocator",
         }
     }
 }
@@ -44,7 +48,7 @@ impl fmt::Display for MemSource {
 impl FromStr for MemSource {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        [MemSource::CudaAllocator, MemSource::CpuAllocator, MemSource::Estimate]
+        [MemSource::CudaAllocator, MemSource::CpuAllocator, MemSource::Estimate, MemSource::PaddleAllocator]
             .into_iter()
             .find(|m| m.name() == s)
             .ok_or_else(|| format!("unknown memory source `{s}`"))

@@ -170,6 +170,8 @@ pub fn probe(cfg: &ExternalConfig) -> Result<Probe, String> {
 #[derive(Debug, Clone, Serialize)]
 pub struct Availability {
     pub python: String,
+    /// Where the interpreter choice came from (see [`ExternalConfig::python_choice`]).
+    pub python_source: String,
     pub python_version: String,
     pub adapters: Vec<AdapterStatus>,
     /// (backend name, command) of each `ATTNBENCH_WORKER_<NAME>` variable.
@@ -180,10 +182,12 @@ pub fn availability(cfg: &ExternalConfig) -> Availability {
     let user_workers = std::env::vars()
         .filter_map(|(k, v)| k.strip_prefix("ATTNBENCH_WORKER_").filter(|n| !n.is_empty()).map(|n| (format!("{}{}", super::PREFIX, n.to_ascii_lowercase()), v)))
         .collect();
+    let python_source = cfg.python_choice().1.to_string();
     match probe(cfg) {
-        Ok(p) => Availability { python: p.python, python_version: p.python_version, adapters: p.adapters, user_workers },
+        Ok(p) => Availability { python: p.python, python_source, python_version: p.python_version, adapters: p.adapters, user_workers },
         Err(why) => Availability {
             python: cfg.python(),
+            python_source,
             python_version: String::new(),
             adapters: BUILTIN
                 .iter()

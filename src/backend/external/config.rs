@@ -9,11 +9,11 @@
 //! ```
 //!
 //! Precedence: the suite, then the environment (`ATTNBENCH_PYTHON`, `ATTNBENCH_WORKER_<NAME>` with
-//! NAME upper-cased and `-` → `_`, split on whitespace), then the defaults (`python3`; the built-in
-//! adapters).
+//! NAME upper-cased and `-` → `_`, split on whitespace), then the defaults (the CPU torch interpreter
+//! `launch/setup` installed in the cache, else `python3`; the built-in adapters).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -77,7 +77,23 @@ impl ExternalConfig {
 
     /// The interpreter for the built-in adapters.
     pub fn python(&self) -> String {
-        self.python.clone().or_else(|| std::env::var("ATTNBENCH_PYTHON").ok().filter(|s| !s.is_empty())).unwrap_or_else(|| "python3".into())
+        self.python_choice().0
+    }
+
+    /// The interpreter for the built-in adapters and where that choice came from (what `attnbench
+    /// env` shows): the suite's `[external] python` (or `kernel --python`), else `ATTNBENCH_PYTHON`,
+    /// else the CPU torch interpreter `launch/setup` installed, else `python3`.
+    pub fn python_choice(&self) -> (String, &'static str) {
+        if let Some(p) = &self.python {
+            return (p.clone(), "[external] python in the suite (or kernel --python)");
+        }
+        if let Some(p) = std::env::var("ATTNBENCH_PYTHON").ok().filter(|s| !s.is_empty()) {
+            return (p, "ATTNBENCH_PYTHON");
+        }
+        if let Some(p) = setup_python(&setup_cache_dir()) {
+            return (p.display().to_string(), "the CPU torch interpreter launch/setup installed");
+        }
+        ("python3".into(), "default (python3 on PATH)")
     }
 
     /// The argv that serves `ext:NAME`, or why there is none.
@@ -102,6 +118,30 @@ impl ExternalConfig {
     }
 }
 
+/// The folder `launch/setup` caches into: `$ATTNBENCH_CACHE`, else `~/.cache/attnbench`.
+fn setup_cache_dir() -> PathBuf {
+    match std::env::var_os("ATTNBENCH_CACHE").filter(|v| !v.is_empty()) {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/attnbench"),
+    }
+}
+
+/// The interpreter `launch/setup` builds in `cache`, `python-torch-<version>-cpu/bin/python` (torch,
+/// numpy), the newest torch version when there are several.
+pub fn setup_python(cache: &Path) -> Option<PathBuf> {
+    let version = |name: &str| -> Option<Vec<u64>> { name.strip_prefix("python-torch-")?.strip_suffix("-cpu")?.split('.').map(|p| p.parse().ok()).collect() };
+    std::fs::read_dir(cache)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let python = e.path().join("bin/python");
+            Some((version(&name)?, python)).filter(|(_, p)| p.exists())
+        })
+        .max_by(|a, b| a.0.cmp(&b.0))
+        .map(|(_, p)| p)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,5 +159,20 @@ mod tests {
         let c = c.relative_to(Some(Path::new("/suites")));
         assert_eq!(c.command("mine").unwrap(), ["/suites/./w.py", "--x", "1"]);
         assert!(c.command("nosuch-worker-xyz").unwrap_err().contains("ATTNBENCH_WORKER_NOSUCH_WORKER_XYZ"));
+    }
+
+    #[test]
+    fn setup_python_is_the_newest_installed_interpreter() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(setup_python(dir.path()), None);
+        for v in ["2.9.1", "2.11.0", "2.10.0"] {
+            let bin = dir.path().join(format!("python-torch-{v}-cpu/bin"));
+            std::fs::create_dir_all(&bin).unwrap();
+            std::fs::write(bin.join("python"), b"").unwrap();
+        }
+        // A folder without an interpreter, and one that is not setup's, are not candidates.
+        std::fs::create_dir_all(dir.path().join("python-torch-2.12.0-cpu")).unwrap();
+        std::fs::create_dir_all(dir.path().join("python-torch-x-cpu/bin")).unwrap();
+        assert_eq!(setup_python(dir.path()), Some(dir.path().join("python-torch-2.11.0-cpu/bin/python")));
     }
 }

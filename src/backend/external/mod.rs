@@ -345,6 +345,10 @@ fn run_case(
             row.set_memory(b, MemSource::CudaAllocator);
             "peak memory by the worker's CUDA caching allocator".to_string()
         }
+        Some(b) if memory == protocol::PADDLE_ALLOCATOR => {
+            row.set_memory(b, MemSource::PaddleAllocator);
+            "peak memory by the worker's Paddle CUDA allocator (its kernel allocates through Paddle, not torch)".to_string()
+        }
         Some(b) => format!("peak memory {b} bytes by the worker's {memory} (not an allocator figure, so not in peak_mem_bytes)"),
         None => format!("peak memory not measured ({memory})"),
     };

@@ -18,6 +18,9 @@ pub const PREFIX: &str = "@@attnbench-ext ";
 /// attnbench's own `cuda-allocator` figure is); other names are reported in the row's note only.
 pub const CUDA_ALLOCATOR: &str = "cuda-allocator";
 
+/// The `memory` of a `times` answer whose peak is PaddlePaddle's CUDA allocator peak (ext:flashmask).
+pub const PADDLE_ALLOCATOR: &str = "paddle-allocator";
+
 /// How a worker gets its inputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
