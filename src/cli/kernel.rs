@@ -21,7 +21,7 @@ pub struct KernelArgs {
     /// Print one JSON object with every row column.
     #[arg(long)]
     pub json: bool,
-    /// ext: backends: the Python interpreter for the built-in adapters (default $ATTNBENCH_PYTHON, python3).
+    /// ext: backends: the Python interpreter for the built-in adapters (default $ATTNBENCH_PYTHON, then the CPU torch launch/setup installed, then python3).
     #[arg(long)]
     pub python: Option<String>,
     /// ext: backends: the command that serves this backend (split on whitespace), instead of a built-in

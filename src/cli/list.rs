@@ -82,7 +82,11 @@ fn external() -> Section {
         })
         .collect();
     items.extend(a.user_workers.iter().map(|(name, cmd)| Item { name: name.clone(), summary: format!("user worker: {cmd}"), params: vec![] }));
-    Section { key: "external", title: "External kernels (--backend ext:NAME; python: $ATTNBENCH_PYTHON or python3; docs/EXTERNAL-KERNELS.md)", items }
+    Section {
+        key: "external",
+        title: "External kernels (--backend ext:NAME; python: $ATTNBENCH_PYTHON, launch/setup's CPU torch or python3; docs/EXTERNAL-KERNELS.md)",
+        items,
+    }
 }
 
 /// Context-parallel strategies (`--strategy NAME`), from the CP registry.
