@@ -101,6 +101,9 @@ class FlashMask(TorchAdapter):
         q, k, v, dout = (to_pd(t.detach().transpose(1, 2).contiguous()) for t in (x.q, x.k, x.v, x.dout))  # [B, S, H, D]
         for t in (q, k, v):
             t.stop_gradient = not case.backward
+        if case.device == "cuda":
+            # The inputs were made on torch's stream; Paddle reads them on its own (once, untimed).
+            torch.cuda.synchronize()
         kw = dict(startend_row_indices=indices, causal=causal, return_softmax_lse=True)
         scaled = "softmax_scale" in inspect.signature(flashmask_attention).parameters
         if scaled:
