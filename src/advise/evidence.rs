@@ -363,9 +363,10 @@ mod tests {
         let e = held_out_errors();
         let doc = e.iter().find(|x| x.class == "document").unwrap();
         let fc = e.iter().find(|x| x.class == "full/causal").unwrap();
-        // 2 masks × (bwd at 4 sizes + fwd at 2) × 4 strategies the projection has (LoongTrain's split
-        // ring is not in it).
-        assert_eq!((doc.points, fc.points), (48, 48));
+        // 2 masks × (bwd at 4 sizes + fwd at 2) × 4 strategies the projection has, plus LoongTrain's
+        // backward at 8 and 16 GPUs, where its ring is not split (it is USP); its split ring at 32 and
+        // 64 GPUs is not in the projection.
+        assert_eq!((doc.points, fc.points), (52, 52));
         // docs/SIMULATION.md reports 16.5 % and 6.1 % with LoongTrain included; without it the means
         // stay in the same place.
         assert!(doc.mean_abs_pct > 10.0 && doc.mean_abs_pct < 20.0, "{doc:?}");
