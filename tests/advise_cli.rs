@@ -75,9 +75,10 @@ fn held_out_regret_against_the_published_cp_figures() {
             usp_held.push(usp);
         }
         table.push_str(&format!(
-            "| {mask} | {pass} | {w} | {} | {} {st} {sp} ({}) | {best_name} | {:.0} / {:.0} | {:.1} % | {:.1} % |\n",
+            "| {mask} | {pass} | {w} | {} | {} {} ({}) | {best_name} | {:.0} / {:.0} | {:.1} % | {:.1} % |\n",
             if calibration { "calibration" } else { "held-out" },
             pick["backend"].as_str().unwrap(),
+            format!("{st} {sp}").trim(),
             pick["source"].as_str().unwrap(),
             published[name],
             best,
@@ -317,7 +318,10 @@ fn bad_input_is_one_line_and_exit_2() {
     std::fs::write(&bad_toml, "[advise]\nmask = [\"causal\"]\nworld = 8\n").unwrap();
     let base = ["--seqlen-per-rank", "1024", "--world-size", "8"];
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["--mask", "causal", "--ulysses-degree", "3", "--seqlen", "6144", "--world-size", "6", "--gpus-per-node", "6"], "does not divide the 64 query heads"),
+        (
+            vec!["--mask", "causal", "--ulysses-degree", "3", "--seqlen", "6144", "--world-size", "6", "--gpus-per-node", "6"],
+            "does not divide the 64 query heads",
+        ),
         (vec!["--mask", "causal", "--seqlen", "10001", "--world-size", "16"], "--world-size 16 does not divide --seqlen 10001"),
         (vec!["--mask", "causal", "--topology", "tpu-v5"], "unknown GPU kind"),
         (vec!["--mask", "causal_document", "--backend", "sdpa-flash"], "no kernel backend supports causal_document"),

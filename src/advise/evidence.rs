@@ -85,7 +85,8 @@ impl Rows {
         let mut out = Vec::new();
         for p in paths {
             let f = csv_of(p);
-            let rows = crate::results::read_rows(&f).map_err(|e| BadInput::new(format!("--results {}: {}", p.display(), crate::error::one_line(&e.to_string()))))?;
+            let rows =
+                crate::results::read_rows(&f).map_err(|e| BadInput::new(format!("--results {}: {}", p.display(), crate::error::one_line(&e.to_string()))))?;
             out.extend(rows.into_iter().map(|r| (r, f.clone())));
         }
         Ok(Rows(out))
@@ -122,7 +123,8 @@ pub fn row_options(row: &Row) -> Option<CpOptions> {
 fn default_options(strategy: &str, plan: &Plan) -> CpOptions {
     match strategy {
         "usp" => {
-            let layout = CpLayout { batch: 1, heads_q: plan.heads.q, heads_kv: plan.heads.kv, head_dim: plan.head_dim, elem_bytes: plan.dtype.size(), pass: plan.pass };
+            let layout =
+                CpLayout { batch: 1, heads_q: plan.heads.q, heads_kv: plan.heads.kv, head_dim: plan.head_dim, elem_bytes: plan.dtype.size(), pass: plan.pass };
             CpOptions { ulysses_degree: Some(crate::cp::strategies::usp::default_ulysses(plan.world, &layout)), ..CpOptions::default() }
         }
         "double-ring" => CpOptions { inner_ring: Some(crate::cp::strategies::double_ring::default_inner(plan.world)), ..CpOptions::default() },
@@ -250,7 +252,8 @@ pub fn simulate(plan: &Plan, layout: &Layout, mask: &MaskSpec) -> Result<Figure,
         device: peak.name,
     };
     let model = ComputeModel::Fa3(Fa3Compute { kernel: published::h100_fa3(), glue });
-    let kernel_case = crate::case::Case::kernel("sliced", &mask.pattern, mask.params.clone(), plan.seqlen, plan.heads, plan.head_dim, plan.dtype, plan.pass, DeviceKind::Cpu);
+    let kernel_case =
+        crate::case::Case::kernel("sliced", &mask.pattern, mask.params.clone(), plan.seqlen, plan.heads, plan.head_dim, plan.dtype, plan.pass, DeviceKind::Cpu);
     let case = crate::case::Case::cp(&layout.strategy, "sliced", plan.world, layout.options, kernel_case);
     let spec = SimSpec { case, topology: plan.topology.clone(), calibrated: false, implementation: plan.implementation };
     let run = |spec: &SimSpec| -> Result<crate::sim::SimReport, String> {
@@ -273,7 +276,12 @@ pub fn simulate(plan: &Plan, layout: &Layout, mask: &MaskSpec) -> Result<Figure,
         step_s: rep.total_s,
         flops: rep.flops,
         source: Source::ProjectedModel,
-        detail: format!("attnbench simulate --compute-model fa3 --impl {} --topology {} ({} draw(s))", plan.implementation.name(), plan.topology.name, if drawn { plan.packs } else { 1 }),
+        detail: format!(
+            "attnbench simulate --compute-model fa3 --impl {} --topology {} ({} draw(s))",
+            plan.implementation.name(),
+            plan.topology.name,
+            if drawn { plan.packs } else { 1 }
+        ),
         ambiguous: false,
     })
 }
@@ -304,7 +312,8 @@ pub struct ModelError {
 /// the calibration points (forward at 8 and 16 GPUs).
 pub fn held_out_errors() -> Vec<ModelError> {
     use crate::sim::published::{config, cp_points, is_calibration};
-    let rows = crate::results::csvio::parse_rows(COMMITTED_PROJECTION, Path::new(COMMITTED_PROJECTION_PATH)).expect("committed projection parses (a test checks it)");
+    let rows =
+        crate::results::csvio::parse_rows(COMMITTED_PROJECTION, Path::new(COMMITTED_PROJECTION_PATH)).expect("committed projection parses (a test checks it)");
     let mut acc: Vec<(&'static str, Vec<f64>)> = vec![("full/causal", vec![]), ("document", vec![])];
     for p in cp_points().iter().filter(|p| !is_calibration(p)) {
         let Some(cfg) = config(&p.strategy, p.world) else { continue };

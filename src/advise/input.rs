@@ -88,7 +88,23 @@ impl Request {
         macro_rules! take_vec {
             ($($f:ident),*) => { $( if !o.$f.is_empty() { self.$f = o.$f; } )* };
         }
-        take!(heads, head_dim, dtype, pass, seqlen, seqlen_per_rank, world_size, topology, gpus_per_node, mem_per_gpu, implementation, ulysses_degree, inner_ring, packs, simulate);
+        take!(
+            heads,
+            head_dim,
+            dtype,
+            pass,
+            seqlen,
+            seqlen_per_rank,
+            world_size,
+            topology,
+            gpus_per_node,
+            mem_per_gpu,
+            implementation,
+            ulysses_degree,
+            inner_ring,
+            packs,
+            simulate
+        );
         take_vec!(mask, weight, set, results, strategy, backend);
         self
     }
@@ -182,8 +198,9 @@ impl Request {
             return Err(bad(format!("--world-size {world} does not divide --seqlen {seqlen}: every GPU must hold the same number of tokens")));
         }
         let topo_name = self.topology.as_deref().unwrap_or("h100");
-        let mut topology = preset(topo_name)
-            .ok_or_else(|| bad(format!("--topology: unknown GPU kind / interconnect `{topo_name}` (expected h100, h200, a100 or one of {})", PRESETS.join(", "))))?;
+        let mut topology = preset(topo_name).ok_or_else(|| {
+            bad(format!("--topology: unknown GPU kind / interconnect `{topo_name}` (expected h100, h200, a100 or one of {})", PRESETS.join(", ")))
+        })?;
         if let Some(g) = self.gpus_per_node {
             if g == 0 {
                 return Err(bad("--gpus-per-node must be at least 1"));
@@ -311,7 +328,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("advise-toml-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("a.toml");
-        std::fs::write(&f, "[advise]\nmask = [\"causal_document?docs=prolong64k\", \"causal\"]\nweight = [3.0, 1.0]\nheads = \"32:8\"\nworld_size = 8\nseqlen = 131072\n").unwrap();
+        std::fs::write(
+            &f,
+            "[advise]\nmask = [\"causal_document?docs=prolong64k\", \"causal\"]\nweight = [3.0, 1.0]\nheads = \"32:8\"\nworld_size = 8\nseqlen = 131072\n",
+        )
+        .unwrap();
         let file = Request::from_toml_file(&f).unwrap();
         let p = file.clone().overlay(Request { world_size: Some(16), ..Request::default() }).plan().unwrap();
         assert_eq!((p.world, p.heads.q, p.masks.len(), p.masks[0].weight), (16, 32, 2, 3.0));

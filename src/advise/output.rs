@@ -40,10 +40,17 @@ pub fn title(a: &Advice) -> String {
     )
 }
 
+/// The question in a figure's subtitle width.
+fn short_title(a: &Advice) -> String {
+    let p = &a.plan;
+    let masks: Vec<String> = p.masks.iter().map(|m| m.label()).collect();
+    format!("{} · {} D{} {} {} · {}K tokens · --impl {}", masks.join(" + "), p.heads, p.head_dim, p.dtype, p.pass, p.seqlen / 1024, p.implementation.name())
+}
+
 fn err_cell(c: &Candidate) -> String {
     match (c.source.as_str(), c.model_error_pct) {
         ("measured", _) => "–".into(),
-        (_, Some(e)) => format!("±{e:.0} %"),
+        (_, Some(e)) => format!("{e:.0} %"),
         _ => "not validated".into(),
     }
 }
@@ -52,7 +59,7 @@ fn err_cell(c: &Candidate) -> String {
 /// (grouped by reason) and the notes.
 pub fn markdown(a: &Advice) -> String {
     let mut s = format!("## attnbench advise\n\n{}\n\n", title(a));
-    s.push_str("| # | kernel | strategy | degrees | step ms | TFLOPS/GPU | mem/GPU (est.) | source | model error |\n|--:|:--|:--|:--|--:|--:|--:|:--|--:|\n");
+    s.push_str("| # | kernel | strategy | degrees | step ms | TFLOPS/GPU | mem/GPU (est.) | source | model error (held-out mean) |\n|--:|:--|:--|:--|--:|--:|--:|:--|--:|\n");
     let row = |c: &Candidate| {
         format!(
             "| {}{} | {} | {} | {} | {:.3} | {:.1} | {} | {}{} | {} |\n",
@@ -74,7 +81,10 @@ pub fn markdown(a: &Advice) -> String {
     }
     let big: Vec<&Candidate> = a.candidates.iter().filter(|c| c.step_ms.is_some() && !c.fits).collect();
     if !big.is_empty() {
-        s.push_str(&format!("\n**Do not fit in {} per GPU:**\n\n| kernel | layout | step ms | mem/GPU (est.) | over by |\n|:--|:--|--:|--:|--:|\n", human(a.plan.mem_per_gpu)));
+        s.push_str(&format!(
+            "\n**Do not fit in {} per GPU:**\n\n| kernel | layout | step ms | mem/GPU (est.) | over by |\n|:--|:--|--:|--:|--:|\n",
+            human(a.plan.mem_per_gpu)
+        ));
         for c in big {
             s.push_str(&format!(
                 "| {} | {} | {:.3} | {} | {} |\n",
@@ -136,10 +146,10 @@ pub fn picture(a: &Advice, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut colors = Colors::default();
     let mut by: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
     for c in a.candidates.iter().filter(|c| c.step_ms.is_some()) {
-        by.entry(format!("{} · {}", c.backend, c.strategy)).or_default().push((c.peak_mem_bytes as f64, c.step_ms.unwrap_or(f64::NAN)));
+        let kind = if c.source == "measured" { "" } else { " (projected)" };
+        by.entry(format!("{} · {}{kind}", c.backend, c.strategy)).or_default().push((c.peak_mem_bytes as f64, c.step_ms.unwrap_or(f64::NAN)));
     }
-    let mut series: Vec<Series> =
-        by.into_iter().map(|(label, points)| Series { color: colors.get(&label), label, style: LineStyle::Points, points }).collect();
+    let mut series: Vec<Series> = by.into_iter().map(|(label, points)| Series { color: colors.get(&label), label, style: LineStyle::Points, points }).collect();
     let mut front: Vec<(f64, f64)> = a.candidates.iter().filter(|c| c.front).map(|c| (c.peak_mem_bytes as f64, c.step_ms.unwrap_or(f64::NAN))).collect();
     front.sort_by(|x, y| x.0.total_cmp(&y.0));
     front.dedup();
@@ -148,7 +158,7 @@ pub fn picture(a: &Advice, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let fig = Figure {
         name: "advise".into(),
         title: "attnbench advise: step time vs memory per GPU".into(),
-        subtitle: title(a),
+        subtitle: short_title(a),
         panels: vec![Panel {
             title: format!("{} × {}", a.plan.world, a.plan.gpu),
             x_label: "memory per GPU (estimate)".into(),

@@ -36,7 +36,14 @@ mod tests {
 
     #[test]
     fn fitting_first_by_time_then_too_big_then_unevaluated_and_the_front() {
-        let mut c = vec![cand(None, 1, true), cand(Some(5.0), 10, false), cand(Some(3.0), 4, true), cand(Some(2.0), 8, true), cand(Some(4.0), 3, true), cand(Some(3.5), 5, true)];
+        let mut c = vec![
+            cand(None, 1, true),
+            cand(Some(5.0), 10, false),
+            cand(Some(3.0), 4, true),
+            cand(Some(2.0), 8, true),
+            cand(Some(4.0), 3, true),
+            cand(Some(3.5), 5, true),
+        ];
         rank(&mut c);
         let order: Vec<(Option<f64>, Option<usize>, bool)> = c.iter().map(|x| (x.step_ms, x.rank, x.front)).collect();
         assert_eq!(
