@@ -368,6 +368,49 @@ mod tests {
     }
 
     #[test]
+    fn measured_beats_measured_pieces_and_rows_are_matched_by_kernel_and_implementation() {
+        use crate::advise::input::Request;
+        let committed = crate::results::csvio::parse_rows(COMMITTED_PROJECTION, Path::new("x")).unwrap();
+        let base = committed.iter().find(|r| r.mask == "causal" && r.world_size == 8 && r.strategy == "ulysses" && r.pass == "fwd").unwrap().clone();
+        let plan = |imp: &str| {
+            Request {
+                mask: vec!["causal".into()],
+                world_size: Some(8),
+                seqlen_per_rank: Some(8192),
+                pass: Some("fwd".into()),
+                implementation: Some(imp.into()),
+                ..Request::default()
+            }
+            .plan()
+            .unwrap()
+        };
+        let layout = Layout { strategy: "ulysses".into(), options: CpOptions::default(), invalid: None };
+        let mask = plan("attnbench").masks[0].clone();
+        let mut pieces = base.clone();
+        pieces.backend = "sliced".into();
+        pieces.note = "projected: implementation attnbench; compute measured on cuda; ulysses=8 ring=1 inner=1 outer=1".into();
+        pieces.device = "NVIDIA H100 80GB HBM3".into();
+        pieces.ms_median = Some(3.0);
+        let mut measured = pieces.clone();
+        measured.kind = CaseKind::Cp;
+        measured.ms_median = Some(5.0);
+        let p = PathBuf::from("r.csv");
+        let one = Rows(vec![(pieces.clone(), p.clone())]);
+        let f = from_rows(&one, &plan("attnbench"), "sliced", &layout, &mask).unwrap();
+        assert_eq!((f.source, f.step_s), (Source::ProjectedMeasuredPieces, 0.003));
+        assert!(from_rows(&one, &plan("attnbench"), FA3_KERNEL, &layout, &mask).is_none());
+        let both = Rows(vec![(measured, p.clone()), (pieces, p.clone())]);
+        let f = from_rows(&both, &plan("attnbench"), "sliced", &layout, &mask).unwrap();
+        assert_eq!((f.source, f.step_s), (Source::Measured, 0.005));
+        // The committed FA3-model row is FA3's, and only for the baselines' implementation.
+        let fa3 = Rows(vec![(base.clone(), p)]);
+        assert!(from_rows(&fa3, &plan("attnbench"), FA3_KERNEL, &layout, &mask).is_none());
+        let f = from_rows(&fa3, &plan("longca"), FA3_KERNEL, &layout, &mask).unwrap();
+        assert_eq!(f.source, Source::ProjectedModel);
+        assert!((f.step_s - base.ms_median.unwrap() / 1e3).abs() < 1e-12);
+    }
+
+    #[test]
     fn held_out_error_is_computed_from_the_committed_comparison() {
         let e = held_out_errors();
         let doc = e.iter().find(|x| x.class == "document").unwrap();
