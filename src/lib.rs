@@ -3,6 +3,7 @@
 //! Data path: `suite` (TOML) → `plan` (cases) → `backend` (one device) | `cp` strategy (many ranks)
 //! → `measure` → `results` (rows, CSV, meta.json) → `report` (plots, tables, compare, simulate).
 
+pub mod advise;
 pub mod attn;
 pub mod backend;
 pub mod case;

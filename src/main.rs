@@ -37,6 +37,8 @@ enum Command {
     Report(cli::report::ReportArgs),
     /// Project CP strategies to many GPUs: virtual ranks + a communication model.
     Simulate(cli::simulate::SimulateArgs),
+    /// For masks, a shape and a GPU count: every kernel × CP layout ranked by predicted step time, with its evidence.
+    Advise(cli::advise::AdviseArgs),
     /// Versions, devices, CUDA/MPI availability, CPU.
     Env(cli::env::EnvArgs),
     /// Mask patterns (with parameters and defaults), backends and strategies.
@@ -75,6 +77,7 @@ fn main() -> ExitCode {
         Command::Compare(a) => cli::compare::run(a),
         Command::Report(a) => cli::report::run(a),
         Command::Simulate(a) => cli::simulate::run(a),
+        Command::Advise(a) => cli::advise::run(a),
         Command::Env(a) => cli::env::run(a),
         Command::List(a) => cli::list::run(a),
         Command::Worker => attnbench::suite::worker::serve().map(|_| ExitCode::SUCCESS),

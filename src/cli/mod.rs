@@ -1,5 +1,6 @@
 //! One file per subcommand: its clap arguments and its `run`. `src/main.rs` only dispatches.
 
+pub mod advise;
 pub mod args;
 pub mod comm;
 pub mod compare;

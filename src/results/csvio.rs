@@ -149,7 +149,8 @@ fn check_columns(text: &str, path: &Path) -> Result<(), CsvError> {
     Err(CsvError::Columns { path: path.to_path_buf(), detail: format!("missing [{}], unknown [{}]", missing.join(", "), extra.join(", ")) })
 }
 
-fn parse_rows(text: &str, path: &Path) -> Result<Vec<Row>, CsvError> {
+/// Parses the text of a results CSV (`path` names it in errors); `read_rows` reads a file.
+pub fn parse_rows(text: &str, path: &Path) -> Result<Vec<Row>, CsvError> {
     let mut rdr = csv::ReaderBuilder::new().has_headers(true).from_reader(text.as_bytes());
     let expected = Row::header();
     let header = rdr.headers().map_err(|e| CsvError::Parse { path: path.to_path_buf(), line: 1, msg: e.to_string() })?;
