@@ -1,0 +1,157 @@
+//! Power of a CP case (issue 33): every rank samples its own device around the timed repeats, and the
+//! row gets the sum over devices — each device counted once.
+//!
+//! Which ranks count ([`counts`]): for NVML the first rank on each GPU (local rank < GPUs on the host:
+//! ranks share GPUs round-robin, see `cp::local_device_index`); for RAPL the first rank on each host
+//! (local rank 0: the package counter already covers every rank on it). Ranks that do not count read
+//! nothing. If a counting rank has no energy figure, or the ranks read different sources, the row's
+//! power columns stay empty: a partial sum would read as the job's power and is not.
+
+use tch::Device;
+
+use crate::cp::comm::{Comm, ReduceOp};
+use crate::cp::CpError;
+use crate::measure::power::{source_for, PowerReading, PowerSource, Unavailable, LIMITING_REASONS};
+
+/// This rank's local rank on its host: the communicator's rank for the in-process (`local`)
+/// communicator, else LOCAL_RANK / OMPI_COMM_WORLD_LOCAL_RANK / SLURM_LOCALID, else the world rank
+/// (as if every rank were on one host: a device is then never counted twice).
+fn local_rank(comm: &dyn Comm) -> usize {
+    if comm.backend_name() == "local" {
+        return comm.rank();
+    }
+    ["LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID"].iter().find_map(|v| std::env::var(v).ok()?.parse().ok()).unwrap_or(comm.rank())
+}
+
+/// Whether a rank with `local_rank`, reading `source`, counts in the sum (`gpus`: CUDA devices on its
+/// host).
+pub fn counts(source: &str, local_rank: usize, gpus: usize) -> bool {
+    match source {
+        "nvml" => local_rank < gpus.max(1),
+        "rapl" => local_rank == 0,
+        _ => false,
+    }
+}
+
+/// The source this rank samples: its device's, when it counts; nothing otherwise.
+pub fn rank_source(comm: &dyn Comm, dev: Device) -> Box<dyn PowerSource> {
+    let s = source_for(dev);
+    let gpus = if matches!(dev, Device::Cuda(_)) { tch::Cuda::device_count().max(1) as usize } else { 1 };
+    if counts(s.name(), local_rank(comm), gpus) {
+        s
+    } else {
+        Box::new(Unavailable)
+    }
+}
+
+fn code(source: &str) -> f64 {
+    match source {
+        "nvml" => 2.0,
+        "rapl" => 1.0,
+        _ => 0.0,
+    }
+}
+
+/// The job's reading from every rank's own (collective: every rank calls it): power summed over the
+/// counting ranks, the lowest SM clock, every throttle reason any rank saw.
+pub fn sum_over_ranks(comm: &dyn Comm, mine: &PowerReading) -> Result<PowerReading, CpError> {
+    let counting = mine.source != "unavailable";
+    let max = |x: f64| comm.all_reduce_f64(x, ReduceOp::Max);
+    let n = comm.all_reduce_f64(if counting { 1.0 } else { 0.0 }, ReduceOp::Sum)?;
+    let (hi, lo) = (max(if counting { code(mine.source) } else { 0.0 })?, -max(if counting { -code(mine.source) } else { -3.0 })?);
+    let missing = max(if counting && mine.avg_power_w.is_none() { 1.0 } else { 0.0 })? > 0.0;
+    let power = comm.all_reduce_f64(if counting { mine.avg_power_w.unwrap_or(0.0) } else { 0.0 }, ReduceOp::Sum)?;
+    const NONE: f64 = -1e300;
+    let neg_sm = max(mine.sm_clock_mhz.filter(|_| counting).map(|c| -c).unwrap_or(NONE))?;
+    let mut throttle = 0u64;
+    for (bit, _) in LIMITING_REASONS {
+        if max(if mine.throttle & bit != 0 { 1.0 } else { 0.0 })? > 0.0 {
+            throttle |= bit;
+        }
+    }
+    let clock_drop = max(if mine.clock_drop { 1.0 } else { 0.0 })? > 0.0;
+    let source = match hi as u32 {
+        _ if n == 0.0 || hi != lo => "unavailable",
+        2 => "nvml",
+        _ => "rapl",
+    };
+    let why_empty = if n == 0.0 {
+        "no power source on any rank".to_string()
+    } else if hi != lo {
+        "the ranks read different power sources; not summed".to_string()
+    } else if missing {
+        "a rank had no energy figure (too short or unreadable); the sum over ranks is left empty".to_string()
+    } else {
+        String::new()
+    };
+    let avg = (source != "unavailable" && !missing).then_some(power);
+    Ok(PowerReading {
+        source,
+        samples: mine.samples,
+        interval_s: mine.interval_s,
+        energy_j: avg.map(|w| w * mine.interval_s),
+        method: mine.method,
+        counter_j: None,
+        integrated_j: None,
+        avg_power_w: avg,
+        sm_clock_mhz: (neg_sm > NONE / 2.0).then_some(-neg_sm),
+        mem_clock_mhz: None,
+        max_temp_c: None,
+        throttle,
+        clock_drop,
+        why_empty,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cp::comm::local::LocalWorld;
+    use crate::measure::power::testing::at;
+
+    fn reading(source: &'static str, w: f64, sm: f64, throttle: u64) -> PowerReading {
+        let mut s = vec![at(0.0, w, sm), at(100.0, w, sm)];
+        s[1].throttle = throttle;
+        PowerReading::of(source, &s)
+    }
+
+    #[test]
+    fn power_is_summed_over_counting_ranks_and_throttling_of_any_rank_shows() {
+        let out = LocalWorld::run(3, |c| {
+            // Ranks 0, 1 on GPUs at 300 / 500 W; rank 2 shares a GPU and does not count.
+            let mine = match c.rank() {
+                0 => reading("nvml", 300.0, 1980.0, 0),
+                1 => reading("nvml", 500.0, 1800.0, 0x20),
+                _ => reading("unavailable", 0.0, 0.0, 0),
+            };
+            sum_over_ranks(c, &mine).unwrap()
+        });
+        for r in &out {
+            assert_eq!(r.source, "nvml");
+            assert!((r.avg_power_w.unwrap() - 800.0).abs() < 1e-9, "{:?}", r.avg_power_w);
+            assert_eq!(r.sm_clock_mhz, Some(1800.0), "the lowest rank's clock");
+            assert_eq!(r.throttle_text(), "sw_thermal");
+        }
+    }
+
+    #[test]
+    fn a_rank_without_a_figure_leaves_the_sum_empty() {
+        let out = LocalWorld::run(2, |c| {
+            let mine = if c.rank() == 0 { reading("nvml", 300.0, 1980.0, 0) } else { PowerReading::of("nvml", &[at(0.0, 1.0, 1.0)]) };
+            sum_over_ranks(c, &mine).unwrap()
+        });
+        assert_eq!(out[0].avg_power_w, None);
+        assert!(out[0].why_empty.contains("a rank had no energy figure"), "{}", out[0].why_empty);
+        let none = LocalWorld::run(2, |c| sum_over_ranks(c, &reading("unavailable", 0.0, 0.0, 0)).unwrap());
+        assert_eq!((none[0].source, none[0].avg_power_w, none[0].sm_clock_mhz), ("unavailable", None, None));
+        let mixed = LocalWorld::run(2, |c| sum_over_ranks(c, &reading(if c.rank() == 0 { "nvml" } else { "rapl" }, 100.0, 1.0, 0)).unwrap());
+        assert_eq!((mixed[1].source, mixed[1].avg_power_w), ("unavailable", None));
+    }
+
+    #[test]
+    fn each_device_counts_once() {
+        assert!(counts("nvml", 0, 8) && counts("nvml", 7, 8) && !counts("nvml", 8, 8));
+        assert!(counts("rapl", 0, 1) && !counts("rapl", 1, 1));
+        assert!(!counts("unavailable", 0, 1));
+    }
+}
