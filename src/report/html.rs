@@ -138,6 +138,17 @@ pub fn page(rows: &[Row], meta: Option<&RunMeta>, opts: &HtmlOptions) -> Result<
         h.push_str(&html.write(&pivot(rows, Metric::Mem)));
         h.push_str("</div></section>\n");
     }
+    // Issue 33: energy where a power source was read (docs/ENERGY.md says how).
+    if rows.iter().any(|r| Metric::Energy.value(r).is_some()) {
+        let sources = crate::report::data::distinct(rows.iter().filter(|r| Metric::Energy.value(r).is_some()).map(|r| r.power_source.clone()));
+        h.push_str(&format!(
+            "<section id=\"energy\"><h2>Energy</h2><p class=\"sub\">Energy per call (J) = average power over the timed repeats × median time; power read by {} while the repeats ran (energy counter where the device has one, else integrated power). † marks rows throttled while timed.</p><div class=\"tbls\">\n",
+            html_escape(&sources.join(", "))
+        ));
+        h.push_str(&html.write(&pivot(rows, Metric::Energy)));
+        h.push_str(&html.write(&pivot(rows, Metric::TflopsPerWatt)));
+        h.push_str("</div></section>\n");
+    }
 
     // Figures, inline SVG.
     let runs = vec![Run { label: run_id.clone(), rows: rows.to_vec() }];

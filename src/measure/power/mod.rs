@@ -164,7 +164,8 @@ impl PowerReading {
         } else if energy_j.is_none() {
             why_empty = format!("{source}: no energy counter and no power readings");
         } else if interval_s < MIN_INTERVAL_S {
-            why_empty = format!("{source}: timed repeats lasted {:.1} ms, too short for an energy figure (< {} ms)", interval_s * 1e3, MIN_INTERVAL_S * 1e3);
+            // No measured duration in the text: notes stay identical between runs of one suite.
+            why_empty = format!("{source}: timed repeats too short for an energy figure (< {} ms)", MIN_INTERVAL_S * 1e3);
             energy_j = None;
             method = None;
         }
@@ -344,12 +345,12 @@ mod tests {
 
     #[test]
     fn clocks_median_over_busy_samples_and_throttle_reasons() {
-        let mut s = vec![at(0.0, 400.0, 1980.0), at(20.0, 400.0, 1900.0), at(40.0, 400.0, 1700.0), at(60.0, 100.0, 345.0)];
+        let mut s = vec![at(0.0, 400.0, 1980.0), at(20.0, 400.0, 1900.0), at(40.0, 400.0, 1800.0), at(60.0, 100.0, 345.0)];
         s[3].throttle = REASON_GPU_IDLE; // idle: its 345 MHz is not a kernel's clock
         s[1].throttle = 0x4 | 0x2; // power cap (+ application clocks, not a limit)
         let r = PowerReading::of("nvml", &s);
         assert_eq!(r.sm_clock_mhz, Some(1900.0));
-        assert!(!r.clock_drop, "1700 is within 10 % of 1980");
+        assert!(!r.clock_drop, "1800 is within 10 % of 1980");
         assert_eq!(r.throttle, 0x4);
         assert_eq!(r.throttle_text(), "sw_power_cap");
         s[2].sm_clock_mhz = Some(1500.0);
@@ -402,6 +403,57 @@ mod tests {
         // Dropped without finish (a measurement error): the thread still stops.
         let src = ScriptedSource::new("nvml", vec![at(0.0, 1.0, 1.0)]);
         drop(Sampler::start(Box::new(src), Duration::from_millis(1)));
+    }
+
+    /// The GPU check's energy step (launch/gpu-check; ≈ 12 s): (1) under a steady load, the energy
+    /// the sampler integrates from NVML's power readings matches NVML's own total-energy counter over
+    /// the same interval within 5 % — the counter the rows use where the GPU has one, and the
+    /// integration they fall back to where it has not; (2) a real kernel case through the harness
+    /// fills every power column from NVML.
+    #[test]
+    #[ignore = "needs a CUDA device and NVML; run by launch/gpu-check"]
+    fn cuda_energy_matches_the_nvml_counter() {
+        use crate::case::{Case, DType, DeviceKind, HeadLayout};
+        use tch::{Device, Kind};
+        assert!(crate::sys::cuda_available(), "this test needs a CUDA device");
+        let source = nvml::NvmlSource::open(0).expect("NVML opens on a GPU machine");
+        let a = crate::sys::rng::randn([8192, 8192], (Kind::BFloat16, Device::Cuda(0))).unwrap();
+        let busy = |secs: f64| {
+            let t0 = Instant::now();
+            while t0.elapsed().as_secs_f64() < secs {
+                for _ in 0..8 {
+                    let _ = a.matmul(&a);
+                }
+                crate::sys::cuda::device_synchronize(0).unwrap();
+            }
+        };
+        // Warm up to a steady power draw first: NVML's power reading is a ~1 s average on Hopper.
+        busy(2.0);
+        let sampler = Sampler::start(Box::new(source), SAMPLE_PERIOD);
+        busy(6.0);
+        let r = sampler.finish();
+        let (counter, integrated) = (r.counter_j.expect("Volta and newer have the energy counter"), r.integrated_j.expect("power readings"));
+        let rel = (integrated - counter).abs() / counter;
+        println!(
+            "energy over {:.2} s ({} samples): counter {counter:.1} J, integrated {integrated:.1} J ({:+.2} %), avg {:.0} W, SM {:?} MHz, throttle `{}`",
+            r.interval_s,
+            r.samples,
+            (integrated / counter - 1.0) * 100.0,
+            r.avg_power_w.unwrap(),
+            r.sm_clock_mhz,
+            r.throttle_text()
+        );
+        assert!(rel <= 0.05, "integrated {integrated:.1} J vs counter {counter:.1} J: {:.1} % apart", rel * 100.0);
+        // A case through the harness: ~300 causal forwards at S = 8K, well over the 50 ms minimum.
+        let case = Case::kernel("sdpa", "causal", Default::default(), 8192, HeadLayout { q: 32, kv: 32 }, 128, DType::Bf16, crate::flops::Pass::Fwd, DeviceKind::Cuda);
+        let settings = crate::measure::MeasureSettings { warmup: 5, repeats: 300, check: false, ..Default::default() };
+        let row = crate::harness::kernel::execute_kernel_case(&case, &settings, "gpu-check").unwrap();
+        println!("case {}: {:?} W, {:?} J/call, {:?} TFLOPS/W, SM {:?} MHz, throttle `{}`", row.case_id, row.avg_power_w, row.energy_j, row.tflops_per_watt, row.sm_clock_mhz, row.throttle);
+        assert_eq!(row.status, crate::results::Status::Ok, "{}", row.error);
+        assert_eq!(row.power_source, "nvml");
+        let (w, j) = (row.avg_power_w.unwrap(), row.energy_j.unwrap());
+        assert!(w > 0.0 && (j - w * row.ms_median.unwrap() / 1e3).abs() <= 1e-9 * j.max(1.0));
+        assert!(row.tflops_per_watt.unwrap() > 0.0 && row.sm_clock_mhz.unwrap() > 0.0);
     }
 
     #[test]
