@@ -148,6 +148,26 @@ mod tests {
         assert_eq!((mixed[1].source, mixed[1].avg_power_w), ("unavailable", None));
     }
 
+    /// A CP case on the CPU through the harness: the row names its power source (here, without
+    /// RAPL, `unavailable` with empty columns) and the case is still `ok`.
+    #[test]
+    fn a_cp_row_says_where_its_power_came_from() {
+        use crate::case::HeadLayout;
+        use crate::flops::Pass;
+        use crate::harness::cp::{run_case, CpSpec};
+        use crate::measure::MeasureSettings;
+        let settings = MeasureSettings { warmup: 0, repeats: 2, check: false, seed: 7, ..Default::default() };
+        let sp = CpSpec::new(crate::cp::setup::fixtures::cp_case("ring-p2p", "causal", &[], 32, 2, HeadLayout { q: 4, kv: 4 }, Pass::Fwd), settings);
+        let rows = LocalWorld::run(2, move |c| run_case(c, &sp, "t", "cpu").map_err(|e| format!("{e:?}")));
+        let row = rows.into_iter().next().unwrap().expect("case ran").expect("rank 0 has the row");
+        assert_eq!(row.status, crate::results::Status::Ok, "{}", row.error);
+        let expected = if crate::measure::power::rapl::Rapl::open(std::path::Path::new(crate::measure::power::rapl::POWERCAP)).is_some() { "rapl" } else { "unavailable" };
+        assert_eq!(row.power_source, expected);
+        if expected == "unavailable" {
+            assert_eq!((row.avg_power_w, row.energy_j, row.tflops_per_watt), (None, None, None));
+        }
+    }
+
     #[test]
     fn each_device_counts_once() {
         assert!(counts("nvml", 0, 8) && counts("nvml", 7, 8) && !counts("nvml", 8, 8));

@@ -255,7 +255,7 @@ pub fn compare(base: &[Row], new: &[Row], threshold_pct: f64) -> Comparison {
         };
         // Issue 33: a change measured on a throttled GPU is throttling until shown otherwise.
         if let (Verdict::Regression | Verdict::Improvement, Some(b), Some(n)) = (c.verdict, b, n) {
-            let side = |name: &str, r: &Row| (r.throttled()).then(|| format!("{name} run throttled ({})", r.throttle));
+            let side = |name: &str, r: &Row| r.throttled().then(|| format!("{name} run throttled ({})", r.throttle));
             let why: Vec<String> = [side("base", b), side("new", n)].into_iter().flatten().collect();
             if !why.is_empty() {
                 c.note = format!("{} {}; not judged as a code change", if c.verdict == Verdict::Regression { "slower" } else { "faster" }, why.join(", "));

@@ -303,3 +303,64 @@ impl Row {
         text.lines().next().unwrap().split(',').map(str::to_string).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::measure::power::{testing::at, PowerReading};
+
+    fn ok_row() -> Row {
+        let c = crate::case::Case::kernel(
+            "sdpa",
+            "causal",
+            Default::default(),
+            1024,
+            crate::case::HeadLayout { q: 8, kv: 8 },
+            64,
+            crate::case::DType::Bf16,
+            crate::flops::Pass::Fwd,
+            crate::case::DeviceKind::Cuda,
+        );
+        let mut r = Row::for_case("r", &c, "NVIDIA H200");
+        r.status = Status::Ok;
+        r.ms_median = Some(2.0);
+        r.tflops = Some(400.0);
+        r
+    }
+
+    /// Issue 33: energy per call = average power × median time, TFLOPS/W = TFLOPS / W, and a failed
+    /// row keeps none of it.
+    #[test]
+    fn power_columns_follow_the_reading_and_clear_on_failure() {
+        let mut r = ok_row();
+        let mut s = vec![at(0.0, 500.0, 1980.0), at(100.0, 500.0, 1700.0)];
+        s[1].throttle = 0x4;
+        r.set_power(&PowerReading::of("nvml", &s));
+        assert_eq!(r.avg_power_w, Some(500.0));
+        assert_eq!(r.energy_j, Some(1.0), "500 W × 2 ms");
+        assert_eq!(r.tflops_per_watt, Some(0.8));
+        assert_eq!(r.sm_clock_mhz, Some(1840.0));
+        assert_eq!((r.throttle.as_str(), r.power_source.as_str()), ("sw_power_cap+sm_clock_drop", "nvml"));
+        assert!(r.throttled());
+        r.fail(Status::Error, "boom");
+        assert_eq!((r.avg_power_w, r.energy_j, r.tflops_per_watt, r.sm_clock_mhz), (None, None, None, None));
+        assert_eq!((r.throttle.as_str(), r.power_source.as_str()), ("", ""));
+        // Unavailable: the source is named, nothing else is filled, nothing is guessed.
+        let mut r = ok_row();
+        r.set_power(&PowerReading::of("unavailable", &[]));
+        assert_eq!((r.power_source.as_str(), r.avg_power_w, r.energy_j, r.tflops_per_watt), ("unavailable", None, None, None));
+        assert!(!r.throttled());
+        // Too short to measure: columns empty, the note says why.
+        let mut r = ok_row();
+        r.set_power(&PowerReading::of("nvml", &[at(0.0, 500.0, 1980.0), at(5.0, 500.0, 1980.0)]));
+        assert_eq!(r.energy_j, None);
+        assert!(r.note.contains("too short"), "{}", r.note);
+    }
+
+    #[test]
+    fn power_columns_are_in_the_csv_in_order() {
+        let h = Row::header();
+        let at = h.iter().position(|c| c == "avg_power_w").expect("avg_power_w column");
+        assert_eq!(h[at..at + 6], ["avg_power_w", "energy_j", "tflops_per_watt", "sm_clock_mhz", "throttle", "power_source"]);
+    }
+}
