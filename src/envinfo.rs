@@ -144,7 +144,8 @@ mod tests {
         assert!(!m.cpu.is_empty());
         assert!(!m.cuda.is_empty());
         // Issue 33: this CPU machine has no NVML; RAPL where the kernel exposes it.
-        let cpu = if crate::measure::power::rapl::Rapl::open(std::path::Path::new(crate::measure::power::rapl::POWERCAP)).is_some() { "rapl" } else { "unavailable" };
+        let cpu =
+            if crate::measure::power::rapl::Rapl::open(std::path::Path::new(crate::measure::power::rapl::POWERCAP)).is_some() { "rapl" } else { "unavailable" };
         assert!(m.power_sources.ends_with(&format!("cpu {cpu}")), "{}", m.power_sources);
     }
 }

@@ -161,7 +161,8 @@ mod tests {
         let rows = LocalWorld::run(2, move |c| run_case(c, &sp, "t", "cpu").map_err(|e| format!("{e:?}")));
         let row = rows.into_iter().next().unwrap().expect("case ran").expect("rank 0 has the row");
         assert_eq!(row.status, crate::results::Status::Ok, "{}", row.error);
-        let expected = if crate::measure::power::rapl::Rapl::open(std::path::Path::new(crate::measure::power::rapl::POWERCAP)).is_some() { "rapl" } else { "unavailable" };
+        let expected =
+            if crate::measure::power::rapl::Rapl::open(std::path::Path::new(crate::measure::power::rapl::POWERCAP)).is_some() { "rapl" } else { "unavailable" };
         assert_eq!(row.power_source, expected);
         if expected == "unavailable" {
             assert_eq!((row.avg_power_w, row.energy_j, row.tflops_per_watt), (None, None, None));

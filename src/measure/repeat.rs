@@ -149,13 +149,18 @@ mod tests {
         let reads = src.reads.clone();
         let mut seen_in_warmup = Vec::new();
         let mut calls = 0;
-        let (t, p) = run_repeats_powered::<MeasureError>(&mut HostClock::new(&tl), &MeasureSettings { warmup: 2, repeats: 3, ..Default::default() }, Box::new(src), &mut || {
-            calls += 1;
-            if calls <= 2 {
-                seen_in_warmup.push(reads.load(Ordering::SeqCst));
-            }
-            Ok(())
-        })
+        let (t, p) = run_repeats_powered::<MeasureError>(
+            &mut HostClock::new(&tl),
+            &MeasureSettings { warmup: 2, repeats: 3, ..Default::default() },
+            Box::new(src),
+            &mut || {
+                calls += 1;
+                if calls <= 2 {
+                    seen_in_warmup.push(reads.load(Ordering::SeqCst));
+                }
+                Ok(())
+            },
+        )
         .unwrap();
         assert_eq!(seen_in_warmup, [0, 0], "no reading during warmup");
         assert_eq!(t.times_ms.len(), 3);

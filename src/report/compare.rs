@@ -115,7 +115,7 @@ impl Comparison {
 
     /// Cases ok in both runs, i.e. the ones whose times were actually compared.
     pub fn checked(&self) -> usize {
-        self.cases.iter().filter(|c| matches!(c.verdict, Verdict::Regression | Verdict::Improvement | Verdict::Unchanged)).count()
+        self.cases.iter().filter(|c| matches!(c.verdict, Verdict::Regression | Verdict::Improvement | Verdict::Unchanged | Verdict::Throttled)).count()
     }
 
     pub fn regressions(&self) -> usize {
@@ -369,7 +369,7 @@ mod tests {
         hot.throttle = "sw_power_cap".into();
         let c = compare(&[row(1024, 1.0, 0.01)], &[hot], 5.0);
         assert_eq!(c.cases[0].verdict, Verdict::Throttled);
-        assert_eq!(c.regressions(), 0);
+        assert_eq!((c.regressions(), c.checked()), (0, 1), "compared, not a regression");
         assert!(c.cases[0].note.contains("new run throttled (sw_power_cap)"), "{}", c.cases[0].note);
         let text = text_summary(&c);
         assert!(text.contains("throttled") && text.contains("1 throttled"), "{text}");

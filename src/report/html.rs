@@ -224,3 +224,38 @@ fn strip_xml_decl(svg: &str) -> &str {
         None => svg,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::case::{Case, DType, DeviceKind, HeadLayout};
+    use crate::flops::Pass;
+    use crate::results::Status;
+
+    fn row(backend: &str, energy: Option<f64>) -> Row {
+        let c = Case::kernel(backend, "causal", Default::default(), 1024, HeadLayout { q: 8, kv: 8 }, 64, DType::Bf16, Pass::Fwd, DeviceKind::Cuda);
+        let mut r = Row::for_case("r", &c, "NVIDIA H200");
+        r.status = Status::Ok;
+        r.ms_median = Some(1.0);
+        r.tflops = Some(100.0);
+        r.energy_j = energy;
+        r.tflops_per_watt = energy.map(|_| 0.2);
+        r.avg_power_w = energy.map(|e| e * 1e3);
+        r.power_source = if energy.is_some() { "nvml" } else { "unavailable" }.into();
+        r
+    }
+
+    /// Issue 33: the page has an energy section (tables and the TFLOPS/W figure) when power was
+    /// measured, and none when every row says `unavailable`; a throttled row is marked.
+    #[test]
+    fn energy_section_only_where_power_was_measured() {
+        let mut hot = row("b", Some(0.6));
+        hot.throttle = "sw_power_cap".into();
+        let page_with = page(&[row("a", Some(0.5)), hot], None, &HtmlOptions::default()).unwrap();
+        assert!(page_with.contains("id=\"energy\"") && page_with.contains("read by nvml"), "energy section");
+        assert!(page_with.contains("fig-tflops-per-watt-"), "TFLOPS/W figure");
+        assert!(page_with.contains("0.600†"), "throttled energy cell marked");
+        let page_without = page(&[row("a", None)], None, &HtmlOptions::default()).unwrap();
+        assert!(!page_without.contains("id=\"energy\"") && !page_without.contains("fig-tflops-per-watt-"));
+    }
+}

@@ -445,10 +445,14 @@ mod tests {
         );
         assert!(rel <= 0.05, "integrated {integrated:.1} J vs counter {counter:.1} J: {:.1} % apart", rel * 100.0);
         // A case through the harness: ~300 causal forwards at S = 8K, well over the 50 ms minimum.
-        let case = Case::kernel("sdpa", "causal", Default::default(), 8192, HeadLayout { q: 32, kv: 32 }, 128, DType::Bf16, crate::flops::Pass::Fwd, DeviceKind::Cuda);
+        let case =
+            Case::kernel("sdpa", "causal", Default::default(), 8192, HeadLayout { q: 32, kv: 32 }, 128, DType::Bf16, crate::flops::Pass::Fwd, DeviceKind::Cuda);
         let settings = crate::measure::MeasureSettings { warmup: 5, repeats: 300, check: false, ..Default::default() };
         let row = crate::harness::kernel::execute_kernel_case(&case, &settings, "gpu-check").unwrap();
-        println!("case {}: {:?} W, {:?} J/call, {:?} TFLOPS/W, SM {:?} MHz, throttle `{}`", row.case_id, row.avg_power_w, row.energy_j, row.tflops_per_watt, row.sm_clock_mhz, row.throttle);
+        println!(
+            "case {}: {:?} W, {:?} J/call, {:?} TFLOPS/W, SM {:?} MHz, throttle `{}`",
+            row.case_id, row.avg_power_w, row.energy_j, row.tflops_per_watt, row.sm_clock_mhz, row.throttle
+        );
         assert_eq!(row.status, crate::results::Status::Ok, "{}", row.error);
         assert_eq!(row.power_source, "nvml");
         let (w, j) = (row.avg_power_w.unwrap(), row.energy_j.unwrap());

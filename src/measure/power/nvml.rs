@@ -276,7 +276,8 @@ mod tests {
 
     #[test]
     fn settings_line_says_what_nvml_did_not_give() {
-        let s = [GpuPowerSettings { index: 0, power_limit_w: Some(700.0), app_sm_clock_mhz: Some(1980.0), app_mem_clock_mhz: None, persistence_mode: Some(true) }];
+        let s =
+            [GpuPowerSettings { index: 0, power_limit_w: Some(700.0), app_sm_clock_mhz: Some(1980.0), app_mem_clock_mhz: None, persistence_mode: Some(true) }];
         assert_eq!(settings_text(&s), "0: power limit 700 W, application clocks 1980 MHz/n/a (SM/memory), persistence on");
     }
 }
