@@ -339,7 +339,7 @@ fn run_after_setup(comm: &dyn Comm, spec: &CpSpec, s: &CpSetup, run_id: &str, de
         }
         Ok(())
     };
-    let power = super::cp_power::rank_source(comm, dev);
+    let (power, counting) = super::cp_power::rank_source(comm, dev);
     let (timing, power) = match run_repeats_powered(&mut clock, settings, power, &mut timed_pass) {
         Ok(t) => t,
         // Every rank sees the same (max-reduced) times, so every rank rejects them alike: a row, not an
@@ -350,7 +350,7 @@ fn run_after_setup(comm: &dyn Comm, spec: &CpSpec, s: &CpSetup, run_id: &str, de
         }
         Err(e) => return Err(e),
     };
-    let power = super::cp_power::sum_over_ranks(comm, &power)?;
+    let power = super::cp_power::sum_over_ranks(comm, &power, counting)?;
     let max_bytes = comm.all_reduce_f64(bytes as f64, ReduceOp::Max)? as u64;
     let scheduled = s.schedule.bytes_sent()[rank];
     let bytes_match = comm.all_reduce_f64(if scheduled == bytes { 0.0 } else { 1.0 }, ReduceOp::Max)? == 0.0;

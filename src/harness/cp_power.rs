@@ -1,11 +1,12 @@
 //! Power of a CP case (issue 33): every rank samples its own device around the timed repeats, and the
 //! row gets the sum over devices — each device counted once.
 //!
-//! Which ranks count ([`counts`]): for NVML the first rank on each GPU (local rank < GPUs on the host:
-//! ranks share GPUs round-robin, see `cp::local_device_index`); for RAPL the first rank on each host
-//! (local rank 0: the package counter already covers every rank on it). Ranks that do not count read
-//! nothing. If a counting rank has no energy figure, or the ranks read different sources, the row's
-//! power columns stay empty: a partial sum would read as the job's power and is not.
+//! Which ranks count ([`counts`]): on GPUs the first rank on each GPU (local rank < GPUs on the host:
+//! ranks share GPUs round-robin, see `cp::local_device_index`); on CPUs the first rank on each host
+//! (local rank 0: a RAPL package counter already covers every rank on it). Ranks that do not count
+//! read nothing. If a counting rank has no power source or no energy figure, or the counting ranks
+//! read different sources, the row's power columns stay empty: a partial sum would read as the job's
+//! power and is not.
 
 use tch::Device;
 
@@ -23,24 +24,25 @@ fn local_rank(comm: &dyn Comm) -> usize {
     ["LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID"].iter().find_map(|v| std::env::var(v).ok()?.parse().ok()).unwrap_or(comm.rank())
 }
 
-/// Whether a rank with `local_rank`, reading `source`, counts in the sum (`gpus`: CUDA devices on its
-/// host).
-pub fn counts(source: &str, local_rank: usize, gpus: usize) -> bool {
-    match source {
-        "nvml" => local_rank < gpus.max(1),
-        "rapl" => local_rank == 0,
-        _ => false,
+/// Whether a rank with `local_rank` counts in the sum: on a GPU (`gpus` CUDA devices on its host)
+/// the first rank on each GPU, on the CPU the first rank on the host.
+pub fn counts(cuda: bool, local_rank: usize, gpus: usize) -> bool {
+    if cuda {
+        local_rank < gpus.max(1)
+    } else {
+        local_rank == 0
     }
 }
 
-/// The source this rank samples: its device's, when it counts; nothing otherwise.
-pub fn rank_source(comm: &dyn Comm, dev: Device) -> Box<dyn PowerSource> {
-    let s = source_for(dev);
-    let gpus = if matches!(dev, Device::Cuda(_)) { tch::Cuda::device_count().max(1) as usize } else { 1 };
-    if counts(s.name(), local_rank(comm), gpus) {
-        s
+/// The source this rank samples and whether it counts: its device's source when it counts (which
+/// may be `unavailable`), nothing otherwise.
+pub fn rank_source(comm: &dyn Comm, dev: Device) -> (Box<dyn PowerSource>, bool) {
+    let cuda = matches!(dev, Device::Cuda(_));
+    let gpus = if cuda { tch::Cuda::device_count().max(1) as usize } else { 1 };
+    if counts(cuda, local_rank(comm), gpus) {
+        (source_for(dev), true)
     } else {
-        Box::new(Unavailable)
+        (Box::new(Unavailable), false)
     }
 }
 
@@ -52,39 +54,38 @@ fn code(source: &str) -> f64 {
     }
 }
 
-/// The job's reading from every rank's own (collective: every rank calls it): power summed over the
-/// counting ranks, the lowest SM clock, every throttle reason any rank saw.
-pub fn sum_over_ranks(comm: &dyn Comm, mine: &PowerReading) -> Result<PowerReading, CpError> {
-    let counting = mine.source != "unavailable";
+/// The job's reading from every rank's own (collective: every rank calls it; `counting` from
+/// [`rank_source`]): power summed over the counting ranks, the lowest SM clock, every throttle reason
+/// any rank saw.
+pub fn sum_over_ranks(comm: &dyn Comm, mine: &PowerReading, counting: bool) -> Result<PowerReading, CpError> {
     let max = |x: f64| comm.all_reduce_f64(x, ReduceOp::Max);
-    let n = comm.all_reduce_f64(if counting { 1.0 } else { 0.0 }, ReduceOp::Sum)?;
+    let flag = |b: bool| if b { 1.0 } else { 0.0 };
+    let n = comm.all_reduce_f64(flag(counting), ReduceOp::Sum)?;
+    // Codes of the counting ranks' sources: highest and lowest (0 = unavailable).
     let (hi, lo) = (max(if counting { code(mine.source) } else { 0.0 })?, -max(if counting { -code(mine.source) } else { -3.0 })?);
-    let missing = max(if counting && mine.avg_power_w.is_none() { 1.0 } else { 0.0 })? > 0.0;
+    let missing = max(flag(counting && mine.avg_power_w.is_none()))? > 0.0;
     let power = comm.all_reduce_f64(if counting { mine.avg_power_w.unwrap_or(0.0) } else { 0.0 }, ReduceOp::Sum)?;
     const NONE: f64 = -1e300;
     let neg_sm = max(mine.sm_clock_mhz.filter(|_| counting).map(|c| -c).unwrap_or(NONE))?;
     let mut throttle = 0u64;
     for (bit, _) in LIMITING_REASONS {
-        if max(if mine.throttle & bit != 0 { 1.0 } else { 0.0 })? > 0.0 {
+        if max(flag(mine.throttle & bit != 0))? > 0.0 {
             throttle |= bit;
         }
     }
-    let clock_drop = max(if mine.clock_drop { 1.0 } else { 0.0 })? > 0.0;
-    let source = match hi as u32 {
-        _ if n == 0.0 || hi != lo => "unavailable",
-        2 => "nvml",
-        _ => "rapl",
-    };
-    let why_empty = if n == 0.0 {
-        "no power source on any rank".to_string()
+    let clock_drop = max(flag(mine.clock_drop))? > 0.0;
+    let (source, why_empty) = if n == 0.0 || hi == 0.0 {
+        ("unavailable", "no power source on any rank".to_string())
+    } else if lo == 0.0 {
+        ("unavailable", "a rank has no power source; a sum over the others would not be the job's power".to_string())
     } else if hi != lo {
-        "the ranks read different power sources; not summed".to_string()
+        ("unavailable", "the ranks read different power sources; not summed".to_string())
     } else if missing {
-        "a rank had no energy figure (too short or unreadable); the sum over ranks is left empty".to_string()
+        (if hi == 2.0 { "nvml" } else { "rapl" }, "a rank had no energy figure (too short or unreadable); the sum over ranks is left empty".to_string())
     } else {
-        String::new()
+        (if hi == 2.0 { "nvml" } else { "rapl" }, String::new())
     };
-    let avg = (source != "unavailable" && !missing).then_some(power);
+    let avg = (why_empty.is_empty()).then_some(power);
     Ok(PowerReading {
         source,
         samples: mine.samples,
@@ -124,7 +125,7 @@ mod tests {
                 1 => reading("nvml", 500.0, 1800.0, 0x20),
                 _ => reading("unavailable", 0.0, 0.0, 0),
             };
-            sum_over_ranks(c, &mine).unwrap()
+            sum_over_ranks(c, &mine, c.rank() < 2).unwrap()
         });
         for r in &out {
             assert_eq!(r.source, "nvml");
@@ -138,13 +139,17 @@ mod tests {
     fn a_rank_without_a_figure_leaves_the_sum_empty() {
         let out = LocalWorld::run(2, |c| {
             let mine = if c.rank() == 0 { reading("nvml", 300.0, 1980.0, 0) } else { PowerReading::of("nvml", &[at(0.0, 1.0, 1.0)]) };
-            sum_over_ranks(c, &mine).unwrap()
+            sum_over_ranks(c, &mine, true).unwrap()
         });
         assert_eq!(out[0].avg_power_w, None);
         assert!(out[0].why_empty.contains("a rank had no energy figure"), "{}", out[0].why_empty);
-        let none = LocalWorld::run(2, |c| sum_over_ranks(c, &reading("unavailable", 0.0, 0.0, 0)).unwrap());
+        let none = LocalWorld::run(2, |c| sum_over_ranks(c, &PowerReading::of("unavailable", &[]), c.rank() == 0).unwrap());
         assert_eq!((none[0].source, none[0].avg_power_w, none[0].sm_clock_mhz), ("unavailable", None, None));
-        let mixed = LocalWorld::run(2, |c| sum_over_ranks(c, &reading(if c.rank() == 0 { "nvml" } else { "rapl" }, 100.0, 1.0, 0)).unwrap());
+        // A counting rank without a source (no NVML on its host): no partial sum.
+        let partial = LocalWorld::run(2, |c| sum_over_ranks(c, &reading(if c.rank() == 0 { "nvml" } else { "unavailable" }, 100.0, 1.0, 0), true).unwrap());
+        assert_eq!((partial[0].source, partial[0].avg_power_w), ("unavailable", None));
+        assert!(partial[0].why_empty.contains("a rank has no power source"), "{}", partial[0].why_empty);
+        let mixed = LocalWorld::run(2, |c| sum_over_ranks(c, &reading(if c.rank() == 0 { "nvml" } else { "rapl" }, 100.0, 1.0, 0), true).unwrap());
         assert_eq!((mixed[1].source, mixed[1].avg_power_w), ("unavailable", None));
     }
 
@@ -171,8 +176,7 @@ mod tests {
 
     #[test]
     fn each_device_counts_once() {
-        assert!(counts("nvml", 0, 8) && counts("nvml", 7, 8) && !counts("nvml", 8, 8));
-        assert!(counts("rapl", 0, 1) && !counts("rapl", 1, 1));
-        assert!(!counts("unavailable", 0, 1));
+        assert!(counts(true, 0, 8) && counts(true, 7, 8) && !counts(true, 8, 8));
+        assert!(counts(false, 0, 1) && !counts(false, 1, 1));
     }
 }

@@ -245,7 +245,9 @@ impl Row {
         self.tflops_per_watt = p.avg_power_w.zip(self.tflops).filter(|(w, _)| *w > 0.0).map(|(w, tf)| tf / w);
         self.sm_clock_mhz = p.sm_clock_mhz;
         self.throttle = p.throttle_text();
-        if p.avg_power_w.is_none() && !p.why_empty.is_empty() && p.source != "unavailable" {
+        // A machine without any source is the normal case on CPUs and needs no note; anything else
+        // that left the columns empty (too short, a CP rank without a figure) is said.
+        if p.avg_power_w.is_none() && !p.why_empty.is_empty() && !p.why_empty.starts_with("no power source") {
             self.note.push_str(&format!("; no energy figure: {}", p.why_empty));
         }
     }
