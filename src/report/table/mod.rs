@@ -79,20 +79,19 @@ pub fn pivot(rows: &[Row], metric: Metric) -> Vec<Table> {
         let mut lens = distinct(rs.iter().map(|r| r.seqlen));
         lens.sort_unstable();
         let grid = build_grid(&rs, &series, &lens, metric, |r| r.backend.clone(), |r| r.seqlen);
-        tables.push(flag_throttled(
-            Table {
-                title: format!("{} · {}", g.pattern(), pass),
-                subtitle: format!("{} — {}", g.setup(), metric.caption(CaseKind::Kernel)),
-                corner: "backend".into(),
-                columns: lens.iter().map(|&s| fmt_seqlen(s)).collect(),
-                rows: grid,
-                metric: Some(metric),
-                column_axis: "sequence length S".into(),
-                caption: caption(&g, &rs),
-            },
-            &rs,
-            metric,
-        ));
+        tables.push(Table {
+            title: format!("{} · {}", g.pattern(), pass),
+            subtitle: format!("{} — {}", g.setup(), metric.caption(CaseKind::Kernel)),
+            corner: "backend".into(),
+            columns: lens.iter().map(|&s| fmt_seqlen(s)).collect(),
+            rows: grid,
+            metric: Some(metric),
+            column_axis: "sequence length S".into(),
+            caption: caption(&g, &rs),
+        });
+        if let Some(t) = tables.last_mut() {
+            flag_throttled(t, &rs, metric);
+        }
     }
     let cp: Vec<&Row> = rows.iter().filter(|r| r.kind != CaseKind::Kernel).collect();
     let len = super::data::CpLen::choose(&cp);
@@ -104,31 +103,29 @@ pub fn pivot(rows: &[Row], metric: Metric) -> Vec<Table> {
         let mut ws = distinct(rs.iter().map(|r| r.world_size));
         ws.sort_unstable();
         let grid = build_grid(&rs, &series, &ws, metric, label, |r| r.world_size);
-        tables.push(flag_throttled(
-            Table {
-                title: format!("{} · {} · context parallel, {} (kernel {})", g.pattern(), pass, len.label(seqlen), backend),
-                subtitle: format!("{} — {} by world size", g.setup(), metric.caption(CaseKind::Cp)),
-                corner: "strategy".into(),
-                columns: ws.iter().map(|w| format!("{w} GPU{}", if *w == 1 { "" } else { "s" })).collect(),
-                rows: grid,
-                metric: Some(metric),
-                column_axis: "world size (GPUs)".into(),
-                caption: caption(&g, &rs),
-            },
-            &rs,
-            metric,
-        ));
+        tables.push(Table {
+            title: format!("{} · {} · context parallel, {} (kernel {})", g.pattern(), pass, len.label(seqlen), backend),
+            subtitle: format!("{} — {} by world size", g.setup(), metric.caption(CaseKind::Cp)),
+            corner: "strategy".into(),
+            columns: ws.iter().map(|w| format!("{w} GPU{}", if *w == 1 { "" } else { "s" })).collect(),
+            rows: grid,
+            metric: Some(metric),
+            column_axis: "world size (GPUs)".into(),
+            caption: caption(&g, &rs),
+        });
+        if let Some(t) = tables.last_mut() {
+            flag_throttled(t, &rs, metric);
+        }
     }
     tables
 }
 
 /// Issue 33: a table with a number from a throttled row says what its mark means.
-fn flag_throttled(mut t: Table, rows: &[&Row], metric: Metric) -> Table {
+fn flag_throttled(t: &mut Table, rows: &[&Row], metric: Metric) {
     if rows.iter().any(|r| r.throttled() && metric.value(r).is_some()) {
         t.subtitle.push_str(&format!(" — {THROTTLE_LEGEND}"));
         t.caption.push_str(" Numbers marked with a dagger were measured while the GPU was throttled (power or thermal clock limit, or an SM clock drop; see the throttle column).");
     }
-    t
 }
 
 /// `NVIDIA H100 80GB HBM3, bf16, 64 query / 8 key-value heads, D = 128; timing: cuda-event-l2flush.`
