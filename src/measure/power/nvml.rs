@@ -149,9 +149,12 @@ unsafe impl Send for NvmlSource {}
 impl NvmlSource {
     /// The NVML device of CUDA device `ordinal`; `None` without NVML or when it is not found.
     pub fn open(ordinal: usize) -> Option<NvmlSource> {
-        let api = Api::get()?;
-        let device = api.device(&target_for(ordinal, std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref())?)?;
-        Some(NvmlSource { api, device, origin: Instant::now() })
+        NvmlSource::on(Api::get()?, &target_for(ordinal, std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref())?)
+    }
+
+    /// The device `target` of an opened NVML.
+    pub fn on(api: &'static Api, target: &Target) -> Option<NvmlSource> {
+        Some(NvmlSource { api, device: api.device(target)?, origin: Instant::now() })
     }
 }
 
@@ -202,7 +205,11 @@ pub struct GpuPowerSettings {
 
 /// Every GPU's settings as NVML gives them (empty without NVML).
 pub fn gpu_settings() -> Vec<GpuPowerSettings> {
-    let Some(a) = Api::get() else { return vec![] };
+    Api::get().map(settings_of).unwrap_or_default()
+}
+
+/// Every GPU's settings through an opened NVML.
+pub fn settings_of(a: &Api) -> Vec<GpuPowerSettings> {
     let mut n: c_uint = 0;
     // SAFETY: out-pointer.
     if unsafe { (a.count)(&mut n) } != SUCCESS {
@@ -250,6 +257,7 @@ pub fn settings_text(s: &[GpuPowerSettings]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::PowerReading;
     use super::*;
 
     #[test]
@@ -261,6 +269,72 @@ mod tests {
             assert_eq!(super::super::source_for(tch::Device::Cuda(0)).name(), "unavailable");
             assert!(gpu_settings().is_empty());
         }
+    }
+
+    /// A stand-in libnvidia-ml built here from C with the signatures of nvml.h (module doc), loaded
+    /// through the same dlopen path: units (mW → W, mJ), clock types, the older throttle-reasons
+    /// name as fallback, handles by index and by UUID, the settings for meta.json, and an
+    /// initialisation that fails (no driver) giving no source.
+    #[test]
+    fn a_stand_in_nvml_is_read_through_dlopen() {
+        const FAKE: &str = r#"
+#include <string.h>
+typedef void *dev;
+static unsigned long long energy = 1000000ULL;
+int nvmlInit_v2(void) {
+#ifdef FAIL_INIT
+    return 9; /* NVML_ERROR_DRIVER_NOT_LOADED */
+#else
+    return 0;
+#endif
+}
+int nvmlDeviceGetCount_v2(unsigned *n) { *n = 2; return 0; }
+int nvmlDeviceGetHandleByIndex_v2(unsigned i, dev *d) { if (i >= 2) return 2; *d = (dev)(long)(i + 1); return 0; }
+int nvmlDeviceGetHandleByUUID(const char *u, dev *d) { if (strcmp(u, "GPU-fake-1")) return 13; *d = (dev)2L; return 0; }
+int nvmlDeviceGetPowerUsage(dev d, unsigned *p) { *p = 350000u + 1000u * (unsigned)(long)d; return 0; }
+int nvmlDeviceGetTotalEnergyConsumption(dev d, unsigned long long *e) { (void)d; energy += 5000ULL; *e = energy; return 0; }
+int nvmlDeviceGetClockInfo(dev d, int t, unsigned *c) { (void)d; if (t == 1) { *c = 1980; return 0; } if (t == 2) { *c = 2619; return 0; } return 1; }
+int nvmlDeviceGetTemperature(dev d, int s, unsigned *t) { (void)d; if (s != 0) return 1; *t = 55; return 0; }
+int nvmlDeviceGetCurrentClocksThrottleReasons(dev d, unsigned long long *r) { (void)d; *r = 0x4ULL | 0x2ULL; return 0; }
+int nvmlDeviceGetEnforcedPowerLimit(dev d, unsigned *l) { (void)d; *l = 700000u; return 0; }
+int nvmlDeviceGetApplicationsClock(dev d, int t, unsigned *c) { (void)d; *c = t == 1 ? 1755u : 2619u; return 0; }
+int nvmlDeviceGetPersistenceMode(dev d, int *m) { (void)d; *m = 1; return 0; }
+"#;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("fake.c"), FAKE).unwrap();
+        let build = |name: &str, defs: &[&str]| {
+            let lib = dir.path().join(name);
+            let ok = std::process::Command::new("cc").args(["-shared", "-fPIC", "-o"]).arg(&lib).args(defs).arg(dir.path().join("fake.c")).status().unwrap();
+            assert!(ok.success(), "cc builds the stand-in");
+            lib.to_str().unwrap().to_string()
+        };
+        let api: &'static Api = Box::leak(Box::new(Api::load(&build("libfake-nvml.so", &[])).expect("the stand-in loads")));
+        let mut s = NvmlSource::on(api, &Target::Index(0)).unwrap();
+        assert_eq!(s.name(), "nvml");
+        let (a, b) = (s.sample().unwrap(), s.sample().unwrap());
+        assert_eq!(a.power_w, Some(351.0), "mW → W");
+        assert_eq!((a.sm_clock_mhz, a.mem_clock_mhz, a.temp_c), (Some(1980.0), Some(2619.0), Some(55.0)));
+        assert_eq!(a.throttle, 0x6, "read through the older entry point");
+        assert_eq!(b.energy_mj.unwrap() - a.energy_mj.unwrap(), 5000.0, "mJ, as the counter gives them");
+        let reading = PowerReading::of("nvml", &[PowerSample { t_ms: 0.0, ..a }, PowerSample { t_ms: 100.0, ..b }]);
+        assert_eq!((reading.counter_j, reading.throttle_text().as_str()), (Some(5.0), "sw_power_cap"));
+        let mut by_uuid = NvmlSource::on(api, &Target::Uuid("GPU-fake-1".into())).unwrap();
+        assert_eq!(by_uuid.sample().unwrap().power_w, Some(352.0));
+        assert!(NvmlSource::on(api, &Target::Uuid("GPU-other".into())).is_none());
+        assert!(NvmlSource::on(api, &Target::Index(5)).is_none());
+        let settings = settings_of(api);
+        assert_eq!(settings.len(), 2);
+        assert_eq!(
+            settings[1],
+            GpuPowerSettings {
+                index: 1,
+                power_limit_w: Some(700.0),
+                app_sm_clock_mhz: Some(1755.0),
+                app_mem_clock_mhz: Some(2619.0),
+                persistence_mode: Some(true)
+            }
+        );
+        assert!(Api::load(&build("libfake-nvml-nodriver.so", &["-DFAIL_INIT"])).is_none(), "no driver: no source");
     }
 
     #[test]
