@@ -26,6 +26,17 @@ pub struct EnvInfo {
     pub host: String,
     pub git_sha: String,
     pub torch_threads: i32,
+    /// Issue 33: per GPU, power limit, application clocks and persistence mode (NVML; empty without).
+    pub gpu_power: Vec<crate::measure::power::nvml::GpuPowerSettings>,
+    /// Where power figures come from here: `gpu nvml|unavailable; cpu rapl|unavailable`.
+    pub power_sources: String,
+}
+
+/// `gpu nvml; cpu unavailable`: the power source each kind of case gets on this machine.
+pub fn power_sources() -> String {
+    let gpu = if crate::measure::power::nvml::Api::get().is_some() { "nvml" } else { "unavailable" };
+    let cpu = crate::measure::power::source_for(tch::Device::Cpu).name();
+    format!("gpu {gpu}; cpu {cpu}")
 }
 
 fn first_line_of(cmd: &str, args: &[&str]) -> String {
@@ -90,6 +101,8 @@ pub fn collect() -> EnvInfo {
             }
         },
         torch_threads: tch::get_num_threads(),
+        gpu_power: crate::measure::power::nvml::gpu_settings(),
+        power_sources: power_sources(),
     }
 }
 
@@ -109,6 +122,8 @@ pub fn fill_meta(meta: &mut RunMeta) {
     meta.mpi =
         if e.mpirun.is_empty() { format!("mpirun not found; mpi feature {}", e.mpi_feature) } else { format!("{}; mpi feature {}", e.mpirun, e.mpi_feature) };
     meta.host_allocator = crate::measure::allocator::in_effect().to_string();
+    meta.gpu_power = e.gpu_power.clone();
+    meta.power_sources = e.power_sources.clone();
     meta.clocks = if e.cuda_available {
         first_line_of("nvidia-smi", &["--query-gpu=clocks.sm,clocks.max.sm", "--format=csv,noheader"])
     } else {
@@ -128,5 +143,9 @@ mod tests {
         assert!(m.cpu_cores >= 1);
         assert!(!m.cpu.is_empty());
         assert!(!m.cuda.is_empty());
+        // Issue 33: this CPU machine has no NVML; RAPL where the kernel exposes it.
+        let cpu =
+            if crate::measure::power::rapl::Rapl::open(std::path::Path::new(crate::measure::power::rapl::POWERCAP)).is_some() { "rapl" } else { "unavailable" };
+        assert!(m.power_sources.ends_with(&format!("cpu {cpu}")), "{}", m.power_sources);
     }
 }

@@ -91,6 +91,20 @@ fn failing_cases_become_rows_and_the_sweep_finishes() {
     };
     assert_eq!(status_of("naive", "128").0, "ok");
     assert!(!status_of("naive", "128").1.is_empty());
+    // Issue 33: an ok row says where its power figures came from; on a machine without RAPL (this
+    // one, CI) that is `unavailable` with empty power columns — and the sweep went on. Failed rows
+    // leave every power column empty.
+    let (ps, pw) = (col(&csv, "power_source"), col(&csv, "avg_power_w"));
+    let ok = rows.iter().find(|r| &r[b] == "naive" && &r[seq] == "128").unwrap();
+    assert!(["unavailable", "rapl"].contains(&&ok[ps]), "{}", &ok[ps]);
+    if &ok[ps] == "unavailable" {
+        assert_eq!(&ok[pw], "");
+    }
+    for r in rows.iter().filter(|r| &r[s] != "ok") {
+        for c in ["avg_power_w", "energy_j", "tflops_per_watt", "sm_clock_mhz", "throttle", "power_source"] {
+            assert_eq!(&r[col(&csv, c)], "", "{c} of a {} row", &r[s]);
+        }
+    }
     let (st, tf, err) = status_of("sdpa-efficient", "128");
     assert_eq!((st.as_str(), tf.as_str()), ("unsupported", ""), "{err}");
     let (st, tf, _) = status_of("fault-wrong", "128");
@@ -186,7 +200,24 @@ fn same_suite_twice_gives_identical_rows_except_timing() {
         assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
         runs.push(out.join("results.csv"));
     }
-    let varying = ["run_id", "ms_median", "ms_p20", "ms_p80", "cv", "tflops", "tflops_per_gpu", "mfu", "peak_mem_bytes", "repeats"];
+    let varying = [
+        "run_id",
+        "ms_median",
+        "ms_p20",
+        "ms_p80",
+        "cv",
+        "tflops",
+        "tflops_per_gpu",
+        "mfu",
+        "peak_mem_bytes",
+        "repeats",
+        // issue 33: measured power (RAPL machines), like the times.
+        "avg_power_w",
+        "energy_j",
+        "tflops_per_watt",
+        "sm_clock_mhz",
+        "throttle",
+    ];
     let header: Vec<String> = csv::Reader::from_path(&runs[0]).unwrap().headers().unwrap().iter().map(String::from).collect();
     let (a, b) = (rows(&runs[0]), rows(&runs[1]));
     assert_eq!(a.len(), b.len());

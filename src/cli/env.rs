@@ -78,6 +78,10 @@ pub fn run(a: EnvArgs) -> anyhow::Result<ExitCode> {
         e.nccl_feature
     );
     println!("CPU         {} ({} cores, {} torch threads)", e.cpu, e.cpu_cores, e.torch_threads);
+    println!("Power       {}", e.power_sources);
+    if !e.gpu_power.is_empty() {
+        println!("GPU power   {}", crate::measure::power::nvml::settings_text(&e.gpu_power));
+    }
     println!("host        {}", e.host);
     println!("git         {}", if e.git_sha.is_empty() { "-" } else { &e.git_sha });
     println!("external    {}{}", ext.python, if ext.python_version.is_empty() { String::new() } else { format!(" (Python {})", ext.python_version) });

@@ -30,7 +30,7 @@ use crate::cp::CpError;
 use crate::flops::{pass_flops, Pass};
 use crate::measure::clock::timeline_for;
 use crate::measure::memory::peak_above_baseline;
-use crate::measure::{run_repeats, HostClock, MeasureError, MeasureSettings, Timeline};
+use crate::measure::{run_repeats, run_repeats_powered, HostClock, MeasureError, MeasureSettings, Timeline};
 use crate::results::{Row, Status};
 
 /// One CP case on real ranks: what it computes and how it is measured.
@@ -339,7 +339,8 @@ fn run_after_setup(comm: &dyn Comm, spec: &CpSpec, s: &CpSetup, run_id: &str, de
         }
         Ok(())
     };
-    let timing = match run_repeats(&mut clock, settings, &mut timed_pass) {
+    let (power, counting) = super::cp_power::rank_source(comm, dev);
+    let (timing, power) = match run_repeats_powered(&mut clock, settings, power, &mut timed_pass) {
         Ok(t) => t,
         // Every rank sees the same (max-reduced) times, so every rank rejects them alike: a row, not an
         // aborted job.
@@ -349,6 +350,7 @@ fn run_after_setup(comm: &dyn Comm, spec: &CpSpec, s: &CpSetup, run_id: &str, de
         }
         Err(e) => return Err(e),
     };
+    let power = super::cp_power::sum_over_ranks(comm, &power, counting)?;
     let max_bytes = comm.all_reduce_f64(bytes as f64, ReduceOp::Max)? as u64;
     let scheduled = s.schedule.bytes_sent()[rank];
     let bytes_match = comm.all_reduce_f64(if scheduled == bytes { 0.0 } else { 1.0 }, ReduceOp::Max)? == 0.0;
@@ -393,6 +395,7 @@ fn run_after_setup(comm: &dyn Comm, spec: &CpSpec, s: &CpSetup, run_id: &str, de
     if !bytes_match {
         row.note.push_str("; bytes sent differ from the schedule");
     }
+    row.set_power(&power);
     Ok(Some(row))
 }
 

@@ -12,7 +12,7 @@ use crate::flops::{pass_flops, Pass};
 use crate::harness::gate::gate;
 use crate::mask::{build_pattern, MaskError};
 use crate::measure::memory::peak_above_baseline;
-use crate::measure::{run_repeats, CpuTimeline, CudaEventClock, HostClock, MeasureSettings, Timeline};
+use crate::measure::{run_repeats_powered, CpuTimeline, CudaEventClock, HostClock, MeasureSettings, Timeline};
 use crate::results::{Row, Status};
 use crate::sys::cuda_available;
 
@@ -132,12 +132,15 @@ fn measure(
     };
     let device = case.device.tch();
     let (peak, source) = peak_above_baseline(device, &mut call)?;
-    let timing = match device {
-        tch::Device::Cuda(i) => run_repeats(&mut CudaEventClock::new(i, settings.timing_mode)?, settings, &mut call)?,
-        _ => run_repeats(&mut HostClock::new(timeline), settings, &mut call)?,
+    // Power, energy and clocks are read around the timed repeats (issue 33).
+    let power = crate::measure::power::source_for(device);
+    let (timing, power) = match device {
+        tch::Device::Cuda(i) => run_repeats_powered(&mut CudaEventClock::new(i, settings.timing_mode)?, settings, power, &mut call)?,
+        _ => run_repeats_powered(&mut HostClock::new(timeline), settings, power, &mut call)?,
     };
     row.set_timing(&timing, case.dtype.name());
     row.set_memory(peak, source);
     row.note = note;
+    row.set_power(&power);
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! owns inputs, checking, timing and the row; a backend or a strategy only computes.
 
 pub mod cp;
+pub mod cp_power;
 pub mod gate;
 pub mod kernel;
 

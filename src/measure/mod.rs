@@ -2,20 +2,23 @@
 //! pieces: clocks ([`clock`]: host `Instant` around a device-synchronised call, optionally rank-aware;
 //! CUDA events with an L2 flush), the one repeat policy ([`repeat`]: warmup, fixed or adaptive
 //! repeats, back-to-back batches), the one statistics routine ([`stats`]), peak memory from the
-//! allocators ([`memory`]) and host allocator hygiene for CPU timings ([`allocator`]).
+//! allocators ([`memory`]), host allocator hygiene for CPU timings ([`allocator`]), and power, energy
+//! and clocks sampled while the timed repeats run ([`power`]).
 //!
 //! A row's `timing_mode` is always [`clock::Clock::mode`] of the clock that ran.
 
 pub mod allocator;
 pub mod clock;
 pub mod memory;
+pub mod power;
 pub mod repeat;
 pub mod settings;
 pub mod stats;
 
 pub use clock::{Clock, CpuTimeline, CudaEventClock, HostClock, Ranks, Timeline};
 pub use memory::MemSource;
-pub use repeat::{run_back_to_back, run_repeats, Timing};
+pub use power::{PowerReading, PowerSource};
+pub use repeat::{run_back_to_back, run_repeats, run_repeats_powered, Timing};
 pub use settings::{MeasureSettings, TimingMode};
 pub use stats::Summary;
 

@@ -6,6 +6,7 @@
 
 use std::time::Instant;
 
+use super::power::{PowerReading, PowerSource, Sampler, SAMPLE_PERIOD};
 use super::stats::Summary;
 use super::{Clock, MeasureError, MeasureSettings};
 
@@ -21,10 +22,34 @@ pub struct Timing {
 /// Warmup calls (each after the clock's `prepare`, so a warmup sees what a repeat sees), then repeats.
 /// Errors of the call stop the measurement; so do impossible times (NaN, ∞, negative).
 pub fn run_repeats<E: From<MeasureError>>(clock: &mut dyn Clock, s: &MeasureSettings, f: &mut dyn FnMut() -> Result<(), E>) -> Result<Timing, E> {
+    repeats(clock, s, None, f).map(|(t, _)| t)
+}
+
+/// [`run_repeats`] with `power` read by a [`Sampler`] on a background thread from the first timed
+/// repeat to the last repeat's time being read (warmup excluded; issue 33).
+pub fn run_repeats_powered<E: From<MeasureError>>(
+    clock: &mut dyn Clock,
+    s: &MeasureSettings,
+    power: Box<dyn PowerSource>,
+    f: &mut dyn FnMut() -> Result<(), E>,
+) -> Result<(Timing, PowerReading), E> {
+    let (t, p) = repeats(clock, s, Some(power), f)?;
+    // `repeats` always returns a reading when given a source; the fallback only avoids a panic path.
+    Ok((t, p.unwrap_or_else(|| PowerReading::of("unavailable", &[]))))
+}
+
+fn repeats<E: From<MeasureError>>(
+    clock: &mut dyn Clock,
+    s: &MeasureSettings,
+    power: Option<Box<dyn PowerSource>>,
+    f: &mut dyn FnMut() -> Result<(), E>,
+) -> Result<(Timing, Option<PowerReading>), E> {
     for _ in 0..s.warmup {
         clock.prepare()?;
         f()?;
     }
+    // Dropped (thread stopped) if a repeat fails.
+    let sampler = power.map(|p| Sampler::start(p, SAMPLE_PERIOD));
     let started = Instant::now();
     let min = s.repeats.max(1);
     let max = match s.target_spread {
@@ -47,9 +72,11 @@ pub fn run_repeats<E: From<MeasureError>>(clock: &mut dyn Clock, s: &MeasureSett
             }
         }
     }
+    // After the last time is read: a CUDA-event clock waits here for the device to finish.
     times.extend(clock.take_times()?);
+    let reading = sampler.map(Sampler::finish);
     let summary = Summary::of(&times)?;
-    Ok(Timing { times_ms: times, summary, mode: clock.mode() })
+    Ok((Timing { times_ms: times, summary, mode: clock.mode() }, reading))
 }
 
 /// nccl-tests' convention: `warmup` untimed calls, then `iters` calls back to back inside ONE timed
@@ -112,6 +139,39 @@ mod tests {
         let backwards = ScriptedTimeline::with_durations(&[2.0, -1.0]);
         let r = run_repeats::<MeasureError>(&mut HostClock::new(&backwards), &MeasureSettings { warmup: 0, repeats: 2, ..Default::default() }, &mut || Ok(()));
         assert!(matches!(r, Err(MeasureError::BadTime { repeat: 1, .. })), "{r:?}");
+    }
+
+    #[test]
+    fn power_is_sampled_around_the_timed_repeats_only() {
+        use super::super::power::testing::{at, ScriptedSource};
+        use std::sync::atomic::Ordering;
+        let tl = ScriptedTimeline::with_durations(&[1.0]);
+        let src = ScriptedSource::new("nvml", vec![at(0.0, 100.0, 1980.0), at(1000.0, 300.0, 1980.0)]);
+        let reads = src.reads.clone();
+        let mut seen_in_warmup = Vec::new();
+        let mut calls = 0;
+        let (t, p) = run_repeats_powered::<MeasureError>(
+            &mut HostClock::new(&tl),
+            &MeasureSettings { warmup: 2, repeats: 3, ..Default::default() },
+            Box::new(src),
+            &mut || {
+                calls += 1;
+                if calls <= 2 {
+                    seen_in_warmup.push(reads.load(Ordering::SeqCst));
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(seen_in_warmup, [0, 0], "no reading during warmup");
+        assert_eq!(t.times_ms.len(), 3);
+        assert_eq!(p.source, "nvml");
+        assert!(p.samples >= 2, "a reading at each end");
+        assert_eq!(p.sm_clock_mhz, Some(1980.0));
+        // A failing repeat stops the sampler with the measurement (no thread left reading).
+        let src = ScriptedSource::new("nvml", vec![at(0.0, 1.0, 1.0)]);
+        let r = run_repeats_powered(&mut HostClock::new(&tl), &MeasureSettings::default(), Box::new(src), &mut || Err(MeasureError::Ranks("boom".into())));
+        assert!(r.is_err());
     }
 
     #[test]

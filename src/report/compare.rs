@@ -41,10 +41,14 @@ pub enum Verdict {
     Renamed,
     /// The same columns in both runs under a different `case_id`: the case identity changed.
     IdChanged,
+    /// Issue 33: beyond the threshold and the noise, but the GPU was throttled (power or thermal
+    /// clock limit, or an SM clock drop) while one of the two runs timed it: reported as throttling,
+    /// not judged as a code change.
+    Throttled,
 }
 
 impl Verdict {
-    pub const ALL: [Verdict; 8] = [
+    pub const ALL: [Verdict; 9] = [
         Verdict::Regression,
         Verdict::Improvement,
         Verdict::Unchanged,
@@ -53,11 +57,12 @@ impl Verdict {
         Verdict::OnlyInNew,
         Verdict::Renamed,
         Verdict::IdChanged,
+        Verdict::Throttled,
     ];
 
     /// The verdicts every summary lists, even at zero.
     pub fn is_core(self) -> bool {
-        !matches!(self, Verdict::Renamed | Verdict::IdChanged)
+        !matches!(self, Verdict::Renamed | Verdict::IdChanged | Verdict::Throttled)
     }
 
     pub fn name(self) -> &'static str {
@@ -70,6 +75,7 @@ impl Verdict {
             Verdict::OnlyInNew => "new",
             Verdict::Renamed => "renamed",
             Verdict::IdChanged => "id-changed",
+            Verdict::Throttled => "throttled",
         }
     }
 }
@@ -109,7 +115,7 @@ impl Comparison {
 
     /// Cases ok in both runs, i.e. the ones whose times were actually compared.
     pub fn checked(&self) -> usize {
-        self.cases.iter().filter(|c| matches!(c.verdict, Verdict::Regression | Verdict::Improvement | Verdict::Unchanged)).count()
+        self.cases.iter().filter(|c| matches!(c.verdict, Verdict::Regression | Verdict::Improvement | Verdict::Unchanged | Verdict::Throttled)).count()
     }
 
     pub fn regressions(&self) -> usize {
@@ -247,6 +253,15 @@ pub fn compare(base: &[Row], new: &[Row], threshold_pct: f64) -> Comparison {
             },
             (None, None) => unreachable!("every id comes from base or new"),
         };
+        // Issue 33: a change measured on a throttled GPU is throttling until shown otherwise.
+        if let (Verdict::Regression | Verdict::Improvement, Some(b), Some(n)) = (c.verdict, b, n) {
+            let side = |name: &str, r: &Row| r.throttled().then(|| format!("{name} run throttled ({})", r.throttle));
+            let why: Vec<String> = [side("base", b), side("new", n)].into_iter().flatten().collect();
+            if !why.is_empty() {
+                c.note = format!("{} {}; not judged as a code change", if c.verdict == Verdict::Regression { "slower" } else { "faster" }, why.join(", "));
+                c.verdict = Verdict::Throttled;
+            }
+        }
         cases.push(c);
     }
     pair_one_run_cases(&mut cases, &bmap);
@@ -293,7 +308,7 @@ pub fn text_summary(cmp: &Comparison) -> String {
             fmt_sig(c.new_ms.unwrap_or(0.0))
         ));
     }
-    for v in [Verdict::IdChanged, Verdict::Renamed, Verdict::OnlyInBase, Verdict::OnlyInNew] {
+    for v in [Verdict::Throttled, Verdict::IdChanged, Verdict::Renamed, Verdict::OnlyInBase, Verdict::OnlyInNew] {
         let cs: Vec<&CaseComparison> = cmp.cases.iter().filter(|c| c.verdict == v).collect();
         for c in cs.iter().take(5) {
             let ratio = c.ratio.map(|r| format!(" (time {} , not judged)", pct(r))).unwrap_or_default();
@@ -345,5 +360,22 @@ mod tests {
         assert_eq!(c.cases[0].verdict, Verdict::Unchanged);
         let md = markdown(&compare(&base, &new, 5.0));
         assert!(md.contains("**1 regression(s)**"), "{md}");
+    }
+
+    /// Issue 33: a slowdown on a throttled GPU is reported as throttling, not as a regression.
+    #[test]
+    fn a_regression_on_a_throttled_run_is_reported_as_throttling() {
+        let mut hot = row(1024, 1.2, 0.01);
+        hot.throttle = "sw_power_cap".into();
+        let c = compare(&[row(1024, 1.0, 0.01)], &[hot], 5.0);
+        assert_eq!(c.cases[0].verdict, Verdict::Throttled);
+        assert_eq!((c.regressions(), c.checked()), (0, 1), "compared, not a regression");
+        assert!(c.cases[0].note.contains("new run throttled (sw_power_cap)"), "{}", c.cases[0].note);
+        let text = text_summary(&c);
+        assert!(text.contains("throttled") && text.contains("1 throttled"), "{text}");
+        // Throttled but within the noise: nothing to explain.
+        let mut calm = row(1024, 1.0, 0.01);
+        calm.throttle = "hw_thermal".into();
+        assert_eq!(compare(&[row(1024, 1.0, 0.01)], &[calm], 5.0).cases[0].verdict, Verdict::Unchanged);
     }
 }

@@ -132,6 +132,11 @@ pub enum Metric {
     Mem,
     /// Model FLOP utilisation against the device's dense peak (shown in percent).
     Mfu,
+    /// Energy of one call, joules (`energy_j`: average power over the timed repeats × median time).
+    Energy,
+    /// TFLOPS per watt (`tflops_per_watt`; 10¹² FLOP per joule).
+    #[value(name = "tflops-per-watt")]
+    TflopsPerWatt,
 }
 
 impl Metric {
@@ -148,12 +153,14 @@ impl Metric {
             Metric::Ms => row.ms_median,
             Metric::Mem => row.peak_mem_bytes.map(|b| b as f64),
             Metric::Mfu => row.mfu,
+            Metric::Energy => row.energy_j,
+            Metric::TflopsPerWatt => row.tflops_per_watt,
         };
         v.filter(|x| x.is_finite())
     }
 
     pub fn higher_is_better(self) -> bool {
-        matches!(self, Metric::Tflops | Metric::Mfu)
+        matches!(self, Metric::Tflops | Metric::Mfu | Metric::TflopsPerWatt)
     }
 
     pub fn name(self) -> &'static str {
@@ -162,6 +169,8 @@ impl Metric {
             Metric::Ms => "ms",
             Metric::Mem => "mem",
             Metric::Mfu => "mfu",
+            Metric::Energy => "energy",
+            Metric::TflopsPerWatt => "tflops-per-watt",
         }
     }
 
@@ -173,6 +182,8 @@ impl Metric {
             (Metric::Ms, _) => "median ms",
             (Metric::Mem, _) => "peak memory",
             (Metric::Mfu, _) => "MFU %",
+            (Metric::Energy, _) => "energy per call (J)",
+            (Metric::TflopsPerWatt, _) => "TFLOPS/W",
         }
     }
 
@@ -183,6 +194,7 @@ impl Metric {
             Metric::Ms => fmt_sig(v),
             Metric::Mem => fmt_bytes(v),
             Metric::Mfu => format!("{:.1}", v * 100.0),
+            Metric::Energy | Metric::TflopsPerWatt => fmt_sig(v),
         }
     }
 }
@@ -199,6 +211,13 @@ pub fn mark(status: Status) -> Option<&'static str> {
         Status::Error => Some("!"),
     }
 }
+
+/// Appended to a number whose row was throttled (issue 33: clocks limited by a power or thermal
+/// limit, or dropped, while it was timed — its `throttle` column says which), in tables and plots.
+pub const THROTTLE_MARK: &str = "†";
+/// What [`THROTTLE_MARK`] means, added to a table's or figure's subtitle when one of its rows has it.
+pub const THROTTLE_LEGEND: &str =
+    "† throttled while timed (power/thermal clock limit or SM clock drop; see the throttle column): slower than the kernel itself";
 
 /// The legend of the marks, for table footers and HTML.
 pub const MARK_LEGEND: &str = "X unsupported · E out of memory · W wrong result · T timeout · ! error";

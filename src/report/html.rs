@@ -138,6 +138,17 @@ pub fn page(rows: &[Row], meta: Option<&RunMeta>, opts: &HtmlOptions) -> Result<
         h.push_str(&html.write(&pivot(rows, Metric::Mem)));
         h.push_str("</div></section>\n");
     }
+    // Issue 33: energy where a power source was read (docs/ENERGY.md says how).
+    if rows.iter().any(|r| Metric::Energy.value(r).is_some()) {
+        let sources = crate::report::data::distinct(rows.iter().filter(|r| Metric::Energy.value(r).is_some()).map(|r| r.power_source.clone()));
+        h.push_str(&format!(
+            "<section id=\"energy\"><h2>Energy</h2><p class=\"sub\">Energy per call (J) = average power over the timed repeats × median time; power read by {} while the repeats ran (energy counter where the device has one, else integrated power). † marks rows throttled while timed.</p><div class=\"tbls\">\n",
+            html_escape(&sources.join(", "))
+        ));
+        h.push_str(&html.write(&pivot(rows, Metric::Energy)));
+        h.push_str(&html.write(&pivot(rows, Metric::TflopsPerWatt)));
+        h.push_str("</div></section>\n");
+    }
 
     // Figures, inline SVG.
     let runs = vec![Run { label: run_id.clone(), rows: rows.to_vec() }];
@@ -211,5 +222,40 @@ fn strip_xml_decl(svg: &str) -> &str {
     match svg.strip_prefix("<?xml") {
         Some(rest) => rest.split_once("?>").map(|(_, s)| s.trim_start()).unwrap_or(svg),
         None => svg,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::case::{Case, DType, DeviceKind, HeadLayout};
+    use crate::flops::Pass;
+    use crate::results::Status;
+
+    fn row(backend: &str, energy: Option<f64>) -> Row {
+        let c = Case::kernel(backend, "causal", Default::default(), 1024, HeadLayout { q: 8, kv: 8 }, 64, DType::Bf16, Pass::Fwd, DeviceKind::Cuda);
+        let mut r = Row::for_case("r", &c, "NVIDIA H200");
+        r.status = Status::Ok;
+        r.ms_median = Some(1.0);
+        r.tflops = Some(100.0);
+        r.energy_j = energy;
+        r.tflops_per_watt = energy.map(|_| 0.2);
+        r.avg_power_w = energy.map(|e| e * 1e3);
+        r.power_source = if energy.is_some() { "nvml" } else { "unavailable" }.into();
+        r
+    }
+
+    /// Issue 33: the page has an energy section (tables and the TFLOPS/W figure) when power was
+    /// measured, and none when every row says `unavailable`; a throttled row is marked.
+    #[test]
+    fn energy_section_only_where_power_was_measured() {
+        let mut hot = row("b", Some(0.6));
+        hot.throttle = "sw_power_cap".into();
+        let page_with = page(&[row("a", Some(0.5)), hot], None, &HtmlOptions::default()).unwrap();
+        assert!(page_with.contains("id=\"energy\"") && page_with.contains("read by nvml"), "energy section");
+        assert!(page_with.contains("fig-tflops-per-watt-"), "TFLOPS/W figure");
+        assert!(page_with.contains("0.600†"), "throttled energy cell marked");
+        let page_without = page(&[row("a", None)], None, &HtmlOptions::default()).unwrap();
+        assert!(!page_without.contains("id=\"energy\"") && !page_without.contains("fig-tflops-per-watt-"));
     }
 }

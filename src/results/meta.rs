@@ -57,6 +57,15 @@ pub struct RunMeta {
     /// report rendered from such a run says so on the page.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub synthetic: String,
+    // issue 33: what bounds the power and clocks the rows' energy columns were measured under.
+    /// Per GPU, as NVML gives them: enforced power limit (W), application clocks (MHz), persistence
+    /// mode. Empty without NVML.
+    #[serde(default)]
+    pub gpu_power: Vec<crate::measure::power::nvml::GpuPowerSettings>,
+    /// Where the rows' power columns come from on this machine: `nvml` / `rapl` / `unavailable` for
+    /// GPU and CPU cases.
+    #[serde(default)]
+    pub power_sources: String,
 }
 
 /// One stretch of a run made with one suite text and one measurement setup. Segment 1 is the run as

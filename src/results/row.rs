@@ -130,6 +130,31 @@ pub struct Row {
     pub measure_id: String,
     #[serde(default)]
     pub segment: u32,
+    // issue 33: power, energy and clocks, sampled while the timed repeats ran (`measure::power`);
+    // docs/ENERGY.md says how each is obtained. Empty when the source read nothing, and on failed rows.
+    /// Mean power over the timed repeats, W: energy of the sampled interval / its length (energy from
+    /// the device's counter where it has one, else trapezoids of the power readings). CP: summed over
+    /// the ranks' devices.
+    #[serde(default)]
+    pub avg_power_w: Option<f64>,
+    /// Energy of one call, J: `avg_power_w` × `ms_median`.
+    #[serde(default)]
+    pub energy_j: Option<f64>,
+    /// `tflops` / `avg_power_w` (10¹² FLOP per joule).
+    #[serde(default)]
+    pub tflops_per_watt: Option<f64>,
+    /// Median SM clock over the readings where the GPU was not idle, MHz (CP: the lowest rank's).
+    #[serde(default)]
+    pub sm_clock_mhz: Option<f64>,
+    /// Clock limits seen while timing, `+`-joined: `sw_power_cap`, `hw_slowdown`, `sw_thermal`,
+    /// `hw_thermal`, `hw_power_brake` (NVML's reasons) and `sm_clock_drop` (the busy SM clock fell
+    /// more than 10 % below its maximum). Empty: none seen. A non-empty value flags the row.
+    #[serde(default)]
+    pub throttle: String,
+    /// What was read: `nvml`, `rapl` or `unavailable`; empty when nothing was sampled (failed rows,
+    /// simulated rows, external workers).
+    #[serde(default)]
+    pub power_source: String,
 }
 
 impl Row {
@@ -176,6 +201,12 @@ impl Row {
             mem_source: String::new(),
             measure_id: String::new(),
             segment: 0,
+            avg_power_w: None,
+            energy_j: None,
+            tflops_per_watt: None,
+            sm_clock_mhz: None,
+            throttle: String::new(),
+            power_source: String::new(),
         }
     }
 
@@ -204,6 +235,28 @@ impl Row {
         self.mem_source = source.name().to_string();
     }
 
+    /// Records the power figures of the timed repeats (after [`Row::set_timing`]: the energy per call
+    /// is the average power over the median call time). Where the source read no energy, the power
+    /// columns stay empty and the note says why.
+    pub fn set_power(&mut self, p: &crate::measure::PowerReading) {
+        self.power_source = p.source.to_string();
+        self.avg_power_w = p.avg_power_w;
+        self.energy_j = p.avg_power_w.zip(self.ms_median).map(|(w, ms)| w * ms / 1e3);
+        self.tflops_per_watt = p.avg_power_w.zip(self.tflops).filter(|(w, _)| *w > 0.0).map(|(w, tf)| tf / w);
+        self.sm_clock_mhz = p.sm_clock_mhz;
+        self.throttle = p.throttle_text();
+        // A machine without any source is the normal case on CPUs and needs no note; anything else
+        // that left the columns empty (too short, a CP rank without a figure) is said.
+        if p.avg_power_w.is_none() && !p.why_empty.is_empty() && !p.why_empty.starts_with("no power source") {
+            self.note.push_str(&format!("; no energy figure: {}", p.why_empty));
+        }
+    }
+
+    /// Whether the clocks were limited (power/thermal) or dropped while this row was timed.
+    pub fn throttled(&self) -> bool {
+        !self.throttle.is_empty()
+    }
+
     /// Marks the row failed with `status` and clears every timing-derived column (the invariant).
     pub fn fail(&mut self, status: Status, error: impl Into<String>) {
         self.status = status;
@@ -220,6 +273,12 @@ impl Row {
         self.repeats = None;
         self.bandwidth_gbps = None;
         self.scaling_eff = None;
+        self.avg_power_w = None;
+        self.energy_j = None;
+        self.tflops_per_watt = None;
+        self.sm_clock_mhz = None;
+        self.throttle.clear();
+        self.power_source.clear();
     }
 
     /// Column names in CSV order.
@@ -244,5 +303,66 @@ impl Row {
         let bytes = w.into_inner().unwrap();
         let text = String::from_utf8(bytes).unwrap();
         text.lines().next().unwrap().split(',').map(str::to_string).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::measure::power::{testing::at, PowerReading};
+
+    fn ok_row() -> Row {
+        let c = crate::case::Case::kernel(
+            "sdpa",
+            "causal",
+            Default::default(),
+            1024,
+            crate::case::HeadLayout { q: 8, kv: 8 },
+            64,
+            crate::case::DType::Bf16,
+            crate::flops::Pass::Fwd,
+            crate::case::DeviceKind::Cuda,
+        );
+        let mut r = Row::for_case("r", &c, "NVIDIA H200");
+        r.status = Status::Ok;
+        r.ms_median = Some(2.0);
+        r.tflops = Some(400.0);
+        r
+    }
+
+    /// Issue 33: energy per call = average power × median time, TFLOPS/W = TFLOPS / W, and a failed
+    /// row keeps none of it.
+    #[test]
+    fn power_columns_follow_the_reading_and_clear_on_failure() {
+        let mut r = ok_row();
+        let mut s = vec![at(0.0, 500.0, 1980.0), at(100.0, 500.0, 1700.0)];
+        s[1].throttle = 0x4;
+        r.set_power(&PowerReading::of("nvml", &s));
+        assert_eq!(r.avg_power_w, Some(500.0));
+        assert_eq!(r.energy_j, Some(1.0), "500 W × 2 ms");
+        assert_eq!(r.tflops_per_watt, Some(0.8));
+        assert_eq!(r.sm_clock_mhz, Some(1840.0));
+        assert_eq!((r.throttle.as_str(), r.power_source.as_str()), ("sw_power_cap+sm_clock_drop", "nvml"));
+        assert!(r.throttled());
+        r.fail(Status::Error, "boom");
+        assert_eq!((r.avg_power_w, r.energy_j, r.tflops_per_watt, r.sm_clock_mhz), (None, None, None, None));
+        assert_eq!((r.throttle.as_str(), r.power_source.as_str()), ("", ""));
+        // Unavailable: the source is named, nothing else is filled, nothing is guessed.
+        let mut r = ok_row();
+        r.set_power(&PowerReading::of("unavailable", &[]));
+        assert_eq!((r.power_source.as_str(), r.avg_power_w, r.energy_j, r.tflops_per_watt), ("unavailable", None, None, None));
+        assert!(!r.throttled());
+        // Too short to measure: columns empty, the note says why.
+        let mut r = ok_row();
+        r.set_power(&PowerReading::of("nvml", &[at(0.0, 500.0, 1980.0), at(5.0, 500.0, 1980.0)]));
+        assert_eq!(r.energy_j, None);
+        assert!(r.note.contains("too short"), "{}", r.note);
+    }
+
+    #[test]
+    fn power_columns_are_in_the_csv_in_order() {
+        let h = Row::header();
+        let at = h.iter().position(|c| c == "avg_power_w").expect("avg_power_w column");
+        assert_eq!(h[at..at + 6], ["avg_power_w", "energy_j", "tflops_per_watt", "sm_clock_mhz", "throttle", "power_source"]);
     }
 }

@@ -61,6 +61,8 @@ pub fn markdown(cmp: &Comparison) -> String {
     };
     o.push_str(&table("Regressions", cmp.cases.iter().filter(|c| c.verdict == Verdict::Regression).collect(), true));
     o.push_str(&table("Improvements", cmp.cases.iter().filter(|c| c.verdict == Verdict::Improvement).collect(), false));
+    // Issue 33: changes measured on a throttled GPU, listed apart from regressions and improvements.
+    o.push_str(&table("Throttled while timed (not judged as a code change)", cmp.cases.iter().filter(|c| c.verdict == Verdict::Throttled).collect(), true));
     let broken: Vec<&CaseComparison> =
         cmp.cases.iter().filter(|c| c.base_status == Some(Status::Ok) && matches!(c.new_status, Some(s) if s != Status::Ok)).collect();
     if !broken.is_empty() {

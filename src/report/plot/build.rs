@@ -3,7 +3,7 @@
 //! one; failed cases of a bar chart become their mark (X/E/W/T/!).
 
 use crate::case::CaseKind;
-use crate::report::data::{distinct, fmt_seqlen, group_ordered, mark, pass_rank, slug, CpLen, GroupKey, Metric, Run};
+use crate::report::data::{distinct, fmt_seqlen, group_ordered, mark, pass_rank, slug, CpLen, GroupKey, Metric, Run, THROTTLE_LEGEND, THROTTLE_MARK};
 use crate::results::{Row, Status};
 
 use super::figure::{BarValue, Bars, Colors, Content, Figure, LineStyle, Panel, Scale, Series};
@@ -63,6 +63,10 @@ pub fn build_figures(runs: &[Run], opts: &PlotOptions, colors: &mut Colors) -> V
         if rs.iter().any(|t| Metric::Mem.value(t.row).is_some()) {
             figs.push(metric_vs_len(&k, &rs, Metric::Mem, multi, colors));
         }
+        // Issue 33: energy efficiency per backend, where power was measured.
+        if rs.iter().any(|t| Metric::TflopsPerWatt.value(t.row).is_some()) {
+            figs.push(metric_vs_len(&k, &rs, Metric::TflopsPerWatt, multi, colors));
+        }
     }
     figs.extend(bar_figures(&kernel, opts, multi, colors));
     let len = CpLen::choose(&cp.iter().map(|t| t.row).collect::<Vec<_>>());
@@ -70,11 +74,19 @@ pub fn build_figures(runs: &[Run], opts: &PlotOptions, colors: &mut Colors) -> V
         let rs: Vec<Tagged> = rs.into_iter().copied().collect();
         figs.push(cp_figure(&k, len, seqlen, &pass, &rs, multi, colors));
     }
+    // Issue 33: a figure with a throttled series says what its mark means.
+    for f in &mut figs {
+        let flagged = f.panels.iter().any(|p| matches!(&p.content, Content::Lines(ls) if ls.iter().any(|l| l.label.ends_with(THROTTLE_MARK))));
+        if flagged {
+            f.subtitle.push_str(&format!(" — {THROTTLE_LEGEND}"));
+        }
+    }
     figs
 }
 
 fn lines_by_series(rs: &[Tagged], multi: bool, cp: bool, colors: &mut Colors, x: impl Fn(&Row) -> f64, y: impl Fn(&Row) -> Option<f64>) -> Vec<Series> {
     let mut out: Vec<Series> = Vec::new();
+    let mut throttled: Vec<bool> = Vec::new();
     for t in rs {
         let (label, key, projected) = series_name(t, multi, cp);
         let color = colors.get(&key);
@@ -82,18 +94,24 @@ fn lines_by_series(rs: &[Tagged], multi: bool, cp: bool, colors: &mut Colors, x:
             Some(i) => i,
             None => {
                 out.push(Series { label, color, style: if projected { LineStyle::Dashed } else { LineStyle::Solid }, points: vec![] });
+                throttled.push(false);
                 out.len() - 1
             }
         };
         if let Some(v) = y(t.row) {
+            throttled[idx] |= t.row.throttled();
             let xv = x(t.row);
             // A later row for the same x (re-measured case) replaces the earlier one.
             out[idx].points.retain(|p| p.0 != xv);
             out[idx].points.push((xv, v));
         }
     }
-    for s in &mut out {
+    for (s, hot) in out.iter_mut().zip(&throttled) {
         s.points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        // Issue 33: a line with a point measured while throttled is marked in the legend.
+        if *hot {
+            s.label.push_str(&format!(" {THROTTLE_MARK}"));
+        }
     }
     // Start a projected line at the last measured point of the same series, so the eye follows it.
     for i in 0..out.len() {
@@ -143,6 +161,7 @@ fn metric_vs_len(k: &GroupKey, rs: &[Tagged], metric: Metric, multi: bool, color
             let series = lines_by_series(&sub, multi, false, colors, |r| r.seqlen as f64, |r| metric.value(r));
             let (y_label, y_scale) = match metric {
                 Metric::Mem => ("peak memory (bytes, log₂)".to_string(), Scale::Log2Bytes),
+                Metric::TflopsPerWatt => ("TFLOPS per watt (10¹² FLOP/J)".to_string(), Scale::Linear),
                 _ => (format!("{} ({})", metric.caption(CaseKind::Kernel), if metric == Metric::Ms { "ms" } else { "10¹² FLOP/s" }), Scale::Linear),
             };
             Panel {
@@ -158,10 +177,19 @@ fn metric_vs_len(k: &GroupKey, rs: &[Tagged], metric: Metric, multi: bool, color
         .collect();
     let what = match metric {
         Metric::Mem => "peak memory",
+        Metric::TflopsPerWatt => "energy efficiency (TFLOPS/W)",
         _ => "attention throughput",
     };
     Figure {
-        name: format!("{}-{}", if metric == Metric::Mem { "mem" } else { "tflops" }, k.slug()),
+        name: format!(
+            "{}-{}",
+            match metric {
+                Metric::Mem => "mem",
+                Metric::TflopsPerWatt => "tflops-per-watt",
+                _ => "tflops",
+            },
+            k.slug()
+        ),
         title: format!("{}: {what} vs sequence length", k.pattern()),
         subtitle: setup_line(k, rs),
         legend: legend_of(&panels),
@@ -346,5 +374,28 @@ mod tests {
         let svg = render_svg(t).unwrap();
         assert!(svg.starts_with("<svg"));
         assert!(!svg.contains("99999"));
+    }
+
+    /// Issue 33: a TFLOPS/W figure per pattern where power was measured (none where it was not), and
+    /// a throttled backend's line is marked, with the legend in the subtitle.
+    #[test]
+    fn tflops_per_watt_figure_and_throttled_lines() {
+        let mut a = row("a", "full", 1024, Status::Ok, 100.0);
+        a.tflops_per_watt = Some(0.25);
+        let mut b = row("b", "full", 1024, Status::Ok, 120.0);
+        b.tflops_per_watt = Some(0.2);
+        b.throttle = "hw_thermal".into();
+        let runs = vec![Run { label: "r".into(), rows: vec![a.clone(), b] }];
+        let figs = build_figures(&runs, &PlotOptions::default(), &mut Colors::default());
+        let w = figs.iter().find(|f| f.name == "tflops-per-watt-full").expect("a TFLOPS/W figure");
+        let Content::Lines(ss) = &w.panels[0].content else { panic!() };
+        assert_eq!(ss[0].points, vec![(1024.0, 0.25)]);
+        assert_eq!((ss[0].label.as_str(), ss[1].label.as_str()), ("a", "b †"));
+        assert!(w.subtitle.contains("throttled while timed"), "{}", w.subtitle);
+        let mut plain = a;
+        plain.tflops_per_watt = None;
+        let figs = build_figures(&[Run { label: "r".into(), rows: vec![plain] }], &PlotOptions::default(), &mut Colors::default());
+        assert!(figs.iter().all(|f| !f.name.starts_with("tflops-per-watt")));
+        assert!(figs.iter().all(|f| !f.subtitle.contains("throttled")));
     }
 }

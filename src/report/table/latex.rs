@@ -70,6 +70,8 @@ fn unit(metric: Metric, per_gpu: bool, values: &[f64]) -> (String, f64) {
         Metric::Tflops if per_gpu => ("TFLOPS per GPU ($10^{12}$ FLOP/s)".into(), 1.0),
         Metric::Tflops => ("TFLOPS ($10^{12}$ FLOP/s)".into(), 1.0),
         Metric::Mfu => ("MFU (\\%)".into(), 100.0),
+        Metric::Energy => ("energy per call (J)".into(), 1.0),
+        Metric::TflopsPerWatt => ("TFLOPS per watt".into(), 1.0),
         Metric::Mem => {
             // One binary unit for the whole table, chosen by the median so most cells read 1–1023.
             let mut v: Vec<f64> = values.iter().copied().filter(|x| *x > 0.0).collect();
@@ -114,8 +116,12 @@ fn cells(t: &Table) -> Vec<Vec<String>> {
         .map(|r| {
             std::iter::once(latex_escape(&r.label))
                 .chain(r.cells.iter().enumerate().map(|(j, c)| match c {
-                    Cell::Num { value, best, .. } => {
-                        let n = format!("{:.*}", decimals[j], value * factor);
+                    Cell::Num { value, best, text } => {
+                        let mut n = format!("{:.*}", decimals[j], value * factor);
+                        // Issue 33: a throttled row's number keeps its mark.
+                        if text.ends_with(crate::report::data::THROTTLE_MARK) {
+                            n.push_str("$^\\dagger$");
+                        }
                         if *best {
                             format!("\\textbf{{{n}}}")
                         } else {

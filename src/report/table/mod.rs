@@ -20,7 +20,7 @@ pub use self::markdown::Markdown;
 use crate::case::CaseKind;
 use crate::results::Row;
 
-use super::data::{distinct, fmt_seqlen, group_ordered, mark, pass_rank, GroupKey, Metric};
+use super::data::{distinct, fmt_seqlen, group_ordered, mark, pass_rank, GroupKey, Metric, THROTTLE_LEGEND, THROTTLE_MARK};
 
 /// One cell of a table.
 #[derive(Debug, Clone, PartialEq)]
@@ -89,6 +89,9 @@ pub fn pivot(rows: &[Row], metric: Metric) -> Vec<Table> {
             column_axis: "sequence length S".into(),
             caption: caption(&g, &rs),
         });
+        if let Some(t) = tables.last_mut() {
+            flag_throttled(t, &rs, metric);
+        }
     }
     let cp: Vec<&Row> = rows.iter().filter(|r| r.kind != CaseKind::Kernel).collect();
     let len = super::data::CpLen::choose(&cp);
@@ -110,8 +113,19 @@ pub fn pivot(rows: &[Row], metric: Metric) -> Vec<Table> {
             column_axis: "world size (GPUs)".into(),
             caption: caption(&g, &rs),
         });
+        if let Some(t) = tables.last_mut() {
+            flag_throttled(t, &rs, metric);
+        }
     }
     tables
+}
+
+/// Issue 33: a table with a number from a throttled row says what its mark means.
+fn flag_throttled(t: &mut Table, rows: &[&Row], metric: Metric) {
+    if rows.iter().any(|r| r.throttled() && metric.value(r).is_some()) {
+        t.subtitle.push_str(&format!(" — {THROTTLE_LEGEND}"));
+        t.caption.push_str(" Numbers marked with a dagger were measured while the GPU was throttled (power or thermal clock limit, or an SM clock drop; see the throttle column).");
+    }
 }
 
 /// `NVIDIA H100 80GB HBM3, bf16, 64 query / 8 key-value heads, D = 128; timing: cuda-event-l2flush.`
@@ -138,9 +152,11 @@ fn build_grid(
 ) -> Vec<TableRow> {
     // values[i][j]: Some(Ok(v)) number, Some(Err(mark)) mark, None empty.
     let mut cells: Vec<Vec<Option<Result<f64, &'static str>>>> = vec![vec![None; cols.len()]; series.len()];
+    let mut throttled = vec![vec![false; cols.len()]; series.len()];
     for r in rs {
         let i = series.iter().position(|s| *s == row_of(r)).expect("series from the same rows");
         let j = cols.iter().position(|c| *c == col_of(r)).expect("columns from the same rows");
+        throttled[i][j] = r.throttled();
         cells[i][j] = Some(match (metric.value(r), mark(r.status)) {
             (Some(v), _) => Ok(v),
             (None, Some(m)) => Err(m),
@@ -161,13 +177,17 @@ fn build_grid(
     series
         .iter()
         .zip(cells)
-        .map(|(label, row)| TableRow {
+        .zip(throttled)
+        .map(|((label, row), flags)| TableRow {
             label: label.clone(),
             cells: row
                 .into_iter()
                 .enumerate()
                 .map(|(j, c)| match c {
-                    Some(Ok(v)) => Cell::Num { value: v, text: metric.format(v), best: best[j] == Some(v) },
+                    Some(Ok(v)) => {
+                        let mark = if flags[j] { THROTTLE_MARK } else { "" };
+                        Cell::Num { value: v, text: format!("{}{mark}", metric.format(v)), best: best[j] == Some(v) }
+                    }
                     Some(Err(m)) => Cell::Mark(m),
                     None => Cell::Empty,
                 })
@@ -237,5 +257,21 @@ mod tests {
         assert!(!md.contains("9999"));
         let tex = Latex::default().write(&t);
         assert!(tex.contains("\\textbf{60.0} & E"), "{tex}");
+    }
+
+    /// Issue 33: a number measured while the GPU was throttled carries † in every format, and the
+    /// table says what † means; unthrottled tables say nothing about it.
+    #[test]
+    fn throttled_rows_are_flagged() {
+        let mut hot = row("b", 1024, Status::Ok, 60.0);
+        hot.throttle = "sw_power_cap".into();
+        let rows = vec![row("a", 1024, Status::Ok, 50.0), hot];
+        let t = pivot(&rows, Metric::Tflops);
+        assert_eq!(t[0].rows[1].cells, vec![Cell::Num { value: 60.0, text: "60.0†".into(), best: true }]);
+        assert!(t[0].subtitle.contains("throttled while timed"), "{}", t[0].subtitle);
+        assert!(Markdown.write(&t).contains("**60.0†**"));
+        assert!(Latex::default().write(&t).contains("$^\\dagger$"), "{}", Latex::default().write(&t));
+        let calm = pivot(&rows[..1], Metric::Tflops);
+        assert!(!calm[0].subtitle.contains("throttled"));
     }
 }
