@@ -11,7 +11,7 @@ use crate::case::{Case, DeviceKind};
 use crate::flops::{pass_flops, Pass};
 use crate::harness::gate::gate;
 use crate::mask::{build_pattern, MaskError};
-use crate::measure::memory::peak_above_baseline;
+use crate::measure::memory::{measure_prepare, peak_above_baseline};
 use crate::measure::{run_repeats, CpuTimeline, CudaEventClock, HostClock, MeasureSettings, Timeline};
 use crate::results::{Row, Status};
 use crate::sys::cuda_available;
@@ -97,7 +97,8 @@ fn measure(
     timeline: &dyn Timeline,
 ) -> Result<(), KernelError> {
     let x = Inputs::new(case, masks, settings.seed, backend.autograd() && case.pass.includes_backward())?;
-    let mut kernel = backend.prepare(case, &x)?;
+    // Memory rule (measure::memory): inputs excluded, what prepare keeps and the call allocates included.
+    let (mut kernel, prepared) = measure_prepare(case.device.tch(), || backend.prepare(case, &x))?;
     let mut note = kernel.note();
     if settings.check {
         let c = gate(kernel.as_mut(), &x, case.pass, case.dtype)?;
@@ -137,7 +138,7 @@ fn measure(
         _ => run_repeats(&mut HostClock::new(timeline), settings, &mut call)?,
     };
     row.set_timing(&timing, case.dtype.name());
-    row.set_memory(peak, source);
+    row.set_memory(prepared.with_call(peak), source);
     row.note = note;
     Ok(())
 }

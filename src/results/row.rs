@@ -98,8 +98,9 @@ pub struct Row {
     /// Total FLOPs / max-rank time / world size (equals `tflops` for kernel cases).
     pub tflops_per_gpu: Option<f64>,
     pub mfu: Option<f64>,
-    /// Peak bytes of tensor storage one call of the pass allocates above the pre-call baseline (inputs
-    /// excluded), read from an allocator: see `mem_source`.
+    /// Peak bytes of tensor storage the backend allocates for one call of the pass: inputs excluded,
+    /// what its prepare keeps (packed copies, repeated K/V, masks) and the call's own peak included
+    /// (src/measure/memory.rs), read from an allocator: see `mem_source`.
     pub peak_mem_bytes: Option<u64>,
     /// Max |out − reference| (over outputs and, for bwd, gradients); empty when the check was off.
     pub max_abs_err: Option<f64>,
