@@ -213,7 +213,7 @@ mod tests {
         // `set_causal_mask`), so it must be refused, not timed wrong; flash and efficient (custom mask
         // type 2, bottom-right) take it.
         let rect = Mask::rect(4, 8, vec![Slice::new(0..4, 0..8, SliceKind::Causal)]).unwrap();
-        let why = single_call(&rect, CudaVarlen::Cudnn, 1).err().expect("cuDNN refuses rectangular causal");
+        let why = single_call(&rect, CudaVarlen::Cudnn, 1).expect_err("cuDNN refuses rectangular causal");
         assert!(why.contains("top-left"), "{why}");
         assert!(single_call(&rect, CudaVarlen::Flash, 1).is_ok());
         assert!(single_call(&rect, CudaVarlen::Efficient, 1).is_ok());

@@ -514,4 +514,72 @@ mod tests {
         assert!(msg.contains("not found"), "{msg}");
         assert!(matches!(e, CommError::Unavailable("nccl", _)), "{e:?}");
     }
+
+    /// On the GPU machine (launch/gpu-check runs the ignored `cuda_` tests; MPI singleton, one rank,
+    /// the ring of one sends to itself): (1) the comm stream waits for the compute that produced the
+    /// block it sends — the block is written by a kernel queued behind a long matmul chain, and what
+    /// arrives must be that block, not what the buffer held before; (2) "post next, compute, wait"
+    /// overlaps: the transfer and an independent matmul chain together take clearly less than one
+    /// after the other (loose: < 0.95 × the sum; both parts are sized to take similar time).
+    #[test]
+    #[ignore = "needs a CUDA device and NCCL; run by launch/gpu-check"]
+    fn cuda_nccl_ring_step_orders_and_overlaps() {
+        use crate::sys::cuda::device_synchronize;
+        let mpi = MpiComm::init().expect("MPI");
+        let n = NcclComm::init(&mpi).expect("NCCL");
+        let (dev, idx) = (n.device(), n.device_index());
+        let a = Tensor::randn([4096, 4096], (Kind::Float, dev)) / 64.0;
+        let chain = |k: usize| {
+            let mut x = a.shallow_clone();
+            for _ in 0..k {
+                x = x.matmul(&a);
+            }
+            x
+        };
+        // (1) ordering: the block is written after a long chain, then posted at once.
+        let mut block = Tensor::zeros([1 << 26], (Kind::Float, dev));
+        let _busy = chain(20);
+        let _ = block.fill_(7.0);
+        let got = n.start_sendrecv(&block, 0, &block, 0).unwrap().wait().unwrap().pop().unwrap();
+        assert_eq!(got.eq(7.0).all().int64_value(&[]), 1, "NCCL sent the block before the compute stream wrote it");
+
+        // (2) overlap.
+        let time = |f: &dyn Fn()| {
+            device_synchronize(idx).unwrap();
+            let t = std::time::Instant::now();
+            f();
+            device_synchronize(idx).unwrap();
+            t.elapsed().as_secs_f64()
+        };
+        let comm_only = || {
+            for _ in 0..4 {
+                let _ = n.start_sendrecv(&block, 0, &block, 0).unwrap().wait().unwrap();
+            }
+        };
+        let _ = time(&comm_only);
+        let t_comm = time(&comm_only);
+        let mut k = 1;
+        while time(&|| {
+            let _ = chain(k);
+        }) < t_comm
+            && k < 4096
+        {
+            k *= 2;
+        }
+        let t_compute = time(&|| {
+            let _ = chain(k);
+        });
+        let t_both = time(&|| {
+            let mut pending = vec![];
+            for _ in 0..4 {
+                pending.push(n.start_sendrecv(&block, 0, &block, 0).unwrap());
+            }
+            let _ = chain(k);
+            for p in pending {
+                let _ = p.wait().unwrap();
+            }
+        });
+        eprintln!("nccl overlap: comm {t_comm:.4} s, compute {t_compute:.4} s, both {t_both:.4} s");
+        assert!(t_both < 0.95 * (t_comm + t_compute), "no overlap: both {t_both:.4} s vs comm {t_comm:.4} + compute {t_compute:.4}");
+    }
 }

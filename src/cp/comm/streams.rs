@@ -198,7 +198,7 @@ mod tests {
         }
         let d = FailingSend(Recorder::default());
         let t = Tensor::zeros([2], (tch::Kind::Float, tch::Device::Cpu));
-        let e = start_group_ordered(&d, &[(t.shallow_clone(), 1)], &[]).err().expect("send failed");
+        let e = start_group_ordered(&d, &[(t.shallow_clone(), 1)], &[]).expect_err("send failed");
         assert!(e.to_string().contains("ncclSend"));
         assert_eq!(d.0.log.borrow().last().map(String::as_str), Some("comm: group end"));
     }
