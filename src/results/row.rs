@@ -105,8 +105,9 @@ pub struct Row {
     /// Max |out − reference| (over outputs and, for bwd, gradients); empty when the check was off.
     pub max_abs_err: Option<f64>,
     /// How times were taken (the clock that ran, `measure::Clock::mode`): `cpu-instant`,
-    /// `cuda-event-l2flush`, `cuda-event-back2back`, `rank-max-cpu-instant` / `rank-max-cuda-sync-instant`
-    /// (CP: barrier, host clock, device synchronised, slowest rank), `model` (simulated rows).
+    /// `cuda-event-l2flush`, `cuda-event-back2back`, `rank-max-cpu-instant` /
+    /// `rank-max-cuda-sync-instant[-l2flush]` (CP: barrier, host clock, device synchronised, slowest
+    /// rank — includes launch and sync latency that CUDA events exclude), `model` (simulated rows).
     pub timing_mode: String,
     /// Timed repeats that ran (after warmup).
     pub repeats: Option<usize>,
