@@ -261,6 +261,9 @@ fn run_after_setup(comm: &dyn Comm, spec: &CpSpec, s: &CpSetup, run_id: &str, de
     let eng = &s.engine;
 
     let mut row = Row::for_case(run_id, case, device_name);
+    // TF32 set explicitly (sys::precision) on every rank, recorded on CUDA where it applies.
+    let tf32 = crate::sys::precision::apply_tf32(settings.tf32).map_err(|e| CpError::from(crate::attn::KernelError::from(e)))?;
+    row.tf32 = (case.device == DeviceKind::Cuda).then_some(tf32.any());
     row.mask_area = s.mask.area() as f64;
     row.density = s.mask.density();
     row.flops = pass_flops(s.mask.area() as u128 * case.heads.q as u128, case.head_dim, case.batch, case.pass);

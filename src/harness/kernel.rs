@@ -60,6 +60,14 @@ pub(crate) fn execute_timed(backend: &dyn Backend, case: &Case, settings: &Measu
         row.fail(Status::Unsupported, why);
         return Ok(row);
     }
+    // TF32 set explicitly for every case (sys::precision), recorded on CUDA where it applies.
+    match crate::sys::precision::apply_tf32(settings.tf32) {
+        Ok(t) => row.tf32 = (case.device == DeviceKind::Cuda).then_some(t.any()),
+        Err(e) => {
+            row.fail(Status::Error, format!("setting TF32: {e}"));
+            return Ok(row);
+        }
+    }
     let result = catch_unwind(AssertUnwindSafe(|| measure(backend, case, settings, masks, &mut row, timeline)));
     match result {
         Ok(Ok(())) => {}

@@ -132,6 +132,12 @@ pub struct Row {
     pub measure_id: String,
     #[serde(default)]
     pub segment: u32,
+    // ---- issue 26 ----
+    /// Whether TF32 was allowed for fp32 work (cuBLAS matmuls, cuDNN) while the case ran, read back
+    /// from libtorch after attnbench set it (`sys::precision`); empty on the CPU, where it does not
+    /// apply. An fp32 row with `true` has its MFU against the TF32 tensor-core peak.
+    #[serde(default)]
+    pub tf32: Option<bool>,
 }
 
 impl Row {
@@ -178,12 +184,14 @@ impl Row {
             mem_source: String::new(),
             measure_id: String::new(),
             segment: 0,
+            tf32: None,
         }
     }
 
     /// Fills the timing columns of an `ok` row from a measurement: the statistics are the one
     /// [`crate::measure::Summary`] every row kind uses, TFLOPS = `flops` / median, per GPU divided by
-    /// the world size, MFU against the device's dense peak (`flops::mfu`).
+    /// the world size, MFU against the device's dense peak (`flops::mfu`; for fp32 with `tf32` set
+    /// before this call, the TF32 peak).
     pub fn set_timing(&mut self, t: &crate::measure::Timing, dtype: &str) {
         let s = t.summary;
         self.status = Status::Ok;
@@ -195,7 +203,7 @@ impl Row {
         let per_gpu = tf / self.world_size.max(1) as f64;
         self.tflops = Some(tf);
         self.tflops_per_gpu = Some(per_gpu);
-        self.mfu = crate::flops::mfu(per_gpu, &self.device, dtype);
+        self.mfu = crate::flops::mfu(per_gpu, &self.device, crate::flops::peak_dtype(dtype, self.tf32 == Some(true)));
         self.repeats = Some(t.times_ms.len());
         self.timing_mode = t.mode.clone();
     }
