@@ -206,6 +206,64 @@ mod tests {
         }
     }
 
+    /// Item 6 of issue 26: a timed call builds nothing from host slices and repeats nothing — every
+    /// call gets the very tensors prepare built (offsets, indices, packed and repeated K/V), seen here
+    /// through a recording kernel that keeps the storage pointers it was handed.
+    #[test]
+    fn timed_calls_reuse_what_prepare_built() {
+        use crate::case::{Case, DType, DeviceKind, HeadLayout};
+        use crate::flops::Pass;
+        use std::cell::RefCell;
+        use std::rc::Rc;
+        type Seen = Rc<RefCell<Vec<[usize; 4]>>>;
+        struct Recording(Seen);
+        impl VarlenKernel for Recording {
+            fn forward(&self, call: &DeviceCall, q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<(Tensor, Tensor, Vec<Tensor>), KernelError> {
+                self.0.borrow_mut().push([call.cu_q.data_ptr() as usize, call.q_idx.data_ptr() as usize, k.data_ptr() as usize, k.size()[1] as usize]);
+                EmulatedVarlenKernel.forward(call, q, k, v, scale)
+            }
+            fn backward(
+                &self,
+                call: &DeviceCall,
+                q: &Tensor,
+                k: &Tensor,
+                v: &Tensor,
+                out: &Tensor,
+                lse: &Tensor,
+                dout: &Tensor,
+                state: &[Tensor],
+                scale: f64,
+            ) -> Result<(Tensor, Tensor, Tensor), KernelError> {
+                self.0.borrow_mut().push([call.cu_q.data_ptr() as usize, call.q_idx.data_ptr() as usize, k.data_ptr() as usize, k.size()[1] as usize]);
+                EmulatedVarlenKernel.backward(call, q, k, v, out, lse, dout, state, scale)
+            }
+        }
+        let m = zoo("causal_document", 40, &[("doc_lens", "20,1,19")]);
+        let case = Case::kernel(
+            "efficient-varlen",
+            "causal_document",
+            crate::mask::Params::new(),
+            40,
+            HeadLayout { q: 4, kv: 2 },
+            8,
+            DType::Fp64,
+            Pass::Fwdbwd,
+            DeviceKind::Cpu,
+        );
+        let x = super::super::Inputs::new(&case, crate::mask::HeadMasks::shared(m.clone()), 3, false).unwrap();
+        let (call, _) = single_call(&m, CudaVarlen::Efficient, 1).unwrap();
+        let seen: Seen = Rc::default();
+        let mut k = SingleCallKernel::new(Box::new(Recording(seen.clone())), call, String::new(), &x, true).unwrap();
+        let prepared = [k.call.cu_q.data_ptr() as usize, k.call.q_idx.data_ptr() as usize, k.kp.data_ptr() as usize, 4];
+        use super::super::Kernel;
+        for _ in 0..3 {
+            let f = k.forward(&x).unwrap();
+            k.backward(&x, &f).unwrap();
+        }
+        assert_eq!(seen.borrow().len(), 6);
+        assert!(seen.borrow().iter().all(|s| *s == prepared), "a call got tensors other than prepare's: {:?} vs {prepared:?}", seen.borrow());
+    }
+
     #[test]
     fn cudnn_varlen_takes_only_square_causal_slices() {
         use crate::mask::{Slice, SliceKind};
