@@ -258,7 +258,7 @@ mod tests {
         use super::super::Kernel;
         for _ in 0..3 {
             let f = k.forward(&x).unwrap();
-            k.backward(&x, &f).unwrap();
+            let _ = k.backward(&x, &f).unwrap();
         }
         assert_eq!(seen.borrow().len(), 6);
         assert!(seen.borrow().iter().all(|s| *s == prepared), "a call got tensors other than prepare's: {:?} vs {prepared:?}", seen.borrow());
