@@ -107,6 +107,25 @@ int ab_sdp_get(int* bits, char* err, size_t errlen) {
   });
 }
 
+// TF32 for fp32 work on CUDA: cuBLAS matmuls and cuDNN (1 = allowed). torch 2.11's setters keep its
+// legacy and new precision settings consistent (aten/src/ATen/Context.cpp: setAllowTF32CuBLAS sets
+// float32_matmul_precision and setFloat32Precision(CUDA, MATMUL, ...) together); the getters check that.
+int ab_tf32_set(int cublas, int cudnn, char* err, size_t errlen) {
+  return guarded(err, errlen, [&] {
+    auto& ctx = at::globalContext();
+    ctx.setAllowTF32CuBLAS(cublas != 0);
+    ctx.setAllowTF32CuDNN(cudnn != 0);
+  });
+}
+
+int ab_tf32_get(int* cublas, int* cudnn, char* err, size_t errlen) {
+  return guarded(err, errlen, [&] {
+    auto& ctx = at::globalContext();
+    *cublas = ctx.allowTF32CuBLAS() ? 1 : 0;
+    *cudnn = ctx.allowTF32CuDNN() ? 1 : 0;
+  });
+}
+
 // FlashAttention-2 varlen forward. q [total_q, H, D], k/v [total_k, Hkv, D], cu_* int32 [n+1].
 // Window sizes < 0 mean "none". Outputs: out [total_q, H, D], lse (f32), rng_state, unused.
 int ab_flash_varlen_fwd(const at::Tensor* q, const at::Tensor* k, const at::Tensor* v, const at::Tensor* cu_q,

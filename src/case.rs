@@ -126,6 +126,11 @@ impl FromStr for DeviceKind {
         match s {
             "cpu" => Ok(DeviceKind::Cpu),
             "cuda" | "gpu" => Ok(DeviceKind::Cuda),
+            // A GPU index is never taken: each process uses GPU (local rank mod visible GPUs), the
+            // same rule as the NCCL communicator; which GPUs are visible is CUDA_VISIBLE_DEVICES' job.
+            _ if s.strip_prefix("cuda:").is_some_and(|i| i.parse::<u32>().is_ok()) => Err(format!(
+                "device `{s}`: attnbench takes no GPU index (expected cpu or cuda); each rank uses GPU local_rank mod the visible count — choose GPUs with CUDA_VISIBLE_DEVICES"
+            )),
             _ => Err(format!("unknown device `{s}` (expected cpu or cuda)")),
         }
     }

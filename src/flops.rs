@@ -94,18 +94,21 @@ pub struct DevicePeak {
     pub bf16_tflops: f64,
     pub fp16_tflops: f64,
     pub fp32_tflops: f64,
+    /// Dense TF32 tensor-core peak: what an fp32 case with TF32 allowed is held against.
+    pub tf32_tflops: f64,
     /// HBM bandwidth, TB/s.
     pub mem_tbps: f64,
 }
 
-/// Vendor datasheet numbers (dense). fp32 is the non-tensor-core FP32 rate (TF32 is not used for
-/// attention in these benchmarks). Order matters: more specific names first.
+/// Vendor datasheet numbers (dense; the sparse figures halved). fp32 is the non-tensor-core FP32 rate,
+/// the peak of fp32 rows with TF32 off (the default); `tf32` the TF32 tensor-core rate, the peak of fp32
+/// rows with `--tf32`. Order matters: more specific names first.
 pub const DEVICE_PEAKS: &[DevicePeak] = &[
-    DevicePeak { name: "H200", bf16_tflops: 989.0, fp16_tflops: 989.0, fp32_tflops: 67.0, mem_tbps: 4.8 },
-    DevicePeak { name: "H100 PCIe", bf16_tflops: 756.0, fp16_tflops: 756.0, fp32_tflops: 51.0, mem_tbps: 2.0 },
-    DevicePeak { name: "H100", bf16_tflops: 989.0, fp16_tflops: 989.0, fp32_tflops: 67.0, mem_tbps: 3.35 },
-    DevicePeak { name: "A100", bf16_tflops: 312.0, fp16_tflops: 312.0, fp32_tflops: 19.5, mem_tbps: 2.04 },
-    DevicePeak { name: "B200", bf16_tflops: 2250.0, fp16_tflops: 2250.0, fp32_tflops: 80.0, mem_tbps: 8.0 },
+    DevicePeak { name: "H200", bf16_tflops: 989.0, fp16_tflops: 989.0, fp32_tflops: 67.0, tf32_tflops: 494.5, mem_tbps: 4.8 },
+    DevicePeak { name: "H100 PCIe", bf16_tflops: 756.0, fp16_tflops: 756.0, fp32_tflops: 51.0, tf32_tflops: 378.0, mem_tbps: 2.0 },
+    DevicePeak { name: "H100", bf16_tflops: 989.0, fp16_tflops: 989.0, fp32_tflops: 67.0, tf32_tflops: 494.5, mem_tbps: 3.35 },
+    DevicePeak { name: "A100", bf16_tflops: 312.0, fp16_tflops: 312.0, fp32_tflops: 19.5, tf32_tflops: 156.0, mem_tbps: 2.04 },
+    DevicePeak { name: "B200", bf16_tflops: 2250.0, fp16_tflops: 2250.0, fp32_tflops: 80.0, tf32_tflops: 1125.0, mem_tbps: 8.0 },
 ];
 
 /// Peak for a device name; `None` for CPUs and unknown devices (MFU is then left empty — we do not
@@ -122,7 +125,17 @@ pub fn peak_tflops(device_name: &str, dtype: &str) -> Option<f64> {
         "bf16" => Some(p.bf16_tflops),
         "fp16" => Some(p.fp16_tflops),
         "fp32" => Some(p.fp32_tflops),
+        "tf32" => Some(p.tf32_tflops),
         _ => None,
+    }
+}
+
+/// The peak an fp32 case is held against: `tf32` when TF32 was in effect, else the dtype itself.
+pub fn peak_dtype(dtype: &str, tf32: bool) -> &str {
+    if tf32 && dtype == "fp32" {
+        "tf32"
+    } else {
+        dtype
     }
 }
 
@@ -158,6 +171,10 @@ mod tests {
         assert_eq!(peak_tflops("NVIDIA H100 PCIe", "bf16"), Some(756.0));
         assert_eq!(peak_tflops("cpu", "fp32"), None);
         assert!(mfu(494.5, "NVIDIA H200", "bf16").unwrap() - 0.5 < 1e-12);
+        // fp32 with TF32 on is held against the TF32 tensor-core peak, not the fp32 CUDA-core one.
+        assert_eq!(peak_tflops("NVIDIA H200", peak_dtype("fp32", true)), Some(494.5));
+        assert_eq!(peak_tflops("NVIDIA H200", peak_dtype("fp32", false)), Some(67.0));
+        assert_eq!(peak_dtype("bf16", true), "bf16");
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use tch::{Kind, Tensor};
 
 use super::groups::packed_calls;
-use super::varlen::{packed_backward, packed_forward, CudaVarlen, CudaVarlenKernel};
+use super::varlen::{device_calls, packed_backward, packed_forward, CudaVarlen, CudaVarlenKernel};
 use super::{check_inputs, dense, KernelError, MaskedAttention};
 use crate::mask::Mask;
 
@@ -33,7 +33,7 @@ pub fn launches(q: &Tensor, mask: &Mask) -> usize {
 pub fn sliced_forward(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Mask, scale: f64) -> Result<(Tensor, Tensor), KernelError> {
     check_inputs(q, k, v, mask)?;
     if uses_flash(q) {
-        let calls = packed_calls(mask, q.size()[0] as usize, true);
+        let calls = device_calls(packed_calls(mask, q.size()[0] as usize, true), q.device())?;
         let (o, l, _) = packed_forward(&CudaVarlenKernel(CudaVarlen::Flash), &calls, q, k, v, scale)?;
         return Ok((o, l));
     }
@@ -56,7 +56,7 @@ pub fn sliced_backward(
 ) -> Result<(Tensor, Tensor, Tensor), KernelError> {
     check_inputs(q, k, v, mask)?;
     if uses_flash(q) {
-        let calls = packed_calls(mask, q.size()[0] as usize, true);
+        let calls = device_calls(packed_calls(mask, q.size()[0] as usize, true), q.device())?;
         return packed_backward(&CudaVarlenKernel(CudaVarlen::Flash), &calls, q, k, v, out, lse, dout, scale);
     }
     dense::backward(q, k, v, out, lse, dout, mask, scale)

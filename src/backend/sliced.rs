@@ -6,7 +6,9 @@ use tch::Tensor;
 
 use super::Backend;
 use crate::attn::dense::{fused_cpu_slice, CHUNK_ELEMS};
+use crate::attn::groups::packed_calls;
 use crate::attn::sliced::{launches, sliced_backward, sliced_forward, uses_flash};
+use crate::attn::varlen::{device_calls, packed_backward, packed_forward, CudaVarlen, CudaVarlenKernel, DeviceCall};
 use crate::attn::KernelError;
 use crate::attn::MaskedAttention;
 use crate::mask::{Mask, Slice};
@@ -19,6 +21,9 @@ pub static SLICED: Sliced = Sliced;
 struct SlicedKernel {
     /// (query heads, KV heads, mask) per head group.
     parts: Vec<(std::ops::Range<i64>, std::ops::Range<i64>, Mask)>,
+    /// On the flash path: each part's varlen calls with their offsets and indices already on the device
+    /// (built in prepare, so a timed call copies nothing from the host). Empty on the dense path.
+    calls: Vec<Vec<DeviceCall>>,
     note: String,
 }
 
@@ -55,20 +60,40 @@ impl Backend for Sliced {
             format!("CPU pieces ({fused} on torch's fused CPU flash kernel, the rest dense with f32 accumulation)")
         };
         let gqa = if case.heads.q == case.heads.kv { "MHA" } else { "GQA by KV-group broadcast (fused pieces: KV heads repeated)" };
-        Ok(Box::new(SlicedKernel { parts, note: format!("{launches} {how} per call; {gqa}") }))
+        let calls = if uses_flash(&x.q) {
+            let b = x.q.size()[0] as usize;
+            parts.iter().map(|p| device_calls(packed_calls(&p.2, b, true), x.q.device())).collect::<Result<Vec<_>, _>>()?
+        } else {
+            vec![]
+        };
+        Ok(Box::new(SlicedKernel { parts, calls, note: format!("{launches} {how} per call; {gqa}; varlen offsets and indices built in prepare") }))
+    }
+}
+
+impl SlicedKernel {
+    /// Part `i`'s forward: its prepared varlen calls on the flash path, the core's sliced kernel
+    /// otherwise.
+    fn part_forward(&self, i: usize, q: &Tensor, k: &Tensor, v: &Tensor, m: &Mask, scale: f64) -> Result<(Tensor, Tensor), KernelError> {
+        match self.calls.get(i) {
+            Some(calls) => {
+                let (o, l, _) = packed_forward(&CudaVarlenKernel(CudaVarlen::Flash), calls, q, k, v, scale)?;
+                Ok((o, l))
+            }
+            None => sliced_forward(q, k, v, m, scale),
+        }
     }
 }
 
 impl super::Kernel for SlicedKernel {
     fn forward(&mut self, x: &super::Inputs) -> Result<super::Fwd, KernelError> {
         if let [(_, _, m)] = self.parts.as_slice() {
-            let (o, l) = sliced_forward(&x.q, &x.k, &x.v, m, x.scale)?;
+            let (o, l) = self.part_forward(0, &x.q, &x.k, &x.v, m, x.scale)?;
             return Ok(super::Fwd { out: o, lse: Some(l) });
         }
         let (mut os, mut ls) = (vec![], vec![]);
-        for (hq, hk, m) in &self.parts {
+        for (i, (hq, hk, m)) in self.parts.iter().enumerate() {
             let n = |t: &Tensor, r: &std::ops::Range<i64>| t.f_narrow(1, r.start, r.end - r.start);
-            let (o, l) = sliced_forward(&n(&x.q, hq)?, &n(&x.k, hk)?, &n(&x.v, hk)?, m, x.scale)?;
+            let (o, l) = self.part_forward(i, &n(&x.q, hq)?, &n(&x.k, hk)?, &n(&x.v, hk)?, m, x.scale)?;
             os.push(o);
             ls.push(l);
         }
@@ -77,9 +102,13 @@ impl super::Kernel for SlicedKernel {
     fn backward(&mut self, x: &super::Inputs, f: &super::Fwd) -> Result<(Tensor, Tensor, Tensor), KernelError> {
         let lse = f.lse.as_ref().ok_or_else(|| KernelError::Invalid("sliced backward needs the forward's LSE".into()))?;
         let (mut dq, mut dk, mut dv) = (vec![], vec![], vec![]);
-        for (hq, hk, m) in &self.parts {
+        for (i, (hq, hk, m)) in self.parts.iter().enumerate() {
             let n = |t: &Tensor, r: &std::ops::Range<i64>| t.f_narrow(1, r.start, r.end - r.start);
-            let (a, b, c) = sliced_backward(&n(&x.q, hq)?, &n(&x.k, hk)?, &n(&x.v, hk)?, &n(&f.out, hq)?, &n(lse, hq)?, &n(&x.dout, hq)?, m, x.scale)?;
+            let (q, k, v, o, l, d) = (n(&x.q, hq)?, n(&x.k, hk)?, n(&x.v, hk)?, n(&f.out, hq)?, n(lse, hq)?, n(&x.dout, hq)?);
+            let (a, b, c) = match self.calls.get(i) {
+                Some(calls) => packed_backward(&CudaVarlenKernel(CudaVarlen::Flash), calls, &q, &k, &v, &o, &l, &d, x.scale)?,
+                None => sliced_backward(&q, &k, &v, &o, &l, &d, m, x.scale)?,
+            };
             dq.push(a);
             dk.push(b);
             dv.push(c);

@@ -5,7 +5,7 @@
 use tch::Tensor;
 
 use crate::attn::groups::{group_slices, window_form, PackedCall};
-use crate::attn::varlen::{flat_rows, index_tensor, unflat_rows, CudaVarlen, CudaVarlenKernel, VarlenKernel};
+use crate::attn::varlen::{flat_rows, unflat_rows, CudaVarlen, CudaVarlenKernel, DeviceCall, VarlenKernel};
 use crate::attn::KernelError;
 use crate::mask::{Mask, SliceKind};
 
@@ -30,6 +30,14 @@ pub fn single_call(mask: &Mask, kernel: CudaVarlen, batch: usize) -> Result<(Pac
     if groups.len() == 1 {
         let g = &groups[0];
         match (g.kind, kernel) {
+            (SliceKind::Causal, CudaVarlen::Cudnn) if g.slices.iter().any(|s| s.q_len() != s.k_len()) => {
+                // cuDNN's causal mask is top-left aligned (torch 2.11 aten/src/ATen/native/cudnn/MHA.cpp
+                // builds the nested graph with `set_causal_mask(is_causal)`, cudnn-frontend's top-left
+                // variant; bottom-right is the separate `set_causal_mask_bottom_right`), our model's is
+                // bottom-right: they agree only on square slices. No shift of the packed rows turns one
+                // into the other for Lq ≠ Lk, so such masks are unsupported here, never timed wrong.
+                return Err("has rectangular causal slices, and cuDNN aligns causal masks top-left (ours: bottom-right)".into());
+            }
             (SliceKind::Full | SliceKind::Causal, _) | (SliceKind::BiCausal, CudaVarlen::Flash) => {
                 let how = format!("{} {} sequences", g.slices.len(), g.kind);
                 return Ok((PackedCall::for_group(g, batch, mask.seqlen_q, mask.seqlen_k), how));
@@ -47,10 +55,13 @@ pub fn single_call(mask: &Mask, kernel: CudaVarlen, batch: usize) -> Result<(Pac
     Err(format!("needs {} varlen launches (slice groups) and is not one native window", groups.len()))
 }
 
-/// A prepared single varlen call: the plan, the packed inputs, and how to unpack results.
+/// A prepared single varlen call: the plan with its device tensors, the packed inputs (K/V already
+/// repeated to the query heads for kernels without GQA), and how to unpack results.
 pub struct SingleCallKernel {
     kern: Box<dyn VarlenKernel>,
-    call: PackedCall,
+    call: DeviceCall,
+    /// KV heads of the inputs (the repeated heads' gradients are summed back onto these).
+    hkv: i64,
     how: String,
     qp: Tensor,
     kp: Tensor,
@@ -61,20 +72,36 @@ pub struct SingleCallKernel {
 }
 
 impl SingleCallKernel {
-    /// Packs `x` for `plan` (outside any timed region).
-    pub fn new(kern: Box<dyn VarlenKernel>, call: PackedCall, how: String, x: &super::Inputs) -> Result<SingleCallKernel, KernelError> {
-        let dev = x.q.device();
-        let (qi, ki) = (index_tensor(&call.q_idx, dev), index_tensor(&call.k_idx, dev));
+    /// Packs `x` for `call` and builds every device tensor the call needs (outside any timed region:
+    /// a timed call copies nothing from the host and repeats nothing). `repeat_kv`: expand K/V to the
+    /// query heads here, for kernels without GQA.
+    pub fn new(kern: Box<dyn VarlenKernel>, call: PackedCall, how: String, x: &super::Inputs, repeat_kv: bool) -> Result<SingleCallKernel, KernelError> {
+        let call = DeviceCall::new(call, x.q.device())?;
+        let (hq, hkv) = (x.q.size()[1], x.k.size()[1]);
         let pack = |t: &Tensor, i: &Tensor| -> Result<Tensor, KernelError> { Ok(flat_rows(&t.f_detach()?)?.f_index_select(0, i)?.f_contiguous()?) };
-        let (qp, kp, vp, dop) = (pack(&x.q, &qi)?, pack(&x.k, &ki)?, pack(&x.v, &ki)?, pack(&x.dout, &qi)?);
-        Ok(SingleCallKernel { kern, call, how, qp, kp, vp, dop, dims: (x.q.size()[0], x.q.size()[2], x.k.size()[2]) })
+        let rep = |t: Tensor| -> Result<Tensor, KernelError> {
+            Ok(if repeat_kv && hkv != hq { t.f_repeat_interleave_self_int(hq / hkv, 1, None)?.f_contiguous()? } else { t })
+        };
+        let (qp, dop) = (pack(&x.q, &call.q_idx)?, pack(&x.dout, &call.q_idx)?);
+        let (kp, vp) = (rep(pack(&x.k, &call.k_idx)?)?, rep(pack(&x.v, &call.k_idx)?)?);
+        Ok(SingleCallKernel { kern, call, hkv, how, qp, kp, vp, dop, dims: (x.q.size()[0], x.q.size()[2], x.k.size()[2]) })
     }
 
-    fn unpack(&self, packed: &Tensor, rows: &[i64], s: i64) -> Result<Tensor, KernelError> {
+    fn unpack(&self, packed: &Tensor, rows: &Tensor, s: i64) -> Result<Tensor, KernelError> {
         let (b, dev) = (self.dims.0, packed.device());
         let sz = packed.size();
-        let full = Tensor::f_zeros([b * s, sz[1], sz[2]], (packed.kind(), dev))?.f_index_add(0, &index_tensor(rows, dev), packed)?;
+        let full = Tensor::f_zeros([b * s, sz[1], sz[2]], (packed.kind(), dev))?.f_index_add(0, rows, packed)?;
         unflat_rows(&full, b, s)
+    }
+
+    /// Sums the gradients of repeated KV heads back onto their KV head (part of the timed backward:
+    /// the caller needs gradients of its own K/V).
+    fn fold(&self, t: Tensor) -> Result<Tensor, KernelError> {
+        let s = t.size();
+        if s[1] == self.hkv {
+            return Ok(t);
+        }
+        Ok(t.f_reshape([s[0], self.hkv, s[1] / self.hkv, s[2]])?.f_sum_dim_intlist(&[2i64][..], false, t.kind())?)
     }
 }
 
@@ -104,7 +131,7 @@ impl super::Backend for VarlenBackend {
     }
     fn prepare(&self, case: &crate::case::Case, x: &super::Inputs) -> Result<Box<dyn super::Kernel>, KernelError> {
         let (call, how) = single_call(&x.masks.groups[0], self.kernel, case.batch).map_err(KernelError::Unsupported)?;
-        Ok(Box::new(SingleCallKernel::new(Box::new(CudaVarlenKernel(self.kernel)), call, how, x)?))
+        Ok(Box::new(SingleCallKernel::new(Box::new(CudaVarlenKernel(self.kernel)), call, how, x, self.kernel.needs_repeated_kv())?))
     }
 }
 
@@ -115,7 +142,8 @@ impl super::Kernel for SingleCallKernel {
     }
     fn backward(&mut self, x: &super::Inputs, f: &super::Fwd) -> Result<(Tensor, Tensor, Tensor), KernelError> {
         let lse = f.lse.as_ref().ok_or_else(|| KernelError::Invalid("varlen backward needs the forward's LSE".into()))?;
-        self.kern.backward(&self.call, &self.qp, &self.kp, &self.vp, &f.out, lse, &self.dop, &[], x.scale)
+        let (dq, dk, dv) = self.kern.backward(&self.call, &self.qp, &self.kp, &self.vp, &f.out, lse, &self.dop, &[], x.scale)?;
+        Ok((dq, self.fold(dk)?, self.fold(dv)?))
     }
     fn standard_out(&self, f: &super::Fwd) -> Result<Tensor, KernelError> {
         self.unpack(&f.out, &self.call.q_idx, self.dims.1)
@@ -128,7 +156,7 @@ impl super::Kernel for SingleCallKernel {
         ))
     }
     fn note(&self) -> String {
-        format!("one varlen call over {} per batch element; inputs packed to [total, H, D] in prepare (untimed)", self.how)
+        format!("one varlen call over {} per batch element; inputs packed to [total, H, D], offsets and indices on the device, K/V heads repeated where the kernel has no GQA, all in prepare (untimed)", self.how)
     }
     fn cpu_bytes(&self, x: &super::Inputs, _pass: crate::flops::Pass) -> u64 {
         super::tensor_bytes(&x.q) * 4
@@ -156,20 +184,100 @@ mod tests {
                 ..Case::kernel("flash-varlen", name, crate::mask::Params::new(), 40, HeadLayout { q: 4, kv: 2 }, 8, DType::Fp64, Pass::Fwdbwd, DeviceKind::Cpu)
             };
             let x = super::super::Inputs::new(&case, crate::mask::HeadMasks::shared(m.clone()), 3, false).unwrap();
-            let (call, _) = single_call(&m, CudaVarlen::Flash, 2).unwrap();
-            let mut k = SingleCallKernel::new(Box::new(EmulatedVarlenKernel), call, String::new(), &x).unwrap();
-            use super::super::Kernel;
-            let f = k.forward(&x).unwrap();
-            let (ro, rl) = crate::attn::sliced::sliced_forward(&x.q, &x.k, &x.v, &m, x.scale).unwrap();
-            assert!((k.standard_out(&f).unwrap() - &ro).abs().max().double_value(&[]) < 1e-9, "{name} out");
-            let g = k.backward(&x, &f).unwrap();
-            let (dq, dk, dv) = k.standard_grads(g).unwrap();
-            let (rq, rk, rv) = crate::attn::sliced::sliced_backward(&x.q, &x.k, &x.v, &ro, &rl, &x.dout, &m, x.scale).unwrap();
-            for (a, b) in [(dq, rq), (dk, rk), (dv, rv)] {
-                // The emulated kernel keeps the LSE in f32, like the real kernels: f32-level agreement.
-                let e = (&a - &b).abs().max().double_value(&[]);
-                assert!(e < 1e-5, "{name} grads differ by {e}");
+            for repeat_kv in [false, true] {
+                let (call, _) = single_call(&m, CudaVarlen::Flash, 2).unwrap();
+                // `repeat_kv`: K/V expanded to the query heads in prepare (efficient / cuDNN), gradients
+                // summed back onto the KV heads in the backward.
+                let mut k = SingleCallKernel::new(Box::new(EmulatedVarlenKernel), call, String::new(), &x, repeat_kv).unwrap();
+                assert_eq!(k.kp.size()[1], if repeat_kv { 4 } else { 2 });
+                use super::super::Kernel;
+                let f = k.forward(&x).unwrap();
+                let (ro, rl) = crate::attn::sliced::sliced_forward(&x.q, &x.k, &x.v, &m, x.scale).unwrap();
+                assert!((k.standard_out(&f).unwrap() - &ro).abs().max().double_value(&[]) < 1e-9, "{name} out");
+                let g = k.backward(&x, &f).unwrap();
+                let (dq, dk, dv) = k.standard_grads(g).unwrap();
+                let (rq, rk, rv) = crate::attn::sliced::sliced_backward(&x.q, &x.k, &x.v, &ro, &rl, &x.dout, &m, x.scale).unwrap();
+                for (a, b) in [(dq, rq), (dk, rk), (dv, rv)] {
+                    // The emulated kernel keeps the LSE in f32, like the real kernels: f32-level agreement.
+                    let e = (&a - &b).abs().max().double_value(&[]);
+                    assert!(e < 1e-5, "{name} grads differ by {e}");
+                }
             }
         }
+    }
+
+    /// Item 6 of issue 26: a timed call builds nothing from host slices and repeats nothing — every
+    /// call gets the very tensors prepare built (offsets, indices, packed and repeated K/V), seen here
+    /// through a recording kernel that keeps the storage pointers it was handed.
+    #[test]
+    fn timed_calls_reuse_what_prepare_built() {
+        use crate::case::{Case, DType, DeviceKind, HeadLayout};
+        use crate::flops::Pass;
+        use std::cell::RefCell;
+        use std::rc::Rc;
+        type Seen = Rc<RefCell<Vec<[usize; 4]>>>;
+        struct Recording(Seen);
+        impl VarlenKernel for Recording {
+            fn forward(&self, call: &DeviceCall, q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<(Tensor, Tensor, Vec<Tensor>), KernelError> {
+                self.0.borrow_mut().push([call.cu_q.data_ptr() as usize, call.q_idx.data_ptr() as usize, k.data_ptr() as usize, k.size()[1] as usize]);
+                EmulatedVarlenKernel.forward(call, q, k, v, scale)
+            }
+            fn backward(
+                &self,
+                call: &DeviceCall,
+                q: &Tensor,
+                k: &Tensor,
+                v: &Tensor,
+                out: &Tensor,
+                lse: &Tensor,
+                dout: &Tensor,
+                state: &[Tensor],
+                scale: f64,
+            ) -> Result<(Tensor, Tensor, Tensor), KernelError> {
+                self.0.borrow_mut().push([call.cu_q.data_ptr() as usize, call.q_idx.data_ptr() as usize, k.data_ptr() as usize, k.size()[1] as usize]);
+                EmulatedVarlenKernel.backward(call, q, k, v, out, lse, dout, state, scale)
+            }
+        }
+        let m = zoo("causal_document", 40, &[("doc_lens", "20,1,19")]);
+        let case = Case::kernel(
+            "efficient-varlen",
+            "causal_document",
+            crate::mask::Params::new(),
+            40,
+            HeadLayout { q: 4, kv: 2 },
+            8,
+            DType::Fp64,
+            Pass::Fwdbwd,
+            DeviceKind::Cpu,
+        );
+        let x = super::super::Inputs::new(&case, crate::mask::HeadMasks::shared(m.clone()), 3, false).unwrap();
+        let (call, _) = single_call(&m, CudaVarlen::Efficient, 1).unwrap();
+        let seen: Seen = Rc::default();
+        let mut k = SingleCallKernel::new(Box::new(Recording(seen.clone())), call, String::new(), &x, true).unwrap();
+        let prepared = [k.call.cu_q.data_ptr() as usize, k.call.q_idx.data_ptr() as usize, k.kp.data_ptr() as usize, 4];
+        use super::super::Kernel;
+        for _ in 0..3 {
+            let f = k.forward(&x).unwrap();
+            let _ = k.backward(&x, &f).unwrap();
+        }
+        assert_eq!(seen.borrow().len(), 6);
+        assert!(seen.borrow().iter().all(|s| *s == prepared), "a call got tensors other than prepare's: {:?} vs {prepared:?}", seen.borrow());
+    }
+
+    #[test]
+    fn cudnn_varlen_takes_only_square_causal_slices() {
+        use crate::mask::{Slice, SliceKind};
+        // Bottom-right causal over 4 queries × 8 keys: cuDNN would align it top-left (MHA.cpp
+        // `set_causal_mask`), so it must be refused, not timed wrong; flash and efficient (custom mask
+        // type 2, bottom-right) take it.
+        let rect = Mask::rect(4, 8, vec![Slice::new(0..4, 0..8, SliceKind::Causal)]).unwrap();
+        let why = single_call(&rect, CudaVarlen::Cudnn, 1).expect_err("cuDNN refuses rectangular causal");
+        assert!(why.contains("top-left"), "{why}");
+        assert!(single_call(&rect, CudaVarlen::Flash, 1).is_ok());
+        assert!(single_call(&rect, CudaVarlen::Efficient, 1).is_ok());
+        // Square causal documents and rectangular full slices are the same in both alignments.
+        assert!(single_call(&zoo("causal_document", 40, &[("doc_lens", "20,1,19")]), CudaVarlen::Cudnn, 1).is_ok());
+        let full = Mask::rect(4, 8, vec![Slice::new(0..4, 0..8, SliceKind::Full)]).unwrap();
+        assert!(single_call(&full, CudaVarlen::Cudnn, 1).is_ok());
     }
 }

@@ -195,6 +195,9 @@ pub struct MeasureArgs {
     /// Seed of the inputs (same seed ⇒ same Q, K, V).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Allow TF32 for fp32 work on CUDA (cuBLAS and cuDNN); off by default. Recorded in each row.
+    #[arg(long)]
+    pub tf32: bool,
 }
 
 impl MeasureArgs {
@@ -217,6 +220,7 @@ impl MeasureArgs {
             s.seed = seed;
         }
         s.check = s.check && !self.no_check;
+        s.tf32 = s.tf32 || self.tf32;
         Ok(s)
     }
 }

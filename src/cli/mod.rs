@@ -19,6 +19,16 @@ pub mod table;
 /// rank to. Shared by the MPI-launched subcommands (`comm`, `cp`). NCCL failing to start: the rank
 /// says why and the job exits 1; a build without the `nccl` feature: rank 0 says so, exit 2.
 #[cfg(feature = "mpi")]
+/// Exit code when the NCCL world cannot be created: NCCL or the CUDA driver not loadable, or no GPU
+/// visible, is the machine's setup (bad input, 2, with the one line `init` gave); a failure of NCCL
+/// itself once loaded is a run failure (1).
+pub fn nccl_init_exit_code(e: &crate::cp::comm::CommError) -> u8 {
+    match e {
+        crate::cp::comm::CommError::Unavailable(..) => 2,
+        _ => 1,
+    }
+}
+
 pub fn with_nccl(
     mpi: &crate::cp::comm::mpi::MpiComm,
     f: impl FnOnce(&dyn crate::cp::comm::Comm, tch::Device) -> anyhow::Result<std::process::ExitCode>,
@@ -34,7 +44,7 @@ pub fn with_nccl(
             }
             Err(e) => {
                 eprintln!("error: rank {}: {e}", mpi.rank());
-                Ok(ExitCode::from(1))
+                Ok(ExitCode::from(nccl_init_exit_code(&e)))
             }
         }
     }
@@ -45,5 +55,16 @@ pub fn with_nccl(
             eprintln!("error: --comm nccl: this attnbench was built without the `nccl` feature (cargo build --features nccl)");
         }
         Ok(ExitCode::from(2))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::cp::comm::CommError;
+
+    #[test]
+    fn nccl_that_cannot_load_is_bad_input() {
+        assert_eq!(super::nccl_init_exit_code(&CommError::Unavailable("nccl", "NCCL not found (libnccl.so.2)".into())), 2);
+        assert_eq!(super::nccl_init_exit_code(&CommError::failed("ncclCommInitRank", "unhandled system error")), 1);
     }
 }

@@ -13,9 +13,14 @@
 //! 4. Memory: the peak of one untimed pass on every rank (allocator statistics; max over ranks). Not
 //!    for the local communicator, whose ranks share one process and its allocator counters.
 //! 5. Timing through the one measurement path (`measure::run_repeats`) with the rank-aware clock:
-//!    barrier → start → pass → device sync → stop, a repeat's time being the slowest rank's. Bytes sent
-//!    per rank are counted by the communicator (max over ranks); the single-device time of the same
-//!    problem is measured on rank 0 (same path, no ranks) for the scaling efficiency.
+//!    (L2 flush on CUDA in `l2flush` mode) → barrier → start → pass → device sync → stop, a repeat's
+//!    time being the slowest rank's. This is a host clock, unlike kernel rows' CUDA events: a CP pass
+//!    is many kernels and transfers on several devices, and only the host sees all of them end; CP
+//!    times therefore also hold launch and synchronisation latency (tens of µs), which every CP row's
+//!    note and `timing_mode` (`rank-max-cuda-sync-instant-l2flush`) say. Bytes sent per rank are
+//!    counted by the communicator (max over ranks); the single-device time of the same problem is
+//!    measured on rank 0 with the same warm-up and the same clock, no ranks, for the scaling
+//!    efficiency.
 
 use std::ops::Range;
 
@@ -28,7 +33,7 @@ use crate::cp::setup::CpSetup;
 use crate::cp::shard::{imbalance, Shard};
 use crate::cp::CpError;
 use crate::flops::{pass_flops, Pass};
-use crate::measure::clock::timeline_for;
+use crate::measure::clock::{l2_flush_buffer, timeline_for};
 use crate::measure::memory::peak_above_baseline;
 use crate::measure::{run_repeats, run_repeats_powered, HostClock, MeasureError, MeasureSettings, Timeline};
 use crate::results::{Row, Status};
@@ -256,6 +261,9 @@ fn run_after_setup(comm: &dyn Comm, spec: &CpSpec, s: &CpSetup, run_id: &str, de
     let eng = &s.engine;
 
     let mut row = Row::for_case(run_id, case, device_name);
+    // TF32 set explicitly (sys::precision) on every rank, recorded on CUDA where it applies.
+    let tf32 = crate::sys::precision::apply_tf32(settings.tf32).map_err(|e| CpError::from(crate::attn::KernelError::from(e)))?;
+    row.tf32 = (case.device == DeviceKind::Cuda).then_some(tf32.any());
     row.mask_area = s.mask.area() as f64;
     row.density = s.mask.density();
     row.flops = pass_flops(s.mask.area() as u128 * case.heads.q as u128, case.head_dim, case.batch, case.pass);
@@ -327,7 +335,9 @@ fn run_after_setup(comm: &dyn Comm, spec: &CpSpec, s: &CpSetup, run_id: &str, de
     };
 
     let ranks = CommRanks(comm);
-    let mut clock = HostClock::ranked(timeline, &ranks);
+    // The CP clock (see the module doc, step 5): host time of a device-synchronised pass, slowest rank,
+    // with the kernel rows' L2 flush before each repeat on CUDA in `l2flush` mode.
+    let mut clock = HostClock::ranked(timeline, &ranks).with_l2_flush(l2_flush_buffer(dev, settings.timing_mode)?);
     let (mut calls, mut bytes) = (0usize, 0u64);
     let mut timed_pass = || -> Result<(), CpError> {
         calls += 1;
@@ -360,8 +370,11 @@ fn run_after_setup(comm: &dyn Comm, spec: &CpSpec, s: &CpSetup, run_id: &str, de
     let mut single_ms = None;
     if rank == 0 {
         let (ro, rl) = attn.forward(&q, &k, &v, &s.mask, scale)?;
-        let single = MeasureSettings { warmup: 0, repeats: settings.repeats.clamp(1, 3), target_spread: None, ..settings.clone() };
-        let t = run_repeats(&mut HostClock::new(timeline), &single, &mut || -> Result<(), CpError> {
+        // Same warm-up and the same clock as the CP pass (host time, device synchronised, L2 flushed),
+        // so the scaling efficiency compares like with like.
+        let single = MeasureSettings { repeats: settings.repeats.clamp(1, 3), target_spread: None, ..settings.clone() };
+        let mut single_clock = HostClock::new(timeline).with_l2_flush(l2_flush_buffer(dev, settings.timing_mode)?);
+        let t = run_repeats(&mut single_clock, &single, &mut || -> Result<(), CpError> {
             match case.pass {
                 Pass::Fwd => {
                     let _ = attn.forward(&q, &k, &v, &s.mask, scale)?;
@@ -391,6 +404,7 @@ fn run_after_setup(comm: &dyn Comm, spec: &CpSpec, s: &CpSetup, run_id: &str, de
     row.bytes_sent = Some(max_bytes);
     row.bandwidth_gbps = Some(max_bytes as f64 / (med * 1e-3) / 1e9);
     row.scaling_eff = single_ms.map(|s1| s1 / (world as f64 * med));
+    row.note.push_str(CP_CLOCK_NOTE);
     row.max_abs_err = err;
     if !bytes_match {
         row.note.push_str("; bytes sent differ from the schedule");
@@ -399,7 +413,10 @@ fn run_after_setup(comm: &dyn Comm, spec: &CpSpec, s: &CpSetup, run_id: &str, de
     Ok(Some(row))
 }
 
-/// CUDA device of this rank: LOCAL_RANK, OMPI_COMM_WORLD_LOCAL_RANK or SLURM_LOCALID (default 0).
+/// What every CP row says about its clock (its `timing_mode` names it; this says how it differs from
+/// kernel rows).
+pub const CP_CLOCK_NOTE: &str = "; clock: host time of a device-synchronised pass after a barrier, slowest rank (kernel rows: CUDA events, so CP ms also hold launch and sync latency); scaling_eff against a single-device time on the same clock, same warm-up";
+
 /// The CUDA device of this rank: local rank modulo the visible devices — the same rule the NCCL
 /// communicator uses, so tensors and NCCL buffers live on one device even with more ranks than GPUs.
 pub fn local_device_index() -> usize {
@@ -596,6 +613,36 @@ mod tests {
                 assert_eq!(chunk, ["sync", "now", "sync", "now"], "rank {rank}, repeat {i}: {log:?}");
             }
         }
+    }
+
+    /// The single-device baseline of the scaling efficiency gets the CP pass's warm-up (it had none)
+    /// and the same clock: on rank 0 the timeline sees the CP pass's W warm-up drains and R timed
+    /// repeats, then the baseline's W warm-up drains and its repeats — each repeat `sync, now, sync,
+    /// now`. Every CP row's note says how its clock differs from kernel rows'.
+    #[test]
+    fn single_device_baseline_is_warmed_up_and_timed_like_the_cp_pass() {
+        use crate::measure::clock::testing::ScriptedTimeline;
+        use std::sync::Arc;
+        let tl = Arc::new(ScriptedTimeline::with_durations(&[1.0]));
+        let mut sp = spec("ring-p2p", "causal", &[], 32, Pass::Fwd);
+        sp.settings.check = false;
+        sp.settings.warmup = 2;
+        sp.settings.repeats = 3;
+        sp.case.world_size = 2;
+        let out = LocalWorld::run(2, {
+            let tl = tl.clone();
+            move |c| {
+                let row = run_case_on(c, &sp, "t", "cpu", tl.as_ref()).map_err(|e| format!("{e:?}")).unwrap();
+                (row, tl.log())
+            }
+        });
+        let timed: Vec<&str> = ["sync", "sync"].into_iter().chain((0..3).flat_map(|_| ["sync", "now", "sync", "now"])).collect();
+        assert_eq!(out[1].1, timed, "rank 1: the CP pass only");
+        let both: Vec<&str> = timed.iter().chain(timed.iter()).copied().collect();
+        assert_eq!(out[0].1, both, "rank 0: the CP pass, then the baseline with the same warm-up");
+        let row = out[0].0.as_ref().unwrap();
+        assert!(row.scaling_eff.is_some());
+        assert!(row.note.contains("clock: host time") && row.note.contains("kernel rows: CUDA events"), "{}", row.note);
     }
 
     /// Kernel rows and CP rows summarise identical repeat times identically (one statistics routine,

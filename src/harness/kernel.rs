@@ -11,7 +11,7 @@ use crate::case::{Case, DeviceKind};
 use crate::flops::{pass_flops, Pass};
 use crate::harness::gate::gate;
 use crate::mask::{build_pattern, MaskError};
-use crate::measure::memory::peak_above_baseline;
+use crate::measure::memory::{measure_prepare, peak_above_baseline};
 use crate::measure::{run_repeats_powered, CpuTimeline, CudaEventClock, HostClock, MeasureSettings, Timeline};
 use crate::results::{Row, Status};
 use crate::sys::cuda_available;
@@ -60,6 +60,14 @@ pub(crate) fn execute_timed(backend: &dyn Backend, case: &Case, settings: &Measu
         row.fail(Status::Unsupported, why);
         return Ok(row);
     }
+    // TF32 set explicitly for every case (sys::precision), recorded on CUDA where it applies.
+    match crate::sys::precision::apply_tf32(settings.tf32) {
+        Ok(t) => row.tf32 = (case.device == DeviceKind::Cuda).then_some(t.any()),
+        Err(e) => {
+            row.fail(Status::Error, format!("setting TF32: {e}"));
+            return Ok(row);
+        }
+    }
     let result = catch_unwind(AssertUnwindSafe(|| measure(backend, case, settings, masks, &mut row, timeline)));
     match result {
         Ok(Ok(())) => {}
@@ -97,7 +105,8 @@ fn measure(
     timeline: &dyn Timeline,
 ) -> Result<(), KernelError> {
     let x = Inputs::new(case, masks, settings.seed, backend.autograd() && case.pass.includes_backward())?;
-    let mut kernel = backend.prepare(case, &x)?;
+    // Memory rule (measure::memory): inputs excluded, what prepare keeps and the call allocates included.
+    let (mut kernel, prepared) = measure_prepare(case.device.tch(), || backend.prepare(case, &x))?;
     let mut note = kernel.note();
     if settings.check {
         let c = gate(kernel.as_mut(), &x, case.pass, case.dtype)?;
@@ -139,7 +148,7 @@ fn measure(
         _ => run_repeats_powered(&mut HostClock::new(timeline), settings, power, &mut call)?,
     };
     row.set_timing(&timing, case.dtype.name());
-    row.set_memory(peak, source);
+    row.set_memory(prepared.with_call(peak), source);
     row.note = note;
     row.set_power(&power);
     Ok(())

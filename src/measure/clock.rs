@@ -116,6 +116,8 @@ pub trait Ranks {
 pub struct HostClock<'a> {
     timeline: &'a dyn Timeline,
     ranks: Option<&'a dyn Ranks>,
+    /// Zeroed before each repeat (outside the timed region) when set: the L2 flush of `l2flush`.
+    flush: Option<Tensor>,
     started_ms: f64,
     pending: Vec<f64>,
 }
@@ -123,25 +125,45 @@ pub struct HostClock<'a> {
 impl<'a> HostClock<'a> {
     /// One process, one device.
     pub fn new(timeline: &'a dyn Timeline) -> Self {
-        HostClock { timeline, ranks: None, started_ms: 0.0, pending: Vec::new() }
+        HostClock { timeline, ranks: None, flush: None, started_ms: 0.0, pending: Vec::new() }
     }
 
     /// Every rank of a CP job, each on its own device: barrier → start → pass → device sync → stop;
     /// a repeat's time is the slowest rank's.
     pub fn ranked(timeline: &'a dyn Timeline, ranks: &'a dyn Ranks) -> Self {
-        HostClock { timeline, ranks: Some(ranks), started_ms: 0.0, pending: Vec::new() }
+        HostClock { timeline, ranks: Some(ranks), flush: None, started_ms: 0.0, pending: Vec::new() }
+    }
+
+    /// Zeroes `buf` before each repeat, before the device is drained (so outside the timed region):
+    /// the same cold-L2 condition as [`CudaEventClock`] in `l2flush` mode. The mode gets `-l2flush`.
+    pub fn with_l2_flush(mut self, buf: Option<Tensor>) -> Self {
+        self.flush = buf;
+        self
+    }
+}
+
+/// The L2 flush buffer a CUDA case's clock zeroes before each repeat in `l2flush` mode (`None` on the
+/// CPU or in `back2back` mode).
+pub fn l2_flush_buffer(device: Device, mode: TimingMode) -> Result<Option<Tensor>, MeasureError> {
+    match (device, mode) {
+        (Device::Cuda(i), TimingMode::L2flush) => Ok(Some(Tensor::f_empty([L2_FLUSH_BYTES], (Kind::Uint8, Device::Cuda(i)))?)),
+        _ => Ok(None),
     }
 }
 
 impl Clock for HostClock<'_> {
     fn mode(&self) -> String {
+        let flush = if self.flush.is_some() { "-l2flush" } else { "" };
         match self.ranks {
-            Some(_) => format!("rank-max-{}", self.timeline.name()),
-            None => self.timeline.name().to_string(),
+            Some(_) => format!("rank-max-{}{flush}", self.timeline.name()),
+            None => format!("{}{flush}", self.timeline.name()),
         }
     }
     fn prepare(&mut self) -> Result<(), MeasureError> {
-        // Work still queued from an earlier call must not run inside this repeat.
+        if let Some(b) = &mut self.flush {
+            let _ = b.f_zero_()?;
+        }
+        // Work still queued from an earlier call (and the flush) must not run inside this repeat.
         self.timeline.sync()?;
         if let Some(r) = self.ranks {
             r.barrier()?;
@@ -317,6 +339,22 @@ mod tests {
         assert_eq!(c.take_times().unwrap(), vec![1.0, 2.0]);
         assert_eq!(tl.log(), ["sync", "now", "sync", "now", "sync", "now", "sync", "now"]);
         assert_eq!(c.mode(), "scripted");
+    }
+
+    #[test]
+    fn host_clock_flushes_before_draining_and_says_so() {
+        // CP rows on CUDA in `l2flush` mode flush L2 like kernel rows: the buffer is zeroed before the
+        // device is drained, so the flush never runs inside the timed region. A CPU tensor stands in
+        // for the 256 MiB CUDA buffer.
+        let tl = testing::ScriptedTimeline::with_durations(&[1.0]);
+        let buf = Tensor::ones([64], (Kind::Uint8, Device::Cpu));
+        let mut c = HostClock::new(&tl).with_l2_flush(Some(buf.shallow_clone()));
+        assert_eq!(c.mode(), "scripted-l2flush");
+        c.prepare().unwrap();
+        assert_eq!(buf.sum(Kind::Int64).int64_value(&[]), 0, "flushed in prepare");
+        assert_eq!(tl.log(), ["sync"]);
+        assert_eq!(HostClock::new(&tl).mode(), "scripted");
+        assert!(l2_flush_buffer(Device::Cpu, TimingMode::L2flush).unwrap().is_none());
     }
 
     #[test]

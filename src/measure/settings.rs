@@ -60,6 +60,12 @@ pub struct MeasureSettings {
     pub timing_mode: TimingMode,
     /// Seed for inputs (same seed ⇒ same Q, K, V on the same device).
     pub seed: u64,
+    /// Allow TF32 for fp32 work on CUDA (cuBLAS matmuls and cuDNN; `sys::precision`). Off by default:
+    /// fp32 rows are IEEE fp32 and held against the fp32 peak; on, they are held against the TF32
+    /// tensor-core peak. Set explicitly for every case and recorded in each row (`tf32`). Left out of
+    /// the serialised settings while off, so `measure_id`s of runs made before this field stay valid.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tf32: bool,
 }
 
 impl Default for MeasureSettings {
@@ -74,6 +80,7 @@ impl Default for MeasureSettings {
             check: true,
             timing_mode: TimingMode::L2flush,
             seed: 42,
+            tf32: false,
         }
     }
 }

@@ -31,6 +31,10 @@ pub struct RunMeta {
     /// Host allocator settings in effect (see `measure::allocator`).
     #[serde(default)]
     pub host_allocator: String,
+    /// TF32 for fp32 work on CUDA as attnbench set it for every case (`sys::precision`): `off` or `on`,
+    /// with what that covers. Each row's `tf32` column has what was read back.
+    #[serde(default)]
+    pub tf32: String,
     pub suite_file: String,
     /// SHA-256 of the suite file's bytes.
     pub suite_sha256: String,

@@ -98,14 +98,16 @@ pub struct Row {
     /// Total FLOPs / max-rank time / world size (equals `tflops` for kernel cases).
     pub tflops_per_gpu: Option<f64>,
     pub mfu: Option<f64>,
-    /// Peak bytes of tensor storage one call of the pass allocates above the pre-call baseline (inputs
-    /// excluded), read from an allocator: see `mem_source`.
+    /// Peak bytes of tensor storage the backend allocates for one call of the pass: inputs excluded,
+    /// what its prepare keeps (packed copies, repeated K/V, masks) and the call's own peak included
+    /// (src/measure/memory.rs), read from an allocator: see `mem_source`.
     pub peak_mem_bytes: Option<u64>,
     /// Max |out − reference| (over outputs and, for bwd, gradients); empty when the check was off.
     pub max_abs_err: Option<f64>,
     /// How times were taken (the clock that ran, `measure::Clock::mode`): `cpu-instant`,
-    /// `cuda-event-l2flush`, `cuda-event-back2back`, `rank-max-cpu-instant` / `rank-max-cuda-sync-instant`
-    /// (CP: barrier, host clock, device synchronised, slowest rank), `model` (simulated rows).
+    /// `cuda-event-l2flush`, `cuda-event-back2back`, `rank-max-cpu-instant` /
+    /// `rank-max-cuda-sync-instant[-l2flush]` (CP: barrier, host clock, device synchronised, slowest
+    /// rank — includes launch and sync latency that CUDA events exclude), `model` (simulated rows).
     pub timing_mode: String,
     /// Timed repeats that ran (after warmup).
     pub repeats: Option<usize>,
@@ -155,6 +157,12 @@ pub struct Row {
     /// simulated rows, external workers).
     #[serde(default)]
     pub power_source: String,
+    // ---- issue 26 ----
+    /// Whether TF32 was allowed for fp32 work (cuBLAS matmuls, cuDNN) while the case ran, read back
+    /// from libtorch after attnbench set it (`sys::precision`); empty on the CPU, where it does not
+    /// apply. An fp32 row with `true` has its MFU against the TF32 tensor-core peak.
+    #[serde(default)]
+    pub tf32: Option<bool>,
 }
 
 impl Row {
@@ -207,12 +215,14 @@ impl Row {
             sm_clock_mhz: None,
             throttle: String::new(),
             power_source: String::new(),
+            tf32: None,
         }
     }
 
     /// Fills the timing columns of an `ok` row from a measurement: the statistics are the one
     /// [`crate::measure::Summary`] every row kind uses, TFLOPS = `flops` / median, per GPU divided by
-    /// the world size, MFU against the device's dense peak (`flops::mfu`).
+    /// the world size, MFU against the device's dense peak (`flops::mfu`; for fp32 with `tf32` set
+    /// before this call, the TF32 peak).
     pub fn set_timing(&mut self, t: &crate::measure::Timing, dtype: &str) {
         let s = t.summary;
         self.status = Status::Ok;
@@ -224,7 +234,7 @@ impl Row {
         let per_gpu = tf / self.world_size.max(1) as f64;
         self.tflops = Some(tf);
         self.tflops_per_gpu = Some(per_gpu);
-        self.mfu = crate::flops::mfu(per_gpu, &self.device, dtype);
+        self.mfu = crate::flops::mfu(per_gpu, &self.device, crate::flops::peak_dtype(dtype, self.tf32 == Some(true)));
         self.repeats = Some(t.times_ms.len());
         self.timing_mode = t.mode.clone();
     }

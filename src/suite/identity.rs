@@ -130,6 +130,7 @@ pub(crate) fn build_meta(plan: &Plan, command_line: &str, run_id: &str) -> RunMe
         ..Default::default()
     };
     crate::envinfo::fill_meta(&mut meta);
+    meta.tf32 = crate::sys::precision::describe(plan.settings.tf32);
     meta.suite_name = plan.name.clone();
     meta.suite_toml = plan.text.clone();
     meta.measure_setup = measure_setup(&plan.settings, &meta, tch::get_num_threads());
@@ -152,6 +153,9 @@ pub fn command_meta(command: &str, measure: Option<&MeasureSettings>, model: Opt
         ..Default::default()
     };
     crate::envinfo::fill_meta(&mut meta);
+    if let Some(m) = measure {
+        meta.tf32 = crate::sys::precision::describe(m.tf32);
+    }
     meta.settings = match (measure, &model) {
         (Some(m), _) => serde_json::to_value(m).unwrap_or_default(),
         (None, Some(v)) => v.clone(),

@@ -8,6 +8,7 @@
 
 pub mod cpu_alloc;
 pub mod cuda;
+pub mod precision;
 pub mod rng;
 pub mod sdp;
 pub mod varlen;

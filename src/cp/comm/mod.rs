@@ -22,6 +22,7 @@ pub mod local;
 pub mod mpi;
 #[cfg(feature = "nccl")]
 pub mod nccl;
+pub mod streams;
 
 /// A communication failure. One line; names the operation and the peer where there is one.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
