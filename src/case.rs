@@ -220,7 +220,8 @@ pub struct CpOptions {
     /// Ulysses (head-parallel) degree of `usp`; must divide the world size and the query heads.
     #[serde(default)]
     pub ulysses_degree: Option<usize>,
-    /// Inner ring size of `double-ring`; must divide the world size.
+    /// Inner ring size of `double-ring` (must divide the world size) and of `usp`'s double ring
+    /// (LoongTrain: must divide the ring degree W/U).
     #[serde(default)]
     pub inner_ring: Option<usize>,
     /// Overrides the strategy's sharding.
@@ -245,6 +246,12 @@ impl CpOptions {
             }
         }
         Ok(o)
+    }
+
+    /// The names of the options that are set, in [`CpOptions::KEYS`] order.
+    pub fn keys_set(&self) -> Vec<&'static str> {
+        let set = [self.ulysses_degree.is_some(), self.inner_ring.is_some(), self.sharding.is_some()];
+        Self::KEYS.iter().zip(set).filter(|(_, s)| *s).map(|(k, _)| *k).collect()
     }
 
     /// The options that are set, as `key = value` pairs (the case's canonical text and labels).

@@ -106,6 +106,14 @@ fn note_degrees(note: &str) -> Option<(usize, usize, usize)> {
 /// The degrees a row ran, as strategy options; `None` when the row does not say (ambiguous).
 pub fn row_options(row: &Row) -> Option<CpOptions> {
     let none = CpOptions::default();
+    if !row.strategy_params.is_empty() {
+        // The row's own column (issue 29); an inner ring of 1 or of the whole ring is a plain ring.
+        let items: Vec<&str> = row.strategy_params.split(';').collect();
+        let o = CpOptions::from_params(&crate::mask::Params::parse_kv(&items).ok()?).ok()?;
+        let ring = row.world_size / o.ulysses_degree.unwrap_or(1).max(1);
+        let inner = o.inner_ring.filter(|&i| row.strategy != "usp" || (i > 1 && i < ring));
+        return Some(CpOptions { inner_ring: inner, sharding: None, ..o });
+    }
     match row.strategy.as_str() {
         "usp" => {
             let (u, ring, inner) = note_degrees(&row.note)?;

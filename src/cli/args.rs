@@ -119,10 +119,12 @@ pub struct CpArgs {
     #[arg(long)]
     pub seqlen_per_rank: Option<usize>,
     /// Ulysses (head-parallel) degree of usp (must divide the world size and Hq) [default: the
-    /// strategy's].
+    /// strategy's]. Given to the listed strategies that take it; bad input if none does.
     #[arg(long)]
     pub ulysses_degree: Option<usize>,
-    /// Inner ring size of double-ring (must divide the world size) [default: the strategy's].
+    /// Inner ring size of double-ring (must divide the world size), or of usp's double ring
+    /// (LoongTrain: must divide W/U) [default: double-ring's; usp: a plain ring]. Given to the listed
+    /// strategies that take it; bad input if none does.
     #[arg(long)]
     pub inner_ring: Option<usize>,
     /// contiguous or zigzag [default: the strategy's].
@@ -157,11 +159,21 @@ impl CpArgs {
         } else {
             self.strategy.clone()
         };
+        let mut defs = Vec::new();
         for s in &strategies {
-            crate::cp::registry::find_strategy(s).map_err(|e| BadInput::new(e.to_string()))?;
+            defs.push(crate::cp::registry::find_strategy(s).map_err(|e| BadInput::new(e.to_string()))?);
+        }
+        // Each option goes to the strategies that take it; one that none of them takes is bad input.
+        for key in options.keys_set() {
+            if !defs.iter().any(|d| d.takes(key)) {
+                let d = defs[0];
+                let msg = crate::cp::setup::not_taken_message(d, &[key]);
+                return Err(BadInput::new(if defs.len() == 1 { msg } else { format!("{msg}; none of the strategies given takes it") }));
+            }
         }
         let mut out = Vec::new();
-        for st in &strategies {
+        for (st, def) in strategies.iter().zip(&defs) {
+            let options = def.keep_taken(&options);
             for &w in worlds {
                 if w == 0 {
                     return Err(BadInput::new("--world-size must be at least 1"));

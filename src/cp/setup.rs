@@ -8,7 +8,7 @@ use super::registry::find_strategy;
 use super::schedule::{CpLayout, Schedule};
 use super::shard::Shard;
 use crate::attn::MaskedAttention;
-use crate::case::Case;
+use crate::case::{Case, CpOptions};
 use crate::mask::{build_pattern, Mask};
 
 pub struct CpSetup {
@@ -19,6 +19,9 @@ pub struct CpSetup {
     pub schedule: Schedule,
     /// The kernel every rank runs its pieces on (the case's `backend`).
     pub attention: &'static dyn MaskedAttention,
+    /// The strategy's options that run: the case's, with the strategy's defaults filled in (the
+    /// row's `strategy_params`).
+    pub options: CpOptions,
 }
 
 /// The shape of a CP case as schedules see it.
@@ -45,12 +48,33 @@ impl CpSetup {
             return Err(format!("--mask {}: per-head masks are not supported by CP strategies yet", case.pattern));
         }
         let mask = hm.groups.into_iter().next().expect("one group");
+        let unused = def.not_taken(&case.cp);
+        if !unused.is_empty() {
+            return Err(not_taken_message(def, &unused));
+        }
         let layout = layout(case);
-        let engine = (def.engine)(world, &layout, &case.cp).map_err(|e| e.to_string())?;
+        let options = (def.resolve)(world, &layout, &case.cp);
+        let engine = (def.engine)(world, &layout, &options).map_err(|e| e.to_string())?;
         let shard = Shard::new(case.cp.sharding.unwrap_or(def.default_sharding), case.seqlen, world).map_err(|e| e.to_string())?;
         let schedule = engine.schedule(def.name, &shard, &mask, &layout);
-        Ok(CpSetup { mask, shard, layout, engine, schedule, attention })
+        Ok(CpSetup { mask, shard, layout, engine, schedule, attention, options })
     }
+}
+
+/// The options `case` runs with: its own with its strategy's defaults filled in (as given when the
+/// strategy is unknown).
+pub fn resolved_options(case: &Case) -> CpOptions {
+    match find_strategy(&case.strategy) {
+        Ok(def) if case.world_size > 0 => (def.resolve)(case.world_size, &layout(case), &case.cp),
+        _ => case.cp,
+    }
+}
+
+/// One line for options a strategy does not take, naming the flags: `--strategy ring-p2p takes no
+/// --ulysses-degree (it takes: sharding)`.
+pub fn not_taken_message(def: &crate::cp::strategy::StrategyDef, unused: &[&str]) -> String {
+    let flags: Vec<String> = unused.iter().map(|k| format!("--{}", k.replace('_', "-"))).collect();
+    format!("--strategy {} takes no {} (it takes: {})", def.name, flags.join(", "), def.takes_list())
 }
 
 #[cfg(test)]

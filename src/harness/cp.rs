@@ -261,6 +261,7 @@ fn run_after_setup(comm: &dyn Comm, spec: &CpSpec, s: &CpSetup, run_id: &str, de
     let eng = &s.engine;
 
     let mut row = Row::for_case(run_id, case, device_name);
+    row.strategy_params = s.options.to_params().to_string();
     // TF32 set explicitly (sys::precision) on every rank, recorded on CUDA where it applies.
     let tf32 = crate::sys::precision::apply_tf32(settings.tf32).map_err(|e| CpError::from(crate::attn::KernelError::from(e)))?;
     row.tf32 = (case.device == DeviceKind::Cuda).then_some(tf32.any());

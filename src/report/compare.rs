@@ -143,6 +143,7 @@ fn identity(r: &Row, skip: Option<usize>) -> Vec<String> {
         r.pass.clone(),
         r.device.clone(),
         r.world_size.to_string(),
+        r.strategy_params.clone(),
     ]);
     k
 }

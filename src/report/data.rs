@@ -362,7 +362,7 @@ pub fn slug(s: &str) -> String {
 /// A short, stable, human name of a row's case, e.g. `sdpa-flash causal S=4K h64:8 d128 bf16 fwd`
 /// or `ring×8 (varlen-flash) causal S=64K …`; used as the benchmark name in exports.
 pub fn row_label(r: &Row) -> String {
-    let what = if r.strategy.is_empty() { r.backend.clone() } else { format!("{}×{} ({})", r.strategy, r.world_size, r.backend) };
+    let what = if r.strategy.is_empty() { r.backend.clone() } else { format!("{}×{} ({})", r.strategy_label(), r.world_size, r.backend) };
     let p = if r.mask_params.is_empty() { String::new() } else { format!("[{}]", r.mask_params) };
     let b = if r.batch == 1 { String::new() } else { format!(" b{}", r.batch) };
     let sim = if r.kind == CaseKind::Simulated { " (projected)" } else { "" };

@@ -163,6 +163,14 @@ pub struct Row {
     /// apply. An fp32 row with `true` has its MFU against the TF32 tensor-core peak.
     #[serde(default)]
     pub tf32: Option<bool>,
+    // ---- issue 29 ----
+    /// CP strategy options, `key=value` joined by `;` in key order (`inner_ring=2;ulysses_degree=4`):
+    /// the degrees the strategy ran with (its defaults filled in once the case was set up; the
+    /// options as given on a row that failed before) and `sharding` when it was overridden. Empty for
+    /// kernel cases and strategies without options. Labels, tables, plots and `compare` tell cases
+    /// apart by it.
+    #[serde(default)]
+    pub strategy_params: String,
 }
 
 impl Row {
@@ -216,6 +224,17 @@ impl Row {
             throttle: String::new(),
             power_source: String::new(),
             tf32: None,
+            strategy_params: case.cp.to_params().to_string(),
+        }
+    }
+
+    /// The strategy with its options, `usp[ulysses_degree=4]` (`ring-p2p` when it has none); empty
+    /// for kernel rows.
+    pub fn strategy_label(&self) -> String {
+        if self.strategy_params.is_empty() {
+            self.strategy.clone()
+        } else {
+            format!("{}[{}]", self.strategy, self.strategy_params)
         }
     }
 

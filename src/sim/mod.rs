@@ -18,8 +18,6 @@ use serde::Serialize;
 
 use crate::attn::KernelError;
 use crate::case::{Case, CaseKind, Sharding};
-use crate::cp::engine::ring::RingEngine;
-use crate::cp::engine::ring_walk::RingDegrees;
 use crate::cp::schedule::{CpLayout, Glue, GlueOp, Schedule};
 use crate::cp::setup::CpSetup;
 use crate::cp::shard::{block_mask, imbalance};
@@ -53,7 +51,6 @@ pub enum Implementation {
     /// - every **document** is zigzag-sharded over the ranks (`thd` layout: a rank holds chunks r and
     ///   2W−1−r of each document), see [`segments::Placement::PerDocument`];
     /// - the all-gather strategy makes one FA3 call per query half;
-    /// - `usp` honours the inner-ring option (USP × double ring = LoongTrain);
     /// - a backward pass is an autograd backward after a forward: the head-sharded q, K, V, out stay
     ///   saved, so its all-to-alls move only dout and the gradients, gradients travel in the input
     ///   dtype, and the ring's dK/dV travel with K/V (one buffer, overlapped with the step);
@@ -187,8 +184,8 @@ pub fn placement(p: &CpSetup, implementation: Implementation) -> (Placement, boo
 /// and token counts of the per-document layout (every rank holds the same number of tokens either
 /// way); the pieces' areas and FLOPs are then those of the real documents ([`segments::piece_calls`]),
 /// the glue is the baselines' ([`longca_glue`]) and backward messages follow the autograd backward
-/// ([`autograd_backward`]). `usp` with an inner-ring option becomes Ulysses × a double ring
-/// (LoongTrain). The returned set-up's `mask` is the real mask.
+/// ([`autograd_backward`]); `usp` with an inner ring is Ulysses × a double ring (LoongTrain) as
+/// on the real ranks. The returned set-up's `mask` is the real mask.
 pub fn setup_longca(spec: &SimSpec) -> Result<CpSetup, SimError> {
     let c = &spec.case;
     let hm = build_pattern(&c.pattern, c.seqlen, &c.params).map_err(|e| SimError::Bad(format!("--mask {}: {e}", c.pattern)))?;
@@ -203,13 +200,8 @@ pub fn setup_longca(spec: &SimSpec) -> Result<CpSetup, SimError> {
     let docs = docs.expect("checked above");
     let mut surrogate = Case { pattern: if causal { "causal" } else { "full" }.into(), params: Params::new(), ..c.clone() };
     surrogate.cp.sharding = Some(Sharding::Zigzag);
+    // `usp` with an inner ring is LoongTrain in the strategy itself (`cp::strategies::usp`).
     let mut p = CpSetup::new(&surrogate).map_err(SimError::Bad)?;
-    if let (true, Some(inner)) = (c.strategy == "usp", c.cp.inner_ring) {
-        let u = c.cp.ulysses_degree.unwrap_or_else(|| crate::cp::strategies::usp::default_ulysses(c.world_size, &p.layout));
-        let d = RingDegrees::new(c.world_size, u, inner, &p.layout).map_err(|e| SimError::Bad(e.to_string()))?;
-        p.engine = Box::new(RingEngine(d));
-        p.schedule = p.engine.schedule(&c.strategy, &p.shard, &p.mask, &p.layout);
-    }
     let (place, split) = placement(&p, Implementation::Longca);
     let per_area = 4.0 * c.head_dim as f64 * c.batch as f64;
     for step in &mut p.schedule.steps {
@@ -552,6 +544,7 @@ pub fn glue_share(compute: &[f64], glue: &[f64]) -> f64 {
 pub fn to_row(spec: &SimSpec, rep: &SimReport, run_id: &str, device_name: &str) -> Row {
     let case = Case { kind: CaseKind::Simulated, ..spec.case.clone() };
     let mut row = Row::for_case(run_id, &case, device_name);
+    row.strategy_params = crate::cp::setup::resolved_options(&case).to_params().to_string();
     row.status = Status::Ok;
     row.mask_area = rep.mask_area as f64;
     row.density = rep.density;

@@ -13,6 +13,7 @@ pub mod plan;
 pub mod runner;
 pub mod schema;
 pub mod signals;
+pub mod strategy_params;
 pub mod worker;
 
 pub use filter::Filter;

@@ -281,10 +281,15 @@ fn expand_grid(
     } else {
         (CaseKind::Kernel, vec![String::new()], vec![1])
     };
-    let sp = to_params(loc, &g.seqlens.span(), &k("strategy_params"), &g.strategy_params)?;
-    let cp_options = match CpOptions::from_params(&sp) {
-        Ok(o) => o,
-        Err(msg) => return loc.err(&g.seqlens.span(), &k("strategy_params"), msg),
+    let cp_options = if is_cp {
+        match super::strategy_params::expand(&g.strategy_params, &strategies) {
+            Ok(o) => o,
+            Err((key, msg)) => return loc.err(&g.seqlens.span(), &k(&format!("strategy_params.{key}")), msg),
+        }
+    } else if let Some(key) = g.strategy_params.keys().next() {
+        return loc.err(&g.seqlens.span(), &k(&format!("strategy_params.{key}")), "strategy options need a CP grid (strategies and world_sizes)");
+    } else {
+        BTreeMap::from([(String::new(), vec![CpOptions::default()])])
     };
 
     let mut out = Vec::new();
@@ -297,7 +302,7 @@ fn expand_grid(
                             for &pass in &passes {
                                 for backend in &backends {
                                     for strategy in &strategies {
-                                        for &ws in &world_sizes {
+                                        for (&cp, &ws) in cp_options[strategy].iter().flat_map(|o| world_sizes.iter().map(move |w| (o, w))) {
                                             let seqlen = if is_cp && g.seqlen_per_rank { s * ws } else { s };
                                             out.push(Case {
                                                 kind,
@@ -313,7 +318,7 @@ fn expand_grid(
                                                 pass,
                                                 device,
                                                 world_size: ws,
-                                                cp: if is_cp { cp_options } else { CpOptions::default() },
+                                                cp,
                                             });
                                         }
                                     }

@@ -89,7 +89,9 @@ pub struct Grid {
     /// total tokens when false.
     #[serde(default)]
     pub seqlen_per_rank: bool,
-    /// Strategy options applied to every strategy of this grid, e.g. `{ ulysses_degree = 2 }`.
+    /// Strategy options: shared keys go to the grid's strategies that take them
+    /// (`{ ulysses_degree = 2 }`), a table per strategy gives its own, arrays sweep
+    /// (`{ usp = { ulysses_degree = [2, 4] } }`); see `suite::strategy_params`.
     #[serde(default)]
     pub strategy_params: BTreeMap<String, toml::Value>,
     #[serde(default = "default_device")]

@@ -16,13 +16,20 @@ use crate::cp::CpError;
 pub const STRATEGY: StrategyDef = StrategyDef {
     name: "double-ring",
     summary: "inner ring (intra-node) × outer ring with prefetch (LoongTrain); --inner-ring I",
+    options: &["inner_ring"],
     default_sharding: Sharding::Zigzag,
+    resolve,
     engine,
 };
 
 /// Default inner ring size: the largest divisor of `world` not above √world.
 pub fn default_inner(world: usize) -> usize {
     (1..=world).filter(|d| world.is_multiple_of(*d) && d * d <= world).max().unwrap_or(1)
+}
+
+/// The inner ring filled in.
+fn resolve(world: usize, _layout: &CpLayout, o: &CpOptions) -> CpOptions {
+    CpOptions { inner_ring: Some(o.inner_ring.unwrap_or_else(|| default_inner(world))), ..*o }
 }
 
 fn engine(world: usize, layout: &CpLayout, o: &CpOptions) -> Result<Box<dyn Engine>, CpError> {

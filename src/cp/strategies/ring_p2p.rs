@@ -8,16 +8,24 @@ use crate::cp::engine::ring::RingEngine;
 use crate::cp::engine::ring_walk::RingDegrees;
 use crate::cp::engine::Engine;
 use crate::cp::schedule::CpLayout;
-use crate::cp::strategy::StrategyDef;
+use crate::cp::strategy::{as_given, StrategyDef};
 use crate::cp::CpError;
 
-pub const STRATEGY: StrategyDef =
-    StrategyDef { name: "ring-p2p", summary: "KV ring over all ranks, next block in flight during compute", default_sharding: Sharding::Contiguous, engine };
+pub const STRATEGY: StrategyDef = StrategyDef {
+    name: "ring-p2p",
+    summary: "KV ring over all ranks, next block in flight during compute",
+    options: &[],
+    default_sharding: Sharding::Contiguous,
+    resolve: as_given,
+    engine,
+};
 
 pub const STRATEGY_ZIGZAG: StrategyDef = StrategyDef {
     name: "ring-p2p-zigzag",
     summary: "ring-p2p on zigzag sharding (chunks r and 2W−1−r): balanced causal work",
+    options: &[],
     default_sharding: Sharding::Zigzag,
+    resolve: as_given,
     engine,
 };
 

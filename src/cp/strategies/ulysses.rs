@@ -9,13 +9,15 @@ use crate::cp::engine::ring::RingEngine;
 use crate::cp::engine::ring_walk::RingDegrees;
 use crate::cp::engine::Engine;
 use crate::cp::schedule::CpLayout;
-use crate::cp::strategy::StrategyDef;
+use crate::cp::strategy::{as_given, StrategyDef};
 use crate::cp::CpError;
 
 pub const STRATEGY: StrategyDef = StrategyDef {
     name: "ulysses",
     summary: "all-to-all sequence↔heads, whole sequence per head group (W | Hq)",
+    options: &[],
     default_sharding: Sharding::Contiguous,
+    resolve: as_given,
     engine,
 };
 

@@ -42,7 +42,7 @@ fn setup_line(k: &GroupKey, rows: &[Tagged]) -> String {
 /// Series name of a row: backend (kernel) or strategy (CP), with the run label when several runs
 /// are overlaid, "(projected)" for simulated rows.
 fn series_name(t: &Tagged, multi_run: bool, cp: bool) -> (String, String, bool) {
-    let base = if cp { t.row.strategy.clone() } else { t.row.backend.clone() };
+    let base = if cp { t.row.strategy_label() } else { t.row.backend.clone() };
     let colour_key = if multi_run { format!("{} · {}", base, t.run) } else { base };
     let projected = t.row.kind == CaseKind::Simulated;
     let label = if projected { format!("{colour_key} (projected)") } else { colour_key.clone() };

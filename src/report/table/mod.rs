@@ -98,7 +98,7 @@ pub fn pivot(rows: &[Row], metric: Metric) -> Vec<Table> {
     let mut groups = group_ordered(cp.iter().copied(), |r| (GroupKey::of(r), r.pass.clone(), len.key(r), r.backend.clone()));
     groups.sort_by_key(|((g, p, s, _), _)| (g.mask.clone(), pass_rank(p), *s));
     for ((g, pass, seqlen, backend), rs) in groups {
-        let label = |r: &Row| if r.kind == CaseKind::Simulated { format!("{} (projected)", r.strategy) } else { r.strategy.clone() };
+        let label = |r: &Row| if r.kind == CaseKind::Simulated { format!("{} (projected)", r.strategy_label()) } else { r.strategy_label() };
         let series = distinct(rs.iter().map(|r| label(r)));
         let mut ws = distinct(rs.iter().map(|r| r.world_size));
         ws.sort_unstable();
