@@ -70,6 +70,15 @@ pub fn resolved_options(case: &Case) -> CpOptions {
     }
 }
 
+/// A row's `strategy_params` for `case`: the options it runs with, as `key=value;…`; empty for a
+/// kernel case.
+pub fn strategy_params(case: &Case) -> String {
+    if case.strategy.is_empty() {
+        return String::new();
+    }
+    resolved_options(case).to_params().to_string()
+}
+
 /// One line for options a strategy does not take, naming the flags: `--strategy ring-p2p takes no
 /// --ulysses-degree (it takes: sharding)`.
 pub fn not_taken_message(def: &crate::cp::strategy::StrategyDef, unused: &[&str]) -> String {

@@ -544,7 +544,7 @@ pub fn glue_share(compute: &[f64], glue: &[f64]) -> f64 {
 pub fn to_row(spec: &SimSpec, rep: &SimReport, run_id: &str, device_name: &str) -> Row {
     let case = Case { kind: CaseKind::Simulated, ..spec.case.clone() };
     let mut row = Row::for_case(run_id, &case, device_name);
-    row.strategy_params = crate::cp::setup::resolved_options(&case).to_params().to_string();
+    row.strategy_params = crate::cp::setup::strategy_params(&case);
     row.status = Status::Ok;
     row.mask_area = rep.mask_area as f64;
     row.density = rep.density;

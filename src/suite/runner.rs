@@ -210,18 +210,22 @@ enum Outcome {
 /// this run produce the same key by construction.
 fn oom_group(r: &Row) -> String {
     format!(
-        "{}|{}|{}|{}|{}|{}|{}|{}:{}|{}|{}|{}",
-        r.kind, r.backend, r.strategy, r.mask, r.mask_params, r.pass, r.dtype, r.heads_q, r.heads_kv, r.head_dim, r.batch, r.world_size
+        "{}|{}|{}|{}|{}|{}|{}|{}:{}|{}|{}|{}|{}",
+        r.kind, r.backend, r.strategy, r.mask, r.mask_params, r.pass, r.dtype, r.heads_q, r.heads_kv, r.head_dim, r.batch, r.world_size, r.strategy_params
     )
 }
 
+/// The case's group as its row will have it: the strategy's degrees resolved (`strategy_params`).
 fn oom_group_of_case(c: &Case) -> String {
-    oom_group(&Row::for_case("", c, ""))
+    let mut r = Row::for_case("", c, "");
+    r.strategy_params = crate::cp::setup::strategy_params(c);
+    oom_group(&r)
 }
 
 /// A row the runner writes without running anything (unsupported, skipped, crashed, timed out).
 fn parent_row(run_id: &str, pc: &PlannedCase, status: Status, error: &str) -> Row {
     let mut row = Row::for_case(run_id, &pc.case, pc.case.device.name());
+    row.strategy_params = crate::cp::setup::strategy_params(&pc.case);
     row.mask_area = pc.area;
     row.density = pc.density;
     row.flops = pc.flops;
