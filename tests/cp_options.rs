@@ -91,6 +91,16 @@ fn usp_degrees_are_two_labels_in_a_table() {
     assert!(header.ends_with(",strategy_params"), "{header}");
     // The default degree at W = 4 with 8:2 heads is 2: the third row says so.
     assert_eq!(csv_text.lines().filter(|l| l.ends_with(",ulysses_degree=2")).count(), 2, "{csv_text}");
+
+    // `compare` never pairs U = 2 with U = 4 as one case whose id changed.
+    let (a, b) = (tmp.path().join("a.csv"), tmp.path().join("b.csv"));
+    let header = csv_text.lines().next().unwrap();
+    let lines: Vec<&str> = csv_text.lines().skip(1).collect();
+    std::fs::write(&a, format!("{header}\n{}\n", lines[0])).unwrap();
+    std::fs::write(&b, format!("{header}\n{}\n", lines[1])).unwrap();
+    let out = attnbench(&["compare", &a.display().to_string(), &b.display().to_string(), "--allow-empty"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("1 removed, 1 new") && !text.contains("case_id"), "{text}");
 }
 
 #[test]

@@ -87,6 +87,42 @@ pub fn not_taken_message(def: &crate::cp::strategy::StrategyDef, unused: &[&str]
 }
 
 #[cfg(test)]
+mod tests {
+    use super::fixtures::cp_case;
+    use super::*;
+    use crate::case::HeadLayout;
+    use crate::flops::Pass;
+
+    fn case(strategy: &str, world: usize, o: CpOptions) -> Case {
+        Case { cp: o, ..cp_case(strategy, "causal", &[], 64, world, HeadLayout { q: 8, kv: 2 }, Pass::Fwd) }
+    }
+
+    #[test]
+    fn options_a_strategy_does_not_take_are_refused() {
+        let e = CpSetup::new(&case("ring-p2p", 4, CpOptions { ulysses_degree: Some(2), ..Default::default() })).err().unwrap();
+        assert_eq!(e, "--strategy ring-p2p takes no --ulysses-degree (it takes: sharding)");
+        let e = CpSetup::new(&case("ulysses", 4, CpOptions { inner_ring: Some(2), ..Default::default() })).err().unwrap();
+        assert!(e.contains("takes no --inner-ring"), "{e}");
+        let zig = CpOptions { sharding: Some(crate::case::Sharding::Zigzag), ..Default::default() };
+        assert!(CpSetup::new(&case("ring-allgather", 4, zig)).is_ok(), "every strategy takes sharding");
+    }
+
+    /// `usp --inner-ring` is LoongTrain: the ring of W/U members split into inner rings; the options
+    /// that run have the defaults filled in.
+    #[test]
+    fn usp_with_an_inner_ring_is_a_double_ring_and_options_resolve() {
+        let s = CpSetup::new(&case("usp", 8, CpOptions { ulysses_degree: Some(2), inner_ring: Some(2), ..Default::default() })).unwrap();
+        assert!(s.engine.note(&s.layout).starts_with("ulysses=2 ring=4 inner=2 outer=2"), "{}", s.engine.note(&s.layout));
+        assert!(s.schedule.steps.iter().flat_map(|st| &st.messages).any(|m| m.what.contains("outer")), "an outer-ring prefetch");
+        let plain = CpSetup::new(&case("usp", 8, CpOptions { ulysses_degree: Some(2), ..Default::default() })).unwrap();
+        assert!(plain.engine.note(&plain.layout).starts_with("ulysses=2 ring=4 inner=4 outer=1"));
+        assert_eq!(strategy_params(&case("usp", 4, CpOptions::default())), "ulysses_degree=2");
+        assert_eq!(strategy_params(&case("double-ring", 16, CpOptions::default())), "inner_ring=4");
+        assert_eq!(strategy_params(&case("ring-p2p", 4, CpOptions::default())), "");
+    }
+}
+
+#[cfg(test)]
 pub(crate) mod fixtures {
     use crate::case::{Case, DType, DeviceKind, HeadLayout};
     use crate::flops::Pass;

@@ -469,6 +469,30 @@ mod tests {
         assert!(failures.is_empty(), "{}", failures.join("\n"));
     }
 
+    /// LoongTrain (`usp` with an inner ring): U = 2 × a ring of 4 split into 2 inner rings of 2, and
+    /// U = 1 × 2 × 4, on the same four masks, forward+backward, against the single-device result.
+    #[test]
+    fn loongtrain_matches_single_device_in_a_local_world() {
+        let masks: [(&str, &[(&str, &str)]); 4] = [
+            ("full", &[]),
+            ("causal", &[]),
+            ("causal_document", &[("doc_lens", "20,7,23")]),
+            ("sliding_window", &[("window_left", "9"), ("window_right", "4")]),
+        ];
+        let mut failures = Vec::new();
+        for (u, inner) in [(2, 2), (1, 4)] {
+            for (m, params) in masks {
+                let mut sp = spec("usp", m, params, 50, Pass::Fwdbwd);
+                sp.case.cp = crate::case::CpOptions { ulysses_degree: Some(u), inner_ring: Some(inner), sharding: None };
+                let row = run_local(8, sp);
+                if row.status != Status::Ok || row.note.contains("differ") || !row.note.contains(&format!("inner={inner} outer=")) {
+                    failures.push(format!("U={u} I={inner} {m}: {} {} err={:?} note={}", row.status, row.error, row.max_abs_err, row.note));
+                }
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
     /// The simulator's glue model counts the merges the engine really runs: per rank, as many
     /// `RunningMerge::add` calls over as many output elements as the schedule's `Merge` entries (the
     /// forward runs twice in a case without warmup: once untimed, once timed).
