@@ -213,7 +213,8 @@ impl FromStr for Sharding {
 /// A CP strategy's options, typed. Each one set is part of the case's identity; `None` means the
 /// strategy's default (resolved when the case is set up, see `cp::setup`). Adding a knob: a field
 /// here (with its name in [`CpOptions::KEYS`], `from_params` and `to_params`), its flag in
-/// `cli::args::CpArgs`, and its use in the strategy's file.
+/// `cli::args::CpArgs`, and in the strategy's file its key in `options` and its use. A strategy
+/// never gets an option it does not take (bad input), so an unset field leaves every id unchanged.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CpOptions {
@@ -250,8 +251,15 @@ impl CpOptions {
 
     /// The names of the options that are set, in [`CpOptions::KEYS`] order.
     pub fn keys_set(&self) -> Vec<&'static str> {
-        let set = [self.ulysses_degree.is_some(), self.inner_ring.is_some(), self.sharding.is_some()];
-        Self::KEYS.iter().zip(set).filter(|(_, s)| *s).map(|(k, _)| *k).collect()
+        let p = self.to_params();
+        Self::KEYS.iter().copied().filter(|k| p.get(k).is_some()).collect()
+    }
+
+    /// Only the options whose key `keep` accepts (the others unset).
+    pub fn only(&self, keep: impl Fn(&str) -> bool) -> CpOptions {
+        let kept = self.to_params().0.into_iter().filter(|(k, _)| keep(k)).fold(Params::new(), |p, (k, v)| p.set(&k, v));
+        // A subset of this value's own `key = value` text always reads back.
+        CpOptions::from_params(&kept).unwrap_or(*self)
     }
 
     /// The options that are set, as `key = value` pairs (the case's canonical text and labels).
@@ -403,5 +411,17 @@ mod tests {
         assert_eq!(CpOptions::from_params(&o.to_params()).unwrap(), o);
         assert!(CpOptions::from_params(&Params::new().set("ulysses", 2)).unwrap_err().contains("unknown strategy option `ulysses`"));
         assert!(CpOptions::from_params(&Params::new().set("inner_ring", 0)).unwrap_err().starts_with("inner_ring:"));
+    }
+
+    #[test]
+    fn options_set_and_kept_by_key() {
+        let o = CpOptions { ulysses_degree: Some(2), inner_ring: Some(4), sharding: Some(Sharding::Zigzag) };
+        assert_eq!(o.keys_set(), vec!["ulysses_degree", "inner_ring", "sharding"]);
+        assert_eq!(CpOptions::default().keys_set(), Vec::<&str>::new());
+        assert_eq!(o.only(|k| k == "sharding"), CpOptions { sharding: Some(Sharding::Zigzag), ..Default::default() });
+        assert_eq!(o.only(|k| k != "inner_ring"), CpOptions { inner_ring: None, ..o });
+        // A case without options keeps its pinned id text: `sp=` empty.
+        let k = Case::kernel("naive", "causal", Params::new(), 64, HeadLayout { q: 8, kv: 2 }, 64, DType::Fp32, Pass::Fwd, DeviceKind::Cpu);
+        assert!(Case::cp("ring-p2p", "sliced", 4, o.only(|_| false), k).canonical().contains(";strategy=ring-p2p;sp=;mask="));
     }
 }

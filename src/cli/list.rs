@@ -94,7 +94,18 @@ fn strategies() -> Section {
     Section {
         key: "strategies",
         title: "Context-parallel strategies (attnbench cp --strategy NAME)",
-        items: crate::cp::registry::STRATEGIES.iter().map(|s| Item { name: s.name.to_string(), summary: s.summary.to_string(), params: vec![] }).collect(),
+        items: crate::cp::registry::STRATEGIES
+            .iter()
+            .map(|s| Item {
+                name: s.name.to_string(),
+                summary: s.summary.to_string(),
+                params: s
+                    .options
+                    .iter()
+                    .map(|k| ItemParam { key: k.to_string(), default: "the strategy's".into(), help: format!("--{}", k.replace('_', "-")) })
+                    .collect(),
+            })
+            .collect(),
     }
 }
 

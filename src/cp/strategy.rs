@@ -41,11 +41,7 @@ impl StrategyDef {
 
     /// `o` restricted to the options this strategy takes.
     pub fn keep_taken(&self, o: &CpOptions) -> CpOptions {
-        CpOptions {
-            ulysses_degree: o.ulysses_degree.filter(|_| self.takes("ulysses_degree")),
-            inner_ring: o.inner_ring.filter(|_| self.takes("inner_ring")),
-            sharding: o.sharding,
-        }
+        o.only(|k| self.takes(k))
     }
 
     /// What the strategy takes, for messages: `ulysses_degree, inner_ring, sharding` or `sharding`.
