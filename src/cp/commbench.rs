@@ -10,6 +10,11 @@
 //! the one measurement path (`measure::run_back_to_back` with the rank-aware clock: barrier, host
 //! clock, one device synchronisation at the end, max over ranks); algorithm bandwidth = bytes / time,
 //! bus bandwidth = algorithm bandwidth × the operation's factor (see [`Op::bus_factor`]).
+//! As in nccl-tests (src/common.cu: `AllocateBuffs` once per run, `startColl` in the timed loop), the
+//! input and output buffers are allocated once per (operation, size) before warm-up and the timed loop
+//! calls only the collective, writing into the preallocated output ([`Comm::all_reduce_into`] and
+//! siblings; MPI maps them to MPI_Allreduce, MPI_Allgather, MPI_Reduce_scatter_block, MPI_Alltoall,
+//! MPI_Sendrecv): no allocation, host copy or split per operation on CPU.
 
 use std::str::FromStr;
 
@@ -155,56 +160,60 @@ fn pattern(stream: u64, start: u64, count: u64, dev: Device) -> Tensor {
     ((i * 7 + (stream as i64) * 131).remainder(1021) + 1).to_kind(Kind::Float).to_device(dev)
 }
 
-/// Inputs of one operation on one rank, and the result it must produce.
+/// The buffers of one operation on one rank, allocated once before timing (as nccl-tests does): the
+/// input, the output the collective writes into, and the result the output must hold. All flat; the
+/// chunked operations lay rank j's chunk at `j·c`.
 struct Prepared {
-    inputs: Vec<Tensor>,
-    expected: Vec<Tensor>,
+    input: Tensor,
+    output: Tensor,
+    expected: Tensor,
 }
 
 fn prepare(op: Op, rank: usize, n: usize, c: u64, dev: Device) -> Prepared {
     let (r, nn) = (rank as u64, n as u64);
-    match op {
+    let cat = |ts: Vec<Tensor>| Tensor::cat(&ts, 0);
+    let (input, expected) = match op {
         Op::AllReduce => {
             let mut sum = pattern(0, 0, c, dev);
             for q in 1..nn {
                 sum += pattern(q, 0, c, dev);
             }
-            Prepared { inputs: vec![pattern(r, 0, c, dev)], expected: vec![sum] }
+            (pattern(r, 0, c, dev), sum)
         }
-        Op::AllGather => Prepared { inputs: vec![pattern(r, 0, c, dev)], expected: (0..nn).map(|j| pattern(j, 0, c, dev)).collect() },
+        Op::AllGather => (pattern(r, 0, c, dev), cat((0..nn).map(|j| pattern(j, 0, c, dev)).collect())),
         Op::ReduceScatter => {
             let mut sum = pattern(0, r * c, c, dev);
             for q in 1..nn {
                 sum += pattern(q, r * c, c, dev);
             }
-            Prepared { inputs: (0..nn).map(|j| pattern(r, j * c, c, dev)).collect(), expected: vec![sum] }
+            (cat((0..nn).map(|j| pattern(r, j * c, c, dev)).collect()), sum)
         }
-        Op::AllToAll => {
-            Prepared { inputs: (0..nn).map(|j| pattern(r * nn + j, 0, c, dev)).collect(), expected: (0..nn).map(|j| pattern(j * nn + r, 0, c, dev)).collect() }
-        }
-        Op::SendRecv => Prepared { inputs: vec![pattern(r, 0, c, dev)], expected: vec![pattern((r + nn - 1) % nn, 0, c, dev)] },
-    }
+        Op::AllToAll => (cat((0..nn).map(|j| pattern(r * nn + j, 0, c, dev)).collect()), cat((0..nn).map(|j| pattern(j * nn + r, 0, c, dev)).collect())),
+        Op::SendRecv => (pattern(r, 0, c, dev), pattern((r + nn - 1) % nn, 0, c, dev)),
+    };
+    // NaN, so an element the collective never wrote is counted wrong.
+    let output = expected.full_like(f64::NAN);
+    Prepared { input, output, expected }
 }
 
-fn run_op(comm: &dyn Comm, op: Op, inputs: &[Tensor]) -> Result<Vec<Tensor>, CommError> {
+/// One operation into the prepared buffers: the collective and nothing else (the timed call).
+fn run_op(comm: &dyn Comm, op: Op, p: &Prepared, c: u64) -> Result<(), CommError> {
     let (me, n) = (comm.rank(), comm.size());
     match op {
-        Op::AllReduce => Ok(vec![comm.all_reduce(&inputs[0], ReduceOp::Sum)?]),
-        Op::AllGather => comm.all_gather(&inputs[0]),
-        Op::ReduceScatter => Ok(vec![comm.reduce_scatter_v(inputs)?]),
-        Op::AllToAll => comm.all_to_all(inputs, inputs),
-        Op::SendRecv => comm.start_sendrecv(&inputs[0], (me + 1) % n, &inputs[0], (me + n - 1) % n)?.wait(),
+        Op::AllReduce => comm.all_reduce_into(&p.input, &p.output, ReduceOp::Sum),
+        Op::AllGather => comm.all_gather_into(&p.input, &p.output),
+        Op::ReduceScatter => comm.reduce_scatter_into(&p.input, &p.output),
+        Op::AllToAll => comm.all_to_all_into(&p.input, &p.output, c as i64),
+        Op::SendRecv => comm.sendrecv_into(&p.input, (me + 1) % n, &p.output, (me + n - 1) % n),
     }
 }
 
-fn count_wrong(got: &[Tensor], expected: &[Tensor]) -> u64 {
-    if got.len() != expected.len() {
-        return expected.iter().map(|t| t.numel() as u64).sum();
+fn count_wrong(got: &Tensor, expected: &Tensor) -> u64 {
+    if got.size() != expected.size() {
+        return expected.numel() as u64;
     }
-    got.iter()
-        .zip(expected)
-        .map(|(g, e)| if g.size() != e.size() { e.numel() as u64 } else { g.to_device(e.device()).ne_tensor(e).sum(Kind::Int64).int64_value(&[]) as u64 })
-        .sum()
+    // `ne` is true for NaN, so unwritten elements count.
+    got.to_device(expected.device()).ne_tensor(expected).sum(Kind::Int64).int64_value(&[]) as u64
 }
 
 /// Runs every (operation, size) of `cfg` on `comm` (collective: every rank calls it with the same
@@ -224,14 +233,10 @@ pub fn run_bench(comm: &dyn Comm, cfg: &BenchConfig) -> Result<Vec<OpResult>, Co
             }
             last_bytes = Some(bytes);
             let p = prepare(op, rank, n, c, dev);
-            let mut got = Vec::new();
             let mut clock = HostClock::ranked(timeline.as_ref(), &ranks);
-            let ms = run_back_to_back(&mut clock, cfg.warmup, cfg.iters, &mut || -> Result<(), CommError> {
-                got = run_op(comm, op, &p.inputs)?;
-                Ok(())
-            })?;
+            let ms = run_back_to_back(&mut clock, cfg.warmup, cfg.iters, &mut || run_op(comm, op, &p, c))?;
             let secs = ms * 1e-3;
-            let wrong = comm.all_reduce_f64(count_wrong(&got, &p.expected) as f64, ReduceOp::Sum)? as u64;
+            let wrong = comm.all_reduce_f64(count_wrong(&p.output, &p.expected) as f64, ReduceOp::Sum)? as u64;
             let algbw = bytes as f64 / secs / 1e9;
             out.push(OpResult { op: op.name().to_string(), bytes, time_us: secs * 1e6, algbw_gbps: algbw, busbw_gbps: algbw * op.bus_factor(n), wrong });
         }
@@ -320,10 +325,10 @@ mod tests {
     #[test]
     fn a_wrong_result_is_counted() {
         let p = prepare(Op::AllReduce, 0, 2, 5, Device::Cpu);
-        let bad = p.expected[0].copy();
+        let bad = p.expected.copy();
         let _ = bad.get(3).fill_(-1.0);
-        assert_eq!(count_wrong(&[bad], &p.expected), 1);
-        assert_eq!(count_wrong(&[], &p.expected), 5);
+        assert_eq!(count_wrong(&bad, &p.expected), 1);
+        assert_eq!(count_wrong(&p.output, &p.expected), 5, "an unwritten output is all wrong");
         // the pattern really depends on rank and index
         let a = Vec::<f32>::try_from(&pattern(0, 0, 3, Device::Cpu)).unwrap();
         let b = Vec::<f32>::try_from(&pattern(1, 0, 3, Device::Cpu)).unwrap();
