@@ -217,6 +217,9 @@ impl MeasureArgs {
             s.seed = seed;
         }
         s.check = s.check && !self.no_check;
+        if let Some((key, msg)) = s.bounds_error() {
+            return Err(BadInput::new(format!("--{}: {msg}", key.replace('_', "-"))));
+        }
         Ok(s)
     }
 }

@@ -180,6 +180,9 @@ fn validate_settings(m: &MeasureSettings, loc: &Locator) -> Result<(), SuiteErro
     if !(m.timeout_s > 0.0 && m.timeout_s <= 1e9) {
         return loc.err(&at("timeout_s"), "measure.timeout_s", format!("must be > 0 and at most 1e9 seconds, got {}", m.timeout_s));
     }
+    if let Some((key, msg)) = m.bounds_error() {
+        return loc.err(&at(key), &format!("measure.{key}"), msg);
+    }
     Ok(())
 }
 

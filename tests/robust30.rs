@@ -1,0 +1,105 @@
+//! Issue 30, second robustness pass: what a night-long sweep meets must end as one clear line and exit
+//! 2, or as a row with the right status — never a panic, a hang, a kill by the system, or a status
+//! that blames the kernel for the harness. One test per item, through the real binary.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_attnbench"))
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Exit 2 with exactly one line on stderr that contains every one of `needles`.
+fn assert_bad_input(o: &Output, needles: &[&str]) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "exit {:?}; stderr:\n{err}\nstdout:\n{}", o.status, String::from_utf8_lossy(&o.stdout));
+    assert_eq!(err.trim().lines().count(), 1, "one line:\n{err}");
+    for n in needles {
+        assert!(err.contains(n), "{n:?} not in: {err}");
+    }
+    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{err}");
+}
+
+fn python() -> String {
+    if let Ok(p) = std::env::var("ATTNBENCH_TEST_PYTHON") {
+        return p;
+    }
+    let cache = std::env::var("ATTNBENCH_CACHE").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/attnbench"));
+    cache.join("python-torch-2.11.0-cpu/bin/python").display().to_string()
+}
+
+fn faulty() -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/workers/faulty.py").to_string()
+}
+
+fn suite(dir: &std::path::Path, text: &str) -> String {
+    let p = dir.join("s.toml");
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+// ---- 1. `kernel` has run's memory guard -------------------------------------------------------
+
+#[test]
+fn item01_kernel_too_big_for_memory_is_an_oom_result_not_a_kill() {
+    // naive fp32 at 65 536 tokens: two 64k×64k score matrices per head alone are tens of GB.
+    let t = std::time::Instant::now();
+    let o = run(&["kernel", "--backend", "naive", "--mask", "causal", "--seqlen", "65536", "--heads", "4:2", "--head-dim", "64", "--dtype", "fp32", "--device", "cpu", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&o)));
+    assert_eq!(v["status"], "oom", "{v}");
+    assert!(v["error"].as_str().unwrap().contains("estimated peak"), "{v}");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(t.elapsed().as_secs() < 30, "refused before allocating");
+    // --mem-limit: a small case over a tiny limit is refused the same way.
+    let o = run(&["kernel", "--backend", "naive", "--mask", "causal", "--seqlen", "1024", "--heads", "1:1", "--head-dim", "16", "--dtype", "fp32", "--mem-limit", "1M", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["status"], "oom", "{v}");
+    assert!(v["error"].as_str().unwrap().contains("--mem-limit 1.0 MiB"), "{v}");
+}
+
+// ---- 9. absurd repeats are bad input, naming the key ---------------------------------------------
+
+#[test]
+fn item09_absurd_repeats_exit_2_naming_the_key() {
+    let o = run(&["kernel", "--backend", "naive", "--mask", "causal", "--seqlen", "64", "--repeats", "1000000000000"]);
+    assert_bad_input(&o, &["--repeats", "at most 1000000"]);
+    let o = run(&["kernel", "--backend", "naive", "--mask", "causal", "--seqlen", "64", "--warmup", "1000000000000"]);
+    assert_bad_input(&o, &["--warmup"]);
+    let dir = tempfile::tempdir().unwrap();
+    let s = suite(dir.path(), "[measure]\nrepeats = 1000000000000\n[[grid]]\npatterns = [\"causal\"]\nseqlens = [64]\nbackends = [\"naive\"]\n");
+    for extra in [&[][..], &["--dry-run"][..]] {
+        let out = dir.path().join("out");
+        let o = bin().args(["run", &s, "--out", out.to_str().unwrap()]).args(extra).output().unwrap();
+        assert_bad_input(&o, &["measure.repeats", "s.toml:2:", "at most 1000000"]);
+    }
+}
+
+// ---- 19. `kernel --timeout` ------------------------------------------------------------------
+
+#[test]
+fn item19_kernel_timeout_bounds_an_external_worker() {
+    let o = run(&["kernel", "--backend", "naive", "--mask", "causal", "--seqlen", "64", "--timeout", "0"]);
+    assert_bad_input(&o, &["--timeout", "> 0"]);
+    let o = run(&["kernel", "--backend", "naive", "--mask", "causal", "--seqlen", "64", "--timeout", "5"]);
+    assert_bad_input(&o, &["--timeout", "ext:"]);
+    let t = std::time::Instant::now();
+    let o = bin()
+        .args(["kernel", "--backend", "ext:sleep", "--mask", "causal", "--seqlen", "32", "--heads", "1:1", "--head-dim", "8", "--dtype", "fp32", "--timeout", "3", "--json"])
+        .arg("--worker")
+        .arg(format!("{} {} sleep", python(), faulty()))
+        .env("ATTNBENCH_TEST_PIDFILE", tempfile::tempdir().unwrap().path().join("p"))
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&o)));
+    assert_eq!(v["status"], "timeout", "{v}");
+    assert!(t.elapsed().as_secs() < 60, "the 3 s timeout held ({:?})", t.elapsed());
+    assert!(v["error"].as_str().unwrap().contains("--timeout"), "the message names the flag this command has: {v}");
+}
