@@ -56,9 +56,15 @@ fn main() -> ExitCode {
         Err(e) => {
             // Under mpirun every rank parses the same bad command line: let rank 0 alone say so.
             let rank = ["OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID"].iter().find_map(|v| std::env::var(v).ok());
-            if rank.as_deref().is_some_and(|r| r != "0") {
+            if let Some(r) = rank.filter(|r| r != "0") {
                 // mpirun aborts the job at the first non-zero exit: give rank 0 time to print first.
-                std::thread::sleep(std::time::Duration::from_millis(500));
+                // Still here after that, rank 0 parsed its own (different) command line — MPMD — and
+                // waits for this rank: say why this one stops, on one line, and stop the job.
+                std::thread::sleep(std::time::Duration::from_millis(2000));
+                if e.use_stderr() {
+                    let first = e.render().to_string().lines().find(|l| !l.trim().is_empty()).unwrap_or_default().trim().to_string();
+                    eprintln!("{} (rank {r})", first);
+                }
                 return ExitCode::from(e.exit_code() as u8);
             }
             e.exit()

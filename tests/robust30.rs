@@ -103,3 +103,65 @@ fn item19_kernel_timeout_bounds_an_external_worker() {
     assert!(t.elapsed().as_secs() < 60, "the 3 s timeout held ({:?})", t.elapsed());
     assert!(v["error"].as_str().unwrap().contains("--timeout"), "the message names the flag this command has: {v}");
 }
+
+// ---- 2 and 16. `comm` ranks must agree; a rank other than 0 that cannot parse says so ---------------
+
+#[cfg(feature = "mpi")]
+fn mpmd(rank0: &[&str], rank1: &[&str]) -> Output {
+    let b = env!("CARGO_BIN_EXE_attnbench");
+    let out = Command::new("timeout")
+        .args(["120", "mpirun", "--oversubscribe", "-np", "1", b])
+        .args(rank0)
+        .args([":", "-np", "1", b])
+        .args(rank1)
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("OMPI_MCA_rmaps_base_oversubscribe", "1")
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(124), "hung: {}", stderr(&out));
+    out
+}
+
+#[cfg(feature = "mpi")]
+#[test]
+fn item02_comm_ranks_that_disagree_stop_with_exit_2() {
+    let base = ["comm", "--comm", "mpi", "--max-bytes", "1K", "--warmup", "0"];
+    let with = |extra: &[&'static str]| -> Vec<&'static str> { base.iter().copied().chain(extra.iter().copied()).collect() };
+    for (a, b) in [
+        (with(&["--iters", "2"]), with(&["--iters", "3"])),
+        (with(&["--ops", "allreduce"]), with(&["--ops", "alltoall"])),
+        (with(&["--min-bytes", "8"]), with(&["--min-bytes", "16"])),
+    ] {
+        let o = mpmd(&a, &b);
+        let err = stderr(&o);
+        assert_ne!(o.status.code(), Some(0), "{err}");
+        assert!(err.contains("rank 1 was started with a different configuration than rank 0"), "{a:?} vs {b:?}: {err}");
+        assert!(!err.contains("MPI_ERR") && !err.contains("panicked"), "{err}");
+    }
+}
+
+#[cfg(feature = "mpi")]
+#[test]
+fn item16_a_rank_other_than_0_that_cannot_parse_says_so() {
+    let base = ["comm", "--comm", "mpi", "--max-bytes", "1K", "--warmup", "0", "--iters", "1"];
+    // A bad value (our parsing) and an unknown flag (clap's) on rank 1 only.
+    let bad: Vec<&str> = base.iter().copied().chain(["--step-factor", "x"]).collect();
+    let o = mpmd(&base, &bad);
+    let err = stderr(&o);
+    assert_ne!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("rank 1: --step-factor: expected an integer"), "{err}");
+    let unknown: Vec<&str> = base.iter().copied().chain(["--bogus"]).collect();
+    let o = mpmd(&base, &unknown);
+    let err = stderr(&o);
+    assert_ne!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("--bogus") && err.contains("(rank 1)"), "{err}");
+}
+
+// ---- 11. `comm` sizes beyond memory --------------------------------------------------------------
+
+#[test]
+fn item11_comm_sizes_beyond_memory_exit_2() {
+    let o = run(&["comm", "--comm", "local", "--world", "2", "--max-bytes", "1000G"]);
+    assert_bad_input(&o, &["--max-bytes", "available"]);
+}
