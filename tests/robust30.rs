@@ -165,3 +165,25 @@ fn item11_comm_sizes_beyond_memory_exit_2() {
     let o = run(&["comm", "--comm", "local", "--world", "2", "--max-bytes", "1000G"]);
     assert_bad_input(&o, &["--max-bytes", "available"]);
 }
+
+// ---- 4. an endless answer line is cut at the cap -------------------------------------------------
+
+#[test]
+fn item04_an_endless_answer_line_is_a_protocol_violation_not_gigabytes() {
+    // A "worker" whose first answer line never ends. Before: attnbench grew by the pipe's rate until
+    // the timeout (gigabytes). Now: cut at 64 MiB, an `error` row naming the violation, at once.
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("endless.sh");
+    std::fs::write(&w, "printf '@@attnbench-ext '\nexec cat /dev/zero\n").unwrap();
+    let t = std::time::Instant::now();
+    let o = bin()
+        .args(["kernel", "--backend", "ext:endless", "--mask", "causal", "--seqlen", "32", "--heads", "1:1", "--head-dim", "8", "--dtype", "fp32", "--timeout", "120", "--json"])
+        .arg("--worker")
+        .arg(format!("sh {}", w.display()))
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&o)));
+    assert_eq!(v["status"], "error", "{v}");
+    assert!(v["error"].as_str().unwrap().contains("longer than 64 MiB"), "{v}");
+    assert!(t.elapsed().as_secs() < 100, "no wait for the timeout: {:?}", t.elapsed());
+}

@@ -333,7 +333,12 @@ impl Worker {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.child.recv(left.min(signals::POLL)) {
-                Recv::Line(json) => return serde_json::from_str::<Row>(&json).map_err(|e| WorkerFailure::Protocol(format!("unreadable row from worker: {e}"))),
+                Recv::Line(json) => {
+                    return serde_json::from_str::<Row>(&json).map_err(|e| {
+                        let shown: String = json.chars().take(120).collect();
+                        WorkerFailure::Protocol(format!("unreadable row from worker ({e}): {shown}"))
+                    })
+                }
                 Recv::Eof => return Err(WorkerFailure::Died),
                 Recv::Timeout => {
                     if let Some(sig) = signals::pending() {
