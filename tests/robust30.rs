@@ -187,3 +187,22 @@ fn item04_an_endless_answer_line_is_a_protocol_violation_not_gigabytes() {
     assert!(v["error"].as_str().unwrap().contains("longer than 64 MiB"), "{v}");
     assert!(t.elapsed().as_secs() < 100, "no wait for the timeout: {:?}", t.elapsed());
 }
+
+// ---- 5. the planner's sizes are bounded up front ---------------------------------------------------
+
+#[test]
+fn item05_planner_refuses_unbounded_masks_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    for (seqlen, block) in [(1048576u64, 16u64), (2147483648, 128)] {
+        let s = suite(
+            dir.path(),
+            &format!("[[grid]]\npatterns = [{{ name = \"block_sparse\", params = {{ block = \"{block}\" }} }}]\nseqlens = [{seqlen}]\nbackends = [\"naive\"]\n"),
+        );
+        let t = std::time::Instant::now();
+        let o = bin().args(["run", &s, "--dry-run"]).output().unwrap();
+        assert_bad_input(&o, &["block", "at most 4194304"]);
+        assert!(t.elapsed().as_secs() < 20, "refused before allocating");
+    }
+    let o = run(&["mask", "area", "block_sparse", "--seqlen", "1048576", "--set", "block=16"]);
+    assert_bad_input(&o, &["block", "at most"]);
+}
