@@ -206,3 +206,66 @@ fn item05_planner_refuses_unbounded_masks_with_exit_2() {
     let o = run(&["mask", "area", "block_sparse", "--seqlen", "1048576", "--set", "block=16"]);
     assert_bad_input(&o, &["block", "at most"]);
 }
+
+// ---- 7. `--out` never overwrites or truncates files that are not ours ----------------------------
+
+#[test]
+fn item07_out_refuses_files_that_are_not_attnbench_s() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = suite(dir.path(), "[measure]\nwarmup = 0\nrepeats = 1\n[[grid]]\npatterns = [\"causal\"]\nseqlens = [32]\nheads = [\"1:1\"]\nhead_dims = [8]\ndtypes = [\"fp32\"]\nbackends = [\"naive\"]\n");
+    let commands = |csv: &str, folder: &str| -> Vec<Vec<String>> {
+        let v = |a: &[&str]| a.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        vec![
+            v(&["cp", "--comm", "local", "--world", "2", "--strategy", "ring-p2p", "--mask", "causal", "--seqlen", "64", "--out", csv]),
+            v(&["simulate", "--strategy", "ring-p2p", "--world-size", "2", "--mask", "full", "--seqlen", "4096", "--out", csv]),
+            v(&["run", &s, "--out", folder]),
+        ]
+    };
+    for (i, cmd) in commands("CSV", "DIR").into_iter().enumerate() {
+        // (a) a text file where the CSV goes: once it was read as a "torn line" and wiped.
+        let folder = dir.path().join(format!("a{i}"));
+        std::fs::create_dir_all(&folder).unwrap();
+        let csv = folder.join("results.csv");
+        std::fs::write(&csv, "my notes, not a CSV of yours").unwrap();
+        let args: Vec<String> = cmd.iter().map(|a| a.replace("CSV", csv.to_str().unwrap()).replace("DIR", folder.to_str().unwrap())).collect();
+        let o = bin().args(&args).env("OMP_NUM_THREADS", "1").output().unwrap();
+        assert_bad_input(&o, &["not an attnbench results CSV"]);
+        assert_eq!(std::fs::read_to_string(&csv).unwrap(), "my notes, not a CSV of yours", "{args:?}");
+        // (b) a foreign meta.json beside it.
+        let folder = dir.path().join(format!("b{i}"));
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join("meta.json"), "{\"name\": \"my project\"}\n").unwrap();
+        let csv = folder.join("results.csv");
+        let args: Vec<String> = cmd.iter().map(|a| a.replace("CSV", csv.to_str().unwrap()).replace("DIR", folder.to_str().unwrap())).collect();
+        let o = bin().args(&args).env("OMP_NUM_THREADS", "1").output().unwrap();
+        assert_bad_input(&o, &["not an attnbench meta.json"]);
+        assert_eq!(std::fs::read_to_string(folder.join("meta.json")).unwrap(), "{\"name\": \"my project\"}\n", "{args:?}");
+    }
+}
+
+// ---- 15. `cp --out`: the cause of an I/O error is kept; a busy folder is exit 2 -----------------
+
+#[test]
+fn item15_cp_out_errors_keep_their_cause_and_a_busy_folder_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = |out: &std::path::Path| {
+        bin().args(["cp", "--comm", "local", "--world", "2", "--strategy", "ring-p2p", "--mask", "causal", "--seqlen", "64", "--out"]).arg(out).output().unwrap()
+    };
+    // A file where the folder should be.
+    std::fs::write(dir.path().join("afile"), "x").unwrap();
+    let o = cp(&dir.path().join("afile/results.csv"));
+    assert_bad_input(&o, &["cannot create the folder", "File exists"]);
+    // A folder where the CSV should be.
+    std::fs::create_dir_all(dir.path().join("d/results.csv")).unwrap();
+    let o = cp(&dir.path().join("d/results.csv"));
+    assert_bad_input(&o, &["Is a directory"]);
+    // A folder another process holds.
+    let busy = dir.path().join("busy");
+    std::fs::create_dir_all(&busy).unwrap();
+    let mut holder = Command::new("flock").arg(busy.join("attnbench.lock")).args(["sleep", "30"]).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let o = cp(&busy.join("results.csv"));
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert_bad_input(&o, &["in use"]);
+}
