@@ -269,3 +269,70 @@ fn item15_cp_out_errors_keep_their_cause_and_a_busy_folder_exits_2() {
     holder.wait().unwrap();
     assert_bad_input(&o, &["in use"]);
 }
+
+// ---- 8, 14, 17. report commands on empty CSVs, CSVs without a timing column, CRLF CSVs ------------
+
+fn fixture_csv() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/cab_abc/results.csv")).unwrap()
+}
+
+#[test]
+fn item08_table_on_an_empty_or_header_only_csv_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let header = fixture_csv().lines().next().unwrap().to_string() + "\n";
+    for (name, text) in [("empty.csv", String::new()), ("header.csv", header)] {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        let o = run(&["table", p.to_str().unwrap()]);
+        assert_bad_input(&o, &[name, "no rows"]);
+    }
+}
+
+#[test]
+fn item14_a_csv_without_ms_median_is_refused_naming_the_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = fixture_csv();
+    let mut rdr = csv::ReaderBuilder::new().from_reader(text.as_bytes());
+    let header: Vec<String> = rdr.headers().unwrap().iter().map(String::from).collect();
+    let i = header.iter().position(|h| h == "ms_median").unwrap();
+    let p = dir.path().join("no_median.csv");
+    let mut w = csv::Writer::from_path(&p).unwrap();
+    let drop = |r: Vec<String>| r.into_iter().enumerate().filter(|(j, _)| *j != i).map(|(_, c)| c).collect::<Vec<_>>();
+    w.write_record(drop(header.clone())).unwrap();
+    for r in rdr.records() {
+        w.write_record(drop(r.unwrap().iter().map(String::from).collect())).unwrap();
+    }
+    w.flush().unwrap();
+    let ps = p.to_str().unwrap();
+    let plots = dir.path().join("plots");
+    for args in [vec!["table", ps], vec!["plot", ps, "--out", plots.to_str().unwrap()], vec!["compare", ps, ps]] {
+        let o = run(&args);
+        assert_bad_input(&o, &["no_median.csv", "`ms_median`"]);
+    }
+}
+
+#[test]
+fn item17_crlf_csv_errors_name_the_right_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = fixture_csv();
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    lines[5] = "garbage,\"x".into(); // line 6 of the file
+    let p = dir.path().join("crlf.csv");
+    std::fs::write(&p, lines.join("\r\n") + "\r\n").unwrap();
+    let o = run(&["table", p.to_str().unwrap()]);
+    assert_bad_input(&o, &["crlf.csv: line 6"]);
+    // A negative time on line 4 (the report's own check, with its own line count).
+    let mut rdr = csv::ReaderBuilder::new().from_reader(text.as_bytes());
+    let i = rdr.headers().unwrap().iter().position(|h| h == "ms_median").unwrap();
+    let mut recs: Vec<Vec<String>> = rdr.records().map(|r| r.unwrap().iter().map(String::from).collect()).collect();
+    recs[2][i] = "-5".into(); // the third record: line 4
+    let p = dir.path().join("crlf_neg.csv");
+    let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).from_path(&p).unwrap();
+    w.write_record(csv::ReaderBuilder::new().from_reader(text.as_bytes()).headers().unwrap()).unwrap();
+    for r in recs {
+        w.write_record(r).unwrap();
+    }
+    w.flush().unwrap();
+    let o = run(&["table", p.to_str().unwrap()]);
+    assert_bad_input(&o, &["crlf_neg.csv: line 4", "ms_median"]);
+}

@@ -215,7 +215,17 @@ fn parse_rows(text: &str, path: &Path) -> Result<Vec<Row>, CsvError> {
 /// Reads every row of a results CSV (strict: a malformed line is an error naming the line).
 pub fn read_rows(path: &Path) -> Result<Vec<Row>, CsvError> {
     let text = std::fs::read_to_string(path).map_err(io_err(path))?;
-    parse_rows(&text, path)
+    parse_rows(&lf_lines(text), path)
+}
+
+/// `text` with CRLF line ends made LF (a CSV saved by a spreadsheet on Windows): the csv reader's line
+/// numbers are then the file's, so an error names the line the user sees.
+pub fn lf_lines(text: String) -> String {
+    if text.contains('\r') {
+        text.replace("\r\n", "\n")
+    } else {
+        text
+    }
 }
 
 #[cfg(test)]
