@@ -51,6 +51,15 @@ fn main() -> ExitCode {
     attnbench::sys::ensure_cuda_loaded();
     // Before any allocation-heavy work or thread: steady heap for CPU timings (measure::allocator).
     attnbench::measure::allocator::tune_for_timing();
+    // attnbench's paths and values are UTF-8 (they go into CSV cells, meta.json and messages): a
+    // non-UTF-8 argument is one line and exit 2 — `std::env::args` would panic on it later.
+    if let Some((i, a)) = std::env::args_os().enumerate().skip(1).find(|(_, a)| a.to_str().is_none()) {
+        let rank = ["OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID"].iter().find_map(|v| std::env::var(v).ok());
+        if rank.as_deref().is_none_or(|r| r == "0") {
+            eprintln!("error: argument {i} is not valid UTF-8 ({}): give paths and values in UTF-8", a.to_string_lossy());
+        }
+        return ExitCode::from(2);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -336,3 +336,36 @@ fn item17_crlf_csv_errors_name_the_right_line() {
     let o = run(&["table", p.to_str().unwrap()]);
     assert_bad_input(&o, &["crlf_neg.csv: line 4", "ms_median"]);
 }
+
+// ---- 10. non-UTF-8 arguments -------------------------------------------------------------------
+
+#[test]
+fn item10_a_non_utf8_argument_is_one_line_and_exit_2_not_a_panic_or_hang() {
+    use std::os::unix::ffi::OsStrExt;
+    let bad = std::ffi::OsStr::from_bytes(b"/tmp/\xffattnbench/results.csv");
+    for args in [
+        vec!["cp", "--comm", "local", "--world", "2", "--strategy", "ring-p2p", "--mask", "causal", "--seqlen", "64", "--out"],
+        vec!["table"],
+        vec!["run", "suites/quick-cpu.toml", "--dry-run", "--out"],
+    ] {
+        let o = Command::new("timeout").arg("60").arg(env!("CARGO_BIN_EXE_attnbench")).args(&args).arg(bad).output().unwrap();
+        assert_bad_input(&o, &["not valid UTF-8"]);
+    }
+}
+
+// ---- 12. a CP grid the ranks cannot form is refused at plan time ---------------------------------
+
+#[test]
+fn item12_cp_grids_with_more_ranks_than_tokens_or_absurd_worlds_are_refused_at_plan_time() {
+    let dir = tempfile::tempdir().unwrap();
+    for (ws, needle) in [("128", "cannot be split"), ("100000", "at most 4096")] {
+        let s = suite(
+            dir.path(),
+            &format!("[[grid]]\npatterns = [\"causal\"]\nseqlens = [64]\nheads = [\"2:1\"]\nhead_dims = [8]\ndtypes = [\"fp32\"]\nstrategies = [\"ring-p2p\"]\nworld_sizes = [{ws}]\n"),
+        );
+        let t = std::time::Instant::now();
+        let o = bin().args(["run", &s, "--dry-run"]).output().unwrap();
+        assert_bad_input(&o, &["world_sizes", "s.toml:8:", needle]);
+        assert!(t.elapsed().as_secs() < 20);
+    }
+}

@@ -60,7 +60,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         new_segment: args.new_segment,
         fail_on_wrong: args.fail_on_wrong,
         mem_limit: args.mem_limit,
-        command_line: std::env::args().collect::<Vec<_>>().join(" "),
+        command_line: std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" "),
         progress_bar: RunOptions::detect_progress(),
     };
     check_out_dir(&opts)?;
