@@ -346,7 +346,7 @@ fn item10_a_non_utf8_argument_is_one_line_and_exit_2_not_a_panic_or_hang() {
     for args in [
         vec!["cp", "--comm", "local", "--world", "2", "--strategy", "ring-p2p", "--mask", "causal", "--seqlen", "64", "--out"],
         vec!["table"],
-        vec!["run", "suites/quick-cpu.toml", "--dry-run", "--out"],
+        vec!["run", concat!(env!("CARGO_MANIFEST_DIR"), "/suites/quick-cpu.toml"), "--dry-run", "--out"],
     ] {
         let o = Command::new("timeout").arg("60").arg(env!("CARGO_BIN_EXE_attnbench")).args(&args).arg(bad).output().unwrap();
         assert_bad_input(&o, &["not valid UTF-8"]);
@@ -368,4 +368,17 @@ fn item12_cp_grids_with_more_ranks_than_tokens_or_absurd_worlds_are_refused_at_p
         assert_bad_input(&o, &["world_sizes", "s.toml:8:", needle]);
         assert!(t.elapsed().as_secs() < 20);
     }
+}
+
+// ---- 20. `--assume-tflops 0` -------------------------------------------------------------------
+
+#[test]
+fn item20_assume_tflops_must_be_positive() {
+    for v in ["0", "-1", "inf", "NaN"] {
+        let o = bin().args(["run", "suites/quick-cpu.toml", "--dry-run", &format!("--assume-tflops={v}")]).current_dir(env!("CARGO_MANIFEST_DIR")).output().unwrap();
+        assert_bad_input(&o, &["--assume-tflops", "positive"]);
+    }
+    let o = bin().args(["run", "suites/quick-cpu.toml", "--dry-run", "--assume-tflops", "0.05"]).current_dir(env!("CARGO_MANIFEST_DIR")).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("inf s"));
 }

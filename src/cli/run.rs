@@ -46,6 +46,9 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    if let Some(t) = args.assume_tflops.filter(|t| !(t.is_finite() && *t > 0.0)) {
+        return Err(BadInput::new(format!("--assume-tflops: must be a positive, finite number of TFLOPS, got {t}")).into());
+    }
     let filter = args.filter.as_deref().map(Filter::parse).transpose().map_err(BadInput::new)?;
     let oracle = crate::suite::oracle::Registries;
     let plan = crate::suite::load(&args.suite, filter.as_ref(), &oracle).map_err(|e| BadInput::new(e.to_string()))?;
