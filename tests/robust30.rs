@@ -382,3 +382,13 @@ fn item20_assume_tflops_must_be_positive() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(!String::from_utf8_lossy(&o.stdout).contains("inf s"));
 }
+
+// ---- 18. `kernel --worker /nonexistent` ------------------------------------------------------------
+
+#[test]
+fn item18_a_worker_that_does_not_exist_is_one_line_and_exit_2() {
+    for w in ["/nonexistent", "no-such-attnbench-worker-cmd --flag"] {
+        let o = run(&["kernel", "--backend", "ext:x", "--mask", "causal", "--seqlen", "32", "--heads", "1:1", "--head-dim", "8", "--dtype", "fp32", "--worker", w]);
+        assert_bad_input(&o, &["--worker", "cannot start", w.split(' ').next().unwrap()]);
+    }
+}

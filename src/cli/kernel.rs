@@ -69,6 +69,16 @@ fn cap_self(limit: Option<u64>) {
     }
 }
 
+/// Whether `prog` names an executable file: a path as given, else a file on `PATH`.
+fn program_found(prog: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let exec = |p: &std::path::Path| p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    if prog.contains('/') {
+        return exec(std::path::Path::new(prog));
+    }
+    std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|d| exec(&d.join(prog))))
+}
+
 pub fn run(a: KernelArgs) -> anyhow::Result<ExitCode> {
     crate::sys::ensure_cuda_loaded();
     if a.case.mask.len() > 1 {
@@ -93,7 +103,13 @@ pub fn run(a: KernelArgs) -> anyhow::Result<ExitCode> {
             cfg.workers.insert(name.to_string(), WorkerCommand::Line(w.clone()));
         }
         crate::mask::build_pattern(&case.pattern, case.seqlen, &case.params).map_err(BadInput::from)?;
-        cfg.command(name).map_err(|e| BadInput::new(format!("--backend: {e}")))?;
+        let argv = cfg.command(name).map_err(|e| BadInput::new(format!("--backend: {e}")))?;
+        // One case on the command line: a worker that cannot be started is the user's to fix, one
+        // line and exit 2 (a suite run records it as an `error` row and goes on).
+        if !program_found(&argv[0]) {
+            let flag = if a.worker.is_some() { "--worker" } else { "--backend" };
+            return Err(BadInput::new(format!("{flag}: cannot start `{}`: no such executable (not a file, or not on PATH)", argv[0])).into());
+        }
         let mut row = crate::backend::external::execute(&case, &s, &run_id, &cfg);
         // The shared message names the suite key; this command's knob is the flag.
         row.error = row.error.replace("measure.timeout_s", "--timeout");
