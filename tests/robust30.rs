@@ -392,3 +392,22 @@ fn item18_a_worker_that_does_not_exist_is_one_line_and_exit_2() {
         assert_bad_input(&o, &["--worker", "cannot start", w.split(' ').next().unwrap()]);
     }
 }
+
+// ---- 13. worker times ≤ 0 or beyond the deadline --------------------------------------------------
+
+#[test]
+fn item13_worker_times_that_cannot_be_true_are_a_protocol_violation() {
+    let w = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/workers/badtimes.py");
+    for mode in ["zero", "negative", "huge"] {
+        let o = bin()
+            .args(["kernel", "--backend", "ext:badtimes", "--mask", "causal", "--seqlen", "32", "--heads", "1:1", "--head-dim", "8", "--dtype", "fp32"])
+            .args(["--repeats", "2", "--warmup", "0", "--json", "--worker", &format!("{} {w} {mode}", python())])
+            .env("ATTNBENCH_PYTHON", python())
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{mode}: {e}: {}", stderr(&o)));
+        assert_eq!(v["status"], "error", "{mode}: {v}");
+        assert!(v["error"].as_str().unwrap().contains("protocol violation"), "{mode}: {v}");
+        assert!(v["ms_median"].is_null(), "{mode}: {v}");
+    }
+}
