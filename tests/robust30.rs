@@ -52,14 +52,48 @@ fn suite(dir: &std::path::Path, text: &str) -> String {
 fn item01_kernel_too_big_for_memory_is_an_oom_result_not_a_kill() {
     // naive fp32 at 65 536 tokens: two 64k×64k score matrices per head alone are tens of GB.
     let t = std::time::Instant::now();
-    let o = run(&["kernel", "--backend", "naive", "--mask", "causal", "--seqlen", "65536", "--heads", "4:2", "--head-dim", "64", "--dtype", "fp32", "--device", "cpu", "--json"]);
+    let o = run(&[
+        "kernel",
+        "--backend",
+        "naive",
+        "--mask",
+        "causal",
+        "--seqlen",
+        "65536",
+        "--heads",
+        "4:2",
+        "--head-dim",
+        "64",
+        "--dtype",
+        "fp32",
+        "--device",
+        "cpu",
+        "--json",
+    ]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&o)));
     assert_eq!(v["status"], "oom", "{v}");
     assert!(v["error"].as_str().unwrap().contains("estimated peak"), "{v}");
     assert_eq!(o.status.code(), Some(1));
     assert!(t.elapsed().as_secs() < 30, "refused before allocating");
     // --mem-limit: a small case over a tiny limit is refused the same way.
-    let o = run(&["kernel", "--backend", "naive", "--mask", "causal", "--seqlen", "1024", "--heads", "1:1", "--head-dim", "16", "--dtype", "fp32", "--mem-limit", "1M", "--json"]);
+    let o = run(&[
+        "kernel",
+        "--backend",
+        "naive",
+        "--mask",
+        "causal",
+        "--seqlen",
+        "1024",
+        "--heads",
+        "1:1",
+        "--head-dim",
+        "16",
+        "--dtype",
+        "fp32",
+        "--mem-limit",
+        "1M",
+        "--json",
+    ]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["status"], "oom", "{v}");
     assert!(v["error"].as_str().unwrap().contains("--mem-limit 1.0 MiB"), "{v}");
@@ -92,7 +126,24 @@ fn item19_kernel_timeout_bounds_an_external_worker() {
     assert_bad_input(&o, &["--timeout", "ext:"]);
     let t = std::time::Instant::now();
     let o = bin()
-        .args(["kernel", "--backend", "ext:sleep", "--mask", "causal", "--seqlen", "32", "--heads", "1:1", "--head-dim", "8", "--dtype", "fp32", "--timeout", "3", "--json"])
+        .args([
+            "kernel",
+            "--backend",
+            "ext:sleep",
+            "--mask",
+            "causal",
+            "--seqlen",
+            "32",
+            "--heads",
+            "1:1",
+            "--head-dim",
+            "8",
+            "--dtype",
+            "fp32",
+            "--timeout",
+            "3",
+            "--json",
+        ])
         .arg("--worker")
         .arg(format!("{} {} sleep", python(), faulty()))
         .env("ATTNBENCH_TEST_PIDFILE", tempfile::tempdir().unwrap().path().join("p"))
@@ -177,7 +228,24 @@ fn item04_an_endless_answer_line_is_a_protocol_violation_not_gigabytes() {
     std::fs::write(&w, "printf '@@attnbench-ext '\nexec cat /dev/zero\n").unwrap();
     let t = std::time::Instant::now();
     let o = bin()
-        .args(["kernel", "--backend", "ext:endless", "--mask", "causal", "--seqlen", "32", "--heads", "1:1", "--head-dim", "8", "--dtype", "fp32", "--timeout", "120", "--json"])
+        .args([
+            "kernel",
+            "--backend",
+            "ext:endless",
+            "--mask",
+            "causal",
+            "--seqlen",
+            "32",
+            "--heads",
+            "1:1",
+            "--head-dim",
+            "8",
+            "--dtype",
+            "fp32",
+            "--timeout",
+            "120",
+            "--json",
+        ])
         .arg("--worker")
         .arg(format!("sh {}", w.display()))
         .output()
@@ -196,7 +264,9 @@ fn item05_planner_refuses_unbounded_masks_with_exit_2() {
     for (seqlen, block) in [(1048576u64, 16u64), (2147483648, 128)] {
         let s = suite(
             dir.path(),
-            &format!("[[grid]]\npatterns = [{{ name = \"block_sparse\", params = {{ block = \"{block}\" }} }}]\nseqlens = [{seqlen}]\nbackends = [\"naive\"]\n"),
+            &format!(
+                "[[grid]]\npatterns = [{{ name = \"block_sparse\", params = {{ block = \"{block}\" }} }}]\nseqlens = [{seqlen}]\nbackends = [\"naive\"]\n"
+            ),
         );
         let t = std::time::Instant::now();
         let o = bin().args(["run", &s, "--dry-run"]).output().unwrap();
@@ -249,7 +319,11 @@ fn item07_out_refuses_files_that_are_not_attnbench_s() {
 fn item15_cp_out_errors_keep_their_cause_and_a_busy_folder_exits_2() {
     let dir = tempfile::tempdir().unwrap();
     let cp = |out: &std::path::Path| {
-        bin().args(["cp", "--comm", "local", "--world", "2", "--strategy", "ring-p2p", "--mask", "causal", "--seqlen", "64", "--out"]).arg(out).output().unwrap()
+        bin()
+            .args(["cp", "--comm", "local", "--world", "2", "--strategy", "ring-p2p", "--mask", "causal", "--seqlen", "64", "--out"])
+            .arg(out)
+            .output()
+            .unwrap()
     };
     // A file where the folder should be.
     std::fs::write(dir.path().join("afile"), "x").unwrap();
@@ -375,7 +449,11 @@ fn item12_cp_grids_with_more_ranks_than_tokens_or_absurd_worlds_are_refused_at_p
 #[test]
 fn item20_assume_tflops_must_be_positive() {
     for v in ["0", "-1", "inf", "NaN"] {
-        let o = bin().args(["run", "suites/quick-cpu.toml", "--dry-run", &format!("--assume-tflops={v}")]).current_dir(env!("CARGO_MANIFEST_DIR")).output().unwrap();
+        let o = bin()
+            .args(["run", "suites/quick-cpu.toml", "--dry-run", &format!("--assume-tflops={v}")])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
         assert_bad_input(&o, &["--assume-tflops", "positive"]);
     }
     let o = bin().args(["run", "suites/quick-cpu.toml", "--dry-run", "--assume-tflops", "0.05"]).current_dir(env!("CARGO_MANIFEST_DIR")).output().unwrap();
@@ -388,7 +466,8 @@ fn item20_assume_tflops_must_be_positive() {
 #[test]
 fn item18_a_worker_that_does_not_exist_is_one_line_and_exit_2() {
     for w in ["/nonexistent", "no-such-attnbench-worker-cmd --flag"] {
-        let o = run(&["kernel", "--backend", "ext:x", "--mask", "causal", "--seqlen", "32", "--heads", "1:1", "--head-dim", "8", "--dtype", "fp32", "--worker", w]);
+        let o =
+            run(&["kernel", "--backend", "ext:x", "--mask", "causal", "--seqlen", "32", "--heads", "1:1", "--head-dim", "8", "--dtype", "fp32", "--worker", w]);
         assert_bad_input(&o, &["--worker", "cannot start", w.split(' ').next().unwrap()]);
     }
 }

@@ -45,6 +45,9 @@ pub struct CommArgs {
     /// Timed operations per size (time = their mean, slowest rank).
     #[arg(long, default_value = "20")]
     pub iters: String,
+    /// Measure the whole table this many times (nccl-tests' -N run cycles); each result names its cycle.
+    #[arg(long, default_value = "1")]
+    pub cycles: String,
     /// Print one JSON object instead of the table (rank 0).
     #[arg(long)]
     pub json: bool,
@@ -108,13 +111,14 @@ fn parse(a: &CommArgs) -> Result<Parsed, BadInput> {
     let step_factor = num("--step-factor", &a.step_factor, 2)?;
     let warmup = num("--warmup", &a.warmup, 0)? as usize;
     let iters = num("--iters", &a.iters, 1)? as usize;
+    let cycles = num("--cycles", &a.cycles, 1)? as usize;
     if device_cuda && !tch::Cuda::is_available() {
         return Err(BadInput("--device cuda: CUDA is not available on this machine".into()));
     }
     if !device_cuda {
         check_host_memory(max_bytes, if comm == "local" { world } else { ranks_on_this_host() })?;
     }
-    Ok(Parsed { comm, world, device_cuda, cfg: BenchConfig { ops, min_bytes, max_bytes, step_factor, warmup, iters, device: Device::Cpu } })
+    Ok(Parsed { comm, world, device_cuda, cfg: BenchConfig { ops, min_bytes, max_bytes, step_factor, warmup, iters, device: Device::Cpu, cycles } })
 }
 
 /// Ranks of this job on this host (Open MPI's local size; 1 when unknown).
@@ -148,7 +152,8 @@ fn fingerprint(p: &Parsed) -> u64 {
     use std::hash::{Hash, Hasher};
     let c = &p.cfg;
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    (&p.comm, p.device_cuda, c.ops.iter().map(|o| o.name()).collect::<Vec<_>>(), c.min_bytes, c.max_bytes, c.step_factor, c.warmup, c.iters).hash(&mut h);
+    (&p.comm, p.device_cuda, c.ops.iter().map(|o| o.name()).collect::<Vec<_>>(), c.min_bytes, c.max_bytes, c.step_factor, c.warmup, c.iters, c.cycles)
+        .hash(&mut h);
     h.finish()
 }
 
@@ -200,7 +205,10 @@ fn run_distributed(a: &CommArgs) -> anyhow::Result<ExitCode> {
     let local = parsed.as_ref().map(fingerprint).map_err(|e| e.to_string());
     if let Err(f) = crate::harness::cp::agree(&mpi, local) {
         if let Some(m) = f.message {
-            eprintln!("error: {}", m.replace("a different case than rank 0 (every rank of a CP job", "a different configuration than rank 0 (every rank of a comm job"));
+            eprintln!(
+                "error: {}",
+                m.replace("a different case than rank 0 (every rank of a CP job", "a different configuration than rank 0 (every rank of a comm job")
+            );
         }
         return Ok(ExitCode::from(f.code));
     }

@@ -46,13 +46,23 @@ fn over_memory(case: &crate::case::Case, s: &MeasureSettings, run_id: &str, limi
     let est = memory::estimate(case, s, 1);
     let (allow, source) = memory::host_allowance(limit);
     let msg = if est.host > allow {
-        format!("not run: estimated peak ≥ {} of host memory ({}) exceeds the {} this process may use ({source})", memory::human(est.host), est.detail, memory::human(allow))
+        format!(
+            "not run: estimated peak ≥ {} of host memory ({}) exceeds the {} this process may use ({source})",
+            memory::human(est.host),
+            est.detail,
+            memory::human(allow)
+        )
     } else if est.device > 0 {
         let free = crate::sys::cuda_available().then(|| memory::device_free_for(std::process::id())).flatten()?;
         if est.device <= free {
             return None;
         }
-        format!("not run: estimated peak ≥ {} of device memory ({}) exceeds the {} free on the device (nvidia-smi)", memory::human(est.device), est.detail, memory::human(free))
+        format!(
+            "not run: estimated peak ≥ {} of device memory ({}) exceeds the {} free on the device (nvidia-smi)",
+            memory::human(est.device),
+            est.detail,
+            memory::human(free)
+        )
     } else {
         return None;
     };

@@ -134,6 +134,9 @@ pub struct BenchConfig {
     pub iters: usize,
     /// Where the buffers live (the rank's GPU for NCCL).
     pub device: Device,
+    /// Times the whole table is measured (nccl-tests' `-N` run cycles): every (operation, size) is
+    /// timed once per cycle and reported with its cycle number.
+    pub cycles: usize,
 }
 
 /// One line of the table (and of the JSON `results`). Field names are read by the simulator's
@@ -151,6 +154,8 @@ pub struct OpResult {
     pub busbw_gbps: f64,
     /// Elements that differ from the expected result, summed over ranks.
     pub wrong: u64,
+    /// Run cycle (0-based, see [`BenchConfig::cycles`]).
+    pub cycle: usize,
 }
 
 /// The pattern value of element `i` of stream `s` (rank- and index-dependent), as an f32 tensor:
@@ -224,21 +229,31 @@ pub fn run_bench(comm: &dyn Comm, cfg: &BenchConfig) -> Result<Vec<OpResult>, Co
     let timeline = timeline_for(dev);
     let ranks = CommRanks(comm);
     let mut out = Vec::new();
-    for &op in &cfg.ops {
-        let mut last_bytes = None;
-        for req in sizes(cfg.min_bytes, cfg.max_bytes, cfg.step_factor) {
-            let (c, bytes) = op.counts(req, n);
-            if last_bytes == Some(bytes) {
-                continue; // rounding made this size equal to the previous one
+    for cycle in 0..cfg.cycles.max(1) {
+        for &op in &cfg.ops {
+            let mut last_bytes = None;
+            for req in sizes(cfg.min_bytes, cfg.max_bytes, cfg.step_factor) {
+                let (c, bytes) = op.counts(req, n);
+                if last_bytes == Some(bytes) {
+                    continue; // rounding made this size equal to the previous one
+                }
+                last_bytes = Some(bytes);
+                let p = prepare(op, rank, n, c, dev);
+                let mut clock = HostClock::ranked(timeline.as_ref(), &ranks);
+                let ms = run_back_to_back(&mut clock, cfg.warmup, cfg.iters, &mut || run_op(comm, op, &p, c))?;
+                let secs = ms * 1e-3;
+                let wrong = comm.all_reduce_f64(count_wrong(&p.output, &p.expected) as f64, ReduceOp::Sum)? as u64;
+                let algbw = bytes as f64 / secs / 1e9;
+                out.push(OpResult {
+                    op: op.name().to_string(),
+                    bytes,
+                    time_us: secs * 1e6,
+                    algbw_gbps: algbw,
+                    busbw_gbps: algbw * op.bus_factor(n),
+                    wrong,
+                    cycle,
+                });
             }
-            last_bytes = Some(bytes);
-            let p = prepare(op, rank, n, c, dev);
-            let mut clock = HostClock::ranked(timeline.as_ref(), &ranks);
-            let ms = run_back_to_back(&mut clock, cfg.warmup, cfg.iters, &mut || run_op(comm, op, &p, c))?;
-            let secs = ms * 1e-3;
-            let wrong = comm.all_reduce_f64(count_wrong(&p.output, &p.expected) as f64, ReduceOp::Sum)? as u64;
-            let algbw = bytes as f64 / secs / 1e9;
-            out.push(OpResult { op: op.name().to_string(), bytes, time_us: secs * 1e6, algbw_gbps: algbw, busbw_gbps: algbw * op.bus_factor(n), wrong });
         }
     }
     Ok(out)
@@ -266,9 +281,15 @@ impl BenchReport {
         );
         s += &format!("{:>14} {:>12} {:>12} {:>12} {:>12} {:>8}\n", "op", "size(B)", "time(us)", "algbw(GB/s)", "busbw(GB/s)", "#wrong");
         let mut prev = "";
+        let cycles = self.results.iter().map(|r| r.cycle).max().unwrap_or(0);
+        let mut prev_cycle = None;
         for r in &self.results {
             if !prev.is_empty() && prev != r.op {
                 s.push('\n');
+            }
+            if cycles > 0 && prev_cycle != Some(r.cycle) {
+                s += &format!("# cycle {} of {}\n", r.cycle + 1, cycles + 1);
+                prev_cycle = Some(r.cycle);
             }
             prev = &r.op;
             s += &format!("{:>14} {:>12} {:>12.2} {:>12.3} {:>12.3} {:>8}\n", r.op, r.bytes, r.time_us, r.algbw_gbps, r.busbw_gbps, r.wrong);
@@ -312,10 +333,11 @@ mod tests {
 
     #[test]
     fn every_op_is_exact_on_a_local_world_of_three() {
-        let cfg = BenchConfig { ops: Op::ALL.to_vec(), min_bytes: 8, max_bytes: 4096, step_factor: 4, warmup: 1, iters: 2, device: Device::Cpu };
+        let cfg = BenchConfig { ops: Op::ALL.to_vec(), min_bytes: 8, max_bytes: 4096, step_factor: 4, warmup: 1, iters: 2, device: Device::Cpu, cycles: 2 };
         let out = LocalWorld::run(3, move |c| run_bench(c, &cfg).unwrap());
         assert_eq!(out[0], out[2], "every rank reports the same table");
-        assert_eq!(out[0].len(), 5 * 5, "sizes 8, 32, 128, 512, 2048 for each op");
+        assert_eq!(out[0].len(), 2 * 5 * 5, "sizes 8, 32, 128, 512, 2048 for each op, two cycles");
+        assert_eq!(out[0].iter().filter(|r| r.cycle == 1).count(), 25);
         for r in &out[0] {
             assert_eq!(r.wrong, 0, "{r:?}");
             assert!(r.time_us > 0.0);

@@ -126,7 +126,11 @@ fn check_report_columns(path: &Path) -> Result<(), ReportError> {
     }
     let got: Vec<&str> = header.iter().map(|h| h.trim_start_matches('\u{feff}').trim()).collect();
     match REPORT_COLUMNS.iter().find(|c| !got.contains(c)) {
-        Some(c) => Err(ReportError::Input(format!("{}: line 1: no `{c}` column (the header must name {}): not an attnbench results CSV", path.display(), REPORT_COLUMNS.join(", ")))),
+        Some(c) => Err(ReportError::Input(format!(
+            "{}: line 1: no `{c}` column (the header must name {}): not an attnbench results CSV",
+            path.display(),
+            REPORT_COLUMNS.join(", ")
+        ))),
         None => Ok(()),
     }
 }

@@ -32,7 +32,9 @@ impl CsvError {
     pub fn into_cli(self) -> anyhow::Error {
         match self {
             // A path that is a folder, or a place this user may not write, is theirs to fix.
-            CsvError::Io { ref source, .. } if matches!(source.kind(), io::ErrorKind::IsADirectory | io::ErrorKind::NotADirectory | io::ErrorKind::PermissionDenied) => {
+            CsvError::Io { ref source, .. }
+                if matches!(source.kind(), io::ErrorKind::IsADirectory | io::ErrorKind::NotADirectory | io::ErrorKind::PermissionDenied) =>
+            {
                 crate::error::BadInput::new(self.to_string()).into()
             }
             CsvError::Io { .. } => anyhow::anyhow!("{self}"),

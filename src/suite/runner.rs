@@ -288,7 +288,10 @@ fn run_kernel(worker: &mut Option<Worker>, run_id: &str, pc: &PlannedCase, plan:
             let (mut status, mut msg) = old.kill_and_explain(&failure);
             // A worker that died while the cgroup's OOM killer killed something was killed by the
             // job's or container's memory limit, below what the machine has: an `oom`.
-            if matches!(failure, WorkerFailure::Died) && status == Status::Error && matches!((oom_kills, memory::cgroup_oom_kills()), (Some(a), Some(b)) if b > a) {
+            if matches!(failure, WorkerFailure::Died)
+                && status == Status::Error
+                && matches!((oom_kills, memory::cgroup_oom_kills()), (Some(a), Some(b)) if b > a)
+            {
                 status = Status::Oom;
                 msg = format!("{msg}: killed by the memory limit of its cgroup (the kernel's oom_kill count rose during the case)");
             }

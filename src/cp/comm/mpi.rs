@@ -288,9 +288,8 @@ impl Comm for MpiComm {
         let dt = self.native_type("sendrecv", send, recv)?;
         let (ns, nr) = (count("sendrecv", send.numel())?, count("sendrecv", recv.numel())?);
         let (s, d) = (Staged::input(send), Staged::output(recv));
-        let rc = unsafe {
-            ffi::MPI_Sendrecv(s.ptr(), ns, dt, dst_rank as c_int, TAG, d.ptr(), nr, dt, src_rank as c_int, TAG, self.comm, ffi::RSMPI_STATUS_IGNORE)
-        };
+        let rc =
+            unsafe { ffi::MPI_Sendrecv(s.ptr(), ns, dt, dst_rank as c_int, TAG, d.ptr(), nr, dt, src_rank as c_int, TAG, self.comm, ffi::RSMPI_STATUS_IGNORE) };
         check("MPI_Sendrecv", rc)?;
         d.finish(recv);
         if dst_rank != self.rank {
