@@ -1,10 +1,12 @@
 //! `attnbench comm` against an independent timing of the same MPI calls: mpi4py (pinned by
 //! `launch/setup`, `$ATTNBENCH_CACHE/mpi4py-4.1.2/site`) under `launch/mpirun -np 2`, the same sizes
 //! (64 KiB–16 MiB, ×4) and operations (allreduce, allgather, alltoall), interleaved with attnbench
-//! over rounds (order alternating), each run timing its table several cycles (`--cycles`). The median over (op, size) of the ratio of the two best
-//! times (attnbench / mpi4py) must lie within 0.90–1.10 — loose, for a noisy 2-core machine; the issue asks
+//! over five rounds (order alternating). The median over (op, size) of the ratio of the two best times
+//! (attnbench / mpi4py) must lie within 0.90–1.10 — loose, for a noisy 2-core machine; the issue asks
 //! for exactly this check. Before `comm` timed the collective alone (an output tensor and host copies
-//! per call inside the timed loop) the median was 1.16–1.25. Prints the figure (`--nocapture`).
+//! per call inside the timed loop) the median was 1.16–1.25 (1.12 measured with this test). Measured
+//! after: 0.93–0.96 at load 3–6, 0.90–1.16 at load 7–9 (five helpers building on the 2 cores).
+//! Prints the figure (`--nocapture`); ≈ 15 s on a quiet machine.
 #![cfg(feature = "mpi")]
 
 use std::collections::BTreeMap;
@@ -13,9 +15,10 @@ use std::process::Command;
 
 use serde_json::Value;
 
-const ROUNDS: usize = 2;
-/// Cycles per run (`--cycles`, nccl-tests' -N): the table timed again without a new process.
-const CYCLES: &str = "4";
+const ROUNDS: usize = 5;
+/// Cycles per run (`--cycles`, nccl-tests' -N). One: best-of-cycles inside one process was less steady
+/// here (medians 0.83–0.97) than best-of-rounds across processes.
+const CYCLES: &str = "1";
 const WARMUP: &str = "3";
 const ITERS: &str = "10";
 
