@@ -46,6 +46,9 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    if let Some(t) = args.assume_tflops.filter(|t| !(t.is_finite() && *t > 0.0)) {
+        return Err(BadInput::new(format!("--assume-tflops: must be a positive, finite number of TFLOPS, got {t}")).into());
+    }
     let filter = args.filter.as_deref().map(Filter::parse).transpose().map_err(BadInput::new)?;
     let oracle = crate::suite::oracle::Registries;
     let plan = crate::suite::load(&args.suite, filter.as_ref(), &oracle).map_err(|e| BadInput::new(e.to_string()))?;
@@ -60,7 +63,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         new_segment: args.new_segment,
         fail_on_wrong: args.fail_on_wrong,
         mem_limit: args.mem_limit,
-        command_line: std::env::args().collect::<Vec<_>>().join(" "),
+        command_line: std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" "),
         progress_bar: RunOptions::detect_progress(),
     };
     check_out_dir(&opts)?;
