@@ -130,6 +130,20 @@ pub struct Row {
     pub measure_id: String,
     #[serde(default)]
     pub segment: u32,
+    // Issue 26: the untimed seconds of a kernel case, host wall clock (`Instant`), so the harness's own
+    // cost is visible next to the kernels'. Empty for rows that did not get that far (and for CP and
+    // simulated rows).
+    /// Seconds before the gate: mask, inputs (drawn, or shared with the previous case of the same
+    /// shape), the backend's `prepare`.
+    #[serde(default)]
+    pub setup_s: Option<f64>,
+    /// Seconds of the correctness gate (the backend's call plus the reference); empty when it was off.
+    #[serde(default)]
+    pub gate_s: Option<f64>,
+    /// Seconds of the measurement: the peak-memory call, warmup and repeats with their L2 flushes and
+    /// clock reads — the wall time the timed calls cost, of which `ms_median × repeats` is kernel time.
+    #[serde(default)]
+    pub measure_s: Option<f64>,
 }
 
 impl Row {
@@ -176,6 +190,9 @@ impl Row {
             mem_source: String::new(),
             measure_id: String::new(),
             segment: 0,
+            setup_s: None,
+            gate_s: None,
+            measure_s: None,
         }
     }
 
