@@ -79,9 +79,13 @@ fn the_gpu_check_script_runs_every_step_on_the_cpu() {
         .expect("launch/gpu-check runs");
     let stdout = String::from_utf8_lossy(&o.stdout);
     let log = std::fs::read_to_string(out.join("log.txt")).unwrap_or_default();
-    assert!(o.status.success(), "gpu-check --rehearse failed: {stdout}\n{}\nlog tail: {}", String::from_utf8_lossy(&o.stderr), &log[log.len().saturating_sub(3000)..]);
-    let steps: Vec<serde_json::Value> =
-        std::fs::read_to_string(out.join("steps.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(
+        o.status.success(),
+        "gpu-check --rehearse failed: {stdout}\n{}\nlog tail: {}",
+        String::from_utf8_lossy(&o.stderr),
+        &log[log.len().saturating_sub(3000)..]
+    );
+    let steps: Vec<serde_json::Value> = std::fs::read_to_string(out.join("steps.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let names: Vec<&str> = steps.iter().map(|s| s["step"].as_str().unwrap()).collect();
     assert_eq!(names, STEPS.iter().map(|s| s.0).collect::<Vec<_>>(), "the steps ran in another order or one is missing");
     let budget: i64 = steps.iter().map(|s| s["budget_s"].as_i64().unwrap()).sum();
