@@ -186,7 +186,8 @@ fn same_suite_twice_gives_identical_rows_except_timing() {
         assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
         runs.push(out.join("results.csv"));
     }
-    let varying = ["run_id", "ms_median", "ms_p20", "ms_p80", "cv", "tflops", "tflops_per_gpu", "mfu", "peak_mem_bytes", "repeats"];
+    let varying =
+        ["run_id", "ms_median", "ms_p20", "ms_p80", "cv", "tflops", "tflops_per_gpu", "mfu", "peak_mem_bytes", "repeats", "setup_s", "gate_s", "measure_s"];
     let header: Vec<String> = csv::Reader::from_path(&runs[0]).unwrap().headers().unwrap().iter().map(String::from).collect();
     let (a, b) = (rows(&runs[0]), rows(&runs[1]));
     assert_eq!(a.len(), b.len());
