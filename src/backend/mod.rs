@@ -43,7 +43,11 @@ pub struct Inputs {
 /// the case's dtype. On the CPU this is what it always was (CPU generator, f32, cast); on CUDA the draw
 /// runs on the GPU (Philox), so a 48K case does not spend seconds in a host `randn` and a host-to-device
 /// copy. The same seed gives the same values on the same device type with the same torch; CUDA values
-/// differ from CPU values (issue 26).
+/// differ from CPU values (issue 26). Both sides seed every device: `tch::manual_seed` is libtorch's
+/// `torch::manual_seed` (torch/csrc/api/src/utils.cpp: the CPU generator and each CUDA default
+/// generator, whose `set_current_seed` also resets the Philox offset), Python's `torch.manual_seed`
+/// likewise (`torch.cuda.manual_seed_all`). CUDA values depend on the launch grid, i.e. on the GPU
+/// model: the contract is "same torch, same GPU model".
 pub fn draw_inputs(case: &Case, seed: u64, device: Device) -> Result<[Tensor; 4], KernelError> {
     let (b, hq, hkv, s, d) = (case.batch as i64, case.heads.q as i64, case.heads.kv as i64, case.seqlen as i64, case.head_dim as i64);
     let kind = case.dtype.kind();

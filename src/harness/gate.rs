@@ -139,12 +139,14 @@ pub fn gate(kernel: &mut dyn Kernel, x: &Inputs, pass: Pass, dtype: DType) -> Re
     let all: Vec<i64> = (0..s[2]).collect();
     let (ro, rgrads) = reference_in_chunks(x, rows.as_deref().unwrap_or(&all), grads.is_some(), rows.is_none(), chunk_entries(x.q.device()))?;
     let dev = x.q.device();
+    // The checked rows first, then f64: a 48K output is never copied whole.
     let sel = |t: &Tensor| -> Result<Tensor, KernelError> {
-        let t = t.f_detach()?.f_to_device(dev)?.f_to_kind(Kind::Double)?;
-        Ok(match &rows {
+        let t = t.f_detach()?.f_to_device(dev)?;
+        let t = match &rows {
             Some(r) => t.f_index_select(2, &Tensor::from_slice(r).f_to_device(dev)?)?,
             None => t,
-        })
+        };
+        Ok(t.f_to_kind(Kind::Double)?)
     };
     let (tol_out, tol_grad) = tolerance(dtype);
     let mut worst = (0.0f64, 0.0f64, "out"); // (abs err, normalised err, which)
