@@ -227,4 +227,25 @@ mod tests {
         assert!(diff(&out2, &ro.index_select(2, &pick)) < 1e-12);
         assert!(diff(&dq2, &want[0].index_select(2, &pick)) < 1e-12);
     }
+
+    /// On a GPU: the inputs are drawn on the device, shared by a second backend of the same shape, and
+    /// the gate's reference runs there (a correct kernel passes, on every row at 1K).
+    #[test]
+    #[ignore = "needs a CUDA device (launch/gpu-check runs the cuda_ tests)"]
+    fn cuda_inputs_and_gate_reference_stay_on_the_device() {
+        use crate::backend::find_backend;
+        use crate::case::{Case, DeviceKind, HeadLayout};
+        use crate::mask::{build_pattern, Params};
+        crate::sys::ensure_cuda_loaded();
+        let case = Case::kernel("sdpa-flash", "causal", Params::new(), 1024, HeadLayout { q: 8, kv: 2 }, 128, DType::Bf16, Pass::Bwd, DeviceKind::Cuda);
+        let x = Inputs::new(&case, build_pattern("causal", 1024, &Params::new()).unwrap(), 42, true).unwrap();
+        assert!(x.q.device().is_cuda());
+        let y = Inputs::new(&Case { backend: "sdpa-cudnn".into(), ..case.clone() }, build_pattern("causal", 1024, &Params::new()).unwrap(), 42, true).unwrap();
+        assert_eq!(x.q.data_ptr(), y.q.data_ptr());
+        let b = find_backend("sdpa-flash").unwrap();
+        let mut k = b.prepare(&case, &x).unwrap();
+        let c = gate(k.as_mut(), &x, Pass::Bwd, DType::Bf16).unwrap();
+        assert!(c.passed, "{}", c.detail);
+        assert!(c.detail.contains("all rows"), "{}", c.detail);
+    }
 }
