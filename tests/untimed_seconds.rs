@@ -47,3 +47,17 @@ fn rows_record_untimed_seconds_and_the_dry_run_estimates_from_them() {
     assert_eq!(String::from_utf8_lossy(&bad.stderr).trim().lines().count(), 1, "{}", String::from_utf8_lossy(&bad.stderr));
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// The plan is shape-major: every backend, mask and pass of one input shape in a row (so the worker
+/// draws the inputs once per shape), lengths ascending (so an OOM is seen before larger lengths).
+#[test]
+fn the_plan_runs_every_backend_of_a_shape_together() {
+    let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("suites/quick-cpu.toml");
+    let o = bin().args(["run", "--dry-run"]).arg(&suite).output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    let lens: Vec<usize> = text.lines().filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("S=")).and_then(|s| s.parse().ok())).collect();
+    assert_eq!(lens.len(), 52, "{text}");
+    assert!(lens.windows(2).all(|w| w[0] <= w[1]), "lengths go back down: {lens:?}");
+    let at_2048: std::collections::BTreeSet<&str> = text.lines().filter(|l| l.contains(" S=2048 ")).filter_map(|l| l.split_whitespace().nth(2)).collect();
+    assert!(at_2048.len() >= 5, "every backend runs at 2048: {at_2048:?}");
+}

@@ -38,19 +38,20 @@ pub struct Overheads {
 }
 
 impl Overheads {
-    /// Defaults. CPU: fitted to `quick-cpu` on the 2-core development machine (issue 26's benchmark,
-    /// `cargo bench --bench harness_overhead`). CUDA: per-case costs of a worker on an H200 assumed
-    /// at 20 ms, the device `randn` at 1 TB/s (HBM-bound Philox) and the f64 reference at 30 TFLOPS
-    /// (half the H200's 67 TFLOPS FP64 tensor-core peak) — data-sheet estimates until a GPU run's rows
-    /// replace them through `--overheads-from`.
+    /// Defaults. CPU: fitted (as [`Overheads::from_rows`] does) to the 44 ok rows of one `quick-cpu`
+    /// run on the 2-core development machine under load (test-profile binary; issue 26), except the
+    /// draw rate, which that suite's small shapes do not pin down (an estimate). CUDA: per-case costs of
+    /// a worker on an H200 assumed at 20 ms, the device `randn` at 1 TB/s (HBM-bound Philox) and the f64
+    /// reference at 30 TFLOPS (under half the H200's 67 TFLOPS FP64 tensor-core peak) — data-sheet
+    /// estimates until a GPU run's rows replace them through `--overheads-from`.
     pub fn default_for(device: DeviceKind) -> Overheads {
         match device {
             DeviceKind::Cpu => Overheads {
-                setup_s: 0.005,
+                setup_s: 0.023,
                 draw_s_per_gb: 2.0,
-                gate_fixed_s: 0.005,
-                reference_tflops: 0.005,
-                measure_fixed_s: 0.002,
+                gate_fixed_s: 0.2,
+                reference_tflops: 0.0017,
+                measure_fixed_s: 0.001,
                 tflops_by_backend: Default::default(),
                 source: "defaults (CPU: fitted to quick-cpu on 2 cores)".into(),
             },
