@@ -112,13 +112,14 @@ pub fn load(path: &Path, filter: Option<&Filter>, oracle: &dyn SupportOracle) ->
     if let Some(f) = filter {
         cases.retain(|c| f.matches(c));
     }
-    // Memory-sane order: within a backend (and strategy), small to large, so an OOM at length L is
-    // seen before the larger lengths it lets us skip.
+    // Memory-sane order: small to large lengths, so an OOM at length L of a backend is seen before the
+    // larger lengths it lets us skip; and shape-major (issue 26): every backend, mask and pass of one
+    // input shape in a row, so the worker draws the inputs once per shape and shares them.
     cases.sort_by(|a, b| {
         let key = |c: &Case| {
             (
-                (c.kind, c.strategy.clone(), c.backend.clone(), c.device, c.seqlen, c.world_size),
-                (c.pattern.clone(), c.params.clone(), c.pass, c.dtype, c.heads, c.head_dim, c.batch),
+                (c.kind, c.strategy.clone(), c.device, c.seqlen, c.world_size, c.dtype, c.heads, c.head_dim, c.batch),
+                (c.backend.clone(), c.pattern.clone(), c.params.clone(), c.pass),
             )
         };
         key(a).cmp(&key(b))

@@ -65,6 +65,9 @@ pub struct RunSummary {
     /// Σ of the time each case spent in its worker / mpirun (mask, inputs, check, warmup, repeats):
     /// `wall_s − case_s` is what the runner itself costs (planning, process start, CSV writes).
     pub case_s: f64,
+    /// Σ of the rows' untimed seconds: `setup_s` (mask, inputs, prepare) and `gate_s` (issue 26).
+    pub setup_s: f64,
+    pub gate_s: f64,
     /// The signal that stopped the run early (its case has no row; `--resume` runs it).
     pub interrupted: Option<i32>,
     /// Cases of the plan that have a row now (this segment's setup), and how many the plan has.
@@ -187,6 +190,8 @@ pub fn run_plan(plan: &Plan, opts: &RunOptions) -> anyhow::Result<RunSummary> {
         if row.status == Status::Ok {
             summary.timed_s += row.ms_median.unwrap_or(0.0) * row.repeats.unwrap_or(0) as f64 / 1e3;
         }
+        summary.setup_s += row.setup_s.unwrap_or(0.0);
+        summary.gate_s += row.gate_s.unwrap_or(0.0);
         *summary.counts.entry(row.status).or_default() += 1;
         progress.finish_case(n, total, case, &row);
     }
