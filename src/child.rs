@@ -75,6 +75,60 @@ pub enum Recv {
     Timeout,
 }
 
+/// Longest stdout line kept, in bytes. An answer is one JSON line (a row, or a worker's `times` with at
+/// most a million repeats, ≈ 25 MB); a child writing one endless line would otherwise grow this process
+/// to gigabytes before its timeout (issue 30). A longer answer line is a protocol violation: the
+/// reader hands over [`overlong`]'s text (not JSON, so the protocol layer rejects it, naming the cause)
+/// and stops reading, which the child meets as a closed pipe. Longer lines that are not answers are
+/// skipped without being kept.
+pub const MAX_LINE: usize = 64 << 20;
+
+/// The text handed over in place of an answer line longer than `max` bytes.
+pub fn overlong(max: usize) -> String {
+    format!("protocol violation: an answer line longer than {} MiB (the rest was not read)", max >> 20)
+}
+
+/// Reads `r` line by line, keeping at most `max` bytes of a line, and sends each line that starts
+/// with `prefix` (prefix stripped) to `tx` until end of input, a read error, or an overlong answer.
+fn read_answers(mut r: impl BufRead, prefix: &str, max: usize, tx: &mpsc::Sender<String>) {
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match std::io::Read::take(r.by_ref(), max as u64 + 1).read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        if buf.len() > max && buf.last() != Some(&b'\n') {
+            if buf.starts_with(prefix.as_bytes()) {
+                let _ = tx.send(overlong(max));
+                return;
+            }
+            // Not an answer: skip the rest of the line without keeping it.
+            loop {
+                buf.clear();
+                match std::io::Read::take(r.by_ref(), max as u64).read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) if buf.last() == Some(&b'\n') => break,
+                    Ok(_) => {}
+                }
+            }
+            continue;
+        }
+        if buf.last() == Some(&b'\n') {
+            buf.pop();
+            if buf.last() == Some(&b'\r') {
+                buf.pop();
+            }
+        }
+        let line = String::from_utf8_lossy(&buf);
+        if let Some(answer) = line.strip_prefix(prefix) {
+            if tx.send(answer.to_string()).is_err() {
+                return;
+            }
+        }
+    }
+}
+
 /// A running child speaking a line protocol (see the module doc).
 pub struct LineChild {
     child: Child,
@@ -99,16 +153,7 @@ impl LineChild {
         let stdin = child.stdin.take().expect("piped");
         let stdout = child.stdout.take().expect("piped");
         let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(answer) = line.strip_prefix(prefix) {
-                    if tx.send(answer.to_string()).is_err() {
-                        break;
-                    }
-                }
-            }
-        });
+        std::thread::spawn(move || read_answers(BufReader::new(stdout), prefix, MAX_LINE, &tx));
         Ok(LineChild { child, stdin, lines: rx, stderr_path, _stderr_dir: dir })
     }
 
@@ -193,6 +238,28 @@ mod tests {
         assert_eq!(c.recv(Duration::from_secs(10)), Recv::Eof);
         assert_eq!(describe_exit(c.exit_status(Duration::from_secs(5))), "exited with exit status: 3");
         assert_eq!(c.stderr_tail(), "oops");
+    }
+
+    #[test]
+    fn an_endless_answer_line_is_cut_at_the_cap() {
+        // A child that writes one answer line without end: the reader keeps at most the cap and hands
+        // over the protocol-violation text; noise lines beyond the cap are skipped.
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "head -c 300000 /dev/zero | tr '\\0' x; echo; echo '@@ small'; printf '@@ '; cat /dev/zero"]);
+        let (tx, rx) = mpsc::channel();
+        let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+        let out = child.stdout.take().unwrap();
+        let t = std::thread::spawn(move || read_answers(BufReader::new(out), "@@ ", 100_000, &tx));
+        assert_eq!(rx.recv_timeout(Duration::from_secs(20)).unwrap(), "small");
+        assert_eq!(rx.recv_timeout(Duration::from_secs(20)).unwrap(), overlong(100_000));
+        t.join().unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        // And through LineChild, with the real cap: the line arrives as the protocol-violation text.
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "printf '@@ '; cat /dev/zero"]);
+        let c = LineChild::spawn(cmd, "@@ ", libc::SIGKILL).unwrap();
+        assert_eq!(c.recv(Duration::from_secs(60)), Recv::Line(overlong(MAX_LINE)));
     }
 
     #[test]

@@ -48,17 +48,46 @@ enum Command {
     Worker,
 }
 
+/// Whether this rank (`rank`, of MPI_COMM_WORLD) is the first of an Open MPI app context other than
+/// rank 0's, i.e. was started with a command line of its own (`OMPI_MCA_orte_app_num`,
+/// `OMPI_APP_CTX_NUM_PROCS`). False when the launcher does not say.
+fn first_of_other_app_context(rank: &str) -> bool {
+    let (Ok(app), Ok(sizes), Ok(rank)) = (std::env::var("OMPI_MCA_orte_app_num"), std::env::var("OMPI_APP_CTX_NUM_PROCS"), rank.parse::<usize>()) else {
+        return false;
+    };
+    let Ok(app) = app.parse::<usize>() else { return false };
+    let sizes: Vec<usize> = sizes.split_whitespace().filter_map(|n| n.parse().ok()).collect();
+    app > 0 && app <= sizes.len() && sizes[..app].iter().sum::<usize>() == rank
+}
+
 fn main() -> ExitCode {
     // Before any CUDA call: load libtorch_cuda.so, which `--as-needed` linking drops (see DESIGN.md).
     attnbench::sys::ensure_cuda_loaded();
     // Before any allocation-heavy work or thread: steady heap for CPU timings (measure::allocator).
     attnbench::measure::allocator::tune_for_timing();
+    // attnbench's paths and values are UTF-8 (they go into CSV cells, meta.json and messages): a
+    // non-UTF-8 argument is one line and exit 2 — `std::env::args` would panic on it later.
+    if let Some((i, a)) = std::env::args_os().enumerate().skip(1).find(|(_, a)| a.to_str().is_none()) {
+        let rank = ["OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID"].iter().find_map(|v| std::env::var(v).ok());
+        if rank.as_deref().is_none_or(|r| r == "0") {
+            eprintln!("error: argument {i} is not valid UTF-8 ({}): give paths and values in UTF-8", a.to_string_lossy());
+        }
+        return ExitCode::from(2);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
             // Under mpirun every rank parses the same bad command line: let rank 0 alone say so.
             let rank = ["OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID"].iter().find_map(|v| std::env::var(v).ok());
-            if rank.as_deref().is_some_and(|r| r != "0") {
+            if let Some(r) = rank.filter(|r| r != "0") {
+                // A rank started with its own command line (MPMD: `mpirun -np 1 A : -np 1 B`) says
+                // why it stops — the first rank of its app context, once — since rank 0 may have parsed
+                // fine and wait for it. Ranks sharing rank 0's command line stay quiet: rank 0 says it.
+                if e.use_stderr() && first_of_other_app_context(&r) {
+                    let first = e.render().to_string().lines().find(|l| !l.trim().is_empty()).unwrap_or_default().trim().to_string();
+                    eprintln!("{first} (rank {r})");
+                    return ExitCode::from(e.exit_code() as u8);
+                }
                 // mpirun aborts the job at the first non-zero exit: give rank 0 time to print first.
                 std::thread::sleep(std::time::Duration::from_millis(500));
                 return ExitCode::from(e.exit_code() as u8);

@@ -187,12 +187,16 @@ fn compare_flags_a_slowdown_beyond_noise_only() {
     write_run(&wide, &[(4096, 2.20, 0.10, Status::Ok), (8192, 7.5, 0.01, Status::Ok)]);
     let out = bin().arg("compare").args([&base_wide, &wide]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
-    // A case that went out of memory is not-ok (exit 0), unless --fail-on-broken.
+    // A case ok in the base that went out of memory fails the comparison (issue 30: fail closed),
+    // unless --allow-broken; --fail-on-broken is still accepted.
     let broken = dir.path().join("broken.csv");
     write_run(&broken, &[(4096, 0.0, 0.0, Status::Oom), (8192, 7.5, 0.01, Status::Ok)]);
     let out = bin().arg("compare").args([&base, &broken]).output().unwrap();
-    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 not-ok"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--allow-broken"));
+    let out = bin().arg("compare").args([&base, &broken]).arg("--allow-broken").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
     let out = bin().arg("compare").args([&base, &broken]).arg("--fail-on-broken").output().unwrap();
     assert_eq!(out.status.code(), Some(1));
 }

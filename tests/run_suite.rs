@@ -217,6 +217,10 @@ fn same_suite_twice_gives_identical_rows_except_timing() {
         "tflops_per_watt",
         "sm_clock_mhz",
         "throttle",
+        // issue 26: untimed seconds (host wall clock).
+        "setup_s",
+        "gate_s",
+        "measure_s",
     ];
     let header: Vec<String> = csv::Reader::from_path(&runs[0]).unwrap().headers().unwrap().iter().map(String::from).collect();
     let (a, b) = (rows(&runs[0]), rows(&runs[1]));

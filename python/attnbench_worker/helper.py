@@ -251,13 +251,14 @@ class TorchAdapter(Adapter):
 
     def load_inputs(self, case, seed, path):
         """The seed contract: torch.manual_seed(seed), then q, k, v, dout drawn in that order by
-        torch.randn in float32 on the CPU, each cast to the case dtype and moved to the device."""
+        torch.randn in float32 on the case's device (CPU generator on the CPU, the GPU's Philox
+        generator on CUDA), each cast to the case dtype."""
         import torch
 
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, "fp64": torch.float64}[case.dtype]
         torch.manual_seed(seed)
         shape = lambda h: (case.batch, h, case.seqlen, case.head_dim)  # noqa: E731
-        mk = lambda h: torch.randn(shape(h), dtype=torch.float32, device="cpu").to(dtype).to(case.device)  # noqa: E731
+        mk = lambda h: torch.randn(shape(h), dtype=torch.float32, device=case.device).to(dtype)  # noqa: E731
         q, k, v, dout = mk(case.heads_q), mk(case.heads_kv), mk(case.heads_kv), mk(case.heads_q)
         if case.backward:
             for t in (q, k, v):

@@ -34,26 +34,37 @@ pub fn mask_rows(m: &Mask, rows: &[i64]) -> Tensor {
 /// Reference attention for the query rows `rows` (all when `None`). q, k, v must be f64 on the CPU;
 /// differentiable. Returns (out `[B, Hq, R, D]`, lse `[B, Hq, R]`, −inf for empty rows whose out is 0).
 pub fn reference_attention(q: &Tensor, k: &Tensor, v: &Tensor, masks: &HeadMasks, scale: f64, rows: Option<&[i64]>) -> Result<(Tensor, Tensor), KernelError> {
-    let (hq, hkv, s) = (q.size()[1], k.size()[1], q.size()[2]);
+    let s = q.size()[2];
     let all: Vec<i64> = (0..s).collect();
     let rows = rows.unwrap_or(&all);
-    let qr = q.f_index_select(2, &Tensor::from_slice(rows))?;
-    let k = k.f_repeat_interleave_self_int(hq / hkv, 1, None)?;
-    let v = v.f_repeat_interleave_self_int(hq / hkv, 1, None)?;
+    let qr = q.f_index_select(2, &Tensor::from_slice(rows).f_to_device(q.device())?)?;
+    reference_rows(&qr, k, v, masks, scale, rows)
+}
+
+/// Reference attention of the query rows `qr` `[B, Hq, R, D]`, which are rows `rows` of the problem,
+/// against all keys: the gate calls it chunk by chunk, on the inputs' device. Only an `[R, S_k]` boolean
+/// mask per head group is built (never the dense S×S one), and GQA is a broadcast over the KV heads'
+/// query groups (K and V are not repeated). q, k, v of one float kind on one device; differentiable.
+pub fn reference_rows(qr: &Tensor, k: &Tensor, v: &Tensor, masks: &HeadMasks, scale: f64, rows: &[i64]) -> Result<(Tensor, Tensor), KernelError> {
+    let (b, hq, r, d) = (qr.size()[0], qr.size()[1], qr.size()[2], qr.size()[3]);
+    let (hkv, sk) = (k.size()[1], k.size()[2]);
+    let g = hq / hkv;
     let per = hq as usize / masks.groups.len();
-    let m = Tensor::f_stack(&masks.groups.iter().map(|g| mask_rows(g, rows)).collect::<Vec<_>>(), 0)?
+    let m = Tensor::f_stack(&masks.groups.iter().map(|grp| mask_rows(grp, rows)).collect::<Vec<_>>(), 0)?
+        .f_to_device(qr.device())?
         .f_repeat_interleave_self_int(per as i64, 0, None)?
-        .f_unsqueeze(0)?; // [1, Hq, R, S]
-    let scores = qr.f_matmul(&k.f_transpose(-1, -2)?)?.f_mul_scalar(scale)?.f_masked_fill(&m.f_logical_not()?, f64::NEG_INFINITY)?;
+        .f_reshape([1, hkv, g, r, sk])?;
+    let q5 = qr.f_reshape([b, hkv, g, r, d])?;
+    let scores = q5.f_matmul(&k.f_unsqueeze(2)?.f_transpose(-1, -2)?)?.f_mul_scalar(scale)?.f_masked_fill(&m.f_logical_not()?, f64::NEG_INFINITY)?;
     let lse = scores.f_logsumexp([-1], false)?;
     let safe = lse.f_masked_fill(&lse.f_isinf()?, 0.0)?.f_detach()?;
     // exp(s − lse) with the detached finite lse gives the same values; softmax's gradient is kept by
     // normalising explicitly.
     let p = scores.f_sub(&safe.f_unsqueeze(-1)?)?.f_exp()?;
-    let denom = p.f_sum_dim_intlist(&[-1i64][..], true, Kind::Double)?;
+    let denom = p.f_sum_dim_intlist(&[-1i64][..], true, qr.kind())?;
     let denom = denom.f_masked_fill(&denom.f_eq(0.0)?, 1.0)?;
-    let out = p.f_div(&denom)?.f_matmul(&v)?;
-    Ok((out, lse))
+    let out = p.f_div(&denom)?.f_matmul(&v.f_unsqueeze(2)?)?;
+    Ok((out.f_reshape([b, hq, r, d])?, lse.f_reshape([b, hq, r])?))
 }
 
 pub struct Reference;

@@ -233,6 +233,9 @@ impl MeasureArgs {
         }
         s.check = s.check && !self.no_check;
         s.tf32 = s.tf32 || self.tf32;
+        if let Some((key, msg)) = s.bounds_error() {
+            return Err(BadInput::new(format!("--{}: {msg}", key.replace('_', "-"))));
+        }
         Ok(s)
     }
 }

@@ -45,6 +45,9 @@ pub struct CommArgs {
     /// Timed operations per size (time = their mean, slowest rank).
     #[arg(long, default_value = "20")]
     pub iters: String,
+    /// Measure the whole table this many times (nccl-tests' -N run cycles); each result names its cycle.
+    #[arg(long, default_value = "1")]
+    pub cycles: String,
     /// Print one JSON object instead of the table (rank 0).
     #[arg(long)]
     pub json: bool,
@@ -108,10 +111,50 @@ fn parse(a: &CommArgs) -> Result<Parsed, BadInput> {
     let step_factor = num("--step-factor", &a.step_factor, 2)?;
     let warmup = num("--warmup", &a.warmup, 0)? as usize;
     let iters = num("--iters", &a.iters, 1)? as usize;
+    let cycles = num("--cycles", &a.cycles, 1)? as usize;
     if device_cuda && !tch::Cuda::is_available() {
         return Err(BadInput("--device cuda: CUDA is not available on this machine".into()));
     }
-    Ok(Parsed { comm, world, device_cuda, cfg: BenchConfig { ops, min_bytes, max_bytes, step_factor, warmup, iters, device: Device::Cpu } })
+    if !device_cuda {
+        check_host_memory(max_bytes, if comm == "local" { world } else { ranks_on_this_host() })?;
+    }
+    Ok(Parsed { comm, world, device_cuda, cfg: BenchConfig { ops, min_bytes, max_bytes, step_factor, warmup, iters, device: Device::Cpu, cycles } })
+}
+
+/// Ranks of this job on this host (Open MPI's local size; 1 when unknown).
+fn ranks_on_this_host() -> usize {
+    std::env::var("OMPI_COMM_WORLD_LOCAL_SIZE").ok().and_then(|v| v.parse().ok()).unwrap_or(1)
+}
+
+/// Refuses sizes whose CPU buffers cannot fit: each rank holds, for the largest size, its input, the
+/// output, the expected result and one temporary of the check (≥ 4 × the size), and `ranks` of them
+/// share this host's memory (its available memory, the cgroup's limit when lower).
+fn check_host_memory(max_bytes: u64, ranks: usize) -> Result<(), BadInput> {
+    use crate::suite::memory::{available_host_bytes, human};
+    let need = (max_bytes as u128) * 4 * ranks.max(1) as u128;
+    let avail = available_host_bytes();
+    if need > avail as u128 {
+        return Err(BadInput(format!(
+            "--max-bytes {}: the buffers need at least {} (4 × the size × {} rank(s) on this host), more than the {} available",
+            human(max_bytes),
+            human(need.min(u64::MAX as u128) as u64),
+            ranks.max(1),
+            human(avail)
+        )));
+    }
+    Ok(())
+}
+
+/// What every rank must agree on before any buffer moves (a different op list, size range or
+/// iteration count on one rank would hang the job or garble the collectives): a hash of the parsed
+/// configuration.
+fn fingerprint(p: &Parsed) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let c = &p.cfg;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (&p.comm, p.device_cuda, c.ops.iter().map(|o| o.name()).collect::<Vec<_>>(), c.min_bytes, c.max_bytes, c.step_factor, c.warmup, c.iters, c.cycles)
+        .hash(&mut h);
+    h.finish()
 }
 
 /// Prints the report (rank 0) and maps wrong elements to exit 1.
@@ -155,16 +198,21 @@ pub fn run(a: CommArgs) -> anyhow::Result<ExitCode> {
 #[cfg(feature = "mpi")]
 fn run_distributed(a: &CommArgs) -> anyhow::Result<ExitCode> {
     let mpi = crate::cp::comm::mpi::MpiComm::init().map_err(|e| anyhow::anyhow!("{e}"))?;
-    // Every rank parses the same flags and finds the same error; only rank 0 prints it.
-    let mut p = match parse(a) {
-        Ok(p) => p,
-        Err(e) => {
-            if mpi.rank() == 0 {
-                eprintln!("error: {e}");
-            }
-            return Ok(ExitCode::from(2));
+    // Every rank parses its own flags (MPMD gives each its own); then all agree, or all stop with
+    // exit 2 before any buffer moves: the lowest failing rank says why, or rank 0 names the rank whose
+    // configuration differs from its own (as `cp` does).
+    let parsed = parse(a);
+    let local = parsed.as_ref().map(fingerprint).map_err(|e| e.to_string());
+    if let Err(f) = crate::harness::cp::agree(&mpi, local) {
+        if let Some(m) = f.message {
+            eprintln!(
+                "error: {}",
+                m.replace("a different case than rank 0 (every rank of a CP job", "a different configuration than rank 0 (every rank of a comm job")
+            );
         }
-    };
+        return Ok(ExitCode::from(f.code));
+    }
+    let mut p = parsed.expect("agreed");
     let go = |comm: &dyn Comm, cfg: &BenchConfig| -> anyhow::Result<ExitCode> {
         match run_bench(comm, cfg) {
             Ok(r) if comm.rank() == 0 => finish(report(comm, cfg, r), a.json),

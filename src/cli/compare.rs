@@ -17,7 +17,8 @@ another case_id: the case identity changed, refresh the baseline), renamed (one 
 differs), removed (base only), new (new only); their times are shown, never judged. \
 A comparison that checks nothing fails closed: a BASE or NEW without rows is exit 2, no case ok in both runs exit 1 \
 (--allow-empty accepts both). \
-Exit status: 1 on any regression (or, with --fail-on-broken, a case ok in BASE and failing in NEW), 0 otherwise, 2 on bad input.")]
+Exit status: 1 on any regression or on a case ok in BASE and not ok in NEW (oom, wrong, error, …; --allow-broken \
+accepts those), 0 otherwise, 2 on bad input.")]
 pub struct CompareArgs {
     /// The reference run.
     #[arg(value_name = "BASE.csv")]
@@ -40,9 +41,13 @@ pub struct CompareArgs {
     /// Write Bencher Metric Format JSON (latency in ns with p20/p80 bounds, throughput in FLOP/s) to FILE.
     #[arg(long, value_name = "FILE")]
     pub bmf: Option<PathBuf>,
-    /// Also exit 1 when a case that was ok in BASE is not ok in NEW (OOM, wrong, error, …).
-    #[arg(long)]
+    /// Accepted for older scripts: failing on a case ok in BASE and not ok in NEW is the default now.
+    #[arg(long, hide = true, conflicts_with = "allow_broken")]
     pub fail_on_broken: bool,
+    /// Do not fail when cases that were ok in BASE are not ok in NEW (OOM, wrong, error, …); they are
+    /// still listed. Without it such a comparison exits 1: a run where 43 of 44 cases broke must not pass.
+    #[arg(long)]
+    pub allow_broken: bool,
     /// Accept a comparison that checks nothing (a run without rows, or no case ok in both runs)
     /// instead of failing: e.g. the first run of a new suite.
     #[arg(long)]
@@ -86,8 +91,8 @@ pub fn run(args: CompareArgs) -> anyhow::Result<ExitCode> {
     if cmp.regressions() > 0 {
         return Err(CheckFailed(format!("{} case(s) regressed beyond {} % and noise", cmp.regressions(), args.threshold)).into());
     }
-    if args.fail_on_broken && cmp.newly_broken() > 0 {
-        return Err(CheckFailed(format!("{} case(s) ok in the base run fail in the new run", cmp.newly_broken())).into());
+    if !args.allow_broken && cmp.newly_broken() > 0 {
+        return Err(CheckFailed(format!("{} case(s) ok in the base run are not ok in the new run (--allow-broken to accept)", cmp.newly_broken())).into());
     }
     Ok(ExitCode::SUCCESS)
 }

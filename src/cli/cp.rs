@@ -216,10 +216,14 @@ pub fn run(a: CpCommandArgs) -> anyhow::Result<ExitCode> {
             // Every case is validated before the world is spawned.
             let (run_id, specs) = specs_from(&a, a.world)?;
             let args = a.clone();
-            let codes =
-                crate::cp::comm::local::LocalWorld::run(a.world, move |c| run_all(c, &specs, &args, &run_id, &device_name, false).map_err(|e| e.to_string()));
+            // An error crosses the thread boundary as its exit code and its whole chain (the cause of
+            // an I/O error, the bad-input kind of a busy folder), not just the outermost context.
+            let codes = crate::cp::comm::local::LocalWorld::run(a.world, move |c| {
+                run_all(c, &specs, &args, &run_id, &device_name, false)
+                    .map_err(|e| (crate::error::exit_code(&e), e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ")))
+            });
             for c in codes {
-                let c = c.map_err(|e| anyhow::anyhow!(e))?;
+                let c = c.map_err(|(code, msg)| if code == 2 { anyhow::Error::from(BadInput(msg)) } else { anyhow::anyhow!(msg) })?;
                 if c != ExitCode::SUCCESS {
                     return Ok(c);
                 }

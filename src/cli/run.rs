@@ -40,17 +40,29 @@ pub struct RunArgs {
     /// Exit 1 if any case computed a wrong result (default: wrong cases are rows, exit 0).
     #[arg(long)]
     pub fail_on_wrong: bool,
-    /// Assumed throughput for the time estimate of --dry-run, TFLOPS (default: 0.05 on CPU, 300 on CUDA).
+    /// Assumed throughput for the time estimate of --dry-run, TFLOPS (default: with --overheads-from,
+    /// each backend's median there; else 0.05 on CPU, 300 on CUDA).
     #[arg(long)]
     pub assume_tflops: Option<f64>,
+    /// For --dry-run: fit the untimed seconds (setup, gate, measurement overhead) to the rows of an
+    /// earlier run (its results.csv) instead of the built-in defaults.
+    #[arg(long, requires = "dry_run")]
+    pub overheads_from: Option<PathBuf>,
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    if let Some(t) = args.assume_tflops.filter(|t| !(t.is_finite() && *t > 0.0)) {
+        return Err(BadInput::new(format!("--assume-tflops: must be a positive, finite number of TFLOPS, got {t}")).into());
+    }
     let filter = args.filter.as_deref().map(Filter::parse).transpose().map_err(BadInput::new)?;
     let oracle = crate::suite::oracle::Registries;
     let plan = crate::suite::load(&args.suite, filter.as_ref(), &oracle).map_err(|e| BadInput::new(e.to_string()))?;
     if args.dry_run {
-        print_plan(&plan, args.assume_tflops);
+        let rows = match &args.overheads_from {
+            Some(p) => Some(crate::results::csvio::read_rows(p).map_err(|e| BadInput::new(format!("--overheads-from {}: {e}", p.display())))?),
+            None => None,
+        };
+        print_plan(&plan, args.assume_tflops, rows.as_deref());
         return Ok(ExitCode::SUCCESS);
     }
     let out_dir = args.out.clone().unwrap_or_else(|| PathBuf::from("results").join(format!("{}-{}", plan.name, chrono::Utc::now().format("%Y%m%d-%H%M%S"))));
@@ -60,7 +72,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         new_segment: args.new_segment,
         fail_on_wrong: args.fail_on_wrong,
         mem_limit: args.mem_limit,
-        command_line: std::env::args().collect::<Vec<_>>().join(" "),
+        command_line: std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" "),
         progress_bar: RunOptions::detect_progress(),
     };
     check_out_dir(&opts)?;
@@ -92,9 +104,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let overhead = if summary.timed_s > 0.0 {
         format!(
-            " (inside cases {:.1} s, of which timed kernel calls {:.1} s; runner overhead {:.2} %)",
+            " (inside cases {:.1} s, of which timed kernel calls {:.1} s, untimed setup {:.1} s, gate {:.1} s; runner overhead {:.2} %)",
             summary.case_s,
             summary.timed_s,
+            summary.setup_s,
+            summary.gate_s,
             100.0 * (summary.wall_s - summary.case_s).max(0.0) / summary.wall_s.max(1e-9)
         )
     } else {
@@ -123,23 +137,36 @@ fn shell_word(word: &str) -> String {
     }
 }
 
-/// Prints the case table, the unsupported cases with their reasons, and an estimate of wall time.
-fn print_plan(plan: &Plan, assume_tflops: Option<f64>) {
+/// Prints the case table, the unsupported cases with their reasons, and an estimate of wall time: the
+/// measurement's calls at the assumed rate plus the untimed seconds (setup, gate, measurement overhead)
+/// of `suite::estimate`, fitted to `rows` of an earlier run when given.
+fn print_plan(plan: &Plan, assume_tflops: Option<f64>, rows: Option<&[crate::results::Row]>) {
+    use crate::case::DeviceKind;
+    use crate::suite::estimate::{estimate_case, shape_key, CaseEstimate, Overheads};
     let s = &plan.settings;
-    let calls = (s.warmup + s.repeats) as f64 + if s.check { 1.0 } else { 0.0 };
-    let mut total_s = 0.0;
+    let overheads = |d: DeviceKind| rows.and_then(|r| Overheads::from_rows(r, d, s)).unwrap_or_else(|| Overheads::default_for(d));
+    let (cpu, cuda) = (overheads(DeviceKind::Cpu), overheads(DeviceKind::Cuda));
+    let mut sum = CaseEstimate::default();
+    let mut last_shape = None;
+    let mut sources = std::collections::BTreeSet::new();
     println!("{:<16} {:<10} {:<60} {:>12} {:>10}  plan", "case_id", "kind", "case", "GFLOP", "est. s");
     let mut unsupported = 0;
     for pc in &plan.cases {
-        let rate = assume_tflops.unwrap_or(match pc.case.device {
-            crate::case::DeviceKind::Cpu => 0.05,
-            crate::case::DeviceKind::Cuda => 300.0,
-        });
+        let (default_rate, ov) = match pc.case.device {
+            DeviceKind::Cpu => (0.05, &cpu),
+            DeviceKind::Cuda => (300.0, &cuda),
+        };
+        let rate = assume_tflops.or_else(|| ov.tflops_by_backend.get(&pc.case.backend).copied()).unwrap_or(default_rate);
         let (est, verdict) = match &pc.support {
             Ok(()) => {
-                let t = pc.flops / (rate * 1e12) * calls;
-                total_s += t;
-                (format!("{t:.2}"), "run".to_string())
+                let key = shape_key(pc);
+                let e = estimate_case(pc, s, rate, ov, last_shape.as_ref() != Some(&key));
+                last_shape = Some(key);
+                sources.insert(ov.source.clone());
+                sum.measure_s += e.measure_s;
+                sum.setup_s += e.setup_s;
+                sum.gate_s += e.gate_s;
+                (format!("{:.2}", e.total()), "run".to_string())
             }
             Err(reason) => {
                 unsupported += 1;
@@ -149,13 +176,17 @@ fn print_plan(plan: &Plan, assume_tflops: Option<f64>) {
         println!("{:<16} {:<10} {:<60} {:>12.3} {:>10}  {}", pc.case.case_id(), pc.case.kind.name(), pc.case.label(), pc.flops / 1e9, est, verdict);
     }
     println!(
-        "{} cases ({} to run, {} unsupported up front); estimated wall time {:.0} s at the assumed rate ({} warmup + {} repeats{} per case)",
+        "{} cases ({} to run, {} unsupported up front); estimated wall time {:.0} s = measurement {:.0} s at the assumed rate ({} warmup + {} repeats per case) + setup {:.0} s + gate {:.0} s{}; untimed costs: {}",
         plan.cases.len(),
         plan.cases.len() - unsupported,
         unsupported,
-        total_s,
+        sum.total(),
+        sum.measure_s,
         s.warmup,
         s.repeats,
-        if s.check { " + 1 check" } else { "" }
+        sum.setup_s,
+        sum.gate_s,
+        if s.check { "" } else { " (check off)" },
+        sources.into_iter().collect::<Vec<_>>().join("; ")
     );
 }

@@ -43,6 +43,10 @@ pub struct TableArgs {
 pub fn run(args: TableArgs) -> anyhow::Result<ExitCode> {
     let runs = load_runs(&args.csv, &[]).map_err(cli_error)?;
     let rows: Vec<_> = runs.into_iter().flat_map(|r| r.rows).collect();
+    if rows.is_empty() {
+        let names: Vec<String> = args.csv.iter().map(|p| p.display().to_string()).collect();
+        return Err(BadInput::new(format!("{}: no rows (empty or header only): no table to make", names.join(", "))).into());
+    }
     let tables = if args.cab { cab::tables(&cab::analyse(&rows, &args.baseline).map_err(cli_error)?) } else { pivot(&rows, args.metric) };
     let text = match (args.format, args.standalone) {
         (TableFormat::Latex, standalone) => Latex { standalone }.write(&tables),

@@ -10,6 +10,11 @@
 //! the one measurement path (`measure::run_back_to_back` with the rank-aware clock: barrier, host
 //! clock, one device synchronisation at the end, max over ranks); algorithm bandwidth = bytes / time,
 //! bus bandwidth = algorithm bandwidth × the operation's factor (see [`Op::bus_factor`]).
+//! As in nccl-tests (src/common.cu: `AllocateBuffs` once per run, `startColl` in the timed loop), the
+//! input and output buffers are allocated once per (operation, size) before warm-up and the timed loop
+//! calls only the collective, writing into the preallocated output ([`Comm::all_reduce_into`] and
+//! siblings; MPI maps them to MPI_Allreduce, MPI_Allgather, MPI_Reduce_scatter_block, MPI_Alltoall,
+//! MPI_Sendrecv): no allocation, host copy or split per operation on CPU.
 
 use std::str::FromStr;
 
@@ -129,6 +134,9 @@ pub struct BenchConfig {
     pub iters: usize,
     /// Where the buffers live (the rank's GPU for NCCL).
     pub device: Device,
+    /// Times the whole table is measured (nccl-tests' `-N` run cycles): every (operation, size) is
+    /// timed once per cycle and reported with its cycle number.
+    pub cycles: usize,
 }
 
 /// One line of the table (and of the JSON `results`). Field names are read by the simulator's
@@ -146,6 +154,8 @@ pub struct OpResult {
     pub busbw_gbps: f64,
     /// Elements that differ from the expected result, summed over ranks.
     pub wrong: u64,
+    /// Run cycle (0-based, see [`BenchConfig::cycles`]).
+    pub cycle: usize,
 }
 
 /// The pattern value of element `i` of stream `s` (rank- and index-dependent), as an f32 tensor:
@@ -155,56 +165,60 @@ fn pattern(stream: u64, start: u64, count: u64, dev: Device) -> Tensor {
     ((i * 7 + (stream as i64) * 131).remainder(1021) + 1).to_kind(Kind::Float).to_device(dev)
 }
 
-/// Inputs of one operation on one rank, and the result it must produce.
+/// The buffers of one operation on one rank, allocated once before timing (as nccl-tests does): the
+/// input, the output the collective writes into, and the result the output must hold. All flat; the
+/// chunked operations lay rank j's chunk at `j·c`.
 struct Prepared {
-    inputs: Vec<Tensor>,
-    expected: Vec<Tensor>,
+    input: Tensor,
+    output: Tensor,
+    expected: Tensor,
 }
 
 fn prepare(op: Op, rank: usize, n: usize, c: u64, dev: Device) -> Prepared {
     let (r, nn) = (rank as u64, n as u64);
-    match op {
+    let cat = |ts: Vec<Tensor>| Tensor::cat(&ts, 0);
+    let (input, expected) = match op {
         Op::AllReduce => {
             let mut sum = pattern(0, 0, c, dev);
             for q in 1..nn {
                 sum += pattern(q, 0, c, dev);
             }
-            Prepared { inputs: vec![pattern(r, 0, c, dev)], expected: vec![sum] }
+            (pattern(r, 0, c, dev), sum)
         }
-        Op::AllGather => Prepared { inputs: vec![pattern(r, 0, c, dev)], expected: (0..nn).map(|j| pattern(j, 0, c, dev)).collect() },
+        Op::AllGather => (pattern(r, 0, c, dev), cat((0..nn).map(|j| pattern(j, 0, c, dev)).collect())),
         Op::ReduceScatter => {
             let mut sum = pattern(0, r * c, c, dev);
             for q in 1..nn {
                 sum += pattern(q, r * c, c, dev);
             }
-            Prepared { inputs: (0..nn).map(|j| pattern(r, j * c, c, dev)).collect(), expected: vec![sum] }
+            (cat((0..nn).map(|j| pattern(r, j * c, c, dev)).collect()), sum)
         }
-        Op::AllToAll => {
-            Prepared { inputs: (0..nn).map(|j| pattern(r * nn + j, 0, c, dev)).collect(), expected: (0..nn).map(|j| pattern(j * nn + r, 0, c, dev)).collect() }
-        }
-        Op::SendRecv => Prepared { inputs: vec![pattern(r, 0, c, dev)], expected: vec![pattern((r + nn - 1) % nn, 0, c, dev)] },
-    }
+        Op::AllToAll => (cat((0..nn).map(|j| pattern(r * nn + j, 0, c, dev)).collect()), cat((0..nn).map(|j| pattern(j * nn + r, 0, c, dev)).collect())),
+        Op::SendRecv => (pattern(r, 0, c, dev), pattern((r + nn - 1) % nn, 0, c, dev)),
+    };
+    // NaN, so an element the collective never wrote is counted wrong.
+    let output = expected.full_like(f64::NAN);
+    Prepared { input, output, expected }
 }
 
-fn run_op(comm: &dyn Comm, op: Op, inputs: &[Tensor]) -> Result<Vec<Tensor>, CommError> {
+/// One operation into the prepared buffers: the collective and nothing else (the timed call).
+fn run_op(comm: &dyn Comm, op: Op, p: &Prepared, c: u64) -> Result<(), CommError> {
     let (me, n) = (comm.rank(), comm.size());
     match op {
-        Op::AllReduce => Ok(vec![comm.all_reduce(&inputs[0], ReduceOp::Sum)?]),
-        Op::AllGather => comm.all_gather(&inputs[0]),
-        Op::ReduceScatter => Ok(vec![comm.reduce_scatter_v(inputs)?]),
-        Op::AllToAll => comm.all_to_all(inputs, inputs),
-        Op::SendRecv => comm.start_sendrecv(&inputs[0], (me + 1) % n, &inputs[0], (me + n - 1) % n)?.wait(),
+        Op::AllReduce => comm.all_reduce_into(&p.input, &p.output, ReduceOp::Sum),
+        Op::AllGather => comm.all_gather_into(&p.input, &p.output),
+        Op::ReduceScatter => comm.reduce_scatter_into(&p.input, &p.output),
+        Op::AllToAll => comm.all_to_all_into(&p.input, &p.output, c as i64),
+        Op::SendRecv => comm.sendrecv_into(&p.input, (me + 1) % n, &p.output, (me + n - 1) % n),
     }
 }
 
-fn count_wrong(got: &[Tensor], expected: &[Tensor]) -> u64 {
-    if got.len() != expected.len() {
-        return expected.iter().map(|t| t.numel() as u64).sum();
+fn count_wrong(got: &Tensor, expected: &Tensor) -> u64 {
+    if got.size() != expected.size() {
+        return expected.numel() as u64;
     }
-    got.iter()
-        .zip(expected)
-        .map(|(g, e)| if g.size() != e.size() { e.numel() as u64 } else { g.to_device(e.device()).ne_tensor(e).sum(Kind::Int64).int64_value(&[]) as u64 })
-        .sum()
+    // `ne` is true for NaN, so unwritten elements count.
+    got.to_device(expected.device()).ne_tensor(expected).sum(Kind::Int64).int64_value(&[]) as u64
 }
 
 /// Runs every (operation, size) of `cfg` on `comm` (collective: every rank calls it with the same
@@ -215,25 +229,31 @@ pub fn run_bench(comm: &dyn Comm, cfg: &BenchConfig) -> Result<Vec<OpResult>, Co
     let timeline = timeline_for(dev);
     let ranks = CommRanks(comm);
     let mut out = Vec::new();
-    for &op in &cfg.ops {
-        let mut last_bytes = None;
-        for req in sizes(cfg.min_bytes, cfg.max_bytes, cfg.step_factor) {
-            let (c, bytes) = op.counts(req, n);
-            if last_bytes == Some(bytes) {
-                continue; // rounding made this size equal to the previous one
+    for cycle in 0..cfg.cycles.max(1) {
+        for &op in &cfg.ops {
+            let mut last_bytes = None;
+            for req in sizes(cfg.min_bytes, cfg.max_bytes, cfg.step_factor) {
+                let (c, bytes) = op.counts(req, n);
+                if last_bytes == Some(bytes) {
+                    continue; // rounding made this size equal to the previous one
+                }
+                last_bytes = Some(bytes);
+                let p = prepare(op, rank, n, c, dev);
+                let mut clock = HostClock::ranked(timeline.as_ref(), &ranks);
+                let ms = run_back_to_back(&mut clock, cfg.warmup, cfg.iters, &mut || run_op(comm, op, &p, c))?;
+                let secs = ms * 1e-3;
+                let wrong = comm.all_reduce_f64(count_wrong(&p.output, &p.expected) as f64, ReduceOp::Sum)? as u64;
+                let algbw = bytes as f64 / secs / 1e9;
+                out.push(OpResult {
+                    op: op.name().to_string(),
+                    bytes,
+                    time_us: secs * 1e6,
+                    algbw_gbps: algbw,
+                    busbw_gbps: algbw * op.bus_factor(n),
+                    wrong,
+                    cycle,
+                });
             }
-            last_bytes = Some(bytes);
-            let p = prepare(op, rank, n, c, dev);
-            let mut got = Vec::new();
-            let mut clock = HostClock::ranked(timeline.as_ref(), &ranks);
-            let ms = run_back_to_back(&mut clock, cfg.warmup, cfg.iters, &mut || -> Result<(), CommError> {
-                got = run_op(comm, op, &p.inputs)?;
-                Ok(())
-            })?;
-            let secs = ms * 1e-3;
-            let wrong = comm.all_reduce_f64(count_wrong(&got, &p.expected) as f64, ReduceOp::Sum)? as u64;
-            let algbw = bytes as f64 / secs / 1e9;
-            out.push(OpResult { op: op.name().to_string(), bytes, time_us: secs * 1e6, algbw_gbps: algbw, busbw_gbps: algbw * op.bus_factor(n), wrong });
         }
     }
     Ok(out)
@@ -261,9 +281,15 @@ impl BenchReport {
         );
         s += &format!("{:>14} {:>12} {:>12} {:>12} {:>12} {:>8}\n", "op", "size(B)", "time(us)", "algbw(GB/s)", "busbw(GB/s)", "#wrong");
         let mut prev = "";
+        let cycles = self.results.iter().map(|r| r.cycle).max().unwrap_or(0);
+        let mut prev_cycle = None;
         for r in &self.results {
             if !prev.is_empty() && prev != r.op {
                 s.push('\n');
+            }
+            if cycles > 0 && prev_cycle != Some(r.cycle) {
+                s += &format!("# cycle {} of {}\n", r.cycle + 1, cycles + 1);
+                prev_cycle = Some(r.cycle);
             }
             prev = &r.op;
             s += &format!("{:>14} {:>12} {:>12.2} {:>12.3} {:>12.3} {:>8}\n", r.op, r.bytes, r.time_us, r.algbw_gbps, r.busbw_gbps, r.wrong);
@@ -307,10 +333,11 @@ mod tests {
 
     #[test]
     fn every_op_is_exact_on_a_local_world_of_three() {
-        let cfg = BenchConfig { ops: Op::ALL.to_vec(), min_bytes: 8, max_bytes: 4096, step_factor: 4, warmup: 1, iters: 2, device: Device::Cpu };
+        let cfg = BenchConfig { ops: Op::ALL.to_vec(), min_bytes: 8, max_bytes: 4096, step_factor: 4, warmup: 1, iters: 2, device: Device::Cpu, cycles: 2 };
         let out = LocalWorld::run(3, move |c| run_bench(c, &cfg).unwrap());
         assert_eq!(out[0], out[2], "every rank reports the same table");
-        assert_eq!(out[0].len(), 5 * 5, "sizes 8, 32, 128, 512, 2048 for each op");
+        assert_eq!(out[0].len(), 2 * 5 * 5, "sizes 8, 32, 128, 512, 2048 for each op, two cycles");
+        assert_eq!(out[0].iter().filter(|r| r.cycle == 1).count(), 25);
         for r in &out[0] {
             assert_eq!(r.wrong, 0, "{r:?}");
             assert!(r.time_us > 0.0);
@@ -320,10 +347,10 @@ mod tests {
     #[test]
     fn a_wrong_result_is_counted() {
         let p = prepare(Op::AllReduce, 0, 2, 5, Device::Cpu);
-        let bad = p.expected[0].copy();
+        let bad = p.expected.copy();
         let _ = bad.get(3).fill_(-1.0);
-        assert_eq!(count_wrong(&[bad], &p.expected), 1);
-        assert_eq!(count_wrong(&[], &p.expected), 5);
+        assert_eq!(count_wrong(&bad, &p.expected), 1);
+        assert_eq!(count_wrong(&p.output, &p.expected), 5, "an unwritten output is all wrong");
         // the pattern really depends on rank and index
         let a = Vec::<f32>::try_from(&pattern(0, 0, 3, Device::Cpu)).unwrap();
         let b = Vec::<f32>::try_from(&pattern(1, 0, 3, Device::Cpu)).unwrap();

@@ -4,6 +4,7 @@
 //! backend) is an `Err`.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Instant;
 
 use crate::attn::KernelError;
 use crate::backend::{find_backend, Backend, Fwd, Inputs};
@@ -46,6 +47,7 @@ pub fn execute_kernel_case_with(backend: &dyn Backend, case: &Case, settings: &M
 
 /// [`execute_kernel_case_with`] timing CPU cases on `timeline` (tests pass scripted ones).
 pub(crate) fn execute_timed(backend: &dyn Backend, case: &Case, settings: &MeasureSettings, run_id: &str, timeline: &dyn Timeline) -> Result<Row, ExecError> {
+    let started = Instant::now();
     let masks = build_pattern(&case.pattern, case.seqlen, &case.params)?;
     masks.check_heads(case.heads.q)?;
     let mut row = Row::for_case(run_id, case, &device_name(case.device));
@@ -68,10 +70,13 @@ pub(crate) fn execute_timed(backend: &dyn Backend, case: &Case, settings: &Measu
             return Ok(row);
         }
     }
-    let result = catch_unwind(AssertUnwindSafe(|| measure(backend, case, settings, masks, &mut row, timeline)));
+    let result = catch_unwind(AssertUnwindSafe(|| measure(backend, case, settings, masks, &mut row, timeline, started)));
     match result {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
+            if matches!(e, KernelError::Oom(_)) {
+                crate::backend::drop_shared_inputs();
+            }
             let (status, msg) = classify(&e);
             row.fail(status, msg);
         }
@@ -103,13 +108,20 @@ fn measure(
     masks: crate::mask::HeadMasks,
     row: &mut Row,
     timeline: &dyn Timeline,
+    started: Instant,
 ) -> Result<(), KernelError> {
     let x = Inputs::new(case, masks, settings.seed, backend.autograd() && case.pass.includes_backward())?;
     // Memory rule (measure::memory): inputs excluded, what prepare keeps and the call allocates included.
     let (mut kernel, prepared) = measure_prepare(case.device.tch(), || backend.prepare(case, &x))?;
     let mut note = kernel.note();
+    sync(case.device);
+    row.setup_s = Some(started.elapsed().as_secs_f64());
     if settings.check {
-        let c = gate(kernel.as_mut(), &x, case.pass, case.dtype)?;
+        let gate_start = Instant::now();
+        let c = gate(kernel.as_mut(), &x, case.pass, case.dtype);
+        sync(case.device);
+        row.gate_s = Some(gate_start.elapsed().as_secs_f64());
+        let c = c?;
         row.max_abs_err = Some(c.max_abs_err);
         note.push_str(&format!("; {}", c.detail));
         if !c.passed {
@@ -122,6 +134,7 @@ fn measure(
     }
     // `bwd`: one forward outside the timed region; autograd backends retain its graph and repeat only
     // the backward on it, explicit-backward backends reuse its out / LSE.
+    let measure_start = Instant::now();
     let fwd_for_bwd: Option<Fwd> = if case.pass == Pass::Bwd { Some(kernel.forward(&x)?) } else { None };
     let k = &mut kernel;
     let mut call = || -> Result<(), KernelError> {
@@ -149,7 +162,17 @@ fn measure(
     };
     row.set_timing(&timing, case.dtype.name());
     row.set_memory(prepared.with_call(peak), source);
+    row.measure_s = Some(measure_start.elapsed().as_secs_f64());
     row.note = note;
     row.set_power(&power);
     Ok(())
+}
+
+/// Waits for the device's queued work, so the untimed seconds around it are the work's, not a launch's.
+fn sync(device: DeviceKind) {
+    if device == DeviceKind::Cuda {
+        if let tch::Device::Cuda(i) = device.tch() {
+            tch::Cuda::synchronize(i as i64);
+        }
+    }
 }

@@ -464,6 +464,9 @@ fn causal_document_long(s: usize, p: &Params) -> Result<HeadMasks, MaskError> {
     per_doc(s, &long_doc_lengths(s, p)?, SliceKind::Causal)
 }
 
+/// Most tiles a `block_sparse` mask may switch on (≈ 200 MB while it is built).
+pub const MAX_BLOCK_SPARSE_TILES: usize = 1 << 22;
+
 /// `block_sparse` density [0.1], block [128], seed [42]: the S×S grid is cut into ⌈S/block⌉² tiles; a
 /// tile is attended in full or not at all. All diagonal tiles are on (so no query row is empty, as a
 /// softmax needs); then off-diagonal tiles are drawn uniformly without replacement until
@@ -483,6 +486,15 @@ fn block_sparse(s: usize, p: &Params) -> Result<HeadMasks, MaskError> {
     let n = s.div_ceil(block);
     let total = n as u128 * n as u128;
     let want = ((density * total as f64).round() as u128).clamp(n as u128, total);
+    // Every tile switched on is held while the mask is built (and drawn through a hash set): bound
+    // them before allocating, so a small block at a million tokens is an error, not a 17 GB
+    // allocation and an abort (issue 30).
+    if want > MAX_BLOCK_SPARSE_TILES as u128 {
+        return Err(MaskError::bad(
+            "block",
+            format!("{block} at seqlen {s} switches on {want} tiles (⌈S/block⌉² × density); at most {MAX_BLOCK_SPARSE_TILES}: use a larger block or a lower density"),
+        ));
+    }
     let off = (total - n as u128) as usize;
     let extra = (want - n as u128) as usize;
     let mut rng = doclen::rng(seed(p)?);
@@ -907,6 +919,9 @@ mod tests {
         assert!(err("block_sparse", 100, &["density=0"]).contains("`density`"));
         assert!(err("block_sparse", 100, &["density=1.5"]).contains("`density`"));
         assert!(err("block_sparse", 100, &["block=0"]).contains("`block`"));
+        // Issue 30: bounded before allocating (a 17 GB allocation at 1M tokens, a panic at 2^31).
+        assert!(err("block_sparse", 1 << 20, &["block=16"]).contains("at most 4194304"));
+        assert!(err("block_sparse", 1 << 31, &[]).contains("`block`"));
         assert!(err("block_causal_document", 100, &["block=0"]).contains("`block`"));
         assert!(err("full_document_long", 100, &["doc_lens=100"]).contains("`doc_lens`"));
         assert!(err("nope", 100, &[]).contains("nope"));

@@ -68,6 +68,22 @@ pub struct MeasureSettings {
     pub tf32: bool,
 }
 
+/// The most repeats, warm-up calls or `max_repeats` a case may ask for. Each timed repeat keeps its
+/// time and makes at least one kernel call: past a million the CLI allocated gigabytes of timing slots
+/// and aborted, and a sweep would not end in a lifetime (issue 30).
+pub const MAX_REPEATS: usize = 1_000_000;
+
+impl MeasureSettings {
+    /// The first count beyond [`MAX_REPEATS`], as `(key, message)`: the suite names
+    /// `measure.<key>`, the command line `--<key>`.
+    pub fn bounds_error(&self) -> Option<(&'static str, String)> {
+        [("repeats", self.repeats), ("warmup", self.warmup), ("max_repeats", self.max_repeats)]
+            .into_iter()
+            .find(|&(_, v)| v > MAX_REPEATS)
+            .map(|(k, v)| (k, format!("must be at most {MAX_REPEATS}, got {v}")))
+    }
+}
+
 impl Default for MeasureSettings {
     fn default() -> Self {
         MeasureSettings {

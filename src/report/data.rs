@@ -94,6 +94,7 @@ fn checked_values(r: &Row) -> [Option<f64>; 9] {
 /// finite and ≥ 0 (whatever the row's status). The first offender is an input error naming the file,
 /// the line and the column.
 pub fn read_checked(path: &Path) -> Result<Vec<Row>, ReportError> {
+    check_report_columns(path)?;
     let rows = read_rows(path)?;
     let bad = rows.iter().enumerate().find_map(|(i, r)| {
         let j = checked_values(r).iter().position(|v| v.is_some_and(|x| !x.is_finite() || x < 0.0))?;
@@ -110,9 +111,34 @@ pub fn read_checked(path: &Path) -> Result<Vec<Row>, ReportError> {
     )))
 }
 
+/// Columns every report reads (a row's identity, its status and its timing). Rows fill a missing
+/// column with nothing, so without this check a CSV without `ms_median` read as a run where nothing
+/// was timed (issue 30); columns appended to rows later (with defaults) stay optional, so older runs
+/// still load.
+pub const REPORT_COLUMNS: [&str; 10] = ["run_id", "case_id", "kind", "backend", "mask", "seqlen", "status", "ms_median", "ms_p20", "ms_p80"];
+
+/// A CSV lacking one of [`REPORT_COLUMNS`] is an input error naming the first missing column.
+fn check_report_columns(path: &Path) -> Result<(), ReportError> {
+    let Ok(mut rdr) = csv::ReaderBuilder::new().has_headers(true).from_path(path) else { return Ok(()) };
+    let Ok(header) = rdr.headers() else { return Ok(()) };
+    if header.is_empty() || (header.len() == 1 && header[0].trim().is_empty()) {
+        return Ok(()); // an empty file: the commands say "no rows" themselves
+    }
+    let got: Vec<&str> = header.iter().map(|h| h.trim_start_matches('\u{feff}').trim()).collect();
+    match REPORT_COLUMNS.iter().find(|c| !got.contains(c)) {
+        Some(c) => Err(ReportError::Input(format!(
+            "{}: line 1: no `{c}` column (the header must name {}): not an attnbench results CSV",
+            path.display(),
+            REPORT_COLUMNS.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// The line each data record starts on, in file order.
 fn record_lines(path: &Path) -> Result<Vec<u64>, csv::Error> {
-    let mut rdr = csv::ReaderBuilder::new().has_headers(true).from_path(path)?;
+    let text = crate::results::csvio::lf_lines(std::fs::read_to_string(path)?);
+    let mut rdr = csv::ReaderBuilder::new().has_headers(true).from_reader(text.as_bytes());
     let mut out = Vec::new();
     let mut rec = csv::StringRecord::new();
     while rdr.read_record(&mut rec)? {

@@ -20,6 +20,9 @@ pub enum CsvError {
     /// A CSV from another attnbench version: readable, but rows cannot be appended to it.
     #[error("{path}: written by another attnbench version (columns: {detail}); rows cannot be appended to it — start a new --out")]
     Columns { path: PathBuf, detail: String },
+    /// A file that is not an attnbench results CSV at all: never truncated, repaired or appended to.
+    #[error("{path}: not an attnbench results CSV (its first line is `{first}`); refusing to change it — choose another --out")]
+    Foreign { path: PathBuf, first: String },
 }
 
 impl CsvError {
@@ -28,6 +31,12 @@ impl CsvError {
     /// message names the path (printed once).
     pub fn into_cli(self) -> anyhow::Error {
         match self {
+            // A path that is a folder, or a place this user may not write, is theirs to fix.
+            CsvError::Io { ref source, .. }
+                if matches!(source.kind(), io::ErrorKind::IsADirectory | io::ErrorKind::NotADirectory | io::ErrorKind::PermissionDenied) =>
+            {
+                crate::error::BadInput::new(self.to_string()).into()
+            }
             CsvError::Io { .. } => anyhow::anyhow!("{self}"),
             other => crate::error::BadInput::new(other.to_string()).into(),
         }
@@ -53,6 +62,7 @@ impl CsvAppender {
     /// `existing`; a torn last line is cut off. A file whose header is not exactly this attnbench's
     /// columns is refused: appending would write rows that no longer line up with their header.
     pub fn open(path: &Path) -> Result<Self, CsvError> {
+        check_ours(path)?;
         let mut file = OpenOptions::new().read(true).append(true).create(true).open(path).map_err(io_err(path))?;
         let mut text = String::new();
         file.read_to_string(&mut text).map_err(io_err(path))?;
@@ -125,6 +135,7 @@ pub fn peek_rows(path: &Path) -> Result<Vec<Row>, CsvError> {
 /// Whether rows can be appended to `path` (missing, empty, or with exactly this attnbench's columns
 /// and parseable rows), without changing it: checked before a run records anything.
 pub fn check_appendable(path: &Path) -> Result<(), CsvError> {
+    check_ours(path)?;
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -135,6 +146,36 @@ pub fn check_appendable(path: &Path) -> Result<(), CsvError> {
         check_columns(&text, path)?;
     }
     Ok(())
+}
+
+/// Refuses an existing, non-empty file that is not an attnbench results CSV (before anything reads it
+/// as rows, cuts a "torn" line or appends): ours starts with our header or a prefix of it (a header
+/// cut by a kill), or with another version's header (a first line naming `case_id` and `status`, which
+/// [`check_columns`] explains). Binary and non-UTF-8 files are foreign too.
+fn check_ours(path: &Path) -> Result<(), CsvError> {
+    let mut head = Vec::new();
+    match File::open(path) {
+        Ok(f) => {
+            f.take(64 << 10).read_to_end(&mut head).map_err(io_err(path))?;
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(CsvError::Io { path: path.to_path_buf(), source: e }),
+    }
+    if head.is_empty() {
+        return Ok(());
+    }
+    let header = Row::header().join(",") + "\n";
+    let text = String::from_utf8_lossy(&head);
+    let first = text.lines().next().unwrap_or("").trim_end_matches('\r');
+    let ours = text.starts_with(&header) || header.starts_with(text.as_ref()) || {
+        let cols: Vec<&str> = first.split(',').collect();
+        cols.contains(&"case_id") && cols.contains(&"status")
+    };
+    if ours {
+        return Ok(());
+    }
+    let shown: String = first.chars().take(60).collect();
+    Err(CsvError::Foreign { path: path.to_path_buf(), first: shown })
 }
 
 /// The header line must be exactly [`Row::header`] for rows to be appended under it.
@@ -177,7 +218,17 @@ pub fn parse_rows(text: &str, path: &Path) -> Result<Vec<Row>, CsvError> {
 /// Reads every row of a results CSV (strict: a malformed line is an error naming the line).
 pub fn read_rows(path: &Path) -> Result<Vec<Row>, CsvError> {
     let text = std::fs::read_to_string(path).map_err(io_err(path))?;
-    parse_rows(&text, path)
+    parse_rows(&lf_lines(text), path)
+}
+
+/// `text` with CRLF line ends made LF (a CSV saved by a spreadsheet on Windows): the csv reader's line
+/// numbers are then the file's, so an error names the line the user sees.
+pub fn lf_lines(text: String) -> String {
+    if text.contains('\r') {
+        text.replace("\r\n", "\n")
+    } else {
+        text
+    }
 }
 
 #[cfg(test)]

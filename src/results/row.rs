@@ -163,6 +163,20 @@ pub struct Row {
     /// apply. An fp32 row with `true` has its MFU against the TF32 tensor-core peak.
     #[serde(default)]
     pub tf32: Option<bool>,
+    // Issue 26: the untimed seconds of a kernel case, host wall clock (`Instant`), so the harness's own
+    // cost is visible next to the kernels'. Empty for rows that did not get that far (and for CP and
+    // simulated rows).
+    /// Seconds before the gate: mask, inputs (drawn, or shared with the previous case of the same
+    /// shape), the backend's `prepare`.
+    #[serde(default)]
+    pub setup_s: Option<f64>,
+    /// Seconds of the correctness gate (the backend's call plus the reference); empty when it was off.
+    #[serde(default)]
+    pub gate_s: Option<f64>,
+    /// Seconds of the measurement: the peak-memory call, warmup and repeats with their L2 flushes and
+    /// clock reads — the wall time the timed calls cost, of which `ms_median × repeats` is kernel time.
+    #[serde(default)]
+    pub measure_s: Option<f64>,
     // ---- issue 29 ----
     /// CP strategy options, `key=value` joined by `;` in key order (`inner_ring=2;ulysses_degree=4`):
     /// the degrees the strategy ran with (its defaults filled in once the case was set up; the
@@ -224,6 +238,9 @@ impl Row {
             throttle: String::new(),
             power_source: String::new(),
             tf32: None,
+            setup_s: None,
+            gate_s: None,
+            measure_s: None,
             strategy_params: case.cp.to_params().to_string(),
         }
     }

@@ -22,6 +22,28 @@ pub enum FolderError {
     Meta(#[from] MetaError),
     #[error("--out {path}: cannot create the folder: {err}")]
     Create { path: PathBuf, err: std::io::Error },
+    #[error("{path}: not an attnbench meta.json ({why}); refusing to replace it — choose another --out")]
+    ForeignMeta { path: PathBuf, why: String },
+}
+
+/// Refuses a `meta.json` someone else wrote: a non-empty file that is not a JSON object with a
+/// `run_id`. Ours is written atomically, so it is whole or (a full disk at start) empty — the empty
+/// one is left to the writers' repair rules.
+fn check_meta_ours(path: &Path) -> Result<(), FolderError> {
+    let text = match std::fs::read(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(FolderError::Meta(MetaError::Io { path: path.to_path_buf(), err })),
+    };
+    if text.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(());
+    }
+    let why = match serde_json::from_slice::<serde_json::Value>(&text) {
+        Ok(v) if v.get("run_id").is_some_and(|r| r.is_string()) => return Ok(()),
+        Ok(_) => "a JSON document without a run_id".to_string(),
+        Err(e) => format!("not JSON: {e}"),
+    };
+    Err(FolderError::ForeignMeta { path: path.to_path_buf(), why })
 }
 
 impl FolderError {
@@ -31,7 +53,7 @@ impl FolderError {
     pub fn into_cli(self) -> anyhow::Error {
         match self {
             FolderError::Lock(LockError::Busy(b)) => b.into(),
-            e @ FolderError::Create { .. } => crate::error::BadInput::new(e.to_string()).into(),
+            e @ (FolderError::Create { .. } | FolderError::ForeignMeta { .. }) => crate::error::BadInput::new(e.to_string()).into(),
             FolderError::Csv(e) => e.into_cli(),
             other => anyhow::anyhow!("{other}"),
         }
@@ -69,6 +91,7 @@ impl RunFolder {
         let csv_path = dir.join(csv_name);
         check_appendable(&csv_path).map_err(FolderError::from)?;
         let meta_path = dir.join("meta.json");
+        check_meta_ours(&meta_path)?;
         let existing = meta_path.exists().then(|| RunMeta::read(&meta_path));
         let meta = match decide(&csv_path, existing)? {
             MetaDecision::Keep(m) => m,

@@ -148,7 +148,7 @@ pub fn command_meta(command: &str, measure: Option<&MeasureSettings>, model: Opt
         run_id: new_run_id(command),
         started_utc: chrono::Utc::now().to_rfc3339(),
         attnbench_version: env!("CARGO_PKG_VERSION").to_string(),
-        command_line: std::env::args().collect::<Vec<_>>().join(" "),
+        command_line: std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" "),
         suite_name: format!("attnbench {command}"),
         ..Default::default()
     };

@@ -135,14 +135,74 @@ fn meminfo(key: &str) -> Option<u64> {
     line[key.len()..].trim().trim_end_matches("kB").trim().parse::<u64>().ok().map(|kb| kb * 1024)
 }
 
-/// cgroup v2: `memory.max − memory.current` of this process's cgroup, when it has a limit.
+/// The least room left under any memory limit of this process's cgroups (the leaf and every ancestor:
+/// Slurm and container runtimes often set the limit on a parent), cgroup v2 (`memory.max −
+/// memory.current`) or v1 (`memory.limit_in_bytes − memory.usage_in_bytes`); `None` without a limit.
 fn cgroup_remaining() -> Option<u64> {
-    let rel = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    let path = rel.lines().find_map(|l| l.strip_prefix("0::"))?.trim().to_string();
-    let dir = Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
-    let max = std::fs::read_to_string(dir.join("memory.max")).ok()?.trim().parse::<u64>().ok()?;
-    let cur = std::fs::read_to_string(dir.join("memory.current")).ok()?.trim().parse::<u64>().ok()?;
-    Some(max.saturating_sub(cur))
+    let proc_cgroup = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    cgroup_remaining_at(Path::new("/sys/fs/cgroup"), &proc_cgroup)
+}
+
+/// The memory cgroup folders of this process, leaf first, up to the mount root; and whether they are v1.
+fn cgroup_chain(root: &Path, proc_cgroup: &str) -> Vec<(std::path::PathBuf, bool)> {
+    // v1: `N:memory:/path` (the controller may share a line, `N:cpu,memory:/path`); v2: `0::/path`.
+    let v1 = proc_cgroup.lines().find_map(|l| {
+        let mut f = l.splitn(3, ':');
+        let (_, ctl, path) = (f.next()?, f.next()?, f.next()?);
+        ctl.split(',').any(|c| c == "memory").then(|| path.to_string())
+    });
+    let (base, rel, is_v1) = match v1 {
+        Some(p) => (root.join("memory"), p, true),
+        None => match proc_cgroup.lines().find_map(|l| l.strip_prefix("0::")) {
+            Some(p) => (root.to_path_buf(), p.to_string(), false),
+            None => return Vec::new(),
+        },
+    };
+    let mut dir = base.join(rel.trim().trim_start_matches('/'));
+    let mut out = Vec::new();
+    loop {
+        out.push((dir.clone(), is_v1));
+        if dir == base || !dir.pop() || !dir.starts_with(&base) {
+            break;
+        }
+    }
+    out
+}
+
+fn read_u64(p: &Path) -> Option<u64> {
+    std::fs::read_to_string(p).ok()?.trim().parse::<u64>().ok()
+}
+
+/// [`cgroup_remaining`] under `root` (a test can point it at a fake tree). v1's "no limit" is a huge
+/// number (page-rounded `i64::MAX`): limits ≥ 2^60 count as none.
+fn cgroup_remaining_at(root: &Path, proc_cgroup: &str) -> Option<u64> {
+    cgroup_chain(root, proc_cgroup)
+        .into_iter()
+        .filter_map(|(dir, v1)| {
+            let (lim, cur) = if v1 { ("memory.limit_in_bytes", "memory.usage_in_bytes") } else { ("memory.max", "memory.current") };
+            let max = read_u64(&dir.join(lim)).filter(|&m| m < 1 << 60)?;
+            Some(max.saturating_sub(read_u64(&dir.join(cur)).unwrap_or(0)))
+        })
+        .min()
+}
+
+/// How many processes the kernel's OOM killer has killed for this process's memory cgroups (leaf and
+/// ancestors, `oom_kill` of v2 `memory.events` or v1 `memory.oom_control`), summed: a rise across a
+/// case whose worker died of SIGKILL means the cgroup's limit killed it — an `oom`, not an `error`.
+pub fn cgroup_oom_kills() -> Option<u64> {
+    let proc_cgroup = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    cgroup_oom_kills_at(Path::new("/sys/fs/cgroup"), &proc_cgroup)
+}
+
+fn cgroup_oom_kills_at(root: &Path, proc_cgroup: &str) -> Option<u64> {
+    let counts: Vec<u64> = cgroup_chain(root, proc_cgroup)
+        .into_iter()
+        .filter_map(|(dir, v1)| {
+            let text = std::fs::read_to_string(dir.join(if v1 { "memory.oom_control" } else { "memory.events" })).ok()?;
+            text.lines().find_map(|l| l.strip_prefix("oom_kill ")).and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .collect();
+    (!counts.is_empty()).then(|| counts.iter().sum())
 }
 
 /// The worker's current private writable memory (`VmData`), what `RLIMIT_DATA` counts.
@@ -278,6 +338,39 @@ mod tests {
                 assert!(e.detail.contains("scores"), "{backend}: {}", e.detail);
             }
         }
+    }
+
+    /// A fake cgroup tree: the limit sits on an ancestor of the process's cgroup (as Slurm and
+    /// container runtimes set it), in v2 and in v1 layout.
+    #[test]
+    fn the_cgroup_limit_of_an_ancestor_is_read_in_v1_and_v2() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        let w = |p: &str, v: &str| {
+            let f = r.join(p);
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(f, v).unwrap();
+        };
+        // v2: job limit 8 GiB with 3 GiB used on the parent, the leaf (step) has no limit.
+        w("slurm/job_1/memory.max", &format!("{}\n", 8u64 << 30));
+        w("slurm/job_1/memory.current", &format!("{}\n", 3u64 << 30));
+        w("slurm/job_1/step_0/memory.max", "max\n");
+        w("slurm/job_1/step_0/memory.current", "1000\n");
+        w("slurm/job_1/memory.events", "low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\n");
+        w("slurm/job_1/step_0/memory.events", "oom_kill 0\n");
+        assert_eq!(cgroup_remaining_at(r, "0::/slurm/job_1/step_0\n"), Some(5 << 30));
+        assert_eq!(cgroup_oom_kills_at(r, "0::/slurm/job_1/step_0\n"), Some(1));
+        // v1: the memory controller's line, limit on the job, "unlimited" on the step.
+        w("memory/slurm/uid_0/job_2/memory.limit_in_bytes", &format!("{}\n", 4u64 << 30));
+        w("memory/slurm/uid_0/job_2/memory.usage_in_bytes", &format!("{}\n", 1u64 << 30));
+        w("memory/slurm/uid_0/job_2/step_0/memory.limit_in_bytes", "9223372036854771712\n");
+        w("memory/slurm/uid_0/job_2/step_0/memory.usage_in_bytes", "0\n");
+        w("memory/slurm/uid_0/job_2/memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n");
+        let v1 = "12:pids:/slurm/uid_0/job_2\n4:memory:/slurm/uid_0/job_2/step_0\n1:name=systemd:/x\n";
+        assert_eq!(cgroup_remaining_at(r, v1), Some(3 << 30));
+        assert_eq!(cgroup_oom_kills_at(r, v1), Some(2));
+        // No limit anywhere: none.
+        assert_eq!(cgroup_remaining_at(r, "0::/nolimit\n"), None);
     }
 
     #[test]

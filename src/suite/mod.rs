@@ -3,6 +3,7 @@
 //! ([`lock`]), resume identity and segments ([`identity`]), the memory guard ([`memory`]) and signal
 //! handling ([`signals`]).
 
+pub mod estimate;
 #[cfg(feature = "test-hooks")]
 pub mod faults;
 pub mod filter;

@@ -112,13 +112,14 @@ pub fn load(path: &Path, filter: Option<&Filter>, oracle: &dyn SupportOracle) ->
     if let Some(f) = filter {
         cases.retain(|c| f.matches(c));
     }
-    // Memory-sane order: within a backend (and strategy), small to large, so an OOM at length L is
-    // seen before the larger lengths it lets us skip.
+    // Memory-sane order: small to large lengths, so an OOM at length L of a backend is seen before the
+    // larger lengths it lets us skip; and shape-major (issue 26): every backend, mask and pass of one
+    // input shape in a row, so the worker draws the inputs once per shape and shares them.
     cases.sort_by(|a, b| {
         let key = |c: &Case| {
             (
-                (c.kind, c.strategy.clone(), c.backend.clone(), c.device, c.seqlen, c.world_size),
-                (c.pattern.clone(), c.params.clone(), c.pass, c.dtype, c.heads, c.head_dim, c.batch),
+                (c.kind, c.strategy.clone(), c.device, c.seqlen, c.world_size, c.dtype, c.heads, c.head_dim, c.batch),
+                (c.backend.clone(), c.pattern.clone(), c.params.clone(), c.pass),
             )
         };
         key(a).cmp(&key(b))
@@ -179,6 +180,9 @@ fn validate_settings(m: &MeasureSettings, loc: &Locator) -> Result<(), SuiteErro
     }
     if !(m.timeout_s > 0.0 && m.timeout_s <= 1e9) {
         return loc.err(&at("timeout_s"), "measure.timeout_s", format!("must be > 0 and at most 1e9 seconds, got {}", m.timeout_s));
+    }
+    if let Some((key, msg)) = m.bounds_error() {
+        return loc.err(&at(key), &format!("measure.{key}"), msg);
     }
     Ok(())
 }
@@ -330,7 +334,36 @@ fn expand_grid(
             }
         }
     }
+    if is_cp {
+        check_cp_grid(&out, loc, g.world_sizes.as_ref().map(|w| w.span()).unwrap_or(0..0), &k("world_sizes"))?;
+    }
     Ok(out)
+}
+
+/// Most ranks a suite's CP case may launch (`mpirun -np` on this allocation; `simulate` projects
+/// beyond with virtual ranks).
+pub const MAX_SUITE_WORLD: usize = 4096;
+
+/// Refuses, at plan time and naming `world_sizes`, a CP case that `attnbench cp` would refuse: more
+/// ranks than [`MAX_SUITE_WORLD`], a sequence that cannot be split into the ranks' chunks (more
+/// ranks than tokens), or a rank grid the strategy cannot form — checked without building the
+/// schedule. Otherwise the case failed inside mpirun with its reason lost (or launched 100 000 ranks).
+fn check_cp_grid(cases: &[Case], loc: &Locator, span: Range<usize>, key: &str) -> Result<(), SuiteError> {
+    for c in cases {
+        let ws = c.world_size;
+        if ws > MAX_SUITE_WORLD {
+            return loc.err(&span, key, format!("{ws} ranks: at most {MAX_SUITE_WORLD} per CP case (use `attnbench simulate` to project larger worlds)"));
+        }
+        let Ok(def) = crate::cp::registry::find_strategy(&c.strategy) else { continue };
+        let sharding = c.cp.sharding.unwrap_or(def.default_sharding);
+        if let Err(e) = crate::cp::shard::Shard::new(sharding, c.seqlen, ws) {
+            return loc.err(&span, key, format!("{} at world size {ws}: {e}", c.strategy));
+        }
+        if let Err(e) = (def.engine)(ws, &crate::cp::setup::layout(c), &c.cp) {
+            return loc.err(&span, key, format!("{} at world size {ws}: {e}", c.strategy));
+        }
+    }
+    Ok(())
 }
 
 fn compile_filter(f: &Spanned<CaseFilter>, loc: &Locator, key: &str, oracle: &dyn SupportOracle) -> Result<Filter, SuiteError> {

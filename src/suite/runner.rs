@@ -65,6 +65,9 @@ pub struct RunSummary {
     /// Σ of the time each case spent in its worker / mpirun (mask, inputs, check, warmup, repeats):
     /// `wall_s − case_s` is what the runner itself costs (planning, process start, CSV writes).
     pub case_s: f64,
+    /// Σ of the rows' untimed seconds: `setup_s` (mask, inputs, prepare) and `gate_s` (issue 26).
+    pub setup_s: f64,
+    pub gate_s: f64,
     /// The signal that stopped the run early (its case has no row; `--resume` runs it).
     pub interrupted: Option<i32>,
     /// Cases of the plan that have a row now (this segment's setup), and how many the plan has.
@@ -187,6 +190,8 @@ pub fn run_plan(plan: &Plan, opts: &RunOptions) -> anyhow::Result<RunSummary> {
         if row.status == Status::Ok {
             summary.timed_s += row.ms_median.unwrap_or(0.0) * row.repeats.unwrap_or(0) as f64 / 1e3;
         }
+        summary.setup_s += row.setup_s.unwrap_or(0.0);
+        summary.gate_s += row.gate_s.unwrap_or(0.0);
         *summary.counts.entry(row.status).or_default() += 1;
         progress.finish_case(n, total, case, &row);
     }
@@ -275,6 +280,7 @@ fn run_kernel(worker: &mut Option<Worker>, run_id: &str, pc: &PlannedCase, plan:
     }
     // The worker's own measuring stops at budget_s; the timeout is the hard limit for a hang.
     let grace = if crate::backend::external::is_external(&pc.case.backend) { crate::backend::external::RUNNER_GRACE_S } else { 0.0 };
+    let oom_kills = memory::cgroup_oom_kills();
     match w.run(&item, Duration::from_secs_f64(settings.timeout_s + grace)) {
         Ok(mut row) => {
             if row.status == Status::Oom {
@@ -288,7 +294,16 @@ fn run_kernel(worker: &mut Option<Worker>, run_id: &str, pc: &PlannedCase, plan:
         }
         Err(failure) => {
             let old = worker.take().unwrap();
-            let (status, mut msg) = old.kill_and_explain(&failure);
+            let (mut status, mut msg) = old.kill_and_explain(&failure);
+            // A worker that died while the cgroup's OOM killer killed something was killed by the
+            // job's or container's memory limit, below what the machine has: an `oom`.
+            if matches!(failure, WorkerFailure::Died)
+                && status == Status::Error
+                && matches!((oom_kills, memory::cgroup_oom_kills()), (Some(a), Some(b)) if b > a)
+            {
+                status = Status::Oom;
+                msg = format!("{msg}: killed by the memory limit of its cgroup (the kernel's oom_kill count rose during the case)");
+            }
             if status == Status::Oom {
                 msg = format!("{msg} [worker capped at +{} ({source})]", memory::human(allowance));
             }
@@ -330,7 +345,12 @@ impl Worker {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.child.recv(left.min(signals::POLL)) {
-                Recv::Line(json) => return serde_json::from_str::<Row>(&json).map_err(|e| WorkerFailure::Protocol(format!("unreadable row from worker: {e}"))),
+                Recv::Line(json) => {
+                    return serde_json::from_str::<Row>(&json).map_err(|e| {
+                        let shown: String = json.chars().take(120).collect();
+                        WorkerFailure::Protocol(format!("unreadable row from worker ({e}): {shown}"))
+                    })
+                }
                 Recv::Eof => return Err(WorkerFailure::Died),
                 Recv::Timeout => {
                     if let Some(sig) = signals::pending() {

@@ -317,9 +317,7 @@ fn run_case(
         );
         match w.request(&req, deadline)? {
             Reply::Times { times_ms, clock: c, peak_mem_bytes, memory: m, note: n2, .. } => {
-                if times_ms.len() != n || times_ms.iter().any(|t| !t.is_finite() || *t < 0.0) {
-                    return Err(Failure::Garbage(format!("asked for {n} repeat times, got {times_ms:?}")));
-                }
+                protocol::check_times(&times_ms, n, settings.timeout_s * 1e3).map_err(Failure::Garbage)?;
                 if first {
                     (clock, peak, memory) = (c, peak_mem_bytes, m);
                     if !n2.is_empty() && !settings.check {

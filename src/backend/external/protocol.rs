@@ -136,9 +136,36 @@ pub fn case_spec(case: &Case, masks: &HeadMasks) -> Value {
     })
 }
 
+/// Checks a `times` answer (issue 30): `n` repeat times, each finite and > 0 ms (a call takes time;
+/// 0 or less is a broken clock), and together within `limit_ms`, the case's deadline (the repeats ran
+/// one after another before the answer came, so more is impossible). A violation is a protocol error.
+pub fn check_times(times_ms: &[f64], n: usize, limit_ms: f64) -> Result<(), String> {
+    if times_ms.len() != n {
+        return Err(format!("asked for {n} repeat times, got {}", times_ms.len()));
+    }
+    if let Some(t) = times_ms.iter().find(|t| !(t.is_finite() && **t > 0.0)) {
+        return Err(format!("protocol violation: a repeat time of {t} ms (times must be finite and > 0)"));
+    }
+    let total: f64 = times_ms.iter().sum();
+    if total > limit_ms {
+        return Err(format!("protocol violation: repeat times adding up to {total:.0} ms, beyond the case's deadline of {limit_ms:.0} ms"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_must_be_positive_and_within_the_deadline() {
+        assert!(check_times(&[1.0, 2.0], 2, 1000.0).is_ok());
+        assert!(check_times(&[1.0], 2, 1000.0).unwrap_err().contains("asked for 2"));
+        assert!(check_times(&[1.0, 0.0], 2, 1000.0).unwrap_err().contains("> 0"));
+        assert!(check_times(&[-1.0, 1.0], 2, 1000.0).unwrap_err().contains("> 0"));
+        assert!(check_times(&[f64::NAN, 1.0], 2, 1000.0).is_err());
+        assert!(check_times(&[600.0, 600.0], 2, 1000.0).unwrap_err().contains("deadline"));
+    }
 
     #[test]
     fn replies_parse_and_unknown_fields_are_ignored() {

@@ -201,6 +201,65 @@ pub trait Comm {
         }
     }
 
+    // ---- into preallocated buffers: the timed forms of `attnbench comm` (like nccl-tests, which
+    // allocates its buffers once and times only the collective). The defaults post the receives
+    // straight into the given buffers (MPI, NCCL) or copy there (the local mailboxes hand over fresh
+    // tensors); MPI overrides them with its native collectives.
+
+    /// All-reduce `src` into `dst` (same shape and kind).
+    fn all_reduce_into(&self, src: &Tensor, dst: &Tensor, op: ReduceOp) -> Result<(), CommError> {
+        let r = self.all_reduce(src, op)?;
+        copy_if_other(dst, &r);
+        Ok(())
+    }
+
+    /// All-to-all of equal chunks: `send` and `recv` are flat, `size()` chunks of `chunk` elements;
+    /// chunk j of `send` goes to rank j and chunk j of `recv` comes from rank j.
+    fn all_to_all_into(&self, send: &Tensor, recv: &Tensor, chunk: i64) -> Result<(), CommError> {
+        let (n, me) = (self.size(), self.rank());
+        let sends = (0..n).filter(|&j| j != me).map(|j| (send.narrow(0, j as i64 * chunk, chunk), j)).collect();
+        let recvs: Vec<(Tensor, usize)> = (0..n).filter(|&j| j != me).map(|j| (recv.narrow(0, j as i64 * chunk, chunk), j)).collect();
+        let views: Vec<Tensor> = recvs.iter().map(|(t, _)| t.shallow_clone()).collect();
+        let got = self.start_group(sends, recvs)?.wait()?;
+        for (v, g) in views.iter().zip(&got) {
+            copy_if_other(v, g);
+        }
+        recv.narrow(0, me as i64 * chunk, chunk).copy_(&send.narrow(0, me as i64 * chunk, chunk));
+        Ok(())
+    }
+
+    /// All-gather of `src` (flat, `chunk` elements) into `recv` (flat, `size()` chunks, rank j's at j).
+    fn all_gather_into(&self, src: &Tensor, recv: &Tensor) -> Result<(), CommError> {
+        let (n, me, chunk) = (self.size(), self.rank(), src.numel() as i64);
+        let sends = (0..n).filter(|&j| j != me).map(|j| (src.shallow_clone(), j)).collect();
+        let recvs: Vec<(Tensor, usize)> = (0..n).filter(|&j| j != me).map(|j| (recv.narrow(0, j as i64 * chunk, chunk), j)).collect();
+        let views: Vec<Tensor> = recvs.iter().map(|(t, _)| t.shallow_clone()).collect();
+        let got = self.start_group(sends, recvs)?.wait()?;
+        for (v, g) in views.iter().zip(&got) {
+            copy_if_other(v, g);
+        }
+        recv.narrow(0, me as i64 * chunk, chunk).copy_(src);
+        Ok(())
+    }
+
+    /// Reduce-scatter (sum) of `send` (flat, `size()` chunks of `dst.numel()`) into `dst`.
+    fn reduce_scatter_into(&self, send: &Tensor, dst: &Tensor) -> Result<(), CommError> {
+        let chunk = dst.numel() as i64;
+        let parts: Vec<Tensor> = (0..self.size()).map(|j| send.narrow(0, j as i64 * chunk, chunk)).collect();
+        let r = self.reduce_scatter_v(&parts)?;
+        copy_if_other(dst, &r);
+        Ok(())
+    }
+
+    /// Sends `send` to `dst_rank` while receiving into `recv` from `src_rank` (a ring step).
+    fn sendrecv_into(&self, send: &Tensor, dst_rank: usize, recv: &Tensor, src_rank: usize) -> Result<(), CommError> {
+        self.check_peer("sendrecv", dst_rank)?;
+        self.check_peer("sendrecv", src_rank)?;
+        let got = self.start_group(vec![(send.shallow_clone(), dst_rank)], vec![(recv.shallow_clone(), src_rank)])?.wait()?;
+        copy_if_other(recv, &got[0]);
+        Ok(())
+    }
+
     fn check_peer(&self, op: &'static str, peer: usize) -> Result<(), CommError> {
         if peer >= self.size() {
             return Err(CommError::BadPeer { op, peer, size: self.size() });
@@ -288,6 +347,13 @@ impl Comm for SubComm<'_> {
     }
     fn abort(&self, code: i32) -> ! {
         self.parent.abort(code)
+    }
+}
+
+/// Copies `got` into `dst` unless it already is `dst`'s memory (a receive posted into the buffer).
+fn copy_if_other(dst: &Tensor, got: &Tensor) {
+    if got.data_ptr() != dst.data_ptr() {
+        dst.shallow_clone().copy_(&got.reshape(dst.size()));
     }
 }
 

@@ -50,6 +50,14 @@ impl MpiComm {
         ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "SLURM_PROCID"].iter().any(|v| std::env::var_os(v).is_some())
     }
 
+    /// The MPI datatype of two buffers of one kind (the native collectives' element type).
+    fn native_type(&self, op: &'static str, a: &Tensor, b: &Tensor) -> Result<ffi::MPI_Datatype, CommError> {
+        if a.kind() != b.kind() {
+            return Err(CommError::failed(op, format!("send and receive buffers differ in kind ({:?}, {:?})", a.kind(), b.kind())));
+        }
+        Self::datatype(a.kind()).ok_or_else(|| CommError::failed(op, format!("MPI collectives support f32, f64, i32, i64 tensors, not {:?}", a.kind())))
+    }
+
     fn datatype(kind: Kind) -> Option<ffi::MPI_Datatype> {
         unsafe {
             match kind {
@@ -65,6 +73,32 @@ impl MpiComm {
 
 fn host(t: &Tensor) -> Tensor {
     t.to_device(Device::Cpu).contiguous()
+}
+
+/// An element count as MPI's `int`, or an error naming the operation.
+fn count(op: &'static str, n: usize) -> Result<c_int, CommError> {
+    c_int::try_from(n).map_err(|_| CommError::failed(op, format!("{n} elements in one MPI call (at most {} per rank)", c_int::MAX)))
+}
+
+/// A buffer as MPI sees it: the tensor itself when it is a contiguous CPU tensor (the usual case, no
+/// copy), else a host copy (CUDA tensors; copied back by [`Staged::finish`]).
+struct Staged(Tensor);
+
+impl Staged {
+    fn input(t: &Tensor) -> Staged {
+        Staged(if t.device() == Device::Cpu && t.is_contiguous() { t.shallow_clone() } else { host(t) })
+    }
+    fn output(t: &Tensor) -> Staged {
+        Staged(if t.device() == Device::Cpu && t.is_contiguous() { t.shallow_clone() } else { Tensor::empty(t.size(), (t.kind(), Device::Cpu)) })
+    }
+    fn ptr(&self) -> *mut c_void {
+        self.0.data_ptr()
+    }
+    fn finish(self, dst: &Tensor) {
+        if self.0.data_ptr() != dst.data_ptr() {
+            dst.shallow_clone().copy_(&self.0);
+        }
+    }
 }
 
 struct MpiPending {
@@ -194,6 +228,74 @@ impl Comm for MpiComm {
         let n = self.size as u64;
         self.sent.set(self.sent.get() + 2 * (n - 1) * tensor_bytes(&src) / n.max(1));
         Ok(if t.device() == Device::Cpu { dst } else { dst.to_device(t.device()) })
+    }
+
+    /// Native `MPI_Allreduce` from `src` into `dst` (no allocation when both are contiguous CPU tensors).
+    fn all_reduce_into(&self, src: &Tensor, dst: &Tensor, op: ReduceOp) -> Result<(), CommError> {
+        let dt = self.native_type("all_reduce", src, dst)?;
+        let mop = unsafe {
+            match op {
+                ReduceOp::Sum => ffi::RSMPI_SUM,
+                ReduceOp::Max => ffi::RSMPI_MAX,
+            }
+        };
+        let n = count("all_reduce", src.numel())?;
+        let (s, d) = (Staged::input(src), Staged::output(dst));
+        check("MPI_Allreduce", unsafe { ffi::MPI_Allreduce(s.ptr(), d.ptr(), n, dt, mop, self.comm) })?;
+        d.finish(dst);
+        let w = self.size as u64;
+        self.sent.set(self.sent.get() + 2 * (w - 1) * tensor_bytes(src) / w.max(1));
+        Ok(())
+    }
+
+    /// Native `MPI_Alltoall` of equal chunks.
+    fn all_to_all_into(&self, send: &Tensor, recv: &Tensor, chunk: i64) -> Result<(), CommError> {
+        let dt = self.native_type("all_to_all", send, recv)?;
+        let n = count("all_to_all", chunk as usize)?;
+        let (s, d) = (Staged::input(send), Staged::output(recv));
+        check("MPI_Alltoall", unsafe { ffi::MPI_Alltoall(s.ptr(), n, dt, d.ptr(), n, dt, self.comm) })?;
+        d.finish(recv);
+        self.sent.set(self.sent.get() + (self.size as u64 - 1) * chunk as u64 * send.kind().elt_size_in_bytes() as u64);
+        Ok(())
+    }
+
+    /// Native `MPI_Allgather` into a flat buffer.
+    fn all_gather_into(&self, src: &Tensor, recv: &Tensor) -> Result<(), CommError> {
+        let dt = self.native_type("all_gather", src, recv)?;
+        let n = count("all_gather", src.numel())?;
+        let (s, d) = (Staged::input(src), Staged::output(recv));
+        check("MPI_Allgather", unsafe { ffi::MPI_Allgather(s.ptr(), n, dt, d.ptr(), n, dt, self.comm) })?;
+        d.finish(recv);
+        self.sent.set(self.sent.get() + (self.size as u64 - 1) * tensor_bytes(src));
+        Ok(())
+    }
+
+    /// Native `MPI_Reduce_scatter_block` (sum).
+    fn reduce_scatter_into(&self, send: &Tensor, dst: &Tensor) -> Result<(), CommError> {
+        let dt = self.native_type("reduce_scatter", send, dst)?;
+        let n = count("reduce_scatter", dst.numel())?;
+        let (s, d) = (Staged::input(send), Staged::output(dst));
+        check("MPI_Reduce_scatter_block", unsafe { ffi::MPI_Reduce_scatter_block(s.ptr(), d.ptr(), n, dt, ffi::RSMPI_SUM, self.comm) })?;
+        d.finish(dst);
+        self.sent.set(self.sent.get() + (self.size as u64 - 1) * tensor_bytes(dst));
+        Ok(())
+    }
+
+    /// Native `MPI_Sendrecv`.
+    fn sendrecv_into(&self, send: &Tensor, dst_rank: usize, recv: &Tensor, src_rank: usize) -> Result<(), CommError> {
+        self.check_peer("sendrecv", dst_rank)?;
+        self.check_peer("sendrecv", src_rank)?;
+        let dt = self.native_type("sendrecv", send, recv)?;
+        let (ns, nr) = (count("sendrecv", send.numel())?, count("sendrecv", recv.numel())?);
+        let (s, d) = (Staged::input(send), Staged::output(recv));
+        let rc =
+            unsafe { ffi::MPI_Sendrecv(s.ptr(), ns, dt, dst_rank as c_int, TAG, d.ptr(), nr, dt, src_rank as c_int, TAG, self.comm, ffi::RSMPI_STATUS_IGNORE) };
+        check("MPI_Sendrecv", rc)?;
+        d.finish(recv);
+        if dst_rank != self.rank {
+            self.sent.set(self.sent.get() + tensor_bytes(send));
+        }
+        Ok(())
     }
 
     /// Native `MPI_Allgather` when every rank contributes the same shape.

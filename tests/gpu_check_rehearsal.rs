@@ -1,0 +1,116 @@
+//! The GPU check's rehearsal (issue 26): `launch/gpu-check --rehearse` runs the very script the GPU
+//! machine runs — same steps, same order, same files — on the CPU at tiny sizes, so a bug in the script
+//! costs a CI run instead of device minutes. Every step must finish inside its budget (exit 0 in
+//! `steps.jsonl`) and leave a non-empty file that parses; the one-screen summary must come out.
+//!
+//! Needs the CPU Python torch of `launch/setup` (`$ATTNBENCH_CACHE/python-torch-2.11.0-cpu/bin/python`,
+//! or `$ATTNBENCH_TEST_PYTHON`), as tests/external.rs; no GPU, no mpirun, no /opt/torch.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn python() -> String {
+    if let Ok(p) = std::env::var("ATTNBENCH_TEST_PYTHON") {
+        return p;
+    }
+    let cache = std::env::var("ATTNBENCH_CACHE").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/attnbench"));
+    let p = cache.join("python-torch-2.11.0-cpu/bin/python");
+    assert!(p.exists(), "{} is missing: run ./launch/setup (it builds the CPU Python torch this test uses)", p.display());
+    p.display().to_string()
+}
+
+/// The step names, budgets and files of the script, in order (the header's budget table).
+const STEPS: [(&str, &str); 11] = [
+    ("unit", "cuda-unit-tests.txt"),
+    ("env", "env.json"),
+    ("gate", "gate/results.csv"),
+    ("fidelity", "fidelity.jsonl"),
+    ("comm", "comm.json"),
+    ("modes", "timing-modes.jsonl"),
+    ("simulate", "simulated.csv"),
+    ("energy", "energy.json"),
+    ("seed", "external-env.json"),
+    ("sweep", "sweep/results.csv"),
+    ("flex", "flex.jsonl"),
+];
+
+/// Parses `path` by its extension; returns how many records it holds.
+fn parse(path: &Path) -> Result<usize, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if text.trim().is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    let name = path.display().to_string();
+    if name.ends_with(".jsonl") {
+        for (i, line) in text.lines().filter(|l| !l.trim().is_empty()).enumerate() {
+            serde_json::from_str::<serde_json::Value>(line).map_err(|e| format!("{name} line {}: {e}", i + 1))?;
+        }
+        Ok(text.lines().filter(|l| !l.trim().is_empty()).count())
+    } else if name.ends_with(".json") {
+        serde_json::from_str::<serde_json::Value>(&text).map_err(|e| format!("{name}: {e}"))?;
+        Ok(1)
+    } else if name.ends_with(".csv") {
+        let mut r = csv::Reader::from_reader(text.as_bytes());
+        let n = r.records().map(|rec| rec.map_err(|e| format!("{name}: {e}"))).collect::<Result<Vec<_>, _>>()?.len();
+        if n == 0 {
+            return Err(format!("{name} has a header and no rows"));
+        }
+        Ok(n)
+    } else {
+        Ok(text.lines().count())
+    }
+}
+
+#[test]
+fn the_gpu_check_script_runs_every_step_on_the_cpu() {
+    let out = std::env::temp_dir().join(format!("attnbench-rehearsal-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let o = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/launch/gpu-check"))
+        .arg("--rehearse")
+        .env("ATTNBENCH_BIN", env!("CARGO_BIN_EXE_attnbench"))
+        // The unit-test step lists the `cuda_` tests of a libtest binary: this one stands in for the
+        // library's (listing, not running, in the rehearsal).
+        .env("ATTNBENCH_TEST_BIN", std::env::current_exe().unwrap())
+        .env("TORCH_PYTHON", python())
+        .env("OUT", &out)
+        .env_remove("GPU_CHECK_UNDER_TIMEOUT")
+        .env_remove("CI")
+        .output()
+        .expect("launch/gpu-check runs");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let log = std::fs::read_to_string(out.join("log.txt")).unwrap_or_default();
+    assert!(
+        o.status.success(),
+        "gpu-check --rehearse failed: {stdout}\n{}\nlog tail: {}",
+        String::from_utf8_lossy(&o.stderr),
+        &log[log.len().saturating_sub(3000)..]
+    );
+    let steps: Vec<serde_json::Value> = std::fs::read_to_string(out.join("steps.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let names: Vec<&str> = steps.iter().map(|s| s["step"].as_str().unwrap()).collect();
+    assert_eq!(names, STEPS.iter().map(|s| s.0).collect::<Vec<_>>(), "the steps ran in another order or one is missing");
+    let budget: i64 = steps.iter().map(|s| s["budget_s"].as_i64().unwrap()).sum();
+    assert!(budget <= 420, "step budgets add up to {budget} s > 420 s");
+    for (s, (name, file)) in steps.iter().zip(STEPS) {
+        assert_eq!(s["rc"], 0, "step {name} failed in the rehearsal (log tail: {})", &log[log.len().saturating_sub(3000)..]);
+        assert_eq!(s["file"], file);
+        let n = parse(&out.join(file)).unwrap_or_else(|e| panic!("step {name}: {e}"));
+        assert!(n > 0, "step {name}: {file} holds nothing");
+    }
+    // The steps that time something produced numbers, not only failure records.
+    let sweep = std::fs::read_to_string(out.join("sweep/results.csv")).unwrap();
+    assert!(sweep.lines().any(|l| l.contains(",ok,")), "no ok row in the sweep");
+    let fid = std::fs::read_to_string(out.join("fidelity.jsonl")).unwrap();
+    assert!(fid.contains("\"ratio\""), "no fidelity ratio: {fid}");
+    let energy: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("energy.json")).unwrap()).unwrap();
+    // Nothing invented: either what `env --json` reported, or "not available" (issue 33 fills it).
+    match energy["status"].as_str() {
+        Some("not available") => {}
+        Some("reported") => assert!(energy["fields"].as_object().is_some_and(|f| !f.is_empty()), "{energy}"),
+        _ => panic!("energy.json: {energy}"),
+    }
+    for line in ["== gpu-check summary", "gate:", "sweep TFLOPS", "fidelity attnbench/pytorch:", "comm (local", "ext:flex"] {
+        assert!(stdout.contains(line), "the summary lacks `{line}`:\n{stdout}");
+    }
+    assert!(!stdout.contains("FAILED") && !stdout.contains("missing or empty"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&out);
+}
