@@ -60,6 +60,35 @@ fn first_of_other_app_context(rank: &str) -> bool {
     app > 0 && app <= sizes.len() && sizes[..app].iter().sum::<usize>() == rank
 }
 
+impl Command {
+    /// Commands whose only pipes are their own stdout/stderr: no worker or rank child is fed through
+    /// a pipe, so a reader that goes away (`attnbench simulate … | head`) may end them as it ends `cat`.
+    fn only_prints(&self) -> bool {
+        matches!(
+            self,
+            Command::Mask(_)
+                | Command::Plot(_)
+                | Command::Table(_)
+                | Command::Compare(_)
+                | Command::Report(_)
+                | Command::Simulate(_)
+                | Command::Advise(_)
+                | Command::List(_)
+        )
+    }
+}
+
+/// Rust ignores SIGPIPE, so `println!` to a closed pipe panics with a backtrace. For the commands
+/// that only print, restore the default action: the process ends quietly, as Unix tools do. Commands
+/// that feed children through pipes (run, kernel, env --check-seed, worker) keep it ignored, so a
+/// dead worker is an error row, not the end of the sweep.
+fn quiet_on_closed_stdout() {
+    // SAFETY: called once on the main thread before any other thread exists; SIG_DFL is always valid.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     // Before any CUDA call: load libtorch_cuda.so, which `--as-needed` linking drops (see DESIGN.md).
     attnbench::sys::ensure_cuda_loaded();
@@ -95,6 +124,9 @@ fn main() -> ExitCode {
             e.exit()
         }
     };
+    if cli.command.only_prints() {
+        quiet_on_closed_stdout();
+    }
     let result = match cli.command {
         Command::Run(a) => cli::run::run(a),
         Command::Kernel(a) => cli::kernel::run(a),

@@ -114,3 +114,20 @@ fn list_shows_patterns_with_defaults() {
     assert_eq!(gsw["params"][0]["default"], "64");
     assert!(v.get("docs").is_none());
 }
+
+/// A reader that goes away (`attnbench list | head -1`) ends a command that only prints quietly, as
+/// it ends `cat` — never a "failed printing to stdout" panic with a backtrace.
+#[test]
+fn a_closed_stdout_ends_printing_commands_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    for args in [&["list"][..], &["mask", "show", "causal", "--seqlen", "256"][..]] {
+        let mut child =
+            Command::new(env!("CARGO_BIN_EXE_attnbench")).args(args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        // Close the read end before the child (still loading libtorch) writes its first line.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{args:?}: {:?} {stderr}", out.status);
+    }
+}
