@@ -439,6 +439,10 @@ mod tests {
         CpSpec::new(cp_case(strategy, pattern, params, seqlen, 2, HeadLayout { q: 12, kv: 2 }, pass), settings)
     }
 
+    /// The masks every strategy is checked on against one device, on S = 50 (documents of 20, 7, 23).
+    const GATE_MASKS: [(&str, &[(&str, &str)]); 4] =
+        [("full", &[]), ("causal", &[]), ("causal_document", &[("doc_lens", "20,7,23")]), ("sliding_window", &[("window_left", "9"), ("window_right", "4")])];
+
     fn run_local(world: usize, mut sp: CpSpec) -> Row {
         sp.case.world_size = world;
         let rows = LocalWorld::run(world, move |c| run_case(c, &sp, "t", "cpu").map_err(|e| format!("{e:?}")));
@@ -449,16 +453,10 @@ mod tests {
     /// LSE and gradients equal the single-device result, and the bytes sent equal the schedule's.
     #[test]
     fn every_strategy_matches_single_device_in_a_local_world() {
-        let masks: [(&str, &[(&str, &str)]); 4] = [
-            ("full", &[]),
-            ("causal", &[]),
-            ("causal_document", &[("doc_lens", "20,7,23")]),
-            ("sliding_window", &[("window_left", "9"), ("window_right", "4")]),
-        ];
         let mut failures = Vec::new();
         for def in STRATEGIES {
             for world in [2usize, 3, 4] {
-                for (m, params) in masks {
+                for (m, params) in GATE_MASKS {
                     let row = run_local(world, spec(def.name, m, params, 50, Pass::Fwdbwd));
                     if row.status != Status::Ok || row.note.contains("differ") {
                         failures.push(format!("{} W={world} {m}: {} {} err={:?} note={}", def.name, row.status, row.error, row.max_abs_err, row.note));
@@ -473,15 +471,9 @@ mod tests {
     /// U = 1 × 2 × 4, on the same four masks, forward+backward, against the single-device result.
     #[test]
     fn loongtrain_matches_single_device_in_a_local_world() {
-        let masks: [(&str, &[(&str, &str)]); 4] = [
-            ("full", &[]),
-            ("causal", &[]),
-            ("causal_document", &[("doc_lens", "20,7,23")]),
-            ("sliding_window", &[("window_left", "9"), ("window_right", "4")]),
-        ];
         let mut failures = Vec::new();
         for (u, inner) in [(2, 2), (1, 4)] {
-            for (m, params) in masks {
+            for (m, params) in GATE_MASKS {
                 let mut sp = spec("usp", m, params, 50, Pass::Fwdbwd);
                 sp.case.cp = crate::case::CpOptions { ulysses_degree: Some(u), inner_ring: Some(inner), sharding: None };
                 let row = run_local(8, sp);

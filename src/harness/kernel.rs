@@ -114,12 +114,11 @@ fn measure(
     // Memory rule (measure::memory): inputs excluded, what prepare keeps and the call allocates included.
     let (mut kernel, prepared) = measure_prepare(case.device.tch(), || backend.prepare(case, &x))?;
     let mut note = kernel.note();
-    sync(case.device);
+    sync(case.device)?;
     row.setup_s = Some(started.elapsed().as_secs_f64());
     if settings.check {
         let gate_start = Instant::now();
-        let c = gate(kernel.as_mut(), &x, case.pass, case.dtype);
-        sync(case.device);
+        let c = gate(kernel.as_mut(), &x, case.pass, case.dtype).and_then(|c| sync(case.device).map(|()| c));
         row.gate_s = Some(gate_start.elapsed().as_secs_f64());
         let c = c?;
         row.max_abs_err = Some(c.max_abs_err);
@@ -168,11 +167,11 @@ fn measure(
     Ok(())
 }
 
-/// Waits for the device's queued work, so the untimed seconds around it are the work's, not a launch's.
-fn sync(device: DeviceKind) {
-    if device == DeviceKind::Cuda {
-        if let tch::Device::Cuda(i) = device.tch() {
-            tch::Cuda::synchronize(i as i64);
-        }
+/// Waits for the device's queued work, so the untimed seconds around it are the work's, not a launch's
+/// (the shim's `device_synchronize`, as the clocks and the memory rule use: a failure is a value).
+fn sync(device: DeviceKind) -> Result<(), KernelError> {
+    match device.tch() {
+        tch::Device::Cuda(i) => Ok(crate::sys::cuda::device_synchronize(i)?),
+        _ => Ok(()),
     }
 }
