@@ -45,26 +45,13 @@ fn over_memory(case: &crate::case::Case, s: &MeasureSettings, run_id: &str, limi
     use crate::suite::memory;
     let est = memory::estimate(case, s, 1);
     let (allow, source) = memory::host_allowance(limit);
-    let msg = if est.host > allow {
-        format!(
-            "not run: estimated peak ≥ {} of host memory ({}) exceeds the {} this process may use ({source})",
-            memory::human(est.host),
-            est.detail,
-            memory::human(allow)
-        )
-    } else if est.device > 0 {
-        let free = crate::sys::cuda_available().then(|| memory::device_free_for(std::process::id())).flatten()?;
-        if est.device <= free {
-            return None;
+    let msg = match est.over_host(allow, &source, "this process") {
+        Some(msg) => msg,
+        None if est.device > 0 => {
+            let free = crate::sys::cuda_available().then(|| memory::device_free_for(std::process::id())).flatten()?;
+            est.over_device(free, "nvidia-smi")?
         }
-        format!(
-            "not run: estimated peak ≥ {} of device memory ({}) exceeds the {} free on the device (nvidia-smi)",
-            memory::human(est.device),
-            est.detail,
-            memory::human(free)
-        )
-    } else {
-        return None;
+        None => return None,
     };
     let mut row = crate::results::Row::for_case(run_id, case, case.device.name());
     row.fail(Status::Oom, msg);

@@ -61,6 +61,28 @@ fn dense_mask_bytes(backend: &str, case: &Case, groups: u64) -> u64 {
     }
 }
 
+impl Estimate {
+    /// The `oom` reason when the host part exceeds `allowance` (from [`host_allowance`], whose
+    /// `source` it names); `who` is what may use it (`the worker`, `this process`).
+    pub fn over_host(&self, allowance: u64, source: &str, who: &str) -> Option<String> {
+        (self.host > allowance).then(|| {
+            format!("not run: estimated peak ≥ {} of host memory ({}) exceeds the {} {who} may use ({source})", human(self.host), self.detail, human(allowance))
+        })
+    }
+
+    /// The `oom` reason when the device part exceeds `free` bytes; `how` says how `free` was read.
+    pub fn over_device(&self, free: u64, how: &str) -> Option<String> {
+        (self.device > free).then(|| {
+            format!(
+                "not run: estimated peak ≥ {} of device memory ({}) exceeds the {} free on the device ({how})",
+                human(self.device),
+                self.detail,
+                human(free)
+            )
+        })
+    }
+}
+
 /// Lower bound on the bytes `case` allocates (see the module doc). `mask_groups` is the number of
 /// distinct head-group masks (1 unless the pattern is per-head).
 pub fn estimate(case: &Case, settings: &MeasureSettings, mask_groups: usize) -> Estimate {

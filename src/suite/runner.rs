@@ -243,13 +243,7 @@ fn run_kernel(worker: &mut Option<Worker>, run_id: &str, pc: &PlannedCase, plan:
     // Memory first: a case that cannot fit is an `oom` row before anything is allocated.
     let estimate = memory::estimate(&pc.case, settings, pc.mask_groups);
     let (allowance, source) = memory::host_allowance(mem_limit);
-    if estimate.host > allowance {
-        let msg = format!(
-            "not run: estimated peak ≥ {} of host memory ({}) exceeds the {} the worker may use ({source})",
-            memory::human(estimate.host),
-            estimate.detail,
-            memory::human(allowance)
-        );
+    if let Some(msg) = estimate.over_host(allowance, &source, "the worker") {
         return Outcome::Row(Box::new(parent_row(run_id, pc, Status::Oom, &msg)));
     }
     let item = WorkItem { run_id: run_id.to_string(), case: pc.case.clone(), settings: settings.clone(), external: plan.external.clone() };
@@ -261,16 +255,8 @@ fn run_kernel(worker: &mut Option<Worker>, run_id: &str, pc: &PlannedCase, plan:
     }
     let w = worker.as_mut().unwrap();
     if estimate.device > 0 {
-        if let Some(free) = memory::device_free_for(w.child.pid()) {
-            if estimate.device > free {
-                let msg = format!(
-                    "not run: estimated peak ≥ {} of device memory ({}) exceeds the {} free on the device (nvidia-smi, including what the worker holds)",
-                    memory::human(estimate.device),
-                    estimate.detail,
-                    memory::human(free)
-                );
-                return Outcome::Row(Box::new(parent_row(run_id, pc, Status::Oom, &msg)));
-            }
+        if let Some(msg) = memory::device_free_for(w.child.pid()).and_then(|free| estimate.over_device(free, "nvidia-smi, including what the worker holds")) {
+            return Outcome::Row(Box::new(parent_row(run_id, pc, Status::Oom, &msg)));
         }
     }
     // Past this cap an allocation fails inside the worker (an `oom` row) instead of the machine running
