@@ -203,12 +203,9 @@ fn run_distributed(a: &CommArgs) -> anyhow::Result<ExitCode> {
     // configuration differs from its own (as `cp` does).
     let parsed = parse(a);
     let local = parsed.as_ref().map(fingerprint).map_err(|e| e.to_string());
-    if let Err(f) = crate::harness::cp::agree(&mpi, local) {
+    if let Err(f) = crate::harness::cp::agree(&mpi, local, crate::harness::cp::Job::COMM) {
         if let Some(m) = f.message {
-            eprintln!(
-                "error: {}",
-                m.replace("a different case than rank 0 (every rank of a CP job", "a different configuration than rank 0 (every rank of a comm job")
-            );
+            eprintln!("error: {m}");
         }
         return Ok(ExitCode::from(f.code));
     }

@@ -242,7 +242,7 @@ fn run_distributed(a: &CpCommandArgs, comm_name: &str, device_name: &str) -> any
     // tensor moves: a rank with bad arguments or a different case cannot hang or crash the job.
     let parsed = specs_from(a, mpi.size());
     let local = parsed.as_ref().map(|(_, s)| fingerprint(s)).map_err(|e| e.to_string());
-    if let Err(f) = agree(&mpi, local) {
+    if let Err(f) = agree(&mpi, local, crate::harness::cp::Job::CP) {
         if let Some(m) = f.message {
             eprintln!("error: {m}");
         }

@@ -122,12 +122,26 @@ fn inject_timed_fault(_spec: &CpSpec, _rank: usize) -> Result<(), CpError> {
     Ok(())
 }
 
+/// What the ranks of a job agree on, as [`agree`]'s message names it.
+#[derive(Debug, Clone, Copy)]
+pub struct Job {
+    /// What each rank brings (`case`, `configuration`).
+    pub what: &'static str,
+    /// The job's kind (`CP`, `comm`).
+    pub name: &'static str,
+}
+
+impl Job {
+    pub const CP: Job = Job { what: "case", name: "CP" };
+    pub const COMM: Job = Job { what: "configuration", name: "comm" };
+}
+
 /// Agreement of every rank before anything moves: each rank brings its own fingerprint (see
 /// [`CpSpec::fingerprint`]) or the one-line reason it could not build its case. Collective. Returns
 /// `Ok` when every rank is fine and equal to rank 0; else the failure every rank exits with (code 2):
 /// rank 0 says what is wrong (its own bad input, or the first rank whose case differs), a rank whose
-/// input was bad while rank 0's was fine says its own reason.
-pub fn agree(comm: &dyn Comm, local: Result<u64, String>) -> Result<(), CaseFailure> {
+/// input was bad while rank 0's was fine says its own reason; `job` names what differs.
+pub fn agree(comm: &dyn Comm, local: Result<u64, String>, job: Job) -> Result<(), CaseFailure> {
     let (world, rank) = (comm.size(), comm.rank());
     let fail = |m: String| CaseFailure { code: 2, message: Some(m) };
     let quiet = || CaseFailure { code: 2, message: None };
@@ -150,7 +164,7 @@ pub fn agree(comm: &dyn Comm, local: Result<u64, String>) -> Result<(), CaseFail
     if first_diff > 0.0 {
         let r = world - first_diff as usize;
         return Err(if rank == 0 {
-            fail(format!("rank {r} was started with a different case than rank 0 (every rank of a CP job must get the same arguments)"))
+            fail(format!("rank {r} was started with a different {} than rank 0 (every rank of a {} job must get the same arguments)", job.what, job.name))
         } else {
             quiet()
         });
@@ -240,7 +254,7 @@ pub(crate) fn run_case_on(
     let (world, rank) = (comm.size(), comm.rank());
     // Set up locally (no communication), then agree: every rank set up fine AND has rank 0's case.
     let local = setup(spec, world, rank);
-    agree(comm, local.as_ref().map(|_| spec.fingerprint()).map_err(Clone::clone)).map_err(Ok)?;
+    agree(comm, local.as_ref().map(|_| spec.fingerprint()).map_err(Clone::clone), Job::CP).map_err(Ok)?;
     let s = local.expect("agreed ok");
     run_after_setup(comm, spec, &s, run_id, device_name, timeline).map_err(Err)
 }
@@ -582,12 +596,12 @@ mod tests {
     fn a_rank_with_bad_arguments_stops_every_rank() {
         let out = LocalWorld::run(3, |c| {
             let mine = if c.rank() == 1 { Err("--dtype: unknown dtype `fp7`".to_string()) } else { Ok(42) };
-            agree(c, mine).map_err(|f| (f.code, f.message))
+            agree(c, mine, Job::CP).map_err(|f| (f.code, f.message))
         });
         assert_eq!(out[0], Err((2, None)));
         assert_eq!(out[1], Err((2, Some("rank 1: --dtype: unknown dtype `fp7`".to_string()))));
         assert_eq!(out[2], Err((2, None)));
-        assert!(LocalWorld::run(2, |c| agree(c, Ok(7)).is_ok()).into_iter().all(|ok| ok));
+        assert!(LocalWorld::run(2, |c| agree(c, Ok(7), Job::CP).is_ok()).into_iter().all(|ok| ok));
     }
 
     #[test]
