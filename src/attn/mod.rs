@@ -225,11 +225,7 @@ pub(crate) mod fixtures {
         Mask::rect(
             40,
             44,
-            vec![
-                Slice::new(0..10, 0..10, SliceKind::Causal),
-                Slice::new(10..25, 0..20, SliceKind::Causal),
-                Slice::new(30..36, 30..44, SliceKind::Full),
-            ],
+            vec![Slice::new(0..10, 0..10, SliceKind::Causal), Slice::new(10..25, 0..20, SliceKind::Causal), Slice::new(30..36, 30..44, SliceKind::Full)],
         )
         .unwrap()
     }

@@ -664,6 +664,10 @@ mod tests {
             (CudaVarlen::Flash, "documents", docs.clone()),
             (CudaVarlen::Efficient, "documents", docs.clone()),
             (CudaVarlen::Cudnn, "documents", docs),
+            // One 1K causal sequence: on an H200 (2026-12-04) the gate found cuDNN's varlen backward
+            // non-finite here while the short documents above passed; the backend keeps its backward
+            // off (backend/varlen.rs) until this case passes.
+            (CudaVarlen::Cudnn, "one 1K causal sequence", crate::attn::fixtures::zoo("causal", 1024, &[])),
         ];
         let mut failures = vec![];
         for (which, name, m) in cases {
