@@ -219,6 +219,21 @@ pub(crate) mod fixtures {
         .unwrap()
     }
 
+    /// The slices of [`mask_all_kinds`] that a memory-efficient or cuDNN varlen call takes (full and
+    /// causal, square and rectangular; no inverse- or bi-causal), with rows left empty on purpose.
+    pub fn mask_full_and_causal_kinds() -> Mask {
+        Mask::rect(
+            40,
+            44,
+            vec![
+                Slice::new(0..10, 0..10, SliceKind::Causal),
+                Slice::new(10..25, 0..20, SliceKind::Causal),
+                Slice::new(30..36, 30..44, SliceKind::Full),
+            ],
+        )
+        .unwrap()
+    }
+
     /// The first head group's mask of a zoo pattern.
     pub fn zoo(name: &str, s: usize, kv: &[(&str, &str)]) -> Mask {
         let p = kv.iter().fold(crate::mask::Params::new(), |p, (k, v)| p.set(k, v));

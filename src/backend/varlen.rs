@@ -264,6 +264,21 @@ mod tests {
         assert!(seen.borrow().iter().all(|s| *s == prepared), "a call got tensors other than prepare's: {:?} vs {prepared:?}", seen.borrow());
     }
 
+    /// The memory-efficient kernel gets only what its GPU test checks: full and causal slices in one
+    /// call (the test's mixed-kind mask, inverse- and bi-causal included, is refused here).
+    #[test]
+    fn efficient_varlen_refuses_inverse_and_bi_causal_slices() {
+        use crate::attn::fixtures::{mask_all_kinds, mask_full_and_causal_kinds};
+        assert!(single_call(&mask_all_kinds(), CudaVarlen::Efficient, 1).is_err());
+        for m in [mask_all_kinds(), mask_full_and_causal_kinds()] {
+            for g in crate::attn::groups::group_slices(&m) {
+                let one = Mask::rect(m.seqlen_q, m.seqlen_k, g.slices.clone()).unwrap();
+                let takes = single_call(&one, CudaVarlen::Efficient, 1).is_ok();
+                assert_eq!(takes, matches!(g.kind, SliceKind::Full | SliceKind::Causal), "{:?}", g.kind);
+            }
+        }
+    }
+
     #[test]
     fn cudnn_varlen_takes_only_square_causal_slices() {
         use crate::mask::{Slice, SliceKind};

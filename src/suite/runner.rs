@@ -272,6 +272,13 @@ fn run_kernel(worker: &mut Option<Worker>, run_id: &str, pc: &PlannedCase, plan:
             if row.status == Status::Oom {
                 row.error = crate::results::one_line(&format!("{} [worker capped at +{} ({source})]", row.error, memory::human(allowance)));
             }
+            if retire_worker_after(&row) {
+                // Seen on an H200 (torch 2.11): one kernel's illegal memory access made every later
+                // case in the same process fail with the same sticky error. The next case gets a
+                // fresh worker, hence a fresh CUDA context; the cost is one start-up after an error.
+                worker.take().unwrap().stop();
+                row.note = note_join(&row.note, "worker restarted after this error: a CUDA error can leave the context unusable for later cases");
+            }
             Outcome::Row(Box::new(row))
         }
         Err(WorkerFailure::Interrupted(sig)) => {
@@ -295,6 +302,22 @@ fn run_kernel(worker: &mut Option<Worker>, run_id: &str, pc: &PlannedCase, plan:
             }
             Outcome::Row(Box::new(parent_row(run_id, pc, status, &msg)))
         }
+    }
+}
+
+/// Whether the worker that produced `row` must not run another case: an `error` on a CUDA device. A
+/// sticky CUDA error (illegal address, launch failure, device-side assert) poisons the process's
+/// context for good, and from the message alone it cannot be told apart from a harmless one, so every
+/// CUDA error retires the worker. CPU errors leave the worker as it was.
+fn retire_worker_after(row: &Row) -> bool {
+    row.status == Status::Error && row.device.starts_with("cuda")
+}
+
+fn note_join(note: &str, more: &str) -> String {
+    if note.is_empty() {
+        more.to_string()
+    } else {
+        format!("{note}; {more}")
     }
 }
 
@@ -548,5 +571,30 @@ fn short(s: &str, n: usize) -> String {
         s.to_string()
     } else {
         s.chars().take(n).collect::<String>() + "…"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::case::{Case, DType, DeviceKind, HeadLayout};
+
+    fn row(device: DeviceKind, status: Status) -> Row {
+        let case =
+            Case::kernel("sdpa-flash", "causal", Default::default(), 1024, HeadLayout { q: 8, kv: 2 }, 128, DType::Bf16, crate::flops::Pass::Bwd, device);
+        let mut r = Row::for_case("t", &case, case.device.name());
+        r.status = status;
+        r
+    }
+
+    #[test]
+    fn a_cuda_error_retires_the_worker_and_nothing_else_does() {
+        assert!(retire_worker_after(&row(DeviceKind::Cuda, Status::Error)));
+        for s in [Status::Ok, Status::Wrong, Status::Unsupported, Status::Oom, Status::Timeout] {
+            assert!(!retire_worker_after(&row(DeviceKind::Cuda, s)), "{s}");
+        }
+        assert!(!retire_worker_after(&row(DeviceKind::Cpu, Status::Error)));
+        assert_eq!(note_join("", "b"), "b");
+        assert_eq!(note_join("a", "b"), "a; b");
     }
 }

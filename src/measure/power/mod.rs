@@ -146,7 +146,9 @@ impl PowerReading {
             _ => 0.0,
         };
         let counter_j = match (samples.first().and_then(|s| s.energy_mj), samples.last().and_then(|s| s.energy_mj)) {
-            (Some(a), Some(b)) if samples.len() >= 2 && b >= a => Some((b - a) / 1e3),
+            // A counter that did not advance was not read twice across an update (seen on an H200:
+            // 0 J over 50 ms of busy kernels), so it says nothing; the power readings decide then.
+            (Some(a), Some(b)) if samples.len() >= 2 && b > a => Some((b - a) / 1e3),
             _ => None,
         };
         let powered: Vec<(f64, f64)> = samples.iter().filter_map(|s| Some((s.t_ms, s.power_w?))).collect();
@@ -162,7 +164,13 @@ impl PowerReading {
         } else if samples.len() < 2 {
             why_empty = format!("{source}: fewer than 2 readings");
         } else if energy_j.is_none() {
-            why_empty = format!("{source}: no energy counter and no power readings");
+            let stalled =
+                samples.first().and_then(|s| s.energy_mj).is_some() && samples.last().and_then(|s| s.energy_mj) == samples.first().and_then(|s| s.energy_mj);
+            why_empty = if stalled {
+                format!("{source}: the energy counter did not advance over the timed repeats and there are no power readings")
+            } else {
+                format!("{source}: no energy counter and no power readings")
+            };
         } else if interval_s < MIN_INTERVAL_S {
             // No measured duration in the text: notes stay identical between runs of one suite.
             why_empty = format!("{source}: timed repeats too short for an energy figure (< {} ms)", MIN_INTERVAL_S * 1e3);
@@ -324,6 +332,22 @@ mod tests {
     use std::sync::atomic::Ordering;
 
     #[test]
+    fn a_counter_that_did_not_advance_is_not_zero_energy() {
+        // 60 ms at 400 W, but the counter reads the same value at both ends (coarser update period).
+        let s: Vec<PowerSample> =
+            (0..5).map(|i| PowerSample { t_ms: 15.0 * i as f64, power_w: Some(400.0), energy_mj: Some(1_000_000.0), ..Default::default() }).collect();
+        let r = PowerReading::of("nvml", &s);
+        assert_eq!(r.counter_j, None);
+        assert_eq!(r.method, Some(EnergyMethod::Integrated));
+        assert!((r.energy_j.unwrap() - 24.0).abs() < 1e-9 && (r.avg_power_w.unwrap() - 400.0).abs() < 1e-9, "{r:?}");
+        // No power readings either: no figure at all, and the note says why — never 0 J.
+        let bare: Vec<PowerSample> = s.iter().map(|x| PowerSample { power_w: None, ..*x }).collect();
+        let r = PowerReading::of("nvml", &bare);
+        assert_eq!((r.energy_j, r.avg_power_w), (None, None));
+        assert!(!r.why_empty.is_empty());
+    }
+
+    #[test]
     fn counter_wins_over_integration_and_average_is_energy_over_interval() {
         // 0.2 s at 300 W then 500 W: the counter says 90 J; trapezoids of the power readings 80 J.
         let mut s = vec![at(0.0, 300.0, 1980.0), at(100.0, 300.0, 1980.0), at(200.0, 500.0, 1980.0)];
@@ -445,8 +469,17 @@ mod tests {
         );
         assert!(rel <= 0.05, "integrated {integrated:.1} J vs counter {counter:.1} J: {:.1} % apart", rel * 100.0);
         // A case through the harness: ~300 causal forwards at S = 8K, well over the 50 ms minimum.
-        let case =
-            Case::kernel("sdpa", "causal", Default::default(), 8192, HeadLayout { q: 32, kv: 32 }, 128, DType::Bf16, crate::flops::Pass::Fwd, DeviceKind::Cuda);
+        let case = Case::kernel(
+            "sdpa-flash",
+            "causal",
+            Default::default(),
+            8192,
+            HeadLayout { q: 32, kv: 32 },
+            128,
+            DType::Bf16,
+            crate::flops::Pass::Fwd,
+            DeviceKind::Cuda,
+        );
         let settings = crate::measure::MeasureSettings { warmup: 5, repeats: 300, check: false, ..Default::default() };
         let row = crate::harness::kernel::execute_kernel_case(&case, &settings, "gpu-check").unwrap();
         println!(

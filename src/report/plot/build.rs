@@ -134,8 +134,13 @@ fn legend_of(panels: &[Panel]) -> Vec<(String, usize, LineStyle)> {
         match &p.content {
             Content::Lines(ss) => {
                 for s in ss {
-                    if !l.iter().any(|e| e.0 == s.label) {
-                        l.push((s.label.clone(), s.color, s.style));
+                    // One entry per series across panels: a backend throttled in one panel only (the
+                    // forward, say) is one legend entry, marked, not two (seen on the H200 sweep).
+                    let unmarked = |label: &str| label.trim_end_matches(THROTTLE_MARK).trim_end().to_string();
+                    match l.iter_mut().find(|e| unmarked(&e.0) == unmarked(&s.label) && e.1 == s.color && e.2 == s.style) {
+                        Some(e) if s.label.ends_with(THROTTLE_MARK) => e.0 = s.label.clone(),
+                        Some(_) => {}
+                        None => l.push((s.label.clone(), s.color, s.style)),
                     }
                 }
             }
@@ -392,6 +397,15 @@ mod tests {
         assert_eq!(ss[0].points, vec![(1024.0, 0.25)]);
         assert_eq!((ss[0].label.as_str(), ss[1].label.as_str()), ("a", "b †"));
         assert!(w.subtitle.contains("throttled while timed"), "{}", w.subtitle);
+        // b is throttled in one panel only: one legend entry for it, marked.
+        let mut fwd = row("b", "full", 2048, Status::Ok, 120.0);
+        fwd.throttle = "sw_power_cap".into();
+        let mut bwd = row("b", "full", 2048, Status::Ok, 100.0);
+        bwd.pass = "bwd".into();
+        let figs = build_figures(&[Run { label: "r".into(), rows: vec![fwd, bwd] }], &PlotOptions::default(), &mut Colors::default());
+        let t = figs.iter().find(|f| f.name == "tflops-full").expect("a TFLOPS figure");
+        assert_eq!(t.panels.len(), 2);
+        assert_eq!(t.legend.iter().map(|e| e.0.as_str()).collect::<Vec<_>>(), vec!["b †"]);
         let mut plain = a;
         plain.tflops_per_watt = None;
         let figs = build_figures(&[Run { label: "r".into(), rows: vec![plain] }], &PlotOptions::default(), &mut Colors::default());
