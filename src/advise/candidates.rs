@@ -33,9 +33,17 @@ fn divisors(n: usize) -> Vec<usize> {
     (1..=n).filter(|d| n.is_multiple_of(*d)).collect()
 }
 
-/// Every layout of the plan's strategies on `plan.world` GPUs, in registry order.
+/// The layout of one GPU: no context parallelism, the kernel alone (its strategy is empty, as the
+/// `strategy` column of a kernel row).
+pub const SINGLE_GPU: &str = "";
+
+/// Every layout of the plan's strategies on `plan.world` GPUs, in registry order. One GPU has one
+/// layout, the kernel alone ([`SINGLE_GPU`]): the question is then only which kernel.
 pub fn layouts(plan: &Plan) -> Vec<Layout> {
     let w = plan.world;
+    if w == 1 {
+        return vec![Layout { strategy: SINGLE_GPU.into(), options: CpOptions::default(), invalid: None }];
+    }
     let hq = plan.heads.q;
     let mut out = Vec::new();
     let want = |s: &str| plan.strategies.is_empty() || plan.strategies.iter().any(|x| x == s);

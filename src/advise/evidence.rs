@@ -11,6 +11,8 @@
 //! (`ulysses=U ring=R inner=I outer=O`, written by `cp` and `simulate`); a row without it cannot say
 //! which usp / double-ring degrees it ran and is taken for the strategy's default degrees, marked
 //! `ambiguous`. A forward+backward candidate takes a `fwdbwd` row, or a `fwd` and a `bwd` row summed.
+//! On one GPU (`--world-size 1`) the candidate is a kernel alone and its evidence is a kernel row
+//! (`attnbench run`, kind `kernel`, empty strategy) of the same case.
 
 use std::path::{Path, PathBuf};
 
@@ -160,10 +162,11 @@ fn row_kernel(row: &Row) -> &str {
 
 fn row_source(row: &Row) -> Option<Source> {
     match row.kind {
-        CaseKind::Cp => Some(Source::Measured),
+        // A kernel row (`attnbench run`) is evidence for the single-GPU layout only: `matches` asks
+        // for the layout's strategy (empty) and the GPU count (1).
+        CaseKind::Cp | CaseKind::Kernel => Some(Source::Measured),
         CaseKind::Simulated if row.note.contains("compute fa3") || row.note.contains("compute roofline") => Some(Source::ProjectedModel),
         CaseKind::Simulated => Some(Source::ProjectedMeasuredPieces),
-        CaseKind::Kernel => None,
     }
 }
 

@@ -47,6 +47,8 @@ pub fn estimate(plan: &Plan, layout: &Layout) -> MemEstimate {
         }
     };
     match layout.strategy.as_str() {
+        // One GPU, the kernel alone: its own tensors only.
+        super::candidates::SINGLE_GPU => {}
         "ring-allgather" => {
             terms.push(("gathered K/V", 2 * hkv * local * w * d * e));
             if bwd {

@@ -121,6 +121,13 @@ fn evaluate(
     for (mi, m) in plan.masks.iter().enumerate() {
         let fig = match from_rows(rows, plan, kernel, layout, m) {
             Some(x) => x,
+            None if plan.world == 1 => {
+                c.reason = Some(format!(
+                    "no evidence: no --results kernel row of it on {} (one GPU: only measured kernel rows rank kernels; the FA3 tile model is fitted to the published kernel bars)",
+                    m.label()
+                ));
+                return;
+            }
             None if kernel != FA3_KERNEL => {
                 c.reason = Some(format!(
                     "no evidence: no --results row of this kernel and layout on {}, and the calibrated model projects FA3 ({FA3_KERNEL}) only",

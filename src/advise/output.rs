@@ -11,7 +11,10 @@ use crate::report::plot::{write_figures, Colors, Content, Figure, LineStyle, Pan
 use crate::suite::memory::human;
 
 fn layout_label(c: &Candidate) -> String {
-    if c.strategy_params.is_empty() {
+    if c.strategy.is_empty() {
+        // One GPU: the kernel alone (`candidates::SINGLE_GPU`).
+        "one GPU".into()
+    } else if c.strategy_params.is_empty() {
         c.strategy.clone()
     } else {
         format!("{} {}", c.strategy, c.strategy_params)
@@ -66,7 +69,7 @@ pub fn markdown(a: &Advice) -> String {
             c.rank.map(|r| r.to_string()).unwrap_or_default(),
             if c.front { " ◆" } else { "" },
             c.backend,
-            c.strategy,
+            if c.strategy.is_empty() { "one GPU" } else { &c.strategy },
             c.strategy_params.replace(';', " "),
             c.step_ms.unwrap_or(f64::NAN),
             c.tflops_per_gpu.unwrap_or(f64::NAN),
