@@ -78,7 +78,8 @@ pub struct SimulateArgs {
     #[arg(long, requires = "compare_published")]
     pub fit: bool,
     /// With --compare-published: also print the ablations (each model part removed, refitted, held-out
-    /// error).
+    /// error) and the sensitivity table (inter-node bandwidth, glue bandwidth, glue and FA3 fixed
+    /// costs each moved by ±20 %, not refitted).
     #[arg(long, requires = "compare_published")]
     pub ablate: bool,
     /// Roofline: device whose peak is used (a name in the peak table); default from --topology.

@@ -398,6 +398,74 @@ pub fn ablations(
     Ok(out)
 }
 
+/// One perturbation of the sensitivity table: which fitted quantity moves, by what factor.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Perturbation {
+    /// Inter-node bandwidth × f.
+    InterNode(f64),
+    /// Glue bandwidth (memory efficiency) × f.
+    GlueBandwidth(f64),
+    /// Glue µs per launch × f.
+    GlueLaunch(f64),
+    /// FA3 µs per call and µs per work item (every kind of call) × f.
+    KernelFixedCosts(f64),
+}
+
+impl Perturbation {
+    /// Every quantity at −20 % and +20 %.
+    pub fn all() -> Vec<Perturbation> {
+        [0.8, 1.2]
+            .into_iter()
+            .flat_map(|f| [Perturbation::InterNode(f), Perturbation::GlueBandwidth(f), Perturbation::GlueLaunch(f), Perturbation::KernelFixedCosts(f)])
+            .collect()
+    }
+    pub fn describe(self) -> String {
+        let (what, f) = match self {
+            Perturbation::InterNode(f) => ("inter-node bandwidth", f),
+            Perturbation::GlueBandwidth(f) => ("glue bandwidth", f),
+            Perturbation::GlueLaunch(f) => ("glue µs per launch", f),
+            Perturbation::KernelFixedCosts(f) => ("FA3 µs per call and per work item", f),
+        };
+        format!("{what} {:+.0} %", (f - 1.0) * 100.0)
+    }
+}
+
+/// `kernel` with its fixed costs (µs per call, µs per work item) of every kind of call scaled by `f`.
+pub fn scale_kernel_fixed_costs(kernel: &Fa3Model, f: f64) -> Fa3Model {
+    let mut k = *kernel;
+    for p in [&mut k.fwd, &mut k.bwd, &mut k.varlen_fwd, &mut k.varlen_bwd] {
+        p.item_us *= f;
+        p.launch_us *= f;
+    }
+    k
+}
+
+/// The comparison rows of the full model with one fitted quantity perturbed (not refitted): how far
+/// the projection leans on each. The CP quantities re-time the prepared points; the kernel's fixed
+/// costs change the attention times, so those points are prepared again (the slow part).
+pub fn sensitivity(
+    full: &[PreparedPoint],
+    packs: usize,
+    kernel: &Fa3Model,
+    cp: &CpParams,
+    keep: &dyn Fn(&CpPoint) -> bool,
+) -> Result<Vec<(Perturbation, Vec<CompRow>)>, SimError> {
+    let mut out = Vec::new();
+    for p in Perturbation::all() {
+        let rows = match p {
+            Perturbation::InterNode(f) => compare(full, &CpParams { inter_gbps: cp.inter_gbps * f, ..*cp }, Variant::Full),
+            Perturbation::GlueBandwidth(f) => compare(full, &CpParams { mem_efficiency: cp.mem_efficiency * f, ..*cp }, Variant::Full),
+            Perturbation::GlueLaunch(f) => compare(full, &CpParams { launch_us: cp.launch_us * f, ..*cp }, Variant::Full),
+            Perturbation::KernelFixedCosts(f) => {
+                let pts = prepare_points(Variant::Full, packs, &scale_kernel_fixed_costs(kernel, f), keep)?;
+                compare(&pts, cp, Variant::Full)
+            }
+        };
+        out.push((p, rows));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -432,5 +500,39 @@ mod tests {
                 "{a:?} vs {b:?}"
             );
         }
+    }
+
+    /// The sensitivity's kernel perturbation scales exactly the fixed costs, of every kind of call,
+    /// and leaves the efficiencies; ±20 % of every quantity is in the table.
+    #[test]
+    fn perturbations_scale_what_they_name() {
+        let k = h100_fa3();
+        let s = scale_kernel_fixed_costs(&k, 1.2);
+        for (a, b) in [(k.fwd, s.fwd), (k.bwd, s.bwd), (k.varlen_fwd, s.varlen_fwd), (k.varlen_bwd, s.varlen_bwd)] {
+            assert_eq!(a.efficiency, b.efficiency);
+            assert!((b.item_us - 1.2 * a.item_us).abs() < 1e-12 && (b.launch_us - 1.2 * a.launch_us).abs() < 1e-12);
+        }
+        let all = Perturbation::all();
+        assert_eq!(all.len(), 8);
+        assert_eq!(Perturbation::InterNode(0.8).describe(), "inter-node bandwidth -20 %");
+        assert_eq!(Perturbation::GlueBandwidth(1.2).describe(), "glue bandwidth +20 %");
+    }
+
+    /// Re-timing under a perturbed CP parameter moves the projection the way the parameter should:
+    /// a slower inter-node link never speeds a 16-GPU point up, and a slower glue slows a ring point.
+    #[test]
+    fn sensitivity_moves_projections_in_the_right_direction() {
+        let kernel = h100_fa3();
+        let keep = |p: &CpPoint| p.mask == "causal_document" && p.world == 16 && p.pass == Pass::Fwd;
+        let pts = prepare_points(Variant::Full, 1, &kernel, &keep).unwrap();
+        let base = compare(&pts, &H100_CP, Variant::Full);
+        let slow_net = compare(&pts, &CpParams { inter_gbps: H100_CP.inter_gbps * 0.8, ..H100_CP }, Variant::Full);
+        let slow_glue = compare(&pts, &CpParams { mem_efficiency: H100_CP.mem_efficiency * 0.8, ..H100_CP }, Variant::Full);
+        for ((b, n), g) in base.iter().zip(&slow_net).zip(&slow_glue) {
+            assert!(n.projected <= b.projected + 1e-9, "{}: {} > {}", b.strategy, n.projected, b.projected);
+            assert!(g.projected <= b.projected + 1e-9, "{}", b.strategy);
+        }
+        let ring = |rows: &[CompRow]| rows.iter().find(|r| r.strategy == "ring_p2p").unwrap().projected;
+        assert!(ring(&slow_glue) < ring(&base));
     }
 }

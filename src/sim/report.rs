@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 
 use super::comm_model::{CpParams, H100_CP};
 use super::fa3::{h100_fa3, Fa3Model, Fa3Pass, H100_MEM_TBPS};
-use super::fit::{ablations, compare, fit_cp, fit_kernel, kernel_role, kernel_tflops, prepare_points, Variant};
+use super::fit::{ablations, compare, fit_cp, fit_kernel, kernel_role, kernel_tflops, prepare_points, sensitivity, Perturbation, Variant};
 use super::published::{kernel_points, CpPoint, IMPLEMENTED};
-use super::stats::{shape, spearman, summary, CompRow, Summary, Trend, TIE};
+use super::stats::{headline, shape, spearman, summary, CompRow, Headline, Summary, Trend, TIE};
 use super::SimError;
 
 /// The comparison as markdown: per-point table (calibration points marked), summary, orderings and
@@ -47,6 +47,10 @@ pub fn markdown(rows: &[CompRow], cp: &CpParams, kernel: &Fa3Model, packs: usize
     s.push_str("\n| set | masks | points | mean abs error |\n|:--|:--|--:|--:|\n");
     for ((cal, group), (e, n)) in summary(rows) {
         s.push_str(&format!("| {} | {} | {} | {:.1} % |\n", if cal { "calibration" } else { "held-out" }, group, n, e * 100.0));
+    }
+    let h = headline(rows);
+    if h.worst.4 > 0 {
+        s.push_str(&format!("\nWorst held-out point: {} {} {} at W = {}, {:+.0} %.\n", h.worst.1, h.worst.2, h.worst.3, h.worst.4, h.worst.0 * 100.0));
     }
     // Where the held-out error on the document masks sits: per world size and per strategy.
     let held: Vec<&CompRow> = rows.iter().filter(|r| !r.calibration && r.mask.ends_with("_document")).collect();
@@ -161,6 +165,33 @@ pub fn ablation_markdown(rows: &[(Variant, CpParams, Summary)]) -> String {
     s
 }
 
+fn headline_cells(h: &Headline) -> String {
+    format!(
+        "{:.1} % | {:.1} % | {:+.0} % ({} {} {} W = {}) | {} of {}",
+        h.held_out_document * 100.0,
+        h.held_out_dense * 100.0,
+        h.worst.0 * 100.0,
+        h.worst.1,
+        h.worst.2,
+        h.worst.3,
+        h.worst.4,
+        h.best_agree,
+        h.best_cells
+    )
+}
+
+/// The sensitivity table: the full model with one fitted quantity moved by ±20 % (not refitted) and
+/// the headline figures it then gives, beside the unperturbed model's.
+pub fn sensitivity_markdown(base: &[CompRow], rows: &[(Perturbation, Vec<CompRow>)]) -> String {
+    let mut s =
+        String::from("| change | held-out document | held-out full/causal | worst held-out point | best strategy (document) |\n|:--|--:|--:|:--|--:|\n");
+    s.push_str(&format!("| none (fitted model) | {} |\n", headline_cells(&headline(base))));
+    for (p, r) in rows {
+        s.push_str(&format!("| {} | {} |\n", p.describe(), headline_cells(&headline(r))));
+    }
+    s
+}
+
 /// What `--compare-published` compares: the points kept, the packs per document point, whether to
 /// refit, print JSON rows, and run the ablations.
 pub struct CompareOptions<'a> {
@@ -205,6 +236,9 @@ pub fn compare_published(o: &CompareOptions, emit: &mut dyn FnMut(&str)) -> Resu
     if o.ablate {
         emit("## Ablations (each refitted on the calibration points; held-out mean |error|)\n");
         let table = ablation_markdown(&ablations(&points, o.packs, &kernel, o.keep)?);
+        emit(table.trim_end_matches('\n'));
+        emit("\n## Sensitivity (the fitted model, one quantity moved by ±20 %, not refitted)\n");
+        let table = sensitivity_markdown(&rows, &sensitivity(&points, o.packs, &kernel, &cp, o.keep)?);
         emit(table.trim_end_matches('\n'));
     }
     Ok(())

@@ -125,6 +125,38 @@ pub fn spearman(a: &[f64], b: &[f64]) -> f64 {
     cov / (va * vb).sqrt()
 }
 
+/// The headline figures of a comparison (the goals): held-out mean |error| per mask group, the
+/// held-out point furthest off, and how often the projected best strategy on the document masks is the
+/// published one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Headline {
+    pub held_out_document: f64,
+    pub held_out_dense: f64,
+    /// (error, mask, pass, strategy, W) of the held-out point with the largest |error|.
+    pub worst: (f64, String, Pass, String, usize),
+    pub best_agree: usize,
+    pub best_cells: usize,
+}
+
+pub fn headline(rows: &[CompRow]) -> Headline {
+    let sum = summary(rows);
+    let get = |g: &'static str| sum.get(&(false, g)).map_or(f64::NAN, |x| x.0);
+    let worst = rows
+        .iter()
+        .filter(|r| !r.calibration)
+        .max_by(|a, b| a.error.abs().total_cmp(&b.error.abs()))
+        .map(|r| (r.error, r.mask.clone(), r.pass, r.strategy.clone(), r.world))
+        .unwrap_or((f64::NAN, String::new(), Pass::Fwd, String::new(), 0));
+    let sh = shape(rows);
+    Headline {
+        held_out_document: get("document"),
+        held_out_dense: get("full/causal"),
+        worst,
+        best_agree: sh.best.iter().filter(|b| b.3 == b.4).count(),
+        best_cells: sh.best.len(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,5 +165,41 @@ mod tests {
         assert!((spearman(&[1.0, 2.0, 3.0], &[10.0, 20.0, 30.0]) - 1.0).abs() < 1e-12);
         assert!((spearman(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]) + 1.0).abs() < 1e-12);
         assert!((spearman(&[1.0, 2.0, 3.0, 4.0], &[1.0, 3.0, 2.0, 4.0]) - 0.8).abs() < 1e-12);
+    }
+
+    fn row(mask: &str, pass: Pass, strategy: &str, world: usize, published: f64, projected: f64) -> CompRow {
+        CompRow {
+            mask: mask.into(),
+            pass,
+            strategy: strategy.into(),
+            ours: strategy.into(),
+            world,
+            published,
+            projected,
+            error: projected / published - 1.0,
+            calibration: pass == Pass::Fwd && world <= 16,
+        }
+    }
+
+    /// The headline picks the held-out point furthest off (not a calibration one, however far) and
+    /// counts the document cells whose projected best is the published best.
+    #[test]
+    fn headline_worst_point_and_best_strategy() {
+        let rows = vec![
+            // calibration, far off: never the worst held-out point
+            row("causal_document", Pass::Fwd, "usp", 8, 100.0, 300.0),
+            row("causal_document", Pass::Fwd, "ulysses", 8, 90.0, 95.0),
+            // held-out cell (bwd, W = 64): published best usp, projected best ulysses
+            row("causal_document", Pass::Bwd, "usp", 64, 200.0, 150.0),
+            row("causal_document", Pass::Bwd, "ulysses", 64, 180.0, 190.0),
+            row("full", Pass::Bwd, "usp", 64, 500.0, 520.0),
+        ];
+        let h = headline(&rows);
+        assert_eq!((h.worst.3.as_str(), h.worst.4, h.worst.2), ("usp", 64, Pass::Bwd));
+        assert!((h.worst.0 + 0.25).abs() < 1e-12);
+        // Cell (fwd, 8): usp projected best and published best → agree; cell (bwd, 64): disagree.
+        assert_eq!((h.best_agree, h.best_cells), (1, 2));
+        assert!((h.held_out_dense - 0.04).abs() < 1e-12);
+        assert!((h.held_out_document - (0.25 + 10.0 / 180.0) / 2.0).abs() < 1e-12);
     }
 }
