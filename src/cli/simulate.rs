@@ -13,10 +13,11 @@ use super::args::{CaseArgs, CpArgs, LONGCA_CP_SHAPE};
 use crate::case::{DType, DeviceKind};
 use crate::error::BadInput;
 use crate::results::RunFolder;
-use crate::sim::calibrate::{apply, calibrate_file};
-use crate::sim::comm_model::{preset, Link, PRESETS};
-use crate::sim::compute::{ComputeModel, Fa3Compute, Roofline};
-use crate::sim::{setup, simulate_with, to_row, Implementation, SimError, SimReport, SimSpec};
+use crate::sim::comm_model::Link;
+use crate::sim::project::{self, ModelChoice};
+use crate::sim::published::CpPoint;
+use crate::sim::report::{self, CompareOptions};
+use crate::sim::{setup, to_row, Implementation, SimError, SimReport, SimSpec};
 use crate::suite::identity::command_meta;
 
 #[derive(clap::Args, Debug)]
@@ -77,7 +78,8 @@ pub struct SimulateArgs {
     #[arg(long, requires = "compare_published")]
     pub fit: bool,
     /// With --compare-published: also print the ablations (each model part removed, refitted, held-out
-    /// error).
+    /// error) and the sensitivity table (inter-node bandwidth, glue bandwidth, glue and FA3 fixed
+    /// costs each moved by ±20 %, not refitted).
     #[arg(long, requires = "compare_published")]
     pub ablate: bool,
     /// Roofline: device whose peak is used (a name in the peak table); default from --topology.
@@ -122,80 +124,18 @@ pub fn run(a: SimulateArgs) -> anyhow::Result<ExitCode> {
     // Every case of the command line (strategies × world sizes × masks), validated before anything runs.
     let cases = a.cp.cases(&a.case, &LONGCA_CP_SHAPE, &a.world_size)?;
     let (dtype, device): (DType, DeviceKind) = (cases[0].dtype, cases[0].device);
-    if a.repeats == 0 {
-        return Err(bad("--repeats must be at least 1"));
-    }
-    let mut topo =
-        preset(&a.topology).ok_or_else(|| bad(format!("--topology: unknown `{}` (expected h100, h200, a100 or one of {})", a.topology, PRESETS.join(", "))))?;
-    if let Some(g) = a.gpus_per_node {
-        if g == 0 {
-            return Err(bad("--gpus-per-node must be at least 1"));
-        }
-        topo.gpus_per_node = g;
-    }
-    if let Some(l) = &a.link {
-        let l = parse_link(l)?;
-        topo.intra = l;
-        topo.inter = l;
-        topo.name = format!("{}+link({},{})", topo.name, l.alpha_us, l.beta_gbps);
-    }
-    let mut calibrated = false;
-    if let Some(p) = &a.calibrate {
-        let (link, rep, _) = calibrate_file(p).map_err(bad)?;
-        apply(&mut topo, link, rep.world_size);
-        calibrated = true;
-    }
-    let (model, device_name) = match a.compute_model.as_str() {
-        "measured" => {
-            let (dev, name) = match device {
-                DeviceKind::Cpu => (tch::Device::Cpu, "cpu".to_string()),
-                DeviceKind::Cuda => {
-                    crate::sys::ensure_cuda_loaded();
-                    if !crate::sys::cuda_available() {
-                        return Err(bad("--device cuda: no CUDA device is available on this machine (use --compute-model roofline to project without one)"));
-                    }
-                    (tch::Device::Cuda(0), crate::envinfo::cuda_device_names().into_iter().next().unwrap_or_else(|| "cuda".into()))
-                }
-            };
-            (ComputeModel::Measured { device: dev, dtype, warmup: a.warmup, repeats: a.repeats }, name)
-        }
-        "roofline" | "fa3" => {
-            let fa3 = a.compute_model == "fa3";
-            let cp = crate::sim::published::H100_CP;
-            let efficiency = a.efficiency.unwrap_or(0.6);
-            let launch_us = a.launch_us.unwrap_or(if fa3 { cp.launch_us } else { 10.0 });
-            let mem_efficiency = a.mem_efficiency.unwrap_or(if fa3 { cp.mem_efficiency } else { 0.8 });
-            if !(efficiency > 0.0 && efficiency <= 1.0) {
-                return Err(bad(format!("--efficiency: must be in (0, 1], got {efficiency}")));
-            }
-            if launch_us.is_nan() || launch_us < 0.0 {
-                return Err(bad("--launch-us must be ≥ 0"));
-            }
-            // The fa3 model's glue efficiency is fitted and may exceed 1 (it absorbs over-counted bytes).
-            let mem_max = if fa3 { 2.0 } else { 1.0 };
-            if !(mem_efficiency > 0.0 && mem_efficiency <= mem_max) {
-                return Err(bad(format!("--mem-efficiency: must be in (0, {mem_max}], got {mem_efficiency}")));
-            }
-            let want = a.peak_device.clone().unwrap_or_else(|| topo.name.split('-').next().unwrap_or("h100").to_string());
-            let peak = crate::flops::device_peak(&want)
-                .ok_or_else(|| bad(format!("--peak-device: no peak known for `{want}` (see crate::flops::DEVICE_PEAKS: H100, H200, A100, B200)")))?;
-            let peak_tflops =
-                crate::flops::peak_tflops(peak.name, dtype.name()).ok_or_else(|| bad(format!("--dtype {}: no {} peak for the roofline", dtype, peak.name)))?;
-            let glue = Roofline { peak_tflops, efficiency, launch_us, mem_tbps: peak.mem_tbps, mem_efficiency, device: peak.name };
-            if fa3 {
-                if !(peak.name == "H100" || peak.name == "H200") || dtype != DType::Bf16 {
-                    return Err(bad(format!(
-                        "--compute-model fa3: the FA3 tile model is fitted to H100 bf16 kernel figures (H100 or H200, --dtype bf16), not {} {dtype}",
-                        peak.name
-                    )));
-                }
-                (ComputeModel::Fa3(Fa3Compute { kernel: crate::sim::published::h100_fa3(), glue }), format!("{} (fa3 model)", peak.name))
-            } else {
-                (ComputeModel::Roofline(glue), format!("{} (roofline)", peak.name))
-            }
-        }
-        other => return Err(bad(format!("--compute-model: unknown `{other}` (expected measured, roofline or fa3)"))),
+    let link = a.link.as_deref().map(parse_link).transpose()?;
+    let (topo, calibrated) = project::topology(&a.topology, a.gpus_per_node, link, a.calibrate.as_deref()).map_err(sim_err)?;
+    let choice = ModelChoice {
+        compute_model: a.compute_model.clone(),
+        efficiency: a.efficiency,
+        launch_us: a.launch_us,
+        mem_efficiency: a.mem_efficiency,
+        peak_device: a.peak_device.clone(),
+        warmup: a.warmup,
+        repeats: a.repeats,
     };
+    let (model, device_name) = project::compute_model(&choice, dtype, device, &topo).map_err(sim_err)?;
     let implementation: Implementation = a.implementation.parse().map_err(|e| bad(format!("--impl: {e}")))?;
     if a.packs == 0 {
         return Err(bad("--packs must be at least 1"));
@@ -219,25 +159,10 @@ pub fn run(a: SimulateArgs) -> anyhow::Result<ExitCode> {
     for case in cases {
         let spec = SimSpec { case, topology: topo.clone(), calibrated, implementation };
         let set_up = setup(&spec).map_err(|e| bad(e.to_string()))?;
-        let run = |spec: &SimSpec, set_up: &crate::cp::setup::CpSetup| match simulate_with(spec, set_up, model.clone()) {
-            Ok(r) => Ok(r),
-            Err(SimError::Bad(m)) => Err(bad(m)),
-            Err(e) => Err(anyhow::anyhow!("{}: {e}", spec.case.label())),
-        };
-        let mut rep = run(&spec, &set_up)?;
-        // Masks without a random draw (no `seed` parameter) are the same every time: one run.
-        let drawn = crate::mask::find_pattern(&spec.case.pattern).map(|p| p.params.iter().any(|x| x.key == "seed")).unwrap_or(false);
-        if a.packs > 1 && drawn {
-            // Further draws of the mask (seed + 1, …); the row reports the mean over all draws.
-            let base = spec.case.params.get("seed").map(|s| s.parse::<u64>()).transpose().map_err(|_| bad("--set seed: expected an integer"))?.unwrap_or(42);
-            let mut others = Vec::with_capacity(a.packs - 1);
-            for i in 1..a.packs as u64 {
-                let mut other = spec.clone();
-                other.case.params = std::mem::take(&mut other.case.params).set("seed", base + i);
-                others.push(run(&other, &setup(&other).map_err(|e| bad(e.to_string()))?)?);
-            }
-            rep.mean_over_draws(&others, base..=base + a.packs as u64 - 1);
-        }
+        let rep = project::simulate_draws(&spec, &set_up, &model, a.packs).map_err(|e| match e {
+            SimError::Bad(m) => bad(m),
+            e => anyhow::anyhow!("{}: {e}", spec.case.label()),
+        })?;
         let mut row = to_row(&spec, &rep, &run_id, &device_name);
         if let Some(f) = folder.as_mut() {
             f.append(&mut row).map_err(|e| e.into_cli())?;
@@ -257,6 +182,14 @@ pub fn run(a: SimulateArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Bad input from the simulator (names the flag) → one line, exit 2.
+fn sim_err(e: SimError) -> anyhow::Error {
+    match e {
+        SimError::Bad(m) => bad(m),
+        e => anyhow::anyhow!("{e}"),
+    }
 }
 
 fn print_report(spec: &SimSpec, r: &SimReport) {
@@ -353,8 +286,7 @@ fn print_schedule(s: &crate::cp::schedule::Schedule, layout: &crate::cp::schedul
 
 /// `--compare-published`: projected vs published TFLOPS/GPU (docs/SIMULATION.md shows the output).
 fn compare_published(a: &SimulateArgs) -> anyhow::Result<ExitCode> {
-    use crate::sim::published::{self as pb, Variant};
-    let packs = if a.packs > 1 { a.packs } else { pb::PUBLISHED_PACKS };
+    let packs = if a.packs > 1 { a.packs } else { crate::sim::published::PUBLISHED_PACKS };
     let known = ["full", "causal", "full_document", "causal_document"];
     if let Some(m) = a.case.mask.iter().find(|m| !known.contains(&m.as_str())) {
         return Err(bad(format!("--mask {m}: the published figures have full, causal, full_document and causal_document")));
@@ -362,61 +294,8 @@ fn compare_published(a: &SimulateArgs) -> anyhow::Result<ExitCode> {
     if let Some(w) = a.world_size.iter().find(|w| ![8, 16, 32, 64].contains(*w)) {
         return Err(bad(format!("--world-size {w}: the published figures have 8, 16, 32 and 64 GPUs")));
     }
-    let keep = |p: &pb::CpPoint| (a.case.mask.is_empty() || a.case.mask.contains(&p.mask)) && (a.world_size.is_empty() || a.world_size.contains(&p.world));
-    let kernel = if a.fit { pb::fit_kernel(&pb::kernel_points()) } else { pb::h100_fa3() };
-    if a.fit {
-        let t = |p: &crate::sim::fa3::Fa3Pass| format!("({:.4}, {:.2}, {:.1})", p.efficiency, p.item_us, p.launch_us);
-        println!(
-            "Fitted FA3 kernel parameters (efficiency, µs/item, µs/call): dense fwd {} bwd {}; varlen fwd {} bwd {}\n",
-            t(&kernel.fwd),
-            t(&kernel.bwd),
-            t(&kernel.varlen_fwd),
-            t(&kernel.varlen_bwd)
-        );
-    }
-    println!("## FA3 kernel model vs the published FA3 kernel bars\n");
-    println!("{}", pb::kernel_markdown(&kernel));
-    let points = pb::prepare_points(Variant::Full, packs, &kernel, &keep).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let cp = if a.fit {
-        let (cp, err) = pb::fit_cp(&points, Variant::Full);
-        println!("Fitted on the calibration points (forward, W = 8 and 16): {cp:?}, mean |error| {:.1} %\n", err * 100.0);
-        cp
-    } else {
-        pb::H100_CP
-    };
-    println!("## CP model vs LongCA-bench's published CP figures (H100)\n");
-    let rows = pb::compare(&points, &cp, Variant::Full);
-    if a.json {
-        println!("{}", serde_json::to_string(&serde_json::json!({ "kernel": kernel, "cp": cp, "rows": rows }))?);
-    } else {
-        println!("{}", pb::markdown(&rows, &cp, &kernel, packs));
-    }
-    if a.ablate {
-        println!("## Ablations (each refitted on the calibration points; held-out mean |error|)\n");
-        println!(
-            "| model | inter-node GB/s | glue mem eff | µs/launch | calibration | held-out full/causal | held-out document |\n|:--|--:|--:|--:|--:|--:|--:|"
-        );
-        for (v, c, sum) in pb::ablations(&points, packs, &kernel, &keep).map_err(|e| anyhow::anyhow!("{e}"))? {
-            let get = |cal: bool, g: &str| {
-                let xs: Vec<&(f64, usize)> = sum.iter().filter(|((c2, g2), _)| *c2 == cal && (g.is_empty() || *g2 == g)).map(|(_, v)| v).collect();
-                let n: usize = xs.iter().map(|x| x.1).sum();
-                if n == 0 {
-                    "–".to_string()
-                } else {
-                    format!("{:.1} %", xs.iter().map(|x| x.0 * x.1 as f64).sum::<f64>() / n as f64 * 100.0)
-                }
-            };
-            println!(
-                "| {} | {:.1} | {:.2} | {:.0} | {} | {} | {} |",
-                v.describe(),
-                c.inter_gbps,
-                c.mem_efficiency,
-                c.launch_us,
-                get(true, ""),
-                get(false, "full/causal"),
-                get(false, "document")
-            );
-        }
-    }
+    let keep = |p: &CpPoint| (a.case.mask.is_empty() || a.case.mask.contains(&p.mask)) && (a.world_size.is_empty() || a.world_size.contains(&p.world));
+    let opts = CompareOptions { keep: &keep, packs, fit: a.fit, json: a.json, ablate: a.ablate };
+    report::compare_published(&opts, &mut |s| println!("{s}")).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -15,7 +15,8 @@ use std::ops::Range;
 
 use tch::{Device, Tensor};
 
-use super::fa3::{CallShape, Fa3Model, Segment};
+use super::comm_model::CpParams;
+use super::fa3::{CallShape, Fa3Model, Segment, H100_MEM_TBPS, H100_PEAK_TFLOPS};
 use crate::attn::merge::RunningMerge;
 use crate::attn::KernelError;
 use crate::attn::MaskedAttention;
@@ -305,6 +306,23 @@ fn measure_piece(
         median_s(device, warmup, repeats, &mut || attention.backward(&q, &k, &v, &out, &lse, &dout, sub, scale).map(|_| ()))
     } else {
         median_s(device, warmup, repeats, &mut || attention.forward(&q, &k, &v, sub, scale).map(|_| ()))
+    }
+}
+
+/// The compute model: FA3 tiles for attention, the bandwidth roofline with `cp` for the glue.
+pub fn fa3_compute(kernel: Fa3Model, cp: &CpParams) -> ComputeModel {
+    ComputeModel::Fa3(Fa3Compute { kernel, glue: glue_roofline(cp) })
+}
+
+/// The glue work of the fa3 model on H100: HBM traffic at `cp`'s efficiency plus its launches.
+pub fn glue_roofline(cp: &CpParams) -> Roofline {
+    Roofline {
+        peak_tflops: H100_PEAK_TFLOPS,
+        efficiency: 1.0,
+        launch_us: cp.launch_us,
+        mem_tbps: H100_MEM_TBPS,
+        mem_efficiency: cp.mem_efficiency,
+        device: "H100",
     }
 }
 

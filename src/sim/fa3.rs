@@ -252,6 +252,42 @@ impl Fa3Model {
     }
 }
 
+// ---------------------------------------------------------------------------------------------------
+// H100 (the device of the published figures) and the kernel parameters fitted to its FA3 bars
+// ---------------------------------------------------------------------------------------------------
+
+/// H100 SXM: streaming multiprocessors, dense bf16 peak (TFLOPS), HBM (TB/s).
+pub const H100_SMS: usize = 132;
+pub const H100_PEAK_TFLOPS: f64 = 989.4;
+pub const H100_MEM_TBPS: f64 = 3.35;
+/// Fraction of HBM bandwidth FA3's backward pre/post-processing kernels sustain (an assumption).
+pub const FA3_MEM_EFFICIENCY: f64 = 0.8;
+
+/// The FA3 model on H100 with the kernel parameters fitted to the published kernel bars
+/// ([`crate::sim::fit::fit_kernel`] reproduces them; a test checks it).
+pub fn h100_fa3() -> Fa3Model {
+    Fa3Model {
+        fwd: pass_of_tuple(FITTED_FWD),
+        bwd: pass_of_tuple(FITTED_BWD),
+        varlen_fwd: pass_of_tuple(FITTED_VARLEN_FWD),
+        varlen_bwd: pass_of_tuple(FITTED_VARLEN_BWD),
+        sms: H100_SMS,
+        peak_tflops: H100_PEAK_TFLOPS,
+        mem_tbps: H100_MEM_TBPS * FA3_MEM_EFFICIENCY,
+    }
+}
+
+fn pass_of_tuple(t: (f64, f64, f64)) -> Fa3Pass {
+    Fa3Pass { efficiency: t.0, item_us: t.1, launch_us: t.2 }
+}
+
+/// (efficiency, µs per work item, µs per call) of dense and varlen calls, forward and backward, as
+/// [`crate::sim::fit::fit_kernel`] fits them to the published kernel bars.
+pub const FITTED_FWD: (f64, f64, f64) = (0.704, 0.0, 16.0);
+pub const FITTED_BWD: (f64, f64, f64) = (0.604, 1.5, 46.0);
+pub const FITTED_VARLEN_FWD: (f64, f64, f64) = (0.704, 3.35, 81.0);
+pub const FITTED_VARLEN_BWD: (f64, f64, f64) = (0.604, 14.25, 186.0);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,9 +10,13 @@ pub mod calibrate;
 pub mod comm_model;
 pub mod compute;
 pub mod fa3;
+pub mod fit;
 pub mod predict;
+pub mod project;
 pub mod published;
+pub mod report;
 pub mod segments;
+pub mod stats;
 
 use serde::Serialize;
 
