@@ -450,10 +450,11 @@ pub fn local_device_index() -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::case::HeadLayout;
+    use crate::case::{DType, HeadLayout};
     use crate::cp::comm::local::LocalWorld;
     use crate::cp::registry::STRATEGIES;
     use crate::cp::setup::fixtures::cp_case;
+    use crate::flops::Pass;
 
     pub(crate) fn spec(strategy: &str, pattern: &str, params: &[(&str, &str)], seqlen: usize, pass: Pass) -> CpSpec {
         let settings = MeasureSettings { warmup: 0, repeats: 1, check: true, seed: 7, ..Default::default() };

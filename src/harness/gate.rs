@@ -254,6 +254,35 @@ mod tests {
         assert_eq!(r, check_rows(1, 8, 8192).unwrap());
     }
 
+    /// One tolerance table for both gates: the bounds each gate used before, now read from one place.
+    #[test]
+    fn one_tolerance_table_serves_the_kernel_and_the_cp_gate() {
+        assert_eq!(Against::Float64.tolerance(DType::Fp32), Tolerance { out: 2e-3, grad: 4e-3 });
+        assert_eq!(Against::Float64.tolerance(DType::Bf16), Tolerance { out: 4e-2, grad: 8e-2 });
+        assert_eq!(Against::OneDevice.tolerance(DType::Fp32), Tolerance { out: 2e-4, grad: 2e-4 });
+        assert_eq!(Against::OneDevice.tolerance(DType::Fp64), Tolerance { out: 1e-9, grad: 1e-9 });
+        for d in DType::ALL {
+            assert!(Against::OneDevice.tolerance(d).out > 0.0 && Against::Float64.tolerance(d).out > 0.0);
+        }
+    }
+
+    /// The one comparer: NaN is an infinite error, equal infinities (−∞ LSE of empty rows) none, and
+    /// the scale ignores infinite reference entries; the checker judges each tensor on its own scale.
+    #[test]
+    fn the_comparer_treats_nan_and_equal_infinities_as_both_gates_need() {
+        let t = |v: &[f64]| Tensor::from_slice(v);
+        let inf = f64::INFINITY;
+        assert_eq!(difference(&t(&[1.0, -inf, 3.0]), &t(&[1.5, -inf, 3.0])).unwrap(), (0.5, 3.0));
+        assert_eq!(difference(&t(&[f64::NAN, 0.0]), &t(&[0.0, 0.0])).unwrap().0, inf);
+        assert_eq!(difference(&t(&[inf]), &t(&[-inf])).unwrap().0, inf);
+        let mut c = Checker::default();
+        c.add("out", &t(&[10.0, 0.0]), &t(&[10.01, 0.0]), 2e-3).unwrap();
+        c.add("dq", &t(&[0.01]), &t(&[0.0]), 4e-3).unwrap();
+        assert!(!c.passed, "dq is 1e-2 off on a scale of 1");
+        assert_eq!(c.worst.2, "dq");
+        assert!((c.max_abs - 0.01).abs() < 1e-12);
+    }
+
     /// The chunked reference (a few query rows at a time, GQA by broadcast, mask rows only) equals the
     /// one-piece dense reference, forward and gradients, on a per-head-group document mask.
     #[test]

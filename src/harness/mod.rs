@@ -52,3 +52,57 @@ pub fn run(item: &WorkItem) -> Row {
         row
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::case::{DType, DeviceKind, HeadLayout};
+    use crate::cp::setup::fixtures::cp_case;
+    use crate::flops::Pass;
+
+    fn item(case: Case) -> WorkItem {
+        WorkItem {
+            run_id: "t".into(),
+            case,
+            settings: MeasureSettings { warmup: 0, repeats: 2, check: true, seed: 7, ..Default::default() },
+            external: Default::default(),
+        }
+    }
+
+    /// One entry for every kind of case: a built-in kernel (the same row as the kernel harness gives,
+    /// timing aside), an external kernel (its worker's failure is a row, not a panic), a CP case on
+    /// threads (checked against one device), a projection (the simulator's row, `model` timing).
+    #[test]
+    fn run_takes_every_kind_of_work_item_to_a_row() {
+        let kernel = Case::kernel("naive", "causal", Default::default(), 32, HeadLayout { q: 2, kv: 1 }, 16, DType::Fp32, Pass::Fwdbwd, DeviceKind::Cpu);
+        let row = run(&item(kernel.clone()));
+        let direct = kernel::execute_kernel_case(&kernel, &item(kernel.clone()).settings, "t").unwrap();
+        assert_eq!((row.kind, row.status), (CaseKind::Kernel, Status::Ok), "{}", row.error);
+        assert_eq!(
+            (row.case_id.as_str(), row.flops, row.max_abs_err, row.note.as_str()),
+            (direct.case_id.as_str(), direct.flops, direct.max_abs_err, direct.note.as_str())
+        );
+        assert_eq!(row.repeats, Some(2));
+
+        let mut ext = item(Case { backend: "ext:nosuchworker".into(), ..kernel.clone() });
+        ext.external.workers.insert("nosuchworker".into(), crate::backend::external::config::WorkerCommand::Line("/nonexistent/worker".into()));
+        let row = run(&ext);
+        assert_eq!(row.status, Status::Error, "{row:?}");
+        assert!(row.error.contains("/nonexistent/worker"), "{}", row.error);
+        assert_eq!(row.flops, direct.flops, "the one row set-up fills the mask's columns for external kernels too");
+
+        let cp = cp_case("ring-p2p", "causal", &[], 32, 2, HeadLayout { q: 2, kv: 1 }, Pass::Fwd);
+        let row = run(&item(cp.clone()));
+        assert_eq!((row.kind, row.status, row.world_size), (CaseKind::Cp, Status::Ok, 2), "{}", row.error);
+        assert!(row.max_abs_err.is_some() && row.scaling_eff.is_some());
+
+        let sim = Case { kind: CaseKind::Simulated, ..cp };
+        let row = run(&item(sim));
+        assert_eq!((row.kind, row.status, row.timing_mode.as_str()), (CaseKind::Simulated, Status::Ok, "model"), "{}", row.error);
+        assert!(row.ms_median.is_some_and(|m| m > 0.0));
+
+        // Bad input that slipped past the plan is an `error` row.
+        let row = run(&item(Case { pattern: "no_such_mask".into(), ..kernel }));
+        assert_eq!(row.status, Status::Error);
+    }
+}

@@ -118,3 +118,63 @@ pub fn run_local(case: &Case, settings: &MeasureSettings, run_id: &str) -> Resul
     }
     Err(if why.is_empty() { "the CP case gave no row".into() } else { why.join("; ") })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::case::HeadLayout;
+    use crate::cp::setup::fixtures::cp_case;
+    use crate::flops::Pass;
+
+    /// Rows kept by rank 0; `refuse`: the sink cannot open (a busy results folder).
+    #[derive(Default)]
+    struct Kept {
+        refuse: bool,
+        rows: Vec<String>,
+    }
+
+    #[derive(Debug)]
+    struct Refused(String);
+
+    impl From<CommError> for Refused {
+        fn from(e: CommError) -> Self {
+            Refused(e.to_string())
+        }
+    }
+
+    impl RowSink for Kept {
+        type Error = Refused;
+        fn open(&mut self) -> Result<(), Refused> {
+            if self.refuse {
+                Err(Refused("busy".into()))
+            } else {
+                Ok(())
+            }
+        }
+        fn row(&mut self, row: &mut Row) -> Result<(), Refused> {
+            self.rows.push(format!("{} {}", row.strategy, row.status));
+            Ok(())
+        }
+    }
+
+    fn specs() -> Vec<CpSpec> {
+        let settings = MeasureSettings { warmup: 0, repeats: 1, check: true, seed: 7, ..Default::default() };
+        ["ring-p2p", "ulysses"].iter().map(|s| CpSpec::new(cp_case(s, "causal", &[], 32, 2, HeadLayout { q: 2, kv: 2 }, Pass::Fwd), settings.clone())).collect()
+    }
+
+    /// The rank side of a job, in the harness: every case in order on every rank, rank 0's rows to the
+    /// sink; a sink rank 0 cannot open stops every rank before anything is computed.
+    #[test]
+    fn run_all_hands_rank_zeros_rows_to_the_sink_and_agrees_on_a_refused_sink() {
+        let out = LocalWorld::run(2, |c| {
+            let mut sink = Kept::default();
+            let end = run_all(c, &specs(), "t", "cpu", false, &mut sink).map_err(|e| e.0);
+            (end, sink.rows)
+        });
+        assert_eq!(out[0], (Ok(JobEnd { code: 0, rows: 2, not_ok: 0 }), vec!["ring-p2p ok".to_string(), "ulysses ok".to_string()]));
+        assert_eq!(out[1], (Ok(JobEnd { code: 0, rows: 0, not_ok: 0 }), vec![]));
+        let out = LocalWorld::run(2, |c| run_all(c, &specs(), "t", "cpu", false, &mut Kept { refuse: true, ..Default::default() }).map_err(|e| e.0));
+        assert_eq!(out, [Err("busy".to_string()), Ok(JobEnd { code: 2, rows: 0, not_ok: 0 })]);
+        assert_ne!(fingerprint(&specs()), fingerprint(&specs()[..1]));
+    }
+}

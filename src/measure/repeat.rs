@@ -223,6 +223,65 @@ mod tests {
         assert!(r.is_err());
     }
 
+    /// A timer that runs its repeats elsewhere and reports them when asked (an external kernel's
+    /// worker): it records the batches it is asked for and answers from a script.
+    struct Deferred {
+        script: Vec<f64>,
+        given: usize,
+        pending: usize,
+        warmup: usize,
+        batches: Vec<usize>,
+        short: bool,
+    }
+
+    impl Repeater<MeasureError> for Deferred {
+        fn warmup(&mut self, n: usize) -> Result<(), MeasureError> {
+            self.warmup = n;
+            Ok(())
+        }
+        fn repeat(&mut self) -> Result<(), MeasureError> {
+            self.pending += 1;
+            Ok(())
+        }
+        fn take_times(&mut self) -> Result<Vec<f64>, MeasureError> {
+            let n = std::mem::take(&mut self.pending) - usize::from(self.short);
+            if n > 0 {
+                self.batches.push(n);
+            }
+            let t: Vec<f64> = (self.given..self.given + n).map(|i| self.script[i % self.script.len()]).collect();
+            self.given += n;
+            Ok(t)
+        }
+        fn agree(&mut self, stop: bool) -> Result<bool, MeasureError> {
+            Ok(stop)
+        }
+        fn mode(&self) -> String {
+            "deferred".into()
+        }
+    }
+
+    /// The one policy, whoever times the repeats: a deferred timer (the external worker) is asked for
+    /// `repeats` first (with the warm-up), then one more at a time in adaptive mode, and stops exactly
+    /// where the in-process clock stops on the same times. (Before, the external loop asked for
+    /// batches of `repeats`: 6 here instead of 4.)
+    #[test]
+    fn a_deferred_timer_follows_the_same_policy_as_an_in_process_clock() {
+        let script = [1.0, 2.0, 1.5, 1.5, 1.5, 1.5, 1.5, 1.5, 1.5, 1.5];
+        let s = MeasureSettings { warmup: 2, repeats: 3, target_spread: Some(0.3), max_repeats: 20, budget_s: 60.0, ..Default::default() };
+        let tl = ScriptedTimeline::with_durations(&script);
+        let here = run_repeats::<MeasureError>(&mut HostClock::new(&tl), &s, &mut || Ok(())).unwrap();
+        let mut d = Deferred { script: script.to_vec(), given: 0, pending: 0, warmup: 0, batches: vec![], short: false };
+        let (there, _) = repeats(&mut d, &s, None).unwrap();
+        assert_eq!(there.times_ms, here.times_ms);
+        assert_eq!(there.times_ms.len(), 4, "{:?}", there.times_ms);
+        assert_eq!((d.warmup, d.batches), (2, vec![3, 1]));
+        assert_eq!(there.mode, "deferred");
+        // A timer that returns fewer times than repeats ran is an error, not a shorter sample.
+        let mut short = Deferred { script: script.to_vec(), given: 0, pending: 0, warmup: 0, batches: vec![], short: true };
+        let r = repeats(&mut short, &MeasureSettings { warmup: 0, repeats: 3, ..Default::default() }, None);
+        assert!(matches!(r, Err(MeasureError::Repeats { asked: 3, got: 2 })), "{r:?}");
+    }
+
     #[test]
     fn back_to_back_is_one_timed_region_divided_by_iterations() {
         let tl = ScriptedTimeline::with_durations(&[8.0]);
