@@ -8,8 +8,9 @@
 //!    all-reduce, so all ranks exit with the same code and the failing rank names itself.
 //! 2. Inputs: every rank draws the same full Q, K, V, dO from the seed and keeps its shard.
 //! 3. Check (unless `--no-check`): one forward (+ backward) gathered on rank 0 and compared with the
-//!    single-device result of the same kernel (the case's `backend`): out, LSE, dQ, dK, dV;
-//!    `max_abs_err` is the largest difference.
+//!    single-device result of the same kernel (the case's `backend`): out, LSE, dQ, dK, dV, each by
+//!    the kernel gate's comparer against its own scale, bounds from the one tolerance table
+//!    (`harness::gate`, column "one device"); `max_abs_err` is the largest difference.
 //! 4. Memory: the peak of one untimed pass on every rank (allocator statistics; max over ranks). Not
 //!    for the local communicator, whose ranks share one process and its allocator counters.
 //! 5. Timing through the one measurement path (`measure::run_repeats`) with the rank-aware clock:
