@@ -371,12 +371,20 @@ impl Case {
         let what = if self.strategy.is_empty() {
             self.backend.clone()
         } else {
-            let o = self.cp.to_params();
-            let o = if o.is_empty() { String::new() } else { format!("[{o}]") };
-            format!("{}{o}×{} ({})", self.strategy, self.world_size, self.backend)
+            format!("{}×{} ({})", strategy_label(&self.strategy, &self.cp.to_params().to_string()), self.world_size, self.backend)
         };
         let p = if self.params.is_empty() { String::new() } else { format!("[{}]", self.params) };
         format!("{what} {}{p} S={} b={} {} d{} {} {}", self.pattern, self.seqlen, self.batch, self.heads, self.head_dim, self.dtype, self.pass)
+    }
+}
+
+/// THE label of a strategy with its options, `usp[ulysses_degree=4]` (`ring-p2p` when it has none):
+/// what [`Case::label`] and a row's `strategy_label` (tables, plots, compare) both show.
+pub fn strategy_label(strategy: &str, params: &str) -> String {
+    if params.is_empty() {
+        strategy.to_string()
+    } else {
+        format!("{strategy}[{params}]")
     }
 }
 

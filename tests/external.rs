@@ -238,8 +238,84 @@ python = "{}"
     );
     let (_tmp, o, rows) = run_suite(&suite);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    // CPU times never agree to 1e-6, so attnbench keeps asking in batches of 2 until max_repeats.
+    // CPU times never agree to 1e-6, so attnbench keeps asking (one repeat at a time after the first
+    // 2, the one repeat policy) until max_repeats.
     assert_eq!(rows[0]["repeats"], "7", "{:?}", rows[0]);
+}
+
+/// Host time scripted repeat by repeat, for the in-process side of the comparison below.
+struct Script {
+    ends: std::cell::Cell<usize>,
+    durations: Vec<f64>,
+    now: std::cell::Cell<f64>,
+}
+
+impl attnbench::measure::Timeline for Script {
+    fn sync(&self) -> Result<(), attnbench::measure::MeasureError> {
+        Ok(())
+    }
+    fn now_ms(&self) -> f64 {
+        // Every second reading is a repeat's stop: the clock has advanced by that repeat's duration.
+        let n = self.ends.get();
+        self.ends.set(n + 1);
+        if n % 2 == 1 {
+            self.now.set(self.now.get() + self.durations[(n / 2) % self.durations.len()]);
+        }
+        self.now.get()
+    }
+    fn name(&self) -> &'static str {
+        "script"
+    }
+}
+
+/// An external kernel's repeats follow the one repeat policy (`measure::repeats`), not a loop of its
+/// own: a worker reporting scripted times is asked for `repeats` (with the warm-up), then for one more
+/// at a time, and its row has exactly as many repeats — and the same statistics — as an in-process
+/// clock reporting the same times. (The external backend's own loop asked for batches of `repeats`:
+/// 6 repeats here.)
+#[test]
+fn an_external_worker_gets_the_same_repeat_policy_as_an_in_process_kernel() {
+    use attnbench::measure::{run_repeats, HostClock, MeasureError, MeasureSettings};
+    let script = [1.0, 2.0, 1.5, 1.5];
+    let times: Vec<String> = script.iter().map(|t| t.to_string()).collect();
+    let settings = MeasureSettings { warmup: 1, repeats: 3, target_spread: Some(0.3), max_repeats: 20, budget_s: 60.0, ..Default::default() };
+    let tl = Script { ends: Default::default(), durations: script.to_vec(), now: Default::default() };
+    let here = run_repeats::<MeasureError>(&mut HostClock::new(&tl), &settings, &mut || Ok(())).unwrap();
+    assert_eq!(here.times_ms.len(), 4, "{:?}", here.times_ms);
+    let worker = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/workers/scripted_times.py");
+    let suite = format!(
+        r#"
+[measure]
+warmup = 1
+repeats = 3
+target_spread = 0.3
+max_repeats = 20
+budget_s = 60
+[[grid]]
+patterns = ["causal"]
+seqlens = [32]
+heads = ["1:1"]
+head_dims = [8]
+dtypes = ["fp32"]
+backends = ["ext:scripted"]
+[external]
+python = "{py}"
+[external.workers]
+scripted = ["{py}", "{worker}", "{times}"]
+"#,
+        py = python(),
+        times = times.join(",")
+    );
+    let (_tmp, o, rows) = run_suite(&suite);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let r = &rows[0];
+    assert_eq!(r["status"], "ok", "{r:?}");
+    assert_eq!(r["repeats"], here.times_ms.len().to_string(), "{r:?}");
+    assert_eq!(r["timing_mode"], "scripted-3", "the first request asks for `repeats`: {r:?}");
+    for (col, want) in [("ms_median", here.summary.median), ("ms_p20", here.summary.p20), ("ms_p80", here.summary.p80)] {
+        let got: f64 = r[col].parse().unwrap();
+        assert!((got - want).abs() < 1e-12, "{col}: {got} vs {want}");
+    }
 }
 
 #[test]

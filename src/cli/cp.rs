@@ -13,7 +13,8 @@ use super::args::{CaseArgs, CpArgs, MeasureArgs, CPU_TOY_SHAPE};
 use crate::cp::comm::Comm;
 use crate::cp::setup::CpSetup;
 use crate::error::BadInput;
-use crate::harness::cp::{agree, run_case, CpSpec};
+use crate::harness::cp::{agree, CpSpec};
+use crate::harness::ranks::{self, RowSink};
 use crate::harness::WorkItem;
 use crate::measure::MeasureSettings;
 use crate::results::{Row, RunFolder};
@@ -92,117 +93,63 @@ fn specs_from(a: &CpCommandArgs, world: usize) -> Result<(String, Vec<CpSpec>), 
     Ok((run_id, specs))
 }
 
-/// A fingerprint of the whole list of cases (what every rank must agree on).
-fn fingerprint(specs: &[CpSpec]) -> u64 {
-    specs.iter().fold(specs.len() as u64, |h, s| (h.wrapping_mul(1_000_003) ^ s.fingerprint()) & ((1 << 52) - 1))
+/// Rank 0's rows of `cp`: appended to `--out` (the results folder's owner: locked, meta.json, this
+/// command as a segment) and printed (a line, or `--json`).
+struct Printed<'a> {
+    a: &'a CpCommandArgs,
+    settings: MeasureSettings,
+    folder: Option<RunFolder>,
 }
 
-/// Runs every case on one rank, in order; stops at the first failure (its code). Rows of the cases
-/// before are already written.
+impl RowSink for Printed<'_> {
+    type Error = anyhow::Error;
+    fn open(&mut self) -> anyhow::Result<()> {
+        if let Some(p) = &self.a.out {
+            let f = RunFolder::for_appending(p, command_meta("cp", Some(&self.settings), None))
+                .map_err(|e| e.into_cli().context(format!("--out {}", p.display())))?;
+            self.folder = Some(f);
+        }
+        Ok(())
+    }
+    fn row(&mut self, row: &mut Row) -> anyhow::Result<()> {
+        if let Some(f) = &mut self.folder {
+            f.append(row).map_err(|e| e.into_cli())?;
+        }
+        if self.a.json {
+            println!("{}", serde_json::to_string(&row)?);
+        } else {
+            let f = |x: Option<f64>, p: usize| x.map(|v| format!("{v:.p$}")).unwrap_or_else(|| "-".into());
+            println!(
+                "{} {} S={} ws={} {}: {} ms={} tflops/gpu={} imbalance={} bytes_sent={} GB/s={} scaling_eff={} max_abs_err={} {}{}",
+                row.strategy,
+                row.mask,
+                row.seqlen,
+                row.world_size,
+                row.pass,
+                row.status,
+                f(row.ms_median, 3),
+                f(row.tflops_per_gpu, 4),
+                f(row.imbalance, 3),
+                row.bytes_sent.map(|b| b.to_string()).unwrap_or_else(|| "-".into()),
+                f(row.bandwidth_gbps, 3),
+                f(row.scaling_eff, 3),
+                row.max_abs_err.map(|e| format!("{e:.2e}")).unwrap_or_else(|| "-".into()),
+                row.note,
+                if row.error.is_empty() { String::new() } else { format!(" error: {}", row.error) }
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Runs every case on this rank (`harness::ranks::run_all`) with rank 0's rows printed; the exit code.
 fn run_all(comm: &dyn Comm, specs: &[CpSpec], a: &CpCommandArgs, run_id: &str, device_name: &str, abort_on_error: bool) -> anyhow::Result<ExitCode> {
-    let mut wrong = 0;
-    let mut n_rows = 0;
-    // `--out`: rank 0 owns the results folder (locked, meta.json, this command as a segment). If it
-    // cannot, every rank stops before computing anything.
-    let mut folder = None;
-    let mut open_failed = None;
-    if comm.rank() == 0 {
-        if let Some(p) = &a.out {
-            let settings = specs.first().map(|s| s.settings.clone()).unwrap_or_default();
-            match RunFolder::for_appending(p, command_meta("cp", Some(&settings), None)) {
-                Ok(f) => folder = Some(f),
-                Err(e) => open_failed = Some(e),
-            }
-        }
+    let settings = specs.first().map(|s| s.settings.clone()).unwrap_or_default();
+    let end = ranks::run_all(comm, specs, run_id, device_name, abort_on_error, &mut Printed { a, settings, folder: None })?;
+    if comm.rank() == 0 && specs.len() > 1 && !a.json && end.rows == specs.len() {
+        println!("summary: {} cases, {} ok, {} not ok", end.rows, end.rows - end.not_ok, end.not_ok);
     }
-    if comm.all_reduce_f64(if open_failed.is_some() { 1.0 } else { 0.0 }, crate::cp::comm::ReduceOp::Max)? > 0.0 {
-        return match open_failed {
-            Some(e) => Err(e.into_cli().context(format!("--out {}", a.out.as_ref().map(|p| p.display().to_string()).unwrap_or_default()))),
-            None => Ok(ExitCode::from(2)),
-        };
-    }
-    for spec in specs {
-        match run_on(comm, spec, run_id, device_name, abort_on_error) {
-            RankEnd::Fail(c) => return Ok(ExitCode::from(c)),
-            RankEnd::Quiet => {}
-            RankEnd::Row(r) => {
-                n_rows += 1;
-                if r.status != crate::results::Status::Ok {
-                    wrong += 1;
-                }
-                finish(RankEnd::Row(r), a, folder.as_mut())?;
-            }
-        }
-    }
-    if comm.rank() == 0 && specs.len() > 1 && !a.json {
-        println!("summary: {n_rows} cases, {} ok, {wrong} not ok", n_rows - wrong);
-    }
-    Ok(if wrong > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
-}
-
-/// What one rank ends with: an exit code, and the row on rank 0.
-enum RankEnd {
-    Row(Box<Row>),
-    Quiet,
-    Fail(u8),
-}
-
-/// Runs the case on `comm`; prints failures per the rules above. Never returns on a mid-run failure
-/// of an MPI/NCCL rank (the job is aborted).
-fn run_on(comm: &dyn Comm, spec: &CpSpec, run_id: &str, device_name: &str, abort_on_error: bool) -> RankEnd {
-    match run_case(comm, spec, run_id, device_name) {
-        Ok(Some(row)) => RankEnd::Row(Box::new(row)),
-        Ok(None) => RankEnd::Quiet,
-        Err(Ok(f)) => {
-            if let Some(m) = f.message {
-                eprintln!("error: {m}");
-            }
-            RankEnd::Fail(f.code)
-        }
-        Err(Err(e)) => {
-            eprintln!("error: rank {}: {e}", comm.rank());
-            if abort_on_error {
-                comm.abort(1);
-            }
-            RankEnd::Fail(1)
-        }
-    }
-}
-
-fn finish(end: RankEnd, a: &CpCommandArgs, folder: Option<&mut RunFolder>) -> anyhow::Result<ExitCode> {
-    match end {
-        RankEnd::Quiet => Ok(ExitCode::SUCCESS),
-        RankEnd::Fail(c) => Ok(ExitCode::from(c)),
-        RankEnd::Row(mut row) => {
-            if let Some(f) = folder {
-                f.append(&mut row).map_err(|e| e.into_cli())?;
-            }
-            if a.json {
-                println!("{}", serde_json::to_string(&row)?);
-            } else {
-                let f = |x: Option<f64>, p: usize| x.map(|v| format!("{v:.p$}")).unwrap_or_else(|| "-".into());
-                println!(
-                    "{} {} S={} ws={} {}: {} ms={} tflops/gpu={} imbalance={} bytes_sent={} GB/s={} scaling_eff={} max_abs_err={} {}{}",
-                    row.strategy,
-                    row.mask,
-                    row.seqlen,
-                    row.world_size,
-                    row.pass,
-                    row.status,
-                    f(row.ms_median, 3),
-                    f(row.tflops_per_gpu, 4),
-                    f(row.imbalance, 3),
-                    row.bytes_sent.map(|b| b.to_string()).unwrap_or_else(|| "-".into()),
-                    f(row.bandwidth_gbps, 3),
-                    f(row.scaling_eff, 3),
-                    row.max_abs_err.map(|e| format!("{e:.2e}")).unwrap_or_else(|| "-".into()),
-                    row.note,
-                    if row.error.is_empty() { String::new() } else { format!(" error: {}", row.error) }
-                );
-            }
-            Ok(if row.status == crate::results::Status::Wrong { ExitCode::from(1) } else { ExitCode::SUCCESS })
-        }
-    }
+    Ok(ExitCode::from(end.code))
 }
 
 pub fn run(a: CpCommandArgs) -> anyhow::Result<ExitCode> {
@@ -241,7 +188,7 @@ fn run_distributed(a: &CpCommandArgs, comm_name: &str, device_name: &str) -> any
     // Every rank parses its own arguments; all ranks then agree (or all stop with exit 2) before any
     // tensor moves: a rank with bad arguments or a different case cannot hang or crash the job.
     let parsed = specs_from(a, mpi.size());
-    let local = parsed.as_ref().map(|(_, s)| fingerprint(s)).map_err(|e| e.to_string());
+    let local = parsed.as_ref().map(|(_, s)| ranks::fingerprint(s)).map_err(|e| e.to_string());
     if let Err(f) = agree(&mpi, local, crate::harness::cp::Job::CP) {
         if let Some(m) = f.message {
             eprintln!("error: {m}");

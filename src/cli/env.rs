@@ -32,7 +32,7 @@ pub fn run(a: EnvArgs) -> anyhow::Result<ExitCode> {
     }
     let e = crate::envinfo::collect();
     let cfg = ExternalConfig::default();
-    let ext = availability(&cfg);
+    let ext = availability(cfg.python_choice());
     let mut seeds: Vec<(String, SeedOutcome)> = Vec::new();
     if let Some(only) = &a.check_seed {
         let mut devices = vec![DeviceKind::Cpu];

@@ -107,7 +107,7 @@ pub fn run(a: KernelArgs) -> anyhow::Result<ExitCode> {
             let flag = if a.worker.is_some() { "--worker" } else { "--backend" };
             return Err(BadInput::new(format!("{flag}: cannot start `{}`: no such executable (not a file, or not on PATH)", argv[0])).into());
         }
-        let mut row = crate::backend::external::execute(&case, &s, &run_id, &cfg);
+        let mut row = crate::harness::external::execute(&case, &s, &run_id, &cfg);
         // The shared message names the suite key; this command's knob is the flag.
         row.error = row.error.replace("measure.timeout_s", "--timeout");
         row

@@ -63,7 +63,7 @@ fn backends() -> Section {
 /// Python interpreter, about 0.1 s), and the user workers configured in the environment.
 fn external() -> Section {
     use crate::backend::external::adapters::availability;
-    let a = availability(&Default::default());
+    let a = availability(crate::backend::external::ExternalConfig::default().python_choice());
     let mut items: Vec<Item> = a
         .adapters
         .iter()

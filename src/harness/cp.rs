@@ -8,8 +8,9 @@
 //!    all-reduce, so all ranks exit with the same code and the failing rank names itself.
 //! 2. Inputs: every rank draws the same full Q, K, V, dO from the seed and keeps its shard.
 //! 3. Check (unless `--no-check`): one forward (+ backward) gathered on rank 0 and compared with the
-//!    single-device result of the same kernel (the case's `backend`): out, LSE, dQ, dK, dV;
-//!    `max_abs_err` is the largest difference.
+//!    single-device result of the same kernel (the case's `backend`): out, LSE, dQ, dK, dV, each by
+//!    the kernel gate's comparer against its own scale, bounds from the one tolerance table
+//!    (`harness::gate`, column "one device"); `max_abs_err` is the largest difference.
 //! 4. Memory: the peak of one untimed pass on every rank (allocator statistics; max over ranks). Not
 //!    for the local communicator, whose ranks share one process and its allocator counters.
 //! 5. Timing through the one measurement path (`measure::run_repeats`) with the rank-aware clock:
@@ -24,15 +25,16 @@
 
 use std::ops::Range;
 
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
-use crate::case::{Case, DType, DeviceKind};
+use crate::case::{Case, DeviceKind};
 use crate::cp::comm::{Comm, CommRanks, ReduceOp};
 use crate::cp::engine::Problem;
 use crate::cp::setup::CpSetup;
 use crate::cp::shard::{imbalance, Shard};
 use crate::cp::CpError;
-use crate::flops::{pass_flops, Pass};
+use crate::flops::pass_flops;
+use crate::harness::gate::{Against, Checker};
 use crate::measure::clock::{l2_flush_buffer, timeline_for};
 use crate::measure::memory::peak_above_baseline;
 use crate::measure::{run_repeats, run_repeats_powered, HostClock, MeasureError, MeasureSettings, Timeline};
@@ -91,15 +93,6 @@ impl CpSpec {
 pub struct CaseFailure {
     pub code: u8,
     pub message: Option<String>,
-}
-
-/// Tolerance of the check, relative to max(1, max |reference|).
-pub fn tolerance(dtype: DType) -> f64 {
-    match dtype {
-        DType::Fp64 => 1e-9,
-        DType::Fp32 => 2e-4,
-        DType::Fp16 | DType::Bf16 => 3e-2,
-    }
 }
 
 /// The testing hook's mid-run faults (first timed repeat): `error` fails this rank, `kill` kills it.
@@ -216,16 +209,6 @@ fn gather_global(comm: &dyn Comm, shard: &Shard, local: &Tensor, global_like: &T
     Ok(Some(g))
 }
 
-fn max_abs(a: &Tensor, b: &Tensor) -> (f64, f64) {
-    let a = a.to_kind(Kind::Double);
-    let b = b.to_kind(Kind::Double);
-    // −inf LSE on empty rows: equal infinities count as no difference.
-    let both_inf = a.isinf().logical_and(&b.isinf()).logical_and(&a.eq_tensor(&b));
-    let d = (&a - &b).abs().masked_fill(&both_inf, 0.0);
-    let r = b.abs().masked_fill(&b.isinf(), 0.0);
-    (d.max().double_value(&[]), r.max().double_value(&[]))
-}
-
 /// Runs one CP case on this rank. Rank 0 gets `Ok(Some(row))`, other ranks `Ok(None)`.
 /// Setup failures come back as `Err` on every rank (agreed); a failure after setup is returned to
 /// the caller of this rank only — the caller must abort the job (the other ranks are mid-collective).
@@ -287,58 +270,50 @@ fn run_after_setup(comm: &dyn Comm, spec: &CpSpec, s: &CpSetup, run_id: &str, de
     row.note = format!("{}{}sharding={}; per-rank kernel {}", engine_note, if engine_note.is_empty() { "" } else { "; " }, s.shard.kind, attn.name());
 
     // Forward once: the check uses it, and backward needs the final out/lse of the rows.
-    let (out, lse) = eng.forward(comm, &p, &ql, &kl, &vl)?;
+    let saved = eng.forward(comm, &p, &ql, &kl, &vl)?;
+    let (out, lse) = (&saved.0, &saved.1);
     let mut err: Option<f64> = None;
     if settings.check {
-        let mut worst = 0.0f64;
         let (ro, rl) = attn
             .forward(&q, &k, &v, &s.mask, scale)
             .map(Some)
             .or_else(|e| if rank == 0 { Err(e) } else { Ok(None) })?
             .unwrap_or_else(|| (q.zeros_like(), q.zeros_like()));
-        let mut pairs: Vec<(Option<Tensor>, Tensor)> =
-            vec![(gather_global(comm, &s.shard, &out, &q)?, ro.shallow_clone()), (gather_global(comm, &s.shard, &lse, &rl)?, rl.shallow_clone())];
+        let mut pairs: Vec<(&'static str, Option<Tensor>, Tensor)> =
+            vec![("out", gather_global(comm, &s.shard, out, &q)?, ro.shallow_clone()), ("lse", gather_global(comm, &s.shard, lse, &rl)?, rl.shallow_clone())];
         if case.pass.includes_backward() {
-            let (dq, dk, dv) = eng.backward(comm, &p, &ql, &kl, &vl, &out, &lse, &dol)?;
+            let (dq, dk, dv) = eng.backward(comm, &p, &ql, &kl, &vl, out, lse, &dol)?;
             let refs = if rank == 0 { Some(attn.backward(&q, &k, &v, &ro, &rl, &dout, &s.mask, scale)?) } else { None };
             let (rdq, rdk, rdv) = refs.unwrap_or_else(|| (q.zeros_like(), k.zeros_like(), v.zeros_like()));
-            pairs.push((gather_global(comm, &s.shard, &dq, &q)?, rdq));
-            pairs.push((gather_global(comm, &s.shard, &dk, &k)?, rdk));
-            pairs.push((gather_global(comm, &s.shard, &dv, &v)?, rdv));
+            pairs.push(("dq", gather_global(comm, &s.shard, &dq, &q)?, rdq));
+            pairs.push(("dk", gather_global(comm, &s.shard, &dk, &k)?, rdk));
+            pairs.push(("dv", gather_global(comm, &s.shard, &dv, &v)?, rdv));
         }
-        let mut scale_ref = 1.0f64;
-        for (got, want) in &pairs {
+        // The one comparer and tolerance table (harness::gate), on rank 0 (it alone has the gathered
+        // tensors); every rank learns the verdict.
+        let tol = Against::OneDevice.tolerance(case.dtype);
+        let mut check = Checker::default();
+        for (name, got, want) in &pairs {
             if let Some(g) = got {
-                let (e, r) = max_abs(g, want);
-                worst = worst.max(e);
-                scale_ref = scale_ref.max(r);
+                check.add(name, g, want, if name.starts_with('d') { tol.grad } else { tol.out }).map_err(crate::attn::KernelError::from)?;
             }
         }
-        let worst = comm.all_reduce_f64(if rank == 0 { worst } else { 0.0 }, ReduceOp::Max)?;
-        let scale_ref = comm.all_reduce_f64(if rank == 0 { scale_ref } else { 0.0 }, ReduceOp::Max)?;
+        let failed = comm.all_reduce_f64(if rank == 0 && !check.passed { 1.0 } else { 0.0 }, ReduceOp::Max)? > 0.0;
+        let worst = comm.all_reduce_f64(if rank == 0 { check.max_abs } else { 0.0 }, ReduceOp::Max)?;
         err = Some(worst);
         row.max_abs_err = err;
-        if worst.is_nan() || worst > tolerance(case.dtype) * scale_ref {
-            row.fail(Status::Wrong, format!("max |cp − single device| = {worst:.3e} > tolerance {:.1e}", tolerance(case.dtype) * scale_ref));
+        if failed {
+            row.fail(
+                Status::Wrong,
+                format!("differs from the single-device result: max |cp − single device| = {worst:.3e}; {} > tolerance {:.1e}", check.worst_text(), tol.out),
+            );
             return Ok((rank == 0).then_some(row));
         }
     }
 
-    // One pass as timed: forward, backward (given out/lse), or both.
+    // One pass as timed: forward, backward (given out/lse), or both — the one dispatch.
     let run_pass = |comm: &dyn Comm| -> Result<(), CpError> {
-        match case.pass {
-            Pass::Fwd => {
-                let _ = eng.forward(comm, &p, &ql, &kl, &vl)?;
-            }
-            Pass::Bwd => {
-                let _ = eng.backward(comm, &p, &ql, &kl, &vl, &out, &lse, &dol)?;
-            }
-            Pass::Fwdbwd => {
-                let (o, l) = eng.forward(comm, &p, &ql, &kl, &vl)?;
-                let _ = eng.backward(comm, &p, &ql, &kl, &vl, &o, &l, &dol)?;
-            }
-        }
-        Ok(())
+        super::pass::one_pass(&mut EnginePass { comm, p: &p, eng: eng.as_ref(), q: &ql, k: &kl, v: &vl, dout: &dol }, case.pass, Some(&saved))
     };
     // Peak memory of one untimed pass on every rank (max over ranks); skipped when the ranks are
     // threads sharing one process's allocator counters.
@@ -389,21 +364,9 @@ fn run_after_setup(comm: &dyn Comm, spec: &CpSpec, s: &CpSetup, run_id: &str, de
         // so the scaling efficiency compares like with like.
         let single = MeasureSettings { repeats: settings.repeats.clamp(1, 3), target_spread: None, ..settings.clone() };
         let mut single_clock = HostClock::new(timeline).with_l2_flush(l2_flush_buffer(dev, settings.timing_mode)?);
-        let t = run_repeats(&mut single_clock, &single, &mut || -> Result<(), CpError> {
-            match case.pass {
-                Pass::Fwd => {
-                    let _ = attn.forward(&q, &k, &v, &s.mask, scale)?;
-                }
-                Pass::Bwd => {
-                    let _ = attn.backward(&q, &k, &v, &ro, &rl, &dout, &s.mask, scale)?;
-                }
-                Pass::Fwdbwd => {
-                    let (o, l) = attn.forward(&q, &k, &v, &s.mask, scale)?;
-                    let _ = attn.backward(&q, &k, &v, &o, &l, &dout, &s.mask, scale)?;
-                }
-            }
-            Ok(())
-        })?;
+        let saved = (ro, rl);
+        let mut one_device = OneDevice { attn, mask: &s.mask, scale, q: &q, k: &k, v: &v, dout: &dout };
+        let t = run_repeats(&mut single_clock, &single, &mut || -> Result<(), CpError> { super::pass::one_pass(&mut one_device, case.pass, Some(&saved)) })?;
         single_ms = Some(t.summary.median);
     }
     comm.barrier()?;
@@ -428,6 +391,51 @@ fn run_after_setup(comm: &dyn Comm, spec: &CpSpec, s: &CpSetup, run_id: &str, de
     Ok(Some(row))
 }
 
+/// The CP engine on this rank's shard, as the one pass dispatch ([`super::pass::one_pass`]) runs it.
+struct EnginePass<'a> {
+    comm: &'a dyn Comm,
+    p: &'a Problem<'a>,
+    eng: &'a dyn crate::cp::engine::Engine,
+    q: &'a Tensor,
+    k: &'a Tensor,
+    v: &'a Tensor,
+    dout: &'a Tensor,
+}
+
+impl super::pass::Directions for EnginePass<'_> {
+    type Fwd = (Tensor, Tensor);
+    type Error = CpError;
+    fn forward(&mut self) -> Result<(Tensor, Tensor), CpError> {
+        self.eng.forward(self.comm, self.p, self.q, self.k, self.v)
+    }
+    fn backward(&mut self, (o, l): &(Tensor, Tensor)) -> Result<(), CpError> {
+        self.eng.backward(self.comm, self.p, self.q, self.k, self.v, o, l, self.dout).map(|_| ())
+    }
+}
+
+/// The per-rank kernel on the whole problem on one device (the scaling efficiency's baseline), as the
+/// one pass dispatch runs it.
+struct OneDevice<'a> {
+    attn: &'static dyn crate::attn::MaskedAttention,
+    mask: &'a crate::mask::Mask,
+    scale: f64,
+    q: &'a Tensor,
+    k: &'a Tensor,
+    v: &'a Tensor,
+    dout: &'a Tensor,
+}
+
+impl super::pass::Directions for OneDevice<'_> {
+    type Fwd = (Tensor, Tensor);
+    type Error = CpError;
+    fn forward(&mut self) -> Result<(Tensor, Tensor), CpError> {
+        Ok(self.attn.forward(self.q, self.k, self.v, self.mask, self.scale)?)
+    }
+    fn backward(&mut self, (o, l): &(Tensor, Tensor)) -> Result<(), CpError> {
+        self.attn.backward(self.q, self.k, self.v, o, l, self.dout, self.mask, self.scale).map(|_| ()).map_err(Into::into)
+    }
+}
+
 /// What every CP row says about its clock (its `timing_mode` names it; this says how it differs from
 /// kernel rows).
 pub const CP_CLOCK_NOTE: &str = "; clock: host time of a device-synchronised pass after a barrier, slowest rank (kernel rows: CUDA events, so CP ms also hold launch and sync latency); scaling_eff against a single-device time on the same clock, same warm-up";
@@ -443,10 +451,11 @@ pub fn local_device_index() -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::case::HeadLayout;
+    use crate::case::{DType, HeadLayout};
     use crate::cp::comm::local::LocalWorld;
     use crate::cp::registry::STRATEGIES;
     use crate::cp::setup::fixtures::cp_case;
+    use crate::flops::Pass;
 
     pub(crate) fn spec(strategy: &str, pattern: &str, params: &[(&str, &str)], seqlen: usize, pass: Pass) -> CpSpec {
         let settings = MeasureSettings { warmup: 0, repeats: 1, check: true, seed: 7, ..Default::default() };

@@ -13,6 +13,9 @@
 //! must stay below the dtype's bound — out: fp64 1e-7, fp32 2e-3 (room for TF32 and blocked sums),
 //! fp16 1e-2, bf16 4e-2 (a few units in the last place of an O(1) value); gradients: twice that, as they
 //! sum over many keys or rows.
+//!
+//! This file is also the one comparer ([`difference`], [`Checker`]) and the one tolerance table
+//! ([`Against::tolerance`]) of the CP gate (`harness::cp`: a strategy against one device).
 
 use tch::{Device, Kind, Tensor};
 
@@ -32,15 +35,84 @@ pub struct CheckOutcome {
     pub detail: String,
 }
 
-/// Normalised bound for (out, gradients) in `dtype`.
-pub fn tolerance(dtype: DType) -> (f64, f64) {
-    let out = match dtype {
-        DType::Fp64 => 1e-7,
-        DType::Fp32 => 2e-3,
-        DType::Fp16 => 1e-2,
-        DType::Bf16 => 4e-2,
-    };
-    (out, 2.0 * out)
+/// What a check compares with, and so which column of the tolerance table applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Against {
+    /// A kernel's result against the f64 reference on the same rounded inputs (the kernel gate).
+    Float64,
+    /// A CP strategy's gathered result against the same per-rank kernel on one device (the CP gate).
+    OneDevice,
+}
+
+/// Normalised bounds (see [`Checker`]) for the output (and LSE) and for the gradients.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tolerance {
+    pub out: f64,
+    pub grad: f64,
+}
+
+/// THE tolerance table: dtype → bound against the f64 reference (out; gradients twice that, as they
+/// sum over many keys or rows), bound against one device (every tensor: the same kernel on the same
+/// dtype, so only the merge order of the pieces differs).
+const TOLERANCES: [(DType, f64, f64); 4] = [(DType::Fp64, 1e-7, 1e-9), (DType::Fp32, 2e-3, 2e-4), (DType::Fp16, 1e-2, 3e-2), (DType::Bf16, 4e-2, 3e-2)];
+
+impl Against {
+    pub fn tolerance(self, dtype: DType) -> Tolerance {
+        let (_, f64_out, one_device) = TOLERANCES.iter().copied().find(|t| t.0 == dtype).expect("every dtype is in the table");
+        match self {
+            Against::Float64 => Tolerance { out: f64_out, grad: 2.0 * f64_out },
+            Against::OneDevice => Tolerance { out: one_device, grad: one_device },
+        }
+    }
+}
+
+/// THE comparer of two tensors, in f64: (max |got − want|, the reference's scale max(1, max |want|)).
+/// A NaN difference counts as ∞; equal infinities (the −∞ LSE of an empty row on both sides) as no
+/// difference, and infinite reference entries do not count in the scale.
+pub fn difference(got: &Tensor, want: &Tensor) -> Result<(f64, f64), tch::TchError> {
+    let (a, b) = (got.f_to_kind(Kind::Double)?, want.f_to_kind(Kind::Double)?);
+    let both_inf = a.f_isinf()?.f_logical_and(&b.f_isinf()?)?.f_logical_and(&a.f_eq_tensor(&b)?)?;
+    let err = a.f_sub(&b)?.f_abs()?.f_nan_to_num(f64::INFINITY, f64::INFINITY, f64::INFINITY)?.f_masked_fill(&both_inf, 0.0)?.f_max()?.double_value(&[]);
+    let scale = b.f_abs()?.f_masked_fill(&b.f_isinf()?, 0.0)?.f_max()?.double_value(&[]).max(1.0);
+    Ok((err, scale))
+}
+
+/// The verdict over the tensors of one check: each tensor's max error, normalised by its reference's
+/// scale ([`difference`]), must stay within its bound; the worst normalised tensor is reported.
+#[derive(Debug, Clone)]
+pub struct Checker {
+    pub passed: bool,
+    /// (abs err, normalised err, tensor) of the worst tensor.
+    pub worst: (f64, f64, &'static str),
+    /// The largest absolute error over every tensor.
+    pub max_abs: f64,
+}
+
+impl Default for Checker {
+    fn default() -> Self {
+        Checker { passed: true, worst: (0.0, 0.0, "out"), max_abs: 0.0 }
+    }
+}
+
+impl Checker {
+    /// Compares one tensor with its reference against bound `tol`.
+    pub fn add(&mut self, name: &'static str, got: &Tensor, want: &Tensor, tol: f64) -> Result<(), tch::TchError> {
+        let (err, scale) = difference(got, want)?;
+        let norm = err / scale;
+        if norm.is_nan() || norm > tol {
+            self.passed = false;
+        }
+        if norm > self.worst.1 || err.is_nan() {
+            self.worst = (err, norm, name);
+        }
+        self.max_abs = self.max_abs.max(err);
+        Ok(())
+    }
+
+    /// `worst dq (normalised 1.2e-3)`.
+    pub fn worst_text(&self) -> String {
+        format!("worst {} (normalised {:.2e})", self.worst.2, self.worst.1)
+    }
 }
 
 /// The query rows checked: all when they fit the budget, else `n` evenly spaced rows.
@@ -148,29 +220,16 @@ pub fn gate(kernel: &mut dyn Kernel, x: &Inputs, pass: Pass, dtype: DType) -> Re
         };
         Ok(t.f_to_kind(Kind::Double)?)
     };
-    let (tol_out, tol_grad) = tolerance(dtype);
-    let mut worst = (0.0f64, 0.0f64, "out"); // (abs err, normalised err, which)
-    let mut passed = true;
-    let mut compare = |name: &'static str, got: &Tensor, want: &Tensor, tol: f64| -> Result<(), KernelError> {
-        let err = got.f_sub(want)?.f_abs()?.f_nan_to_num(f64::INFINITY, f64::INFINITY, f64::INFINITY)?.f_max()?.double_value(&[]);
-        let scale = want.f_abs()?.f_max()?.double_value(&[]).max(1.0);
-        let norm = err / scale;
-        if norm.is_nan() || norm > tol {
-            passed = false;
-        }
-        if norm > worst.1 || err.is_nan() {
-            worst = (err, norm, name);
-        }
-        Ok(())
-    };
-    compare("out", &sel(&fwd.out)?, &ro, tol_out)?;
+    let tol = Against::Float64.tolerance(dtype);
+    let mut check = Checker::default();
+    check.add("out", &sel(&fwd.out)?, &ro, tol.out)?;
     let mut covered = "out".to_string();
     if let (Some((dq, dk, dv)), Some((rdq, rkv))) = (&grads, &rgrads) {
-        compare("dq", &sel(dq)?, rdq, tol_grad)?;
+        check.add("dq", &sel(dq)?, rdq, tol.grad)?;
         covered.push_str(", dq");
         if let Some((rdk, rdv)) = rkv {
-            compare("dk", &sel(dk)?, rdk, tol_grad)?;
-            compare("dv", &sel(dv)?, rdv, tol_grad)?;
+            check.add("dk", &sel(dk)?, rdk, tol.grad)?;
+            check.add("dv", &sel(dv)?, rdv, tol.grad)?;
             covered.push_str(", dk, dv");
         }
     }
@@ -178,7 +237,7 @@ pub fn gate(kernel: &mut dyn Kernel, x: &Inputs, pass: Pass, dtype: DType) -> Re
         Some(r) => format!("checked {covered} on {} of {} query rows", r.len(), s[2]),
         None => format!("checked {covered} on all rows"),
     };
-    Ok(CheckOutcome { passed, max_abs_err: worst.0, detail: format!("{coverage}; worst {} (normalised {:.2e})", worst.2, worst.1) })
+    Ok(CheckOutcome { passed: check.passed, max_abs_err: check.worst.0, detail: format!("{coverage}; {}", check.worst_text()) })
 }
 
 #[cfg(test)]
@@ -193,6 +252,35 @@ mod tests {
         assert_eq!(r.last(), Some(&8191));
         assert!((r.len() as u64) * 8 * 8192 <= SCORE_BUDGET);
         assert_eq!(r, check_rows(1, 8, 8192).unwrap());
+    }
+
+    /// One tolerance table for both gates: the bounds each gate used before, now read from one place.
+    #[test]
+    fn one_tolerance_table_serves_the_kernel_and_the_cp_gate() {
+        assert_eq!(Against::Float64.tolerance(DType::Fp32), Tolerance { out: 2e-3, grad: 4e-3 });
+        assert_eq!(Against::Float64.tolerance(DType::Bf16), Tolerance { out: 4e-2, grad: 8e-2 });
+        assert_eq!(Against::OneDevice.tolerance(DType::Fp32), Tolerance { out: 2e-4, grad: 2e-4 });
+        assert_eq!(Against::OneDevice.tolerance(DType::Fp64), Tolerance { out: 1e-9, grad: 1e-9 });
+        for d in DType::ALL {
+            assert!(Against::OneDevice.tolerance(d).out > 0.0 && Against::Float64.tolerance(d).out > 0.0);
+        }
+    }
+
+    /// The one comparer: NaN is an infinite error, equal infinities (−∞ LSE of empty rows) none, and
+    /// the scale ignores infinite reference entries; the checker judges each tensor on its own scale.
+    #[test]
+    fn the_comparer_treats_nan_and_equal_infinities_as_both_gates_need() {
+        let t = |v: &[f64]| Tensor::from_slice(v);
+        let inf = f64::INFINITY;
+        assert_eq!(difference(&t(&[1.0, -inf, 3.0]), &t(&[1.5, -inf, 3.0])).unwrap(), (0.5, 3.0));
+        assert_eq!(difference(&t(&[f64::NAN, 0.0]), &t(&[0.0, 0.0])).unwrap().0, inf);
+        assert_eq!(difference(&t(&[inf]), &t(&[-inf])).unwrap().0, inf);
+        let mut c = Checker::default();
+        c.add("out", &t(&[10.0, 0.0]), &t(&[10.01, 0.0]), 2e-3).unwrap();
+        c.add("dq", &t(&[0.01]), &t(&[0.0]), 4e-3).unwrap();
+        assert!(!c.passed, "dq is 1e-2 off on a scale of 1");
+        assert_eq!(c.worst.2, "dq");
+        assert!((c.max_abs - 0.01).abs() < 1e-12);
     }
 
     /// The chunked reference (a few query rows at a time, GQA by broadcast, mask rows only) equals the

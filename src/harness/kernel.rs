@@ -7,15 +7,14 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
 use crate::attn::KernelError;
-use crate::backend::{find_backend, Backend, Fwd, Inputs};
+use crate::backend::{find_backend, Backend, Fwd, Inputs, Kernel};
 use crate::case::{Case, DeviceKind};
-use crate::flops::{pass_flops, Pass};
+use crate::flops::Pass;
 use crate::harness::gate::gate;
-use crate::mask::{build_pattern, MaskError};
+use crate::mask::MaskError;
 use crate::measure::memory::{measure_prepare, peak_above_baseline};
 use crate::measure::{run_repeats_powered, CpuTimeline, CudaEventClock, HostClock, MeasureSettings, Timeline};
 use crate::results::{Row, Status};
-use crate::sys::cuda_available;
 
 /// Bad input for a case (reported as exit code 2 by the CLI, never as a row).
 #[derive(Debug, thiserror::Error)]
@@ -26,13 +25,7 @@ pub enum ExecError {
     UnknownBackend(String),
 }
 
-/// Device name for rows: `cpu`, or the CUDA device's name.
-pub fn device_name(device: DeviceKind) -> String {
-    match device {
-        DeviceKind::Cpu => "cpu".into(),
-        DeviceKind::Cuda => crate::envinfo::cuda_device_names().into_iter().next().unwrap_or_else(|| "cuda".into()),
-    }
-}
+pub use super::row::device_name;
 
 /// Runs `case` with the backend named in `case.backend`.
 pub fn execute_kernel_case(case: &Case, settings: &MeasureSettings, run_id: &str) -> Result<Row, ExecError> {
@@ -48,14 +41,8 @@ pub fn execute_kernel_case_with(backend: &dyn Backend, case: &Case, settings: &M
 /// [`execute_kernel_case_with`] timing CPU cases on `timeline` (tests pass scripted ones).
 pub(crate) fn execute_timed(backend: &dyn Backend, case: &Case, settings: &MeasureSettings, run_id: &str, timeline: &dyn Timeline) -> Result<Row, ExecError> {
     let started = Instant::now();
-    let masks = build_pattern(&case.pattern, case.seqlen, &case.params)?;
-    masks.check_heads(case.heads.q)?;
-    let mut row = Row::for_case(run_id, case, &device_name(case.device));
-    row.mask_area = masks.mean_area();
-    row.density = masks.density();
-    row.flops = pass_flops(masks.area_over_heads(case.heads.q), case.head_dim, case.batch, case.pass);
-    if case.device == DeviceKind::Cuda && !cuda_available() {
-        row.fail(Status::Unsupported, "no CUDA device available on this machine");
+    let (mut row, masks) = super::row::kernel_row(case, run_id)?;
+    if super::row::no_cuda(case, &mut row) {
         return Ok(row);
     }
     if let Err(why) = backend.supports(case, &masks) {
@@ -135,22 +122,7 @@ fn measure(
     // the backward on it, explicit-backward backends reuse its out / LSE.
     let measure_start = Instant::now();
     let fwd_for_bwd: Option<Fwd> = if case.pass == Pass::Bwd { Some(kernel.forward(&x)?) } else { None };
-    let k = &mut kernel;
-    let mut call = || -> Result<(), KernelError> {
-        match case.pass {
-            Pass::Fwd => {
-                k.forward(&x)?;
-            }
-            Pass::Bwd => {
-                let _ = k.backward(&x, fwd_for_bwd.as_ref().expect("made above for bwd"))?;
-            }
-            Pass::Fwdbwd => {
-                let f = k.forward(&x)?;
-                let _ = k.backward(&x, &f)?;
-            }
-        }
-        Ok(())
-    };
+    let mut call = || -> Result<(), KernelError> { super::pass::one_pass(&mut Calls { kernel: kernel.as_mut(), x: &x }, case.pass, fwd_for_bwd.as_ref()) };
     let device = case.device.tch();
     let (peak, source) = peak_above_baseline(device, &mut call)?;
     // Power, energy and clocks are read around the timed repeats (issue 33).
@@ -165,6 +137,23 @@ fn measure(
     row.note = note;
     row.set_power(&power);
     Ok(())
+}
+
+/// A prepared kernel on its inputs, as the one pass dispatch ([`super::one_pass`]) runs it.
+struct Calls<'a> {
+    kernel: &'a mut dyn Kernel,
+    x: &'a Inputs,
+}
+
+impl super::pass::Directions for Calls<'_> {
+    type Fwd = Fwd;
+    type Error = KernelError;
+    fn forward(&mut self) -> Result<Fwd, KernelError> {
+        self.kernel.forward(self.x)
+    }
+    fn backward(&mut self, fwd: &Fwd) -> Result<(), KernelError> {
+        self.kernel.backward(self.x, fwd).map(|_| ())
+    }
 }
 
 /// Waits for the device's queued work, so the untimed seconds around it are the work's, not a launch's

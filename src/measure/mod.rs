@@ -18,7 +18,7 @@ pub mod stats;
 pub use clock::{Clock, CpuTimeline, CudaEventClock, HostClock, Ranks, Timeline};
 pub use memory::MemSource;
 pub use power::{PowerReading, PowerSource};
-pub use repeat::{run_back_to_back, run_repeats, run_repeats_powered, Timing};
+pub use repeat::{repeats, run_back_to_back, run_repeats, run_repeats_powered, Clocked, Repeater, Timing};
 pub use settings::{MeasureSettings, TimingMode};
 pub use stats::Summary;
 
@@ -36,6 +36,9 @@ pub enum MeasureError {
     /// A clock produced a duration that is not a finite, non-negative number of milliseconds.
     #[error("repeat {repeat}: measured {ms} ms, not a finite non-negative duration")]
     BadTime { repeat: usize, ms: f64 },
+    /// A timer gave another number of times than repeats ran (an external worker's answer).
+    #[error("{asked} repeats ran but {got} times came back")]
+    Repeats { asked: usize, got: usize },
     /// Statistics of no samples.
     #[error("no repeat was timed")]
     NoSamples,

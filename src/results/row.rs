@@ -248,11 +248,7 @@ impl Row {
     /// The strategy with its options, `usp[ulysses_degree=4]` (`ring-p2p` when it has none); empty
     /// for kernel rows.
     pub fn strategy_label(&self) -> String {
-        if self.strategy_params.is_empty() {
-            self.strategy.clone()
-        } else {
-            format!("{}[{}]", self.strategy, self.strategy_params)
-        }
+        crate::case::strategy_label(&self.strategy, &self.strategy_params)
     }
 
     /// Fills the timing columns of an `ok` row from a measurement: the statistics are the one

@@ -31,22 +31,13 @@ pub fn serve() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs one kernel case in this process. Mask/parameter errors cannot reach here (the plan validated
-/// them), but if one does it becomes an `error` row rather than a dead worker.
+/// Runs one work item in this process through the one harness entry ([`crate::harness::run`]). Mask
+/// or parameter errors cannot reach here (the plan validated them), but if one does it becomes an
+/// `error` row rather than a dead worker.
 pub fn execute(item: &WorkItem) -> Row {
     #[cfg(feature = "test-hooks")]
     if let Some(row) = super::faults::execute(item) {
         return row;
     }
-    if crate::backend::external::is_external(&item.case.backend) {
-        return crate::backend::external::execute(&item.case, &item.settings, &item.run_id, &item.external);
-    }
-    match crate::harness::kernel::execute_kernel_case(&item.case, &item.settings, &item.run_id) {
-        Ok(row) => row,
-        Err(e) => {
-            let mut row = Row::for_case(&item.run_id, &item.case, "");
-            row.fail(crate::results::Status::Error, e.to_string());
-            row
-        }
-    }
+    crate::harness::run(item)
 }

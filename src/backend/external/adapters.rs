@@ -9,8 +9,6 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::config::ExternalConfig;
-
 /// A built-in adapter: `ext:<name>`, served by `python -m attnbench_worker <name>`.
 pub struct Builtin {
     pub name: &'static str,
@@ -134,15 +132,17 @@ pub struct Probe {
     pub adapters: Vec<AdapterStatus>,
 }
 
-/// Asks the interpreter which built-in adapters can run here (imports nothing heavy: about 0.1 s).
-/// `Err` says why the interpreter itself cannot be used.
-pub fn probe(cfg: &ExternalConfig) -> Result<Probe, String> {
+/// Asks the interpreter `python` (the choice of `config::ExternalConfig::python`) which built-in adapters
+/// can run here (imports nothing heavy: about 0.1 s). `Err` says why the interpreter itself cannot be
+/// used. Takes the interpreter, not the configuration: the configuration names the adapters (this
+/// file's [`BUILTIN`]), so this file does not import it back.
+pub fn probe(python: &str) -> Result<Probe, String> {
     #[derive(Deserialize)]
     struct Raw {
         python: String,
         adapters: Vec<AdapterStatus>,
     }
-    let python = cfg.python();
+    let python = python.to_string();
     let child = Command::new(&python)
         .args(["-m", "attnbench_worker", "--probe"])
         .env("PYTHONPATH", pythonpath()?)
@@ -170,7 +170,7 @@ pub fn probe(cfg: &ExternalConfig) -> Result<Probe, String> {
 #[derive(Debug, Clone, Serialize)]
 pub struct Availability {
     pub python: String,
-    /// Where the interpreter choice came from (see [`ExternalConfig::python_choice`]).
+    /// Where the interpreter choice came from (see `config::ExternalConfig::python_choice`).
     pub python_source: String,
     pub python_version: String,
     pub adapters: Vec<AdapterStatus>,
@@ -178,15 +178,18 @@ pub struct Availability {
     pub user_workers: Vec<(String, String)>,
 }
 
-pub fn availability(cfg: &ExternalConfig) -> Availability {
+/// `python_choice`: the interpreter and where that choice came from (`ExternalConfig::python_choice`).
+pub fn availability(python_choice: (String, &str)) -> Availability {
     let user_workers = std::env::vars()
-        .filter_map(|(k, v)| k.strip_prefix("ATTNBENCH_WORKER_").filter(|n| !n.is_empty()).map(|n| (format!("{}{}", super::PREFIX, n.to_ascii_lowercase()), v)))
+        .filter_map(|(k, v)| {
+            k.strip_prefix("ATTNBENCH_WORKER_").filter(|n| !n.is_empty()).map(|n| (format!("{}{}", super::name::PREFIX, n.to_ascii_lowercase()), v))
+        })
         .collect();
-    let python_source = cfg.python_choice().1.to_string();
-    match probe(cfg) {
+    let (python, python_source) = (python_choice.0, python_choice.1.to_string());
+    match probe(&python) {
         Ok(p) => Availability { python: p.python, python_source, python_version: p.python_version, adapters: p.adapters, user_workers },
         Err(why) => Availability {
-            python: cfg.python(),
+            python,
             python_source,
             python_version: String::new(),
             adapters: BUILTIN

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::adapters::BUILTIN;
+pub use super::name::{adapter_name, worker_env_var};
 
 /// A worker command: one string (split on whitespace) or an argv array.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,17 +47,6 @@ pub struct ExternalConfig {
     /// `ext:NAME` → the command that serves it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub workers: BTreeMap<String, WorkerCommand>,
-}
-
-/// Environment variable that names the worker command of `ext:NAME` on this machine.
-pub fn worker_env_var(name: &str) -> String {
-    format!("ATTNBENCH_WORKER_{}", name.to_ascii_uppercase().replace('-', "_"))
-}
-
-/// A backend name `ext:NAME` → `NAME`, when NAME is a usable name (letters, digits, `-`, `_`).
-pub fn adapter_name(backend: &str) -> Option<&str> {
-    let n = backend.strip_prefix(super::PREFIX)?;
-    (!n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')).then_some(n)
 }
 
 impl ExternalConfig {

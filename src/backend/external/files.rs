@@ -77,8 +77,8 @@ pub fn read_outputs(path: &Path, x: &Inputs, pass: Pass, rows: Option<&[i64]>) -
     Ok(Outputs { out, lse_rows, grads })
 }
 
-/// The worker's outputs behind the [`Kernel`] interface, so the unchanged gate
-/// ([`crate::harness::gate::gate`]) judges an external kernel exactly as it judges a built-in one.
+/// The worker's outputs behind the [`Kernel`] interface, so the harness's unchanged correctness gate
+/// judges an external kernel exactly as it judges a built-in one.
 pub struct Recorded(pub Outputs);
 
 impl Kernel for Recorded {

@@ -20,6 +20,9 @@
 
 pub mod nvml;
 pub mod rapl;
+mod source;
+
+pub use source::source_for;
 
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
@@ -269,22 +272,6 @@ impl Drop for Sampler {
     /// A measurement that stops with an error still stops its sampler thread.
     fn drop(&mut self) {
         let _ = self.stop_and_join();
-    }
-}
-
-/// The source for a case on `device`: NVML for a CUDA device (its NVML index found from the CUDA
-/// ordinal, see [`nvml::Nvml::device_for_cuda`]), RAPL for the CPU; [`Unavailable`] when those
-/// cannot be read here.
-pub fn source_for(device: tch::Device) -> Box<dyn PowerSource> {
-    match device {
-        tch::Device::Cuda(i) => match nvml::NvmlSource::open(i) {
-            Some(s) => Box::new(s),
-            None => Box::new(Unavailable),
-        },
-        _ => match rapl::Rapl::open(std::path::Path::new(rapl::POWERCAP)) {
-            Some(r) => Box::new(r),
-            None => Box::new(Unavailable),
-        },
     }
 }
 
