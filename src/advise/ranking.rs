@@ -2,7 +2,43 @@
 //! not fit (shown apart, with by how much), then those that could not be evaluated (with the reason).
 //! The best front: the evaluated candidates no other beats on both step time and memory per GPU.
 
-use super::Candidate;
+use serde::Serialize;
+
+/// One kernel × layout, evaluated or with the reason it was not.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Candidate {
+    /// 1-based rank among the evaluated candidates that fit in memory.
+    pub rank: Option<usize>,
+    pub backend: String,
+    pub strategy: String,
+    /// The layout's degrees, `ulysses_degree=8;inner_ring=2` (empty: the strategy has none).
+    pub strategy_params: String,
+    /// Predicted (or measured) time of one step of the pass, ms; for a mix, the weighted mean.
+    pub step_ms: Option<f64>,
+    /// FLOPs / step time / GPUs.
+    pub tflops_per_gpu: Option<f64>,
+    /// Estimated attention working set per GPU (see `advise::memory`), bytes.
+    pub peak_mem_bytes: u64,
+    pub mem_detail: String,
+    pub fits: bool,
+    /// Bytes above the memory budget (candidates that do not fit).
+    pub over_by_bytes: Option<u64>,
+    /// measured | projected-measured-pieces | projected-model (the weakest over the mix); empty when
+    /// not evaluated.
+    pub source: String,
+    /// Rows or model runs behind the figure, one per mask.
+    pub evidence: Vec<String>,
+    /// A row without recorded degrees was taken for this layout (see `advise::evidence`).
+    pub ambiguous: bool,
+    /// Projected figures: the calibrated model's held-out mean |error| for the mask class (the worst
+    /// class of a mix), percent; `None` for measured figures or an unvalidated mask class.
+    pub model_error_pct: Option<f64>,
+    pub model_error_note: String,
+    /// On the best front of step time vs memory per GPU.
+    pub front: bool,
+    /// Why it was not evaluated.
+    pub reason: Option<String>,
+}
 
 /// Sorts in place and sets `rank` (1-based, fitting evaluated candidates only) and `front`.
 pub fn rank(c: &mut [Candidate]) {
