@@ -7,4 +7,5 @@ pub static EFFICIENT_VARLEN: VarlenBackend = VarlenBackend {
     name: "efficient-varlen",
     summary: "memory-efficient varlen (at::_efficient_attention_forward, cu_seqlens); CUDA only",
     kernel: CudaVarlen::Efficient,
+    backward_off: None,
 };

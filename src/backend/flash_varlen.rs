@@ -7,4 +7,5 @@ pub static FLASH_VARLEN: VarlenBackend = VarlenBackend {
     name: "flash-varlen",
     summary: "FlashAttention-2 varlen (at::_flash_attention_forward) over document / window masks; CUDA only",
     kernel: CudaVarlen::Flash,
+    backward_off: None,
 };

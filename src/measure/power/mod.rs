@@ -148,7 +148,8 @@ impl PowerReading {
             (Some(a), Some(b)) => ((b.t_ms - a.t_ms) / 1e3).max(0.0),
             _ => 0.0,
         };
-        let counter_j = match (samples.first().and_then(|s| s.energy_mj), samples.last().and_then(|s| s.energy_mj)) {
+        let counter_ends = (samples.first().and_then(|s| s.energy_mj), samples.last().and_then(|s| s.energy_mj));
+        let counter_j = match counter_ends {
             // A counter that did not advance was not read twice across an update (seen on an H200:
             // 0 J over 50 ms of busy kernels), so it says nothing; the power readings decide then.
             (Some(a), Some(b)) if samples.len() >= 2 && b > a => Some((b - a) / 1e3),
@@ -167,9 +168,7 @@ impl PowerReading {
         } else if samples.len() < 2 {
             why_empty = format!("{source}: fewer than 2 readings");
         } else if energy_j.is_none() {
-            let stalled =
-                samples.first().and_then(|s| s.energy_mj).is_some() && samples.last().and_then(|s| s.energy_mj) == samples.first().and_then(|s| s.energy_mj);
-            why_empty = if stalled {
+            why_empty = if matches!(counter_ends, (Some(a), Some(b)) if a == b) {
                 format!("{source}: the energy counter did not advance over the timed repeats and there are no power readings")
             } else {
                 format!("{source}: no energy counter and no power readings")
