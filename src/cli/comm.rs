@@ -148,6 +148,7 @@ fn check_host_memory(max_bytes: u64, ranks: usize) -> Result<(), BadInput> {
 /// What every rank must agree on before any buffer moves (a different op list, size range or
 /// iteration count on one rank would hang the job or garble the collectives): a hash of the parsed
 /// configuration.
+#[cfg(feature = "mpi")]
 fn fingerprint(p: &Parsed) -> u64 {
     use std::hash::{Hash, Hasher};
     let c = &p.cfg;

@@ -13,7 +13,7 @@ use super::args::{CaseArgs, CpArgs, MeasureArgs, CPU_TOY_SHAPE};
 use crate::cp::comm::Comm;
 use crate::cp::setup::CpSetup;
 use crate::error::BadInput;
-use crate::harness::cp::{agree, CpSpec};
+use crate::harness::cp::CpSpec;
 use crate::harness::ranks::{self, RowSink};
 use crate::harness::WorkItem;
 use crate::measure::MeasureSettings;
@@ -189,7 +189,7 @@ fn run_distributed(a: &CpCommandArgs, comm_name: &str, device_name: &str) -> any
     // tensor moves: a rank with bad arguments or a different case cannot hang or crash the job.
     let parsed = specs_from(a, mpi.size());
     let local = parsed.as_ref().map(|(_, s)| ranks::fingerprint(s)).map_err(|e| e.to_string());
-    if let Err(f) = agree(&mpi, local, crate::harness::cp::Job::CP) {
+    if let Err(f) = crate::harness::cp::agree(&mpi, local, crate::harness::cp::Job::CP) {
         if let Some(m) = f.message {
             eprintln!("error: {m}");
         }

@@ -15,10 +15,6 @@ pub mod run;
 pub mod simulate;
 pub mod table;
 
-/// Runs `f` on an NCCL communicator bootstrapped over `mpi`, with the CUDA device NCCL bound this
-/// rank to. Shared by the MPI-launched subcommands (`comm`, `cp`). NCCL failing to start: the rank
-/// says why and the job exits 1; a build without the `nccl` feature: rank 0 says so, exit 2.
-#[cfg(feature = "mpi")]
 /// Exit code when the NCCL world cannot be created: NCCL or the CUDA driver not loadable, or no GPU
 /// visible, is the machine's setup (bad input, 2, with the one line `init` gave); a failure of NCCL
 /// itself once loaded is a run failure (1).
@@ -29,6 +25,10 @@ pub fn nccl_init_exit_code(e: &crate::cp::comm::CommError) -> u8 {
     }
 }
 
+/// Runs `f` on an NCCL communicator bootstrapped over `mpi`, with the CUDA device NCCL bound this
+/// rank to. Shared by the MPI-launched subcommands (`comm`, `cp`). NCCL failing to start: the rank
+/// says why and the job exits 1; a build without the `nccl` feature: rank 0 says so, exit 2.
+#[cfg(feature = "mpi")]
 pub fn with_nccl(
     mpi: &crate::cp::comm::mpi::MpiComm,
     f: impl FnOnce(&dyn crate::cp::comm::Comm, tch::Device) -> anyhow::Result<std::process::ExitCode>,
