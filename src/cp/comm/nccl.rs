@@ -519,8 +519,9 @@ mod tests {
     /// the ring of one sends to itself): (1) the comm stream waits for the compute that produced the
     /// block it sends — the block is written by a kernel queued behind a long matmul chain, and what
     /// arrives must be that block, not what the buffer held before; (2) "post next, compute, wait"
-    /// overlaps: the transfer and an independent matmul chain together take clearly less than one
-    /// after the other (loose: < 0.95 × the sum; both parts are sized to take similar time).
+    /// overlaps: the transfer and an independent matmul chain that leaves SMs free together take
+    /// clearly less than one after the other (loose: < 0.95 × the sum; both parts are sized to take
+    /// similar time).
     #[test]
     #[ignore = "needs a CUDA device and NCCL; run by launch/gpu-check"]
     fn cuda_nccl_ring_step_orders_and_overlaps() {
@@ -543,7 +544,19 @@ mod tests {
         let got = n.start_sendrecv(&block, 0, &block, 0).unwrap().wait().unwrap().pop().unwrap();
         assert_eq!(got.eq(7.0).all().int64_value(&[]), 1, "NCCL sent the block before the compute stream wrote it");
 
-        // (2) overlap.
+        // (2) overlap. The compute chain here is of 1024 × 1024 matmuls: each runs longer than its
+        // launch (so a queue that merely drained after the transfer would not pass for overlap) yet
+        // fills about half of the SMs, leaving room for NCCL's copy kernel. On 2026-12-04 (H200) the
+        // 4096 × 4096 chain filled every SM and the two ran one after the other (comm 0.7 ms + compute
+        // 2.8 ms, together 3.7 ms), which says nothing about the streams.
+        let small = Tensor::randn([1024, 1024], (Kind::Float, dev)) / 32.0;
+        let chain = |k: usize| {
+            let mut x = small.shallow_clone();
+            for _ in 0..k {
+                x = x.matmul(&small);
+            }
+            x
+        };
         let time = |f: &dyn Fn()| {
             device_synchronize(idx).unwrap();
             let t = std::time::Instant::now();
