@@ -3,7 +3,9 @@
 //! one; failed cases of a bar chart become their mark (X/E/W/T/!).
 
 use crate::case::CaseKind;
-use crate::report::data::{distinct, fmt_seqlen, group_ordered, mark, pass_rank, slug, CpLen, GroupKey, Metric, Run, THROTTLE_LEGEND, THROTTLE_MARK};
+use crate::report::data::{
+    cp_series_labels, distinct, fmt_seqlen, group_ordered, mark, pass_rank, slug, CpLen, GroupKey, Metric, Run, THROTTLE_LEGEND, THROTTLE_MARK,
+};
 use crate::results::{Row, Status};
 
 use super::figure::{BarValue, Bars, Colors, Content, Figure, LineStyle, Panel, Scale, Series};
@@ -41,8 +43,7 @@ fn setup_line(k: &GroupKey, rows: &[Tagged]) -> String {
 
 /// Series name of a row: backend (kernel) or strategy (CP), with the run label when several runs
 /// are overlaid, "(projected)" for simulated rows.
-fn series_name(t: &Tagged, multi_run: bool, cp: bool) -> (String, String, bool) {
-    let base = if cp { t.row.strategy_label() } else { t.row.backend.clone() };
+fn series_name(t: &Tagged, base: String, multi_run: bool) -> (String, String, bool) {
     let colour_key = if multi_run { format!("{} · {}", base, t.run) } else { base };
     let projected = t.row.kind == CaseKind::Simulated;
     let label = if projected { format!("{colour_key} (projected)") } else { colour_key.clone() };
@@ -84,11 +85,12 @@ pub fn build_figures(runs: &[Run], opts: &PlotOptions, colors: &mut Colors) -> V
     figs
 }
 
-fn lines_by_series(rs: &[Tagged], multi: bool, cp: bool, colors: &mut Colors, x: impl Fn(&Row) -> f64, y: impl Fn(&Row) -> Option<f64>) -> Vec<Series> {
+/// `base[i]` names the series of `rs[i]` (backend, or strategy with its options).
+fn lines_by_series(rs: &[Tagged], base: &[String], multi: bool, colors: &mut Colors, x: impl Fn(&Row) -> f64, y: impl Fn(&Row) -> Option<f64>) -> Vec<Series> {
     let mut out: Vec<Series> = Vec::new();
     let mut throttled: Vec<bool> = Vec::new();
-    for t in rs {
-        let (label, key, projected) = series_name(t, multi, cp);
+    for (t, base) in rs.iter().zip(base) {
+        let (label, key, projected) = series_name(t, base.clone(), multi);
         let color = colors.get(&key);
         let idx = match out.iter().position(|s| s.label == label) {
             Some(i) => i,
@@ -163,7 +165,8 @@ fn metric_vs_len(k: &GroupKey, rs: &[Tagged], metric: Metric, multi: bool, color
         .iter()
         .map(|pass| {
             let sub: Vec<Tagged> = rs.iter().copied().filter(|t| &t.row.pass == pass).collect();
-            let series = lines_by_series(&sub, multi, false, colors, |r| r.seqlen as f64, |r| metric.value(r));
+            let backends: Vec<String> = sub.iter().map(|t| t.row.backend.clone()).collect();
+            let series = lines_by_series(&sub, &backends, multi, colors, |r| r.seqlen as f64, |r| metric.value(r));
             let (y_label, y_scale) = match metric {
                 Metric::Mem => ("peak memory (bytes, log₂)".to_string(), Scale::Log2Bytes),
                 Metric::TflopsPerWatt => ("TFLOPS per watt (10¹² FLOP/J)".to_string(), Scale::Linear),
@@ -246,7 +249,7 @@ fn bar_figures(kernel: &[Tagged], opts: &PlotOptions, multi: bool, colors: &mut 
         if at_rows.is_empty() {
             continue;
         }
-        let series_keys = distinct(at_rows.iter().map(|t| series_name(t, multi, false)));
+        let series_keys = distinct(at_rows.iter().map(|t| series_name(t, t.row.backend.clone(), multi)));
         let series: Vec<(String, usize)> = series_keys.iter().map(|(label, key, _)| (label.clone(), colors.get(key))).collect();
         let groups: Vec<GroupKey> = distinct(at_rows.iter().map(|t| plot_key(t.row)));
         let values = groups
@@ -255,7 +258,7 @@ fn bar_figures(kernel: &[Tagged], opts: &PlotOptions, multi: bool, colors: &mut 
                 series_keys
                     .iter()
                     .map(|(label, _, _)| {
-                        let row = at_rows.iter().rev().find(|t| plot_key(t.row) == *g && series_name(t, multi, false).0 == *label);
+                        let row = at_rows.iter().rev().find(|t| plot_key(t.row) == *g && series_name(t, t.row.backend.clone(), multi).0 == *label);
                         match row {
                             None => BarValue::Missing,
                             Some(t) => match (Metric::Tflops.value(t.row), mark(t.row.status)) {
@@ -291,12 +294,14 @@ fn bar_figures(kernel: &[Tagged], opts: &PlotOptions, multi: bool, colors: &mut 
 }
 
 fn cp_figure(k: &GroupKey, len: CpLen, seqlen: usize, pass: &str, rs: &[Tagged], multi: bool, colors: &mut Colors) -> Figure {
-    let tput = lines_by_series(rs, multi, true, colors, |r| r.world_size as f64, |r| Metric::Tflops.value(r));
+    let rows: Vec<&Row> = rs.iter().map(|t| t.row).collect();
+    let names = cp_series_labels(&rows, |r| format!("{} {}", rs.iter().find(|t| std::ptr::eq(t.row, r)).map_or("", |t| t.run), r.kind == CaseKind::Simulated));
+    let tput = lines_by_series(rs, &names, multi, colors, |r| r.world_size as f64, |r| Metric::Tflops.value(r));
     // Scaling efficiency: the row's own column, else TFLOPS/GPU relative to the series' 1-GPU point.
     let eff = lines_by_series(
         rs,
+        &names,
         multi,
-        true,
         colors,
         |r| r.world_size as f64,
         |r| {

@@ -20,7 +20,7 @@ pub use self::markdown::Markdown;
 use crate::case::CaseKind;
 use crate::results::Row;
 
-use super::data::{distinct, fmt_seqlen, group_ordered, mark, pass_rank, GroupKey, Metric, THROTTLE_LEGEND, THROTTLE_MARK};
+use super::data::{cp_series_labels, distinct, fmt_seqlen, group_ordered, mark, pass_rank, GroupKey, Metric, THROTTLE_LEGEND, THROTTLE_MARK};
 
 /// One cell of a table.
 #[derive(Debug, Clone, PartialEq)]
@@ -98,7 +98,15 @@ pub fn pivot(rows: &[Row], metric: Metric) -> Vec<Table> {
     let mut groups = group_ordered(cp.iter().copied(), |r| (GroupKey::of(r), r.pass.clone(), len.key(r), r.backend.clone()));
     groups.sort_by_key(|((g, p, s, _), _)| (g.mask.clone(), pass_rank(p), *s));
     for ((g, pass, seqlen, backend), rs) in groups {
-        let label = |r: &Row| if r.kind == CaseKind::Simulated { format!("{} (projected)", r.strategy_label()) } else { r.strategy_label() };
+        let names = cp_series_labels(&rs, |r| (r.kind == CaseKind::Simulated).to_string());
+        let label = |r: &Row| {
+            let name = rs.iter().position(|x| std::ptr::eq(*x, r)).map_or_else(|| r.strategy_label(), |i| names[i].clone());
+            if r.kind == CaseKind::Simulated {
+                format!("{name} (projected)")
+            } else {
+                name
+            }
+        };
         let series = distinct(rs.iter().map(|r| label(r)));
         let mut ws = distinct(rs.iter().map(|r| r.world_size));
         ws.sort_unstable();
