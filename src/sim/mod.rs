@@ -233,8 +233,10 @@ fn tokens(r: &[std::ops::Range<usize>]) -> u64 {
 ///   outputs scattered back into zero-filled padded tensors;
 /// - ring steps: the forward's per-step output correction (2 q copies), the backward's dq update
 ///   (2 q copies), dK/dV concatenation (1) and update (2);
-/// - all-to-alls: the `rearrange(...).contiguous()` before and after each one (2 copies per tensor:
-///   q, K, V, out; in backward dout, dq, dK, dV), the K/V repeat when W > Hkv and its gradient sum;
+/// - all-to-alls: the `rearrange(...).contiguous()` before and after the all-to-all of q, K and V
+///   (2 copies each; in backward dq, dK, dV), one after the output's (in backward one for dout), and
+///   in backward the gradient sum of the K/V repeat when W > Hkv (the repeat itself runs before the
+///   timed call);
 /// - all-gather: the zigzag → contiguous reorder of the gathered K and V (a `torch.gather` each), the
 ///   query-half reads and output collection of its two calls, and in backward the full-size dK/dV
 ///   zero fill, per-call adds and the reorder before the reduce-scatter.
@@ -259,11 +261,19 @@ pub fn longca_glue(p: &mut CpSetup) {
             let kv_r = b * kv_heads_rep * d * toks;
             let full_kv = b * l.heads_kv as u64 * d * seq;
             match step.label.as_str() {
-                "fwd a2a q,kv" | "bwd a2a dq,dkv" => {
+                // Ulysses' K/V repeat (W > Hkv) runs before the timed call (`run_dist_attn` in
+                // run_benchmark.py), so only the backward pays for it (the gradient's sum).
+                "fwd a2a q,kv" => {
+                    glue.extend(copy(r, q_r, 2));
+                    glue.extend(copy(r, kv_r, 4));
+                }
+                "bwd a2a dq,dkv" => {
                     glue.extend(copy(r, q_r, 2));
                     glue.extend(copy(r, kv_r, 4 + if repeated { 2 } else { 0 }));
                 }
-                "fwd a2a out,lse" | "bwd a2a q,kv,out,dout,lse" => glue.extend(copy(r, q_r, 2)),
+                // `_varlen_all2all_after_attn`: the all-to-all takes the attention output as it is and
+                // one rearrange follows (in backward, one copy makes dout contiguous for it).
+                "fwd a2a out,lse" | "bwd a2a q,kv,out,dout,lse" => glue.extend(copy(r, q_r, 1)),
                 "fwd all-gather kv" | "bwd all-gather kv" | "bwd reduce-scatter dkv" => glue.extend(copy(r, full_kv, 2)),
                 _ => {}
             }
