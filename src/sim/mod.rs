@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use crate::attn::KernelError;
 use crate::case::{Case, CaseKind, Sharding};
-use crate::cp::schedule::{CpLayout, Glue, GlueOp, Schedule};
+use crate::cp::schedule::{CpLayout, Glue, GlueOp, Message, Schedule};
 use crate::cp::setup::CpSetup;
 use crate::cp::shard::{block_mask, imbalance};
 use crate::flops::{pass_flops, Pass};
@@ -218,6 +218,9 @@ pub fn setup_longca(spec: &SimSpec) -> Result<CpSetup, SimError> {
     }
     longca_glue(&mut p);
     autograd_backward(&mut p.schedule, &p.layout);
+    if p.options.inner_ring.is_some() {
+        double_ring_backward(&mut p.schedule);
+    }
     p.mask = mask;
     Ok(p)
 }
@@ -335,6 +338,34 @@ pub fn autograd_backward(s: &mut Schedule, layout: &CpLayout) {
                 "a2a-dq" | "a2a-dkv" | "dkv-return" | "dkv-reduce-scatter" => m.bytes = scale(m.bytes),
                 _ => {}
             }
+        }
+    }
+}
+
+/// The dK/dV traffic of the baselines' double ring (LoongTrain; `FA3DoubleRingAttnFunc.backward` in
+/// `exps/dist_attn/baselines/loongtrain.py` at 09fc31b2), which differs from the single ring's (dK/dV
+/// travel with K/V, every hop hidden behind the next step): dK/dV move on process groups of their own,
+/// and a window's last inner hop is posted after the window's last step and waited at once (exposed,
+/// one per window, also when the whole ring is one window); the hop to the next window is waited after
+/// that window's first step (hidden behind it); the last window's outer hop is exposed (the engine's
+/// `dkv-return`). Steps are labelled `bwd ring <outer round>.<inner step>`.
+pub fn double_ring_backward(s: &mut Schedule) {
+    let pos = |label: &str| -> Option<(usize, usize)> {
+        let (o, i) = label.strip_prefix("bwd ring ")?.split_once('.')?;
+        Some((o.parse().ok()?, i.parse().ok()?))
+    };
+    let rounds: Vec<(usize, (usize, usize))> = s.steps.iter().enumerate().filter_map(|(k, st)| pos(&st.label).map(|p| (k, p))).collect();
+    let Some(inner) = rounds.iter().map(|(_, (_, i))| i + 1).max() else { return };
+    let returns: Vec<Message> = s.steps.iter().flat_map(|st| &st.messages).filter(|m| m.what == "dkv-return").cloned().collect();
+    for &(k, (o, i)) in &rounds {
+        let step = &mut s.steps[k];
+        if inner > 1 && i == inner - 1 {
+            let exposed: Vec<Message> =
+                step.messages.iter().filter(|m| m.what == "dkv").map(|m| Message { what: "dkv-window-end".into(), overlapped: false, ..m.clone() }).collect();
+            step.messages.extend(exposed);
+        }
+        if o > 0 && i == 0 {
+            step.messages.extend(returns.iter().map(|m| Message { what: "dkv-outer".into(), overlapped: true, ..m.clone() }));
         }
     }
 }

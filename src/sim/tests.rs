@@ -330,3 +330,36 @@ fn longca_needs_documents_of_one_kind() {
     let sp = longca("ring-p2p-zigzag", "sliding_window", &[("window_left", "9"), ("window_right", "4")], 64, 4, Pass::Fwd);
     assert!(matches!(setup(&sp), Err(SimError::Bad(m)) if m.contains("--impl longca")));
 }
+
+/// LoongTrain's backward (their double ring): each window's last dK/dV hop is exposed, the hop to the
+/// next window hides behind its first step, the last window's outer hop stays exposed; a single ring
+/// (plain USP) has none of these, and the forward is untouched.
+#[test]
+fn longca_double_ring_backward_exposes_each_windows_last_hop() {
+    let mut sp = longca("usp", "causal", &[], 256, 8, Pass::Fwdbwd);
+    sp.case.cp.ulysses_degree = Some(2);
+    let plain = setup(&sp).unwrap();
+    sp.case.cp.inner_ring = Some(2);
+    let loong = setup(&sp).unwrap();
+    let at = |p: &CpSetup, what: &str| -> Vec<(String, bool, u64)> {
+        p.schedule.steps.iter().flat_map(|s| s.messages.iter().filter(|m| m.what == what).map(|m| (s.label.clone(), m.overlapped, m.bytes))).collect()
+    };
+    for what in ["dkv-window-end", "dkv-outer"] {
+        assert!(at(&plain, what).is_empty(), "{what}");
+    }
+    // Ring of 4 = 2 windows × 2 inner steps; 8 ranks each send one of every kind at its step.
+    let ends = at(&loong, "dkv-window-end");
+    assert_eq!(ends.len(), 2 * 8);
+    assert!(ends.iter().all(|(l, ov, _)| (l == "bwd ring 0.1" || l == "bwd ring 1.1") && !ov), "{ends:?}");
+    let dkv = at(&loong, "dkv");
+    assert!(ends.iter().all(|e| dkv.iter().any(|d| d.0 == e.0 && d.2 == e.2)), "as large as the window's dK/dV hop");
+    let outer = at(&loong, "dkv-outer");
+    let ret = at(&loong, "dkv-return");
+    assert_eq!(outer.len(), ret.len());
+    assert!(outer.iter().all(|(l, ov, b)| l == "bwd ring 1.0" && *ov && ret.iter().any(|r| r.2 == *b)), "{outer:?}");
+    assert!(ret.iter().all(|(_, ov, _)| !ov));
+    let fwd = |p: &CpSetup| p.schedule.steps.iter().filter(|s| s.label.starts_with("fwd")).map(|s| s.messages.len()).collect::<Vec<_>>();
+    let mut sp0 = sp.clone();
+    sp0.case.pass = Pass::Fwd;
+    assert_eq!(fwd(&loong), fwd(&setup(&sp0).unwrap()));
+}
