@@ -324,9 +324,9 @@ pub fn distinct<T: PartialEq + Clone>(items: impl IntoIterator<Item = T>) -> Vec
 /// set per world size form one series, whose options that change with W list their values in W
 /// order: `double-ring[inner_ring=2/4/4/8]` (the default inner ring follows W), LoongTrain as
 /// published, `usp[inner_ring=1/2/2/4;ulysses_degree=8]`. Where one world size has two option sets
-/// (usp with U = 2 and U = 4) each keeps its own label. Rows whose `apart` differs (run, measured
+/// (usp with U = 2 and U = 4) each keeps its own label. Rows whose `apart[i]` differ (run, measured
 /// or projected) never share a series. Returned in the order of `rows`.
-pub fn cp_series_labels(rows: &[&Row], apart: impl Fn(&Row) -> String) -> Vec<String> {
+pub fn cp_series_labels(rows: &[&Row], apart: &[String]) -> Vec<String> {
     let pairs = |p: &str| -> Vec<(String, String)> {
         p.split(';')
             .filter(|kv| !kv.is_empty())
@@ -334,39 +334,31 @@ pub fn cp_series_labels(rows: &[&Row], apart: impl Fn(&Row) -> String) -> Vec<St
             .collect()
     };
     let names = |p: &str| pairs(p).into_iter().map(|(k, _)| k).collect::<Vec<_>>().join(";");
-    let groups = group_ordered(rows.iter().copied(), |r| (apart(r), r.strategy.clone(), names(&r.strategy_params)));
-    let mut label_of: Vec<((String, String, String), String, String)> = Vec::new(); // (group, params, label)
-    for (key, rs) in groups {
-        let mut by_w: Vec<(usize, String)> = distinct(rs.iter().map(|r| (r.world_size, r.strategy_params.clone())));
+    let mut out: Vec<String> = rows.iter().map(|r| r.strategy_label()).collect();
+    let index: Vec<usize> = (0..rows.len()).collect();
+    for ((_, strategy, _), members) in group_ordered(index.iter(), |&i| (apart[i].clone(), rows[i].strategy.clone(), names(&rows[i].strategy_params))) {
+        let mut by_w: Vec<(usize, String)> = distinct(members.iter().map(|&&i| (rows[i].world_size, rows[i].strategy_params.clone())));
         by_w.sort();
         let one_per_w = by_w.windows(2).all(|w| w[0].0 != w[1].0);
-        let sets = distinct(by_w.iter().map(|(_, p)| p.clone()));
-        let merged = if one_per_w && sets.len() > 1 {
-            let per_w: Vec<Vec<(String, String)>> = by_w.iter().map(|(_, p)| pairs(p)).collect();
-            let opts: Vec<String> = per_w[0]
-                .iter()
-                .enumerate()
-                .map(|(i, (k, _))| {
-                    let values = per_w.iter().map(|kv| kv[i].1.clone()).collect::<Vec<_>>();
-                    let shown = if distinct(values.iter().cloned()).len() == 1 { values[0].clone() } else { values.join("/") };
-                    format!("{k}={shown}")
-                })
-                .collect();
-            Some(crate::case::strategy_label(&key.1, &opts.join(";")))
-        } else {
-            None
-        };
-        for p in sets {
-            let label = merged.clone().unwrap_or_else(|| crate::case::strategy_label(&key.1, &p));
-            label_of.push((key.clone(), p, label));
+        if !one_per_w || distinct(by_w.iter().map(|(_, p)| p.clone())).len() < 2 {
+            continue;
+        }
+        let per_w: Vec<Vec<(String, String)>> = by_w.iter().map(|(_, p)| pairs(p)).collect();
+        let opts: Vec<String> = per_w[0]
+            .iter()
+            .enumerate()
+            .map(|(i, (k, _))| {
+                let values = per_w.iter().map(|kv| kv[i].1.clone()).collect::<Vec<_>>();
+                let shown = if distinct(values.iter().cloned()).len() == 1 { values[0].clone() } else { values.join("/") };
+                format!("{k}={shown}")
+            })
+            .collect();
+        let merged = crate::case::strategy_label(&strategy, &opts.join(";"));
+        for &&i in &members {
+            out[i] = merged.clone();
         }
     }
-    rows.iter()
-        .map(|r| {
-            let key = (apart(r), r.strategy.clone(), names(&r.strategy_params));
-            label_of.iter().find(|(g, p, _)| *g == key && *p == r.strategy_params).map(|(_, _, l)| l.clone()).unwrap_or_else(|| r.strategy_label())
-        })
-        .collect()
+    out
 }
 
 /// What a figure or table group holds fixed: everything that identifies a case except the axes
@@ -482,14 +474,14 @@ mod tests {
             row("ring-p2p", 16, ""),
         ];
         let refs: Vec<&Row> = rows.iter().collect();
-        let labels = cp_series_labels(&refs, |_| String::new());
+        let labels = cp_series_labels(&refs, &vec![String::new(); refs.len()]);
         assert_eq!(labels[..3], ["double-ring[inner_ring=2/4/8]"; 3]);
         assert_eq!(labels[3..5], ["usp[inner_ring=1/2;ulysses_degree=8]"; 2]);
         // Two option sets at one world size stay apart.
         assert_eq!(labels[5..8], ["usp[ulysses_degree=2]", "usp[ulysses_degree=4]", "usp[ulysses_degree=4]"]);
         assert_eq!(labels[8..], ["ring-p2p"; 2]);
         // Rows kept apart (two runs) are never merged into one series.
-        let apart = cp_series_labels(&refs[..2], |r| r.world_size.to_string());
+        let apart = cp_series_labels(&refs[..2], &["8".to_string(), "16".to_string()]);
         assert_eq!(apart, ["double-ring[inner_ring=2]", "double-ring[inner_ring=4]"]);
     }
 

@@ -295,7 +295,8 @@ fn bar_figures(kernel: &[Tagged], opts: &PlotOptions, multi: bool, colors: &mut 
 
 fn cp_figure(k: &GroupKey, len: CpLen, seqlen: usize, pass: &str, rs: &[Tagged], multi: bool, colors: &mut Colors) -> Figure {
     let rows: Vec<&Row> = rs.iter().map(|t| t.row).collect();
-    let names = cp_series_labels(&rows, |r| format!("{} {}", rs.iter().find(|t| std::ptr::eq(t.row, r)).map_or("", |t| t.run), r.kind == CaseKind::Simulated));
+    let apart: Vec<String> = rs.iter().map(|t| format!("{} {}", t.run, t.row.kind == CaseKind::Simulated)).collect();
+    let names = cp_series_labels(&rows, &apart);
     let tput = lines_by_series(rs, &names, multi, colors, |r| r.world_size as f64, |r| Metric::Tflops.value(r));
     // Scaling efficiency: the row's own column, else TFLOPS/GPU relative to the series' 1-GPU point.
     let eff = lines_by_series(

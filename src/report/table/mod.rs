@@ -98,7 +98,8 @@ pub fn pivot(rows: &[Row], metric: Metric) -> Vec<Table> {
     let mut groups = group_ordered(cp.iter().copied(), |r| (GroupKey::of(r), r.pass.clone(), len.key(r), r.backend.clone()));
     groups.sort_by_key(|((g, p, s, _), _)| (g.mask.clone(), pass_rank(p), *s));
     for ((g, pass, seqlen, backend), rs) in groups {
-        let names = cp_series_labels(&rs, |r| (r.kind == CaseKind::Simulated).to_string());
+        let apart: Vec<String> = rs.iter().map(|r| (r.kind == CaseKind::Simulated).to_string()).collect();
+        let names = cp_series_labels(&rs, &apart);
         let label = |r: &Row| {
             let name = rs.iter().position(|x| std::ptr::eq(*x, r)).map_or_else(|| r.strategy_label(), |i| names[i].clone());
             if r.kind == CaseKind::Simulated {
