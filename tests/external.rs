@@ -6,18 +6,11 @@
 //! (`$ATTNBENCH_CACHE/python-torch-2.11.0-cpu/bin/python`), or `$ATTNBENCH_TEST_PYTHON`.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-fn python() -> String {
-    if let Ok(p) = std::env::var("ATTNBENCH_TEST_PYTHON") {
-        return p;
-    }
-    let cache = std::env::var("ATTNBENCH_CACHE").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/attnbench"));
-    let p = cache.join("python-torch-2.11.0-cpu/bin/python");
-    assert!(p.exists(), "{} is missing: run ./launch/setup (it builds the CPU Python torch these tests use)", p.display());
-    p.display().to_string()
-}
+mod common;
+use common::python;
 
 fn faulty() -> String {
     concat!(env!("CARGO_MANIFEST_DIR"), "/tests/workers/faulty.py").to_string()

@@ -6,18 +6,11 @@
 //! Needs the CPU Python torch of `launch/setup` (`$ATTNBENCH_CACHE/python-torch-2.11.0-cpu/bin/python`,
 //! or `$ATTNBENCH_TEST_PYTHON`), as tests/external.rs; no GPU, no mpirun, no /opt/torch.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-fn python() -> String {
-    if let Ok(p) = std::env::var("ATTNBENCH_TEST_PYTHON") {
-        return p;
-    }
-    let cache = std::env::var("ATTNBENCH_CACHE").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/attnbench"));
-    let p = cache.join("python-torch-2.11.0-cpu/bin/python");
-    assert!(p.exists(), "{} is missing: run ./launch/setup (it builds the CPU Python torch this test uses)", p.display());
-    p.display().to_string()
-}
+mod common;
+use common::python;
 
 /// The step names, budgets and files of the script, in order (the header's budget table).
 const STEPS: [(&str, &str); 11] = [

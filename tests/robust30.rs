@@ -2,8 +2,10 @@
 //! 2, or as a row with the right status — never a panic, a hang, a kill by the system, or a status
 //! that blames the kernel for the harness. One test per item, through the real binary.
 
-use std::path::PathBuf;
 use std::process::{Command, Output};
+
+mod common;
+use common::python;
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_attnbench"))
@@ -26,14 +28,6 @@ fn assert_bad_input(o: &Output, needles: &[&str]) {
         assert!(err.contains(n), "{n:?} not in: {err}");
     }
     assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{err}");
-}
-
-fn python() -> String {
-    if let Ok(p) = std::env::var("ATTNBENCH_TEST_PYTHON") {
-        return p;
-    }
-    let cache = std::env::var("ATTNBENCH_CACHE").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/attnbench"));
-    cache.join("python-torch-2.11.0-cpu/bin/python").display().to_string()
 }
 
 fn faulty() -> String {
