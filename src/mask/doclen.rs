@@ -257,6 +257,41 @@ pub fn pack_lengths(buckets: &[Bucket], pack_len: usize, chunk_ratio: f64, rng: 
     pack
 }
 
+/// `docs=` value of the exact packs MagiAttention's CP benchmark drew ([`exact_pack`]).
+pub const MAGI_EXACT: &str = "magi_exact";
+
+/// The exact packs behind the published CP figures, by pack length (tokens): MagiAttention's
+/// `DatasetSampler` at commit 09fc31b2 with its configuration (the `magi_default` table, chunk ratio
+/// 0.25, numpy `default_rng(42)`), first 20 packs at 8K tokens × 8, 16, 32 and 64 GPUs, rebuilt by
+/// `launch/magi-cp-packs` (which follows that sampler step by step; a test reruns it).
+const MAGI_EXACT_JSON: &str = include_str!("../../data/doclen/magi_cp_packs_seed42.json");
+
+/// The seed of the anchor's draw; `seed = 42 + i` selects its pack `i`.
+pub const MAGI_EXACT_FIRST_SEED: u64 = 42;
+
+/// Pack `seed − 42` of the packs MagiAttention's CP benchmark measured at `pack_len` tokens (the
+/// published figures average packs 0–19, i.e. seeds 42–61). Unlike [`pack_lengths`] these are not
+/// draws from the distribution but the anchor's own draw, so a comparison with its figures sees the
+/// very masks it timed: at 64 GPUs its 20 packs have a mean full-document density of 0.043, where the
+/// sampler's long-run mean (all 45 760 packs of that draw, or ours) is 0.054. Only the pack lengths the
+/// file holds are available; any other length is an error naming them.
+pub fn exact_pack(pack_len: usize, seed: u64) -> Result<Vec<usize>, MaskError> {
+    static PACKS: std::sync::OnceLock<Result<std::collections::BTreeMap<usize, Vec<Vec<usize>>>, String>> = std::sync::OnceLock::new();
+    let all = PACKS
+        .get_or_init(|| serde_json::from_str(MAGI_EXACT_JSON).map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(|e| MaskError::Invalid(format!("embedded {MAGI_EXACT} packs: {e}")))?;
+    let have = || all.keys().map(|k| k.to_string()).collect::<Vec<_>>().join(", ");
+    let packs = all.get(&pack_len).ok_or_else(|| {
+        MaskError::bad("docs", format!("{MAGI_EXACT} has packs of {} tokens only, not {pack_len} (use docs={MAGI_PACKED} for draws at any length)", have()))
+    })?;
+    let last = MAGI_EXACT_FIRST_SEED + packs.len() as u64 - 1;
+    let i = seed.checked_sub(MAGI_EXACT_FIRST_SEED).filter(|&i| i < packs.len() as u64).ok_or_else(|| {
+        MaskError::bad("seed", format!("{MAGI_EXACT} holds the anchor's packs 0–{} as seeds {MAGI_EXACT_FIRST_SEED}–{last}, not {seed}", packs.len() - 1))
+    })?;
+    Ok(packs[i as usize].clone())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,5 +396,39 @@ mod tests {
         }
         // Below 2048 tokens only the first bucket (0..2048) is available: lengths < 2048.
         assert!(sample_lengths_a_prime(&b, 2000, &mut rng(6)).iter().all(|&l| l < 2048));
+    }
+
+    /// The anchor's packs: 20 per published size, each exactly its pack length, every piece a bin
+    /// midpoint, a full chunk or a remainder (as the packer makes them) away from the pack's ends;
+    /// outside the grid and the 20 seeds, an error naming what is there.
+    #[test]
+    fn exact_packs_are_the_anchors_draw() {
+        let b = histogram("magi_default").unwrap();
+        let mut density = Vec::new();
+        for w in [8usize, 16, 32, 64] {
+            let pack = 8192 * w;
+            let chunk = pack / 4;
+            let ok: Vec<usize> = b.iter().flat_map(|x| [((x.lo + x.hi) / 2).min(chunk), ((x.lo + x.hi) / 2) % chunk]).collect();
+            let mut area = 0.0;
+            for seed in 42..62 {
+                let lens = exact_pack(pack, seed).unwrap();
+                assert_eq!(lens.iter().sum::<usize>(), pack, "W={w} seed={seed}");
+                for &l in &lens[1..lens.len() - 1] {
+                    assert!(ok.contains(&l), "W={w} seed={seed}: {l}");
+                }
+                area += lens.iter().map(|&l| (l * l) as f64).sum::<f64>();
+            }
+            density.push(area / 20.0 / (pack * pack) as f64);
+        }
+        // Mean full-document density of the 20 packs (launch/magi-cp-packs prints the same): the
+        // 64-GPU draw is light, the others near the sampler's long-run means (0.117, 0.096, 0.070, 0.054).
+        let want = [0.1100, 0.0973, 0.0689, 0.0434];
+        for (d, w) in density.iter().zip(want) {
+            assert!((d - w).abs() < 5e-5, "{density:?}");
+        }
+        let e = exact_pack(1 << 20, 42).unwrap_err().to_string();
+        assert!(e.contains("65536, 131072, 262144, 524288") && e.contains("magi_packed"), "{e}");
+        assert!(exact_pack(65536, 62).unwrap_err().to_string().contains("42–61"));
+        assert!(exact_pack(65536, 41).is_err());
     }
 }

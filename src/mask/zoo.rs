@@ -48,7 +48,7 @@ const DOC_LENS: ParamSpec = ParamSpec { key: "doc_lens", default: "", help: "exp
 const DOCS: ParamSpec = ParamSpec {
     key: "docs",
     default: "auto",
-    help: "length table (`attnbench list docs`); auto = pile ≤ 12K tokens, else prolong64k; magi_packed = MagiAttention's CP packs",
+    help: "length table (`attnbench list docs`); auto = pile ≤ 12K tokens, else prolong64k; magi_packed = MagiAttention's CP packer (our draws); magi_exact = its own packs (64K–512K, seed 42–61)",
 };
 const DOCS_LONG: ParamSpec =
     ParamSpec { key: "docs", default: "auto", help: "table for the 40 % part; auto = pile ≤ 12K, prolong64k < 64K, else prolong512k" };
@@ -217,7 +217,9 @@ fn seed(p: &Params) -> Result<u64, MaskError> {
 /// Document lengths of a document pattern: `doc_lens=a,b,c` (each ≥ 1, summing to `seqlen`) if given,
 /// else Sampler A over the `docs` table (`auto`: pile if seqlen ≤ 12288, else prolong64k, as
 /// LongCA-bench's kernel sweep) with `seed` [42]; `docs=magi_packed` is Sampler B instead
-/// ([`doclen::pack_lengths`]: the CP benchmark's packs of the `magi_default` table, chunk ¼ of the pack). Giving both `doc_lens` and `docs` is an error.
+/// ([`doclen::pack_lengths`]: the CP benchmark's packs of the `magi_default` table, chunk ¼ of the pack),
+/// `docs=magi_exact` that benchmark's own packs ([`doclen::exact_pack`], pack `seed − 42`, at the pack
+/// lengths of the published grid). Giving both `doc_lens` and `docs` is an error.
 pub fn doc_lengths(seqlen: usize, p: &Params) -> Result<Vec<usize>, MaskError> {
     if let Some(lens) = p.usize_list("doc_lens")? {
         if p.get("docs").is_some() {
@@ -238,6 +240,7 @@ pub fn doc_lengths(seqlen: usize, p: &Params) -> Result<Vec<usize>, MaskError> {
     let name = match p.get("docs").unwrap_or("auto") {
         "auto" => doclen::auto_corpus(seqlen),
         doclen::MAGI_PACKED => return Ok(doclen::pack_lengths(&doclen::histogram("magi_default")?, seqlen, 0.25, &mut doclen::rng(seed(p)?))),
+        doclen::MAGI_EXACT => return doclen::exact_pack(seqlen, seed(p)?),
         other => other,
     };
     let hist = doclen::histogram(name)?;
