@@ -52,7 +52,7 @@ fn held_out_regret_against_the_published_cp_figures() {
     let mut table = String::from("| mask | pass | GPUs | set | advised (kernel, layout, source) | published best | published pick / best TFLOPS | regret | USP regret |\n|:--|:--|--:|:--|:--|:--|--:|--:|--:|\n");
     let (mut held, mut all, mut usp_held) = (vec![], vec![], vec![]);
     for ((mask, pass, w), published) in &cells {
-        let m = if mask.ends_with("_document") { format!("{mask}?docs=magi_packed") } else { mask.clone() };
+        let m = if mask.ends_with("_document") { format!("{mask}?docs=magi_exact") } else { mask.clone() };
         let ws = w.to_string();
         let mut args = vec!["--mask", &m, "--heads", "64:8", "--head-dim", "128", "--dtype", "bf16", "--pass", pass, "--seqlen-per-rank", "8192"];
         args.extend(["--world-size", &ws, "--topology", "h100-longca", "--impl", "longca", "--results", PROJECTION, "--no-simulate", "--json"]);

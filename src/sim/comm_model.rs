@@ -78,7 +78,7 @@ pub struct CpParams {
 
 /// The CP parameters fitted by [`crate::sim::fit::fit_cp`] on the calibration points (W = 8, 16 forward;
 /// 20 packs per document point: `attnbench simulate --compare-published --fit`).
-pub const H100_CP: CpParams = CpParams { inter_gbps: 45.0, mem_efficiency: 0.45, launch_us: 4.0 };
+pub const H100_CP: CpParams = CpParams { inter_gbps: 40.0, mem_efficiency: 0.45, launch_us: 0.0 };
 
 /// The `h100` preset with the calibrated inter-node bandwidth (`h100-longca`).
 pub fn longca_topology(cp: &CpParams) -> Topology {

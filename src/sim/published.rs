@@ -8,8 +8,10 @@
 //!   the same post); their headers give source, method and reading precision.
 //! - **Setup** (MagiAttention `exps/dist_attn`, which produced the figures): 8K tokens per GPU, 64:8
 //!   heads, D = 128, bf16, batch 1; full and causal masks, and full/causal document masks packed from
-//!   the `magi_default` length table by Sampler B (chunk ¼ of the pack, [`crate::mask::doclen::pack_lengths`];
-//!   our `docs=magi_packed`) averaged over 20 packs; every baseline on FA3 varlen calls; TFLOPS/GPU =
+//!   the `magi_default` length table by Sampler B (chunk ¼ of the pack) with numpy seed 42, averaged
+//!   over 20 packs — the very packs it drew, rebuilt by `launch/magi-cp-packs` ([`crate::mask::doclen::exact_pack`],
+//!   our `docs=magi_exact`; `docs=magi_packed` draws new packs of the same kind at any length); every
+//!   baseline on FA3 varlen calls; TFLOPS/GPU =
 //!   mask FLOPs / (max over ranks of the time × W). Their baselines are modelled with
 //!   [`crate::sim::Implementation::Longca`].
 //! - **Kernel parameters** of the FA3 tile model ([`crate::sim::fa3::Fa3Model`]) are fitted to the published dense
@@ -158,7 +160,7 @@ pub fn config(published: &str, world: usize) -> Option<Config> {
 /// Our mask pattern and parameters for a published mask and pack seed.
 pub fn mask_of(mask: &str, seed: u64) -> (String, Params) {
     match mask {
-        "full_document" | "causal_document" => (mask.to_string(), Params::new().set("docs", doclen::MAGI_PACKED).set("seed", seed)),
+        "full_document" | "causal_document" => (mask.to_string(), Params::new().set("docs", doclen::MAGI_EXACT).set("seed", seed)),
         other => (other.to_string(), Params::new()),
     }
 }
