@@ -266,6 +266,9 @@ pub const MAGI_EXACT: &str = "magi_exact";
 /// `launch/magi-cp-packs` (which follows that sampler step by step; a test reruns it).
 const MAGI_EXACT_JSON: &str = include_str!("../../data/doclen/magi_cp_packs_seed42.json");
 
+/// Document lengths of each pack, by pack length in tokens.
+type PacksByLength = std::collections::BTreeMap<usize, Vec<Vec<usize>>>;
+
 /// The seed of the anchor's draw; `seed = 42 + i` selects its pack `i`.
 pub const MAGI_EXACT_FIRST_SEED: u64 = 42;
 
@@ -276,7 +279,7 @@ pub const MAGI_EXACT_FIRST_SEED: u64 = 42;
 /// sampler's long-run mean (all 45 760 packs of that draw, or ours) is 0.054. Only the pack lengths the
 /// file holds are available; any other length is an error naming them.
 pub fn exact_pack(pack_len: usize, seed: u64) -> Result<Vec<usize>, MaskError> {
-    static PACKS: std::sync::OnceLock<Result<std::collections::BTreeMap<usize, Vec<Vec<usize>>>, String>> = std::sync::OnceLock::new();
+    static PACKS: std::sync::OnceLock<Result<PacksByLength, String>> = std::sync::OnceLock::new();
     let all = PACKS
         .get_or_init(|| serde_json::from_str(MAGI_EXACT_JSON).map_err(|e| e.to_string()))
         .as_ref()
