@@ -444,7 +444,7 @@ mod tests {
         // grid, LoongTrain's split ring at 32 and 64 GPUs included (the projection has its rows).
         assert_eq!((doc.points, fc.points), (60, 60));
         // The same points and the same model as the committed comparison, which reports the means
-        // to 0.1 % in lines such as "| held-out | document | 60 | 10.7 % |".
+        // to 0.1 % in lines such as "| held-out | document | 60 | 10.1 % |".
         let reported = |class: &str| -> f64 {
             let line = COMPARISON.lines().find(|l| l.starts_with(&format!("| held-out | {class} | 60 |"))).expect("held-out line in comparison.md");
             line.split('|').nth(4).unwrap().trim().trim_end_matches('%').trim().parse().unwrap()

@@ -234,8 +234,11 @@ fn tokens(r: &[std::ops::Range<usize>]) -> u64 {
 /// copies of q-sized and K/V-sized tensors (one kernel each; a zero fill plus a scatter counts as two):
 /// - around every FA3 call ([`varlen_call_glue`]): inputs gathered into the unpadded varlen layout,
 ///   outputs scattered back into zero-filled padded tensors;
-/// - ring steps: the forward's per-step output correction (2 q copies), the backward's dq update
-///   (2 q copies), dK/dV concatenation (1) and update (2);
+/// - ring steps (`FA3RingAttnFunc`, `FA3DoubleRingAttnFunc`; USP's ring of one at 8 GPUs included):
+///   the forward's K/V concatenation into the first send buffer (1 K/V copy, first step) and per-step
+///   output correction (2 q copies), the backward's dq update (2 q copies), dK/dV concatenation (1) and
+///   update (2); Ulysses (`FA3UlysessAttnFunc`) has no ring: it calls FA3 once and returns its output
+///   and gradients as they come, so none of these;
 /// - all-to-alls: the `rearrange(...).contiguous()` before and after the all-to-all of q, K and V
 ///   (2 copies each; in backward dq, dK, dV), one after the output's (in backward one for dout), and
 ///   in backward the gradient sum of the K/V repeat when W > Hkv (the repeat itself runs before the
@@ -254,6 +257,7 @@ pub fn longca_glue(p: &mut CpSetup) {
     let copy = |rank, elems: u64, n: usize| (0..n).map(move |_| Glue { rank, op: GlueOp::Copy { elems, elem_bytes: e } });
     let world = p.schedule.world;
     let allgather = is_allgather(&p.schedule);
+    let ring = p.schedule.strategy != "ulysses";
     let repeated = kv_heads_rep > l.heads_kv as u64;
     for step in &mut p.schedule.steps {
         let bwd = step.label.starts_with("bwd");
@@ -299,11 +303,15 @@ pub fn longca_glue(p: &mut CpSetup) {
                 if bwd {
                     glue.extend(copy(piece.rank, 2 * kv_e, 1));
                 }
-            } else if bwd {
+            } else if ring && bwd {
                 glue.extend(copy(piece.rank, q_e, 2));
                 glue.extend(copy(piece.rank, 2 * kv_e, 3));
-            } else {
+            } else if ring {
                 glue.extend(copy(piece.rank, q_e, 2));
+                if step.label == "fwd ring 0.0" {
+                    // `torch.cat((k.unsqueeze(0), v.unsqueeze(0)))`: the rank's own K/V (step 0's keys).
+                    glue.extend(copy(piece.rank, 2 * kv_e, 1));
+                }
             }
         }
         step.glue = glue;

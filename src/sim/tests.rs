@@ -325,6 +325,49 @@ fn longca_backward_messages_follow_autograd() {
     assert!(theirs.schedule.steps.iter().flat_map(|s| &s.messages).filter(|m| m.what == "dkv").all(|m| m.overlapped));
 }
 
+/// The baselines' glue per strategy at 4 GPUs: Ulysses (`FA3UlysessAttnFunc`: one FA3 call, output and
+/// gradients returned as they are) carries the all-to-all relayouts and the call's own unpad/pad, but
+/// none of a ring's copies; USP with the same Ulysses degree and a ring of one runs `FA3RingAttnFunc`
+/// and adds exactly the ring's: forward the K/V concatenation (one K/V copy) and the output
+/// correction (two q copies), backward the dq update (two q copies) and the dK/dV copies (three).
+#[test]
+fn longca_ulysses_has_no_ring_glue() {
+    use crate::cp::schedule::GlueOp;
+    let glue = |strategy: &str, pass: Pass| {
+        let mut sp = longca(strategy, "causal", &[], 128, 4, pass);
+        if strategy == "usp" {
+            sp.case.cp.ulysses_degree = Some(4);
+        }
+        sp.case.heads = HeadLayout { q: 8, kv: 4 };
+        let p = setup(&sp).unwrap();
+        let mut elems: Vec<u64> = p
+            .schedule
+            .steps
+            .iter()
+            .flat_map(|s| &s.glue)
+            .filter(|g| g.rank == 0)
+            .map(|g| match g.op {
+                GlueOp::Copy { elems, .. } => elems,
+                ref other => panic!("{other:?}"),
+            })
+            .collect();
+        elems.sort();
+        elems
+    };
+    // Rank 0 after the all-to-all: 2 query heads and 1 KV head over all 128 tokens, D = 16.
+    let (q, kv) = (2 * 128 * 16u64, 128 * 16u64);
+    let extra = |a: Vec<u64>, b: Vec<u64>| {
+        let mut rest = b;
+        for x in a {
+            let i = rest.iter().position(|&y| y == x).expect("USP's glue contains Ulysses'");
+            rest.remove(i);
+        }
+        rest
+    };
+    assert_eq!(extra(glue("ulysses", Pass::Fwd), glue("usp", Pass::Fwd)), vec![q, q, 2 * kv]);
+    assert_eq!(extra(glue("ulysses", Pass::Bwd), glue("usp", Pass::Bwd)), vec![q, q, 2 * kv, 2 * kv, 2 * kv]);
+}
+
 #[test]
 fn longca_needs_documents_of_one_kind() {
     let sp = longca("ring-p2p-zigzag", "sliding_window", &[("window_left", "9"), ("window_right", "4")], 64, 4, Pass::Fwd);
