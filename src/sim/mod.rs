@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use crate::attn::KernelError;
 use crate::case::{Case, CaseKind, Sharding};
-use crate::cp::schedule::{CpLayout, Glue, GlueOp, Message, Schedule};
+use crate::cp::schedule::{CpLayout, Glue, GlueOp, Message, Schedule, Step};
 use crate::cp::setup::CpSetup;
 use crate::cp::shard::{block_mask, imbalance};
 use crate::flops::{pass_flops, Pass};
@@ -235,10 +235,13 @@ fn tokens(r: &[std::ops::Range<usize>]) -> u64 {
 /// - around every FA3 call ([`varlen_call_glue`]): inputs gathered into the unpadded varlen layout,
 ///   outputs scattered back into zero-filled padded tensors;
 /// - ring steps (`FA3RingAttnFunc`, `FA3DoubleRingAttnFunc`; USP's ring of one at 8 GPUs included):
-///   the forward's K/V concatenation into the first send buffer (1 K/V copy, first step) and per-step
-///   output correction (2 q copies), the backward's dq update (2 q copies), dK/dV concatenation (1) and
-///   update (2); Ulysses (`FA3UlysessAttnFunc`) has no ring: it calls FA3 once and returns its output
-///   and gradients as they come, so none of these;
+///   the forward's K/V concatenation into the first send buffer (1 K/V copy, first step; the double
+///   ring also copies the window's K/V into its inner buffer at each window's first step), the
+///   backward's dq update (2 q copies), dK/dV concatenation (1) and update (2). The forward's output
+///   correction of every step (`thd_out_correction`, 2 q copies each) runs after the ring loop, when
+///   all transfers are done, so it is a step of its own (`fwd out correction`) that no communication
+///   hides. Ulysses (`FA3UlysessAttnFunc`) has no ring: it calls FA3 once and returns its output and
+///   gradients as they come, so none of these;
 /// - all-to-alls: the `rearrange(...).contiguous()` before and after the all-to-all of q, K and V
 ///   (2 copies each; in backward dq, dK, dV), one after the output's (in backward one for dout), and
 ///   in backward the gradient sum of the K/V repeat when W > Hkv (the repeat itself runs before the
@@ -258,7 +261,9 @@ pub fn longca_glue(p: &mut CpSetup) {
     let world = p.schedule.world;
     let allgather = is_allgather(&p.schedule);
     let ring = p.schedule.strategy != "ulysses";
+    let double_ring = p.options.inner_ring.is_some();
     let repeated = kv_heads_rep > l.heads_kv as u64;
+    let mut corrections = Vec::new();
     for step in &mut p.schedule.steps {
         let bwd = step.label.starts_with("bwd");
         let mut glue = Vec::new();
@@ -307,14 +312,21 @@ pub fn longca_glue(p: &mut CpSetup) {
                 glue.extend(copy(piece.rank, q_e, 2));
                 glue.extend(copy(piece.rank, 2 * kv_e, 3));
             } else if ring {
-                glue.extend(copy(piece.rank, q_e, 2));
+                corrections.extend(copy(piece.rank, q_e, 2));
                 if step.label == "fwd ring 0.0" {
                     // `torch.cat((k.unsqueeze(0), v.unsqueeze(0)))`: the rank's own K/V (step 0's keys).
+                    glue.extend(copy(piece.rank, 2 * kv_e, 1));
+                }
+                if double_ring && step.label.starts_with("fwd ring ") && step.label.ends_with(".0") {
+                    // `intra_p2p_comm_buffers[0].copy_(local_kv)` at the window's start.
                     glue.extend(copy(piece.rank, 2 * kv_e, 1));
                 }
             }
         }
         step.glue = glue;
+    }
+    if let Some(last) = p.schedule.steps.iter().rposition(|s| s.label.starts_with("fwd ring ")).filter(|_| !corrections.is_empty()) {
+        p.schedule.steps.insert(last + 1, Step { label: "fwd out correction".into(), compute: Vec::new(), messages: Vec::new(), glue: corrections });
     }
 }
 

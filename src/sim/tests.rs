@@ -368,6 +368,45 @@ fn longca_ulysses_has_no_ring_glue() {
     assert_eq!(extra(glue("ulysses", Pass::Bwd), glue("usp", Pass::Bwd)), vec![q, q, 2 * kv, 2 * kv, 2 * kv]);
 }
 
+/// The ring forward corrects its output after the ring loop (`thd_out_correction` over every step's
+/// output once all transfers are done), so the correction is one step after the last ring step, with
+/// two q copies per ring piece of the rank and nothing to hide behind; Ulysses has none.
+#[test]
+fn longca_ring_output_correction_follows_the_loop() {
+    use crate::cp::schedule::GlueOp;
+    let p = setup(&longca("ring-p2p-zigzag", "full", &[], 128, 4, Pass::Fwd)).unwrap();
+    let labels: Vec<&str> = p.schedule.steps.iter().map(|s| s.label.as_str()).collect();
+    let at = labels.iter().position(|l| *l == "fwd out correction").expect("a correction step");
+    assert_eq!(at, labels.iter().rposition(|l| l.starts_with("fwd ring ")).unwrap() + 1, "{labels:?}");
+    let step = &p.schedule.steps[at];
+    assert!(step.compute.is_empty() && step.messages.is_empty());
+    for r in 0..4 {
+        let pieces: Vec<u64> = p
+            .schedule
+            .steps
+            .iter()
+            .flat_map(|s| &s.compute)
+            .filter(|pc| pc.rank == r)
+            .map(|pc| pc.heads_q as u64 * 16 * pc.q.iter().map(|q| q.len() as u64).sum::<u64>())
+            .collect();
+        let mut want: Vec<u64> = pieces.iter().flat_map(|&e| [e, e]).collect();
+        let mut got: Vec<u64> = step
+            .glue
+            .iter()
+            .filter(|g| g.rank == r)
+            .map(|g| match g.op {
+                GlueOp::Copy { elems, .. } => elems,
+                ref other => panic!("{other:?}"),
+            })
+            .collect();
+        want.sort();
+        got.sort();
+        assert_eq!(got, want, "rank {r}");
+    }
+    let u = setup(&longca("ulysses", "full", &[], 128, 4, Pass::Fwd)).unwrap();
+    assert!(u.schedule.steps.iter().all(|s| s.label != "fwd out correction"));
+}
+
 #[test]
 fn longca_needs_documents_of_one_kind() {
     let sp = longca("ring-p2p-zigzag", "sliding_window", &[("window_left", "9"), ("window_right", "4")], 64, 4, Pass::Fwd);
