@@ -225,6 +225,13 @@ pub fn setup_longca(spec: &SimSpec) -> Result<CpSetup, SimError> {
     Ok(p)
 }
 
+/// (outer round, inner step) of a ring step labelled `<pass> ring <outer>.<inner>` (the ring engine's
+/// labels, `cp::engine::ring_schedule`); `None` for any other step or pass.
+fn ring_position(label: &str, pass: &str) -> Option<(usize, usize)> {
+    let (o, i) = label.strip_prefix(pass)?.strip_prefix(" ring ")?.split_once('.')?;
+    Some((o.parse().ok()?, i.parse().ok()?))
+}
+
 fn tokens(r: &[std::ops::Range<usize>]) -> u64 {
     r.iter().map(|x| x.len() as u64).sum()
 }
@@ -313,11 +320,12 @@ pub fn longca_glue(p: &mut CpSetup) {
                 glue.extend(copy(piece.rank, 2 * kv_e, 3));
             } else if ring {
                 corrections.extend(copy(piece.rank, q_e, 2));
-                if step.label == "fwd ring 0.0" {
+                let at = ring_position(&step.label, "fwd");
+                if at == Some((0, 0)) {
                     // `torch.cat((k.unsqueeze(0), v.unsqueeze(0)))`: the rank's own K/V (step 0's keys).
                     glue.extend(copy(piece.rank, 2 * kv_e, 1));
                 }
-                if double_ring && step.label.starts_with("fwd ring ") && step.label.ends_with(".0") {
+                if double_ring && matches!(at, Some((_, 0))) {
                     // `intra_p2p_comm_buffers[0].copy_(local_kv)` at the window's start.
                     glue.extend(copy(piece.rank, 2 * kv_e, 1));
                 }
@@ -370,11 +378,7 @@ pub fn autograd_backward(s: &mut Schedule, layout: &CpLayout) {
 /// that window's first step (hidden behind it); the last window's outer hop is exposed (the engine's
 /// `dkv-return`). Steps are labelled `bwd ring <outer round>.<inner step>`.
 pub fn double_ring_backward(s: &mut Schedule) {
-    let pos = |label: &str| -> Option<(usize, usize)> {
-        let (o, i) = label.strip_prefix("bwd ring ")?.split_once('.')?;
-        Some((o.parse().ok()?, i.parse().ok()?))
-    };
-    let rounds: Vec<(usize, (usize, usize))> = s.steps.iter().enumerate().filter_map(|(k, st)| pos(&st.label).map(|p| (k, p))).collect();
+    let rounds: Vec<(usize, (usize, usize))> = s.steps.iter().enumerate().filter_map(|(k, st)| ring_position(&st.label, "bwd").map(|p| (k, p))).collect();
     let Some(inner) = rounds.iter().map(|(_, (_, i))| i + 1).max() else { return };
     let returns: Vec<Message> = s.steps.iter().flat_map(|st| &st.messages).filter(|m| m.what == "dkv-return").cloned().collect();
     for &(k, (o, i)) in &rounds {

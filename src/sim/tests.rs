@@ -407,6 +407,36 @@ fn longca_ring_output_correction_follows_the_loop() {
     assert!(u.schedule.steps.iter().all(|s| s.label != "fwd out correction"));
 }
 
+/// The double ring copies each window's K/V into its inner buffer at the window's first step (plus
+/// the concatenation at the very first step); with 12 inner steps the labels run to `0.11`, and a step
+/// such as `0.10` is not a window's start.
+#[test]
+fn longca_double_ring_copies_kv_once_per_window() {
+    use crate::cp::schedule::GlueOp;
+    let mut sp = longca("double-ring", "full", &[], 192, 24, Pass::Fwd);
+    sp.case.cp.inner_ring = Some(12);
+    let p = setup(&sp).unwrap();
+    assert!(p.schedule.steps.iter().any(|s| s.label == "fwd ring 0.10"));
+    let kv = p
+        .schedule
+        .steps
+        .iter()
+        .flat_map(|s| &s.compute)
+        .find(|pc| pc.rank == 0)
+        .map(|pc| 2 * p.engine.piece_heads_kv(&p.layout) as u64 * 16 * pc.k.iter().map(|k| k.len() as u64).sum::<u64>())
+        .unwrap();
+    let kv_copies = |label: &str| {
+        p.schedule
+            .steps
+            .iter()
+            .filter(|s| s.label == label)
+            .flat_map(|s| &s.glue)
+            .filter(|g| g.rank == 0 && g.op == GlueOp::Copy { elems: kv, elem_bytes: p.layout.elem_bytes })
+            .count()
+    };
+    assert_eq!((kv_copies("fwd ring 0.0"), kv_copies("fwd ring 1.0"), kv_copies("fwd ring 0.10"), kv_copies("fwd ring 0.1")), (2, 1, 0, 0));
+}
+
 #[test]
 fn longca_needs_documents_of_one_kind() {
     let sp = longca("ring-p2p-zigzag", "sliding_window", &[("window_left", "9"), ("window_right", "4")], 64, 4, Pass::Fwd);
