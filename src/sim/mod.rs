@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use crate::attn::KernelError;
 use crate::case::{Case, CaseKind, Sharding};
-use crate::cp::schedule::{CpLayout, Glue, GlueOp, Message, Schedule, Step};
+use crate::cp::schedule::{CpLayout, Glue, GlueOp, Message, Piece, Schedule, Step};
 use crate::cp::setup::CpSetup;
 use crate::cp::shard::{block_mask, imbalance};
 use crate::flops::{pass_flops, Pass};
@@ -216,7 +216,8 @@ pub fn setup_longca(spec: &SimSpec) -> Result<CpSetup, SimError> {
             piece.flops = per_area * area as f64 * piece.heads_q as f64 * factor;
         }
     }
-    longca_glue(&mut p);
+    let valid = |piece: &Piece| piece_calls(&docs, place, &piece.q, &piece.k, split).iter().map(|c| valid_tokens(c)).collect();
+    longca_glue(&mut p, causal, &valid);
     autograd_backward(&mut p.schedule, &p.layout);
     if p.options.inner_ring.is_some() {
         double_ring_backward(&mut p.schedule);
@@ -236,27 +237,46 @@ fn tokens(r: &[std::ops::Range<usize>]) -> u64 {
     r.iter().map(|x| x.len() as u64).sum()
 }
 
+/// (query, key) tokens one varlen call reads: the sums of its segments' lengths. The baselines build
+/// each call's unpad indices from the per-step `cu_seqlens` with empty documents dropped
+/// (`generate_runtime_meta_per_step` / `generate_valid_cu_seqlens` in `utils_cp.py`), and the causal
+/// all-gather's keys stop at the query chunk's end (`generate_cu_seqlens_kv_ag_causal` in
+/// `ring_attn.py`), so a call gathers these tokens, not the whole padded tensors it is handed.
+pub fn valid_tokens(call: &[fa3::Segment]) -> (u64, u64) {
+    call.iter().fold((0, 0), |(q, k), s| (q + s.lq as u64, k + s.lk as u64))
+}
+
 /// Replaces a set-up's glue (attnbench's merges, relayouts, stacks) with the memory-bound work of the
-/// LongCA baselines (`exps/dist_attn/baselines/{utils_cp,ring_attn,ulysess,usp}.py`), per rank, as
-/// copies of q-sized and K/V-sized tensors (one kernel each; a zero fill plus a scatter counts as two):
-/// - around every FA3 call ([`varlen_call_glue`]): inputs gathered into the unpadded varlen layout,
-///   outputs scattered back into zero-filled padded tensors;
+/// LongCA baselines (`exps/dist_attn/baselines/{utils_cp,ring_attn,ulysess,usp,loongtrain}.py` at
+/// 09fc31b2), per rank and kernel by kernel: copies (gathers, scatters, `contiguous`, `cat`, the
+/// `thd_*` half reads and copies), zero fills (written only) and in-place adds (two reads, one write)
+/// of q-sized and K/V-sized tensors:
+/// - around every FA3 call ([`varlen_call_glue`]): the inputs gathered into the unpadded varlen layout
+///   (the call's valid tokens, [`valid_tokens`]), the outputs scattered back into zero-filled padded
+///   tensors;
 /// - ring steps (`FA3RingAttnFunc`, `FA3DoubleRingAttnFunc`; USP's ring of one at 8 GPUs included):
-///   the forward's K/V concatenation into the first send buffer (1 K/V copy, first step; the double
-///   ring also copies the window's K/V into its inner buffer at each window's first step), the
-///   backward's dq update (2 q copies), dK/dV concatenation (1) and update (2). The forward's output
-///   correction of every step (`thd_out_correction`, 2 q copies each) runs after the ring loop, when
-///   all transfers are done, so it is a step of its own (`fwd out correction`) that no communication
-///   hides. Ulysses (`FA3UlysessAttnFunc`) has no ring: it calls FA3 once and returns its output and
-///   gradients as they come, so none of these;
+///   in forward the K/V concatenation into the first send buffer (first step; the double ring also
+///   copies the window's K/V into its inner buffer at each window's first step) and, under a causal
+///   mask, the half reads of q or K/V (`thd_read_half_tensor`) of the steps that use half; after the
+///   ring loop, when all transfers are done, the zero-filled output and each step's output
+///   correction (`thd_out_correction`, an add of the step's q-sized output) — a step of its own
+///   (`fwd out correction`) that no communication hides. In backward: the copy of K/V into the first
+///   buffer, the half reads of q, out and dout or of K/V, the dq update (an add), the dK/dV
+///   concatenation (a copy) and update (an add). Ulysses (`FA3UlysessAttnFunc`) has no ring: it calls
+///   FA3 once and returns its output and gradients as they come, so none of these;
 /// - all-to-alls: the `rearrange(...).contiguous()` before and after the all-to-all of q, K and V
 ///   (2 copies each; in backward dq, dK, dV), one after the output's (in backward one for dout), and
 ///   in backward the gradient sum of the K/V repeat when W > Hkv (the repeat itself runs before the
 ///   timed call);
-/// - all-gather: the zigzag → contiguous reorder of the gathered K and V (a `torch.gather` each), the
-///   query-half reads and output collection of its two calls, and in backward the full-size dK/dV
-///   zero fill, per-call adds and the reorder before the reduce-scatter.
-pub fn longca_glue(p: &mut CpSetup) {
+/// - all-gather (`FA3RingAGAttnFunc`): the zigzag → contiguous reorder of the gathered K and V (a
+///   `torch.gather` each); per call the query half read and the output and LSE collected (the LSE as
+///   a 16-wide bf16 tensor); in backward the full-size dK/dV zero fill, per call the q and dout half
+///   reads, the dq collection and the full-size dK/dV adds, and the reorder of dK/dV before the
+///   reduce-scatter.
+///
+/// `causal`: the documents are causal. `valid` gives each piece's varlen calls' (query, key) valid
+/// tokens (one entry per call: two for the all-gather's query halves, one otherwise).
+pub fn longca_glue(p: &mut CpSetup, causal: bool, valid: &dyn Fn(&Piece) -> Vec<(u64, u64)>) {
     let l = p.layout;
     let (b, d, e) = (l.batch as u64, l.head_dim as u64, l.elem_bytes);
     let hkv_u = p.engine.piece_heads_kv(&l) as u64;
@@ -264,12 +284,29 @@ pub fn longca_glue(p: &mut CpSetup) {
     let u = p.schedule.steps.iter().flat_map(|s| &s.compute).next().map(|pc| (l.heads_q / pc.heads_q.max(1)) as u64).unwrap_or(1);
     let kv_heads_rep = hkv_u * u;
     let seq = p.shard.seqlen as u64;
+    // Every kernel is costed as copies of the tensor it writes (one fitted glue bandwidth serves
+    // them all): a gather, scatter, `cat`, half read or zero fill as one, an in-place add or
+    // correction (`add_`, `thd_grad_correction`, `thd_out_correction`: reads the running tensor too)
+    // as two.
     let copy = |rank, elems: u64, n: usize| (0..n).map(move |_| Glue { rank, op: GlueOp::Copy { elems, elem_bytes: e } });
+    let fill = copy;
+    let add = move |rank, elems: u64, n: usize| copy(rank, elems, 2 * n);
     let world = p.schedule.world;
     let allgather = is_allgather(&p.schedule);
     let ring = p.schedule.strategy != "ulysses";
     let double_ring = p.options.inner_ring.is_some();
     let repeated = kv_heads_rep > l.heads_kv as u64;
+    // Per rank, the most query and key tokens one of its pieces holds: the tokens of a ring member
+    // (a Ulysses group's under USP).
+    let mut held = vec![(0u64, 0u64); world];
+    for piece in p.schedule.steps.iter().flat_map(|s| &s.compute) {
+        let h = &mut held[piece.rank];
+        *h = (h.0.max(tokens(&piece.q)), h.1.max(tokens(&piece.k)));
+    }
+    // A causal ring step against an earlier origin uses the first half of the K/V it holds, against a
+    // later one the second half of q (`FA3RingAttnFunc`: `i <= cp_rank` / else); zigzag chunks are
+    // numbered in ring order, so the first ranges' starts tell which.
+    let first = |r: &[std::ops::Range<usize>]| r.first().map_or(0, |x| x.start);
     let mut corrections = Vec::new();
     for step in &mut p.schedule.steps {
         let bwd = step.label.starts_with("bwd");
@@ -293,42 +330,76 @@ pub fn longca_glue(p: &mut CpSetup) {
                 // `_varlen_all2all_after_attn`: the all-to-all takes the attention output as it is and
                 // one rearrange follows (in backward, one copy makes dout contiguous for it).
                 "fwd a2a out,lse" | "bwd a2a q,kv,out,dout,lse" => glue.extend(copy(r, q_r, 1)),
+                // `gather_with_reorder_before_attn` of K and V; `reorder_before_reduce_scatter` of
+                // dK and dV (`reduce_scatter_along_first_dim` then takes them as they are).
                 "fwd all-gather kv" | "bwd all-gather kv" | "bwd reduce-scatter dkv" => glue.extend(copy(r, full_kv, 2)),
                 _ => {}
             }
         }
         for piece in &step.compute {
-            let calls = if allgather { piece.q.len().max(1) as u64 } else { 1 };
-            let q_e = b * piece.heads_q as u64 * d * tokens(&piece.q) / calls;
-            let kv_e = b * hkv_u * d * tokens(&piece.k);
-            for _ in 0..calls {
-                glue.extend(varlen_call_glue(piece.rank, q_e, kv_e, e, bwd));
-                if allgather {
-                    // Query half (and out, dout in backward) read; output (dq) collected.
-                    glue.extend(copy(piece.rank, q_e, if bwd { 4 } else { 2 }));
-                    if bwd {
-                        glue.extend(copy(piece.rank, 2 * kv_e, 2));
-                    }
+            let calls = valid(piece);
+            let n = calls.len().max(1) as u64;
+            let (held_q, held_k) = held[piece.rank];
+            // Under a causal mask a ring step may use half of q (then of out and dout too in
+            // backward) or half of the K/V it holds; `thd_read_half_tensor` copies that half out,
+            // and the call and the updates work on it.
+            let ring_step = ring && !allgather;
+            let half_q = ring_step && causal && first(&piece.k) > first(&piece.q);
+            let half_kv = ring_step && causal && first(&piece.k) < first(&piece.q);
+            let q_e = b * piece.heads_q as u64 * d * tokens(&piece.q) / n / if half_q { 2 } else { 1 };
+            let kv_e = b * hkv_u * d * tokens(&piece.k) / if half_kv { 2 } else { 1 };
+            for &(vq, vk) in &calls {
+                let sizes = CallSizes { q: q_e, q_valid: b * piece.heads_q as u64 * d * vq, kv: kv_e, kv_valid: b * hkv_u * d * vk };
+                glue.extend(varlen_call_glue(piece.rank, sizes, e, bwd));
+                if allgather && !bwd {
+                    // Query half read, output collected; the LSE expanded to 16 bf16 per (token,
+                    // head), then collected.
+                    glue.extend(copy(piece.rank, q_e, 2));
+                    glue.extend(copy(piece.rank, q_e / 8, 2));
+                } else if allgather {
+                    // q and dout half reads, dq collected, `dk.add_` and `dv.add_` over the gathered
+                    // length.
+                    glue.extend(copy(piece.rank, q_e, 3));
+                    glue.extend(add(piece.rank, kv_e, 2));
                 }
             }
-            if allgather {
-                if bwd {
-                    glue.extend(copy(piece.rank, 2 * kv_e, 1));
+            if allgather && bwd {
+                // `torch.zeros` of the gathered-length dK and dV.
+                glue.extend(fill(piece.rank, kv_e, 2));
+            }
+            if !ring_step {
+                continue;
+            }
+            let rank_kv = b * hkv_u * d * held_k;
+            if half_q {
+                glue.extend(copy(piece.rank, q_e, if bwd { 3 } else { 1 }));
+            }
+            if half_kv {
+                glue.extend(copy(piece.rank, 2 * kv_e, 1));
+            }
+            if bwd {
+                if ring_position(&step.label, "bwd") == Some((0, 0)) {
+                    // `p2p_comm_buffers[0][0].copy_(kv)`.
+                    glue.extend(copy(piece.rank, 2 * rank_kv, 1));
                 }
-            } else if ring && bwd {
-                glue.extend(copy(piece.rank, q_e, 2));
-                glue.extend(copy(piece.rank, 2 * kv_e, 3));
-            } else if ring {
-                corrections.extend(copy(piece.rank, q_e, 2));
+                // dq update (`thd_grad_correction`), dK/dV `torch.cat` and update.
+                glue.extend(add(piece.rank, q_e, 1));
+                glue.extend(copy(piece.rank, 2 * kv_e, 1));
+                glue.extend(add(piece.rank, 2 * kv_e, 1));
+            } else {
                 let at = ring_position(&step.label, "fwd");
                 if at == Some((0, 0)) {
                     // `torch.cat((k.unsqueeze(0), v.unsqueeze(0)))`: the rank's own K/V (step 0's keys).
-                    glue.extend(copy(piece.rank, 2 * kv_e, 1));
+                    glue.extend(copy(piece.rank, 2 * rank_kv, 1));
+                    // `out = torch.zeros_like(q)` before the corrections.
+                    corrections.extend(fill(piece.rank, b * piece.heads_q as u64 * d * held_q, 1));
                 }
                 if double_ring && matches!(at, Some((_, 0))) {
                     // `intra_p2p_comm_buffers[0].copy_(local_kv)` at the window's start.
-                    glue.extend(copy(piece.rank, 2 * kv_e, 1));
+                    glue.extend(copy(piece.rank, 2 * rank_kv, 1));
                 }
+                // `thd_out_correction`: the step's output rescaled into the running one.
+                corrections.extend(add(piece.rank, q_e, 1));
             }
         }
         step.glue = glue;
@@ -338,15 +409,33 @@ pub fn longca_glue(p: &mut CpSetup) {
     }
 }
 
+/// Elements one varlen call moves: the padded tensors it is handed (`q`, and one of K or V: `kv`) and
+/// the valid tokens' share of them it gathers and scatters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallSizes {
+    pub q: u64,
+    pub q_valid: u64,
+    pub kv: u64,
+    pub kv_valid: u64,
+}
+
 /// The memory-bound work around each FA3 call of the LongCA baselines (`_fa3_varlen_forward` /
-/// `_fa3_varlen_backward` in `exps/dist_attn/baselines/utils_cp.py`): the inputs are gathered into the
-/// unpadded varlen layout (`torch.gather`: q and K, V; in backward also out and dout) and the outputs
-/// scattered back into zero-filled padded tensors (out; dq, dk, dv) — copies of q-sized and K/V-sized
-/// tensors per call, one kernel each (a zero fill and a scatter counted as two copies).
-pub fn varlen_call_glue(rank: usize, q_elems: u64, kv_elems: u64, elem_bytes: usize, backward: bool) -> Vec<Glue> {
+/// `_fa3_varlen_backward` in `exps/dist_attn/baselines/utils_cp.py`): the valid tokens gathered into
+/// the unpadded varlen layout (`fa_varlen_thd_unpad`: q, K, V; in backward also out and dout) and the
+/// outputs scattered back into zero-filled padded tensors (`fa_varlen_thd_pad`: out; dq, dK, dV), one
+/// kernel each. The LSE's own pad and unpad (4 bytes per token and head against 256 for q) are left
+/// out.
+pub fn varlen_call_glue(rank: usize, s: CallSizes, elem_bytes: usize, backward: bool) -> Vec<Glue> {
     let copy = |elems| Glue { rank, op: GlueOp::Copy { elems, elem_bytes } };
-    let (q_copies, kv_copies) = if backward { (3 + 2, 2 + 4) } else { (1 + 2, 2) };
-    (0..q_copies).map(|_| copy(q_elems)).chain((0..kv_copies).map(|_| copy(kv_elems))).collect()
+    let fill = copy;
+    let (q_in, out_n) = if backward { (3, 1) } else { (1, 1) };
+    let kv_out = if backward { 2 } else { 0 };
+    let mut v = Vec::new();
+    v.extend((0..q_in).map(|_| copy(s.q_valid)));
+    v.extend((0..2).map(|_| copy(s.kv_valid)));
+    v.extend((0..out_n).flat_map(|_| [fill(s.q), copy(s.q_valid)]));
+    v.extend((0..kv_out).flat_map(|_| [fill(s.kv), copy(s.kv_valid)]));
+    v
 }
 
 /// Backward messages of an autograd backward that follows its forward (see

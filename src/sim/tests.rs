@@ -328,8 +328,10 @@ fn longca_backward_messages_follow_autograd() {
 /// The baselines' glue per strategy at 4 GPUs: Ulysses (`FA3UlysessAttnFunc`: one FA3 call, output and
 /// gradients returned as they are) carries the all-to-all relayouts and the call's own unpad/pad, but
 /// none of a ring's copies; USP with the same Ulysses degree and a ring of one runs `FA3RingAttnFunc`
-/// and adds exactly the ring's: forward the K/V concatenation (one K/V copy) and the output
-/// correction (two q copies), backward the dq update (two q copies) and the dK/dV copies (three).
+/// and adds exactly the ring's: forward the K/V concatenation (one K/V copy), the zero-filled output
+/// (one q copy) and its correction (an add: two q copies); backward the K/V copy into the first
+/// buffer (one K/V copy), the dq update (two q copies), the dK/dV concatenation (one) and update
+/// (two).
 #[test]
 fn longca_ulysses_has_no_ring_glue() {
     use crate::cp::schedule::GlueOp;
@@ -364,13 +366,14 @@ fn longca_ulysses_has_no_ring_glue() {
         }
         rest
     };
-    assert_eq!(extra(glue("ulysses", Pass::Fwd), glue("usp", Pass::Fwd)), vec![q, q, 2 * kv]);
-    assert_eq!(extra(glue("ulysses", Pass::Bwd), glue("usp", Pass::Bwd)), vec![q, q, 2 * kv, 2 * kv, 2 * kv]);
+    assert_eq!(extra(glue("ulysses", Pass::Fwd), glue("usp", Pass::Fwd)), vec![q, q, q, 2 * kv]);
+    assert_eq!(extra(glue("ulysses", Pass::Bwd), glue("usp", Pass::Bwd)), vec![q, q, 2 * kv, 2 * kv, 2 * kv, 2 * kv]);
 }
 
 /// The ring forward corrects its output after the ring loop (`thd_out_correction` over every step's
 /// output once all transfers are done), so the correction is one step after the last ring step, with
-/// two q copies per ring piece of the rank and nothing to hide behind; Ulysses has none.
+/// the zero-filled output (one q copy) and an add (two q copies) per ring piece of the rank, and
+/// nothing to hide behind; Ulysses has none.
 #[test]
 fn longca_ring_output_correction_follows_the_loop() {
     use crate::cp::schedule::GlueOp;
@@ -389,7 +392,7 @@ fn longca_ring_output_correction_follows_the_loop() {
             .filter(|pc| pc.rank == r)
             .map(|pc| pc.heads_q as u64 * 16 * pc.q.iter().map(|q| q.len() as u64).sum::<u64>())
             .collect();
-        let mut want: Vec<u64> = pieces.iter().flat_map(|&e| [e, e]).collect();
+        let mut want: Vec<u64> = pieces.iter().flat_map(|&e| [e, e]).chain([pieces[0]]).collect();
         let mut got: Vec<u64> = step
             .glue
             .iter()
@@ -405,6 +408,75 @@ fn longca_ring_output_correction_follows_the_loop() {
     }
     let u = setup(&longca("ulysses", "full", &[], 128, 4, Pass::Fwd)).unwrap();
     assert!(u.schedule.steps.iter().all(|s| s.label != "fwd out correction"));
+}
+
+/// Each FA3 call gathers only the tokens it reads (`generate_valid_cu_seqlens`; the causal
+/// all-gather's keys stop at its query chunk's end, `generate_cu_seqlens_kv_ag_causal`): rank 0 of 4
+/// holds chunks 0 and 7 of 8 (16 tokens each of 128), so its two causal calls gather 16 and 128 keys
+/// of K and of V, the full ones 128 each; and a causal ring step that uses half of q or of K/V copies
+/// that half out first (`thd_read_half_tensor`).
+#[test]
+fn longca_calls_gather_only_the_tokens_they_read() {
+    use crate::cp::schedule::GlueOp;
+    let kv_gathers = |pattern: &str| {
+        let mut sp = longca("ring-allgather", pattern, &[], 128, 4, Pass::Fwd);
+        sp.case.heads = HeadLayout { q: 8, kv: 4 };
+        let p = setup(&sp).unwrap();
+        let compute = p.schedule.steps.iter().find(|s| !s.compute.is_empty()).unwrap();
+        let per_token = 4 * 16;
+        let mut sizes: Vec<u64> = compute
+            .glue
+            .iter()
+            .filter(|g| g.rank == 0)
+            .filter_map(|g| match g.op {
+                GlueOp::Copy { elems, .. } => Some(elems / per_token),
+                _ => None,
+            })
+            .collect();
+        sizes.sort();
+        sizes
+    };
+    // In units of one token's K (4 heads × D = 16). Per call: K and V gathered (the keys it reads);
+    // the query half (16 tokens × 8 heads = 32 units) read, gathered, zero-filled, scattered and
+    // collected; the LSE made and collected as 16 bf16 per token and head (4 units each).
+    let with = |keys: [u64; 2]| {
+        let mut v: Vec<u64> = keys.iter().flat_map(|&k| [k, k, 4, 4, 32, 32, 32, 32, 32]).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(kv_gathers("causal"), with([16, 128]));
+    assert_eq!(kv_gathers("full"), with([128, 128]));
+    // Ring P2P, causal, 4 ranks of 32 tokens, 8 query and 2 KV heads, D = 16: rank 1's step 1
+    // (origin 0) reads the first half of the K/V it received (one copy of K and V, 16 tokens) and
+    // gathers those 16 keys; step 2 (origin 3) reads the second half of q (16 tokens), gathers it,
+    // zero-fills and scatters the half-size output; a full mask reads no halves.
+    let step_glue = |pattern: &str, label: &str| {
+        let mut sp = longca("ring-p2p-zigzag", pattern, &[], 128, 4, Pass::Fwd);
+        sp.case.heads = HeadLayout { q: 8, kv: 2 };
+        let p = setup(&sp).unwrap();
+        let mut v: Vec<u64> = p
+            .schedule
+            .steps
+            .iter()
+            .filter(|s| s.label == label)
+            .flat_map(|s| &s.glue)
+            .filter(|g| g.rank == 1)
+            .map(|g| match g.op {
+                GlueOp::Copy { elems, .. } => elems,
+                ref other => panic!("{other:?}"),
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let (q_tok, kv_tok) = (8 * 16u64, 2 * 16u64);
+    let sorted = |mut v: Vec<u64>| {
+        v.sort();
+        v
+    };
+    assert_eq!(step_glue("causal", "fwd ring 0.1"), sorted(vec![32 * q_tok, 16 * kv_tok, 16 * kv_tok, 32 * q_tok, 32 * q_tok, 2 * 16 * kv_tok]));
+    assert_eq!(step_glue("causal", "fwd ring 0.2"), sorted(vec![16 * q_tok, 32 * kv_tok, 32 * kv_tok, 16 * q_tok, 16 * q_tok, 16 * q_tok]));
+    assert_eq!(step_glue("full", "fwd ring 0.2"), sorted(vec![32 * q_tok, 32 * kv_tok, 32 * kv_tok, 32 * q_tok, 32 * q_tok]));
 }
 
 /// The double ring copies each window's K/V into its inner buffer at the window's first step (plus
