@@ -308,9 +308,12 @@ pub fn longca_glue(p: &mut CpSetup, causal: bool, valid: &dyn Fn(&Piece) -> Vec<
     // numbered in ring order, so the first ranges' starts tell which.
     let first = |r: &[std::ops::Range<usize>]| r.first().map_or(0, |x| x.start);
     let mut corrections = Vec::new();
-    for step in &mut p.schedule.steps {
+    // Per single-ring backward step (by index), the dK/dV work that waits for the step's transfer.
+    let mut after_wait: Vec<(usize, Vec<Glue>)> = Vec::new();
+    for (k, step) in p.schedule.steps.iter_mut().enumerate() {
         let bwd = step.label.starts_with("bwd");
         let mut glue = Vec::new();
+        let mut waiting = Vec::new();
         for r in 0..world {
             let toks = p.shard.len(r) as u64;
             let q_r = b * l.heads_q as u64 * d * toks;
@@ -382,10 +385,15 @@ pub fn longca_glue(p: &mut CpSetup, causal: bool, valid: &dyn Fn(&Piece) -> Vec<
                     // `p2p_comm_buffers[0][0].copy_(kv)`.
                     glue.extend(copy(piece.rank, 2 * rank_kv, 1));
                 }
-                // dq update (`thd_grad_correction`), dK/dV `torch.cat` and update.
+                // dq update (`thd_grad_correction`); dK/dV `torch.cat` and update. The single ring
+                // sends K/V and the dK/dV it carries in one buffer and waits for that transfer
+                // before the dK/dV update ("wait until dKV is received"), so those two follow the
+                // step's communication instead of hiding behind it; the double ring moves dK/dV on
+                // process groups of their own ([`double_ring_backward`]).
                 glue.extend(add(piece.rank, q_e, 1));
-                glue.extend(copy(piece.rank, 2 * kv_e, 1));
-                glue.extend(add(piece.rank, 2 * kv_e, 1));
+                let dkv = if double_ring { &mut glue } else { &mut waiting };
+                dkv.extend(copy(piece.rank, 2 * kv_e, 1));
+                dkv.extend(add(piece.rank, 2 * kv_e, 1));
             } else {
                 let at = ring_position(&step.label, "fwd");
                 if at == Some((0, 0)) {
@@ -403,6 +411,13 @@ pub fn longca_glue(p: &mut CpSetup, causal: bool, valid: &dyn Fn(&Piece) -> Vec<
             }
         }
         step.glue = glue;
+        if !waiting.is_empty() {
+            after_wait.push((k, waiting));
+        }
+    }
+    for (k, glue) in after_wait.into_iter().rev() {
+        let label = format!("{} dkv update", p.schedule.steps[k].label);
+        p.schedule.steps.insert(k + 1, Step { label, compute: Vec::new(), messages: Vec::new(), glue });
     }
     if let Some(last) = p.schedule.steps.iter().rposition(|s| s.label.starts_with("fwd ring ")).filter(|_| !corrections.is_empty()) {
         p.schedule.steps.insert(last + 1, Step { label: "fwd out correction".into(), compute: Vec::new(), messages: Vec::new(), glue: corrections });

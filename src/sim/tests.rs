@@ -479,6 +479,42 @@ fn longca_calls_gather_only_the_tokens_they_read() {
     assert_eq!(step_glue("full", "fwd ring 0.2"), sorted(vec![32 * q_tok, 32 * kv_tok, 32 * kv_tok, 32 * q_tok, 32 * q_tok]));
 }
 
+/// The single ring's backward sends K/V and dK/dV in one buffer and waits for it before updating
+/// dK/dV (`FA3RingAttnFunc.backward`: "wait until dKV is received", then `torch.cat` and
+/// `bwd_dkv_update`), so every ring step is followed by a step of that work alone — nothing to hide
+/// behind; the double ring (LoongTrain) moves dK/dV on groups of its own and has none.
+#[test]
+fn longca_ring_backward_updates_dkv_after_the_transfer() {
+    use crate::cp::schedule::GlueOp;
+    let p = setup(&longca("ring-p2p-zigzag", "full", &[], 128, 4, Pass::Bwd)).unwrap();
+    let labels: Vec<&str> = p.schedule.steps.iter().map(|s| s.label.as_str()).collect();
+    let rings: Vec<usize> = labels.iter().enumerate().filter(|(_, l)| ring_position(l, "bwd").is_some()).map(|(k, _)| k).collect();
+    assert_eq!(rings.len(), 4, "{labels:?}");
+    let kv = 2 * p.engine.piece_heads_kv(&p.layout) as u64 * 16 * 32;
+    for k in rings {
+        let next = &p.schedule.steps[k + 1];
+        assert_eq!(next.label, format!("{} dkv update", labels[k]));
+        assert!(next.compute.is_empty() && next.messages.is_empty());
+        for r in 0..4 {
+            let copies: Vec<u64> = next
+                .glue
+                .iter()
+                .filter(|g| g.rank == r)
+                .map(|g| match g.op {
+                    GlueOp::Copy { elems, .. } => elems,
+                    ref other => panic!("{other:?}"),
+                })
+                .collect();
+            // `torch.cat` (one copy) and the update (an add: two).
+            assert_eq!(copies, vec![kv; 3], "{} rank {r}", next.label);
+        }
+    }
+    let mut sp = longca("usp", "full", &[], 128, 8, Pass::Bwd);
+    sp.case.cp.ulysses_degree = Some(2);
+    sp.case.cp.inner_ring = Some(2);
+    assert!(setup(&sp).unwrap().schedule.steps.iter().all(|s| !s.label.ends_with("dkv update")));
+}
+
 /// The double ring copies each window's K/V into its inner buffer at the window's first step (plus
 /// the concatenation at the very first step); with 12 inner steps the labels run to `0.11`, and a step
 /// such as `0.10` is not a window's start.
