@@ -427,6 +427,17 @@ mod tests {
             }
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
+        // After the exec the dynamic loader still maps libraries for a moment (VmData grows by a few
+        // hundred KiB): wait until it holds still, so the cap is taken from the settled size.
+        let mut last = vm_data(child.id()).unwrap();
+        for _ in 0..100 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            let now = vm_data(child.id()).unwrap();
+            if now == last {
+                break;
+            }
+            last = now;
+        }
         let soft = cap_worker(child.id(), 64 << 20).unwrap();
         let now = vm_data(child.id()).unwrap();
         assert_eq!(soft, now + (64 << 20));
