@@ -258,6 +258,14 @@ fn longca(strategy: &str, pattern: &str, params: &[(&str, &str)], seqlen: usize,
     sp
 }
 
+/// Elements of a LongCA glue entry, which is always a copy (`longca_glue` costs every kernel as copies).
+fn copy_elems(g: &Glue) -> u64 {
+    match g.op {
+        GlueOp::Copy { elems, .. } => elems,
+        ref other => panic!("{other:?}"),
+    }
+}
+
 /// The LongCA layout: every strategy's pieces, mapped onto the real documents, cover the mask exactly
 /// once per query head and pass, and every rank does the same work (per-document zigzag balances
 /// full and causal documents alike, up to chunk rounding).
@@ -334,7 +342,6 @@ fn longca_backward_messages_follow_autograd() {
 /// (two).
 #[test]
 fn longca_ulysses_has_no_ring_glue() {
-    use crate::cp::schedule::GlueOp;
     let glue = |strategy: &str, pass: Pass| {
         let mut sp = longca(strategy, "causal", &[], 128, 4, pass);
         if strategy == "usp" {
@@ -342,17 +349,7 @@ fn longca_ulysses_has_no_ring_glue() {
         }
         sp.case.heads = HeadLayout { q: 8, kv: 4 };
         let p = setup(&sp).unwrap();
-        let mut elems: Vec<u64> = p
-            .schedule
-            .steps
-            .iter()
-            .flat_map(|s| &s.glue)
-            .filter(|g| g.rank == 0)
-            .map(|g| match g.op {
-                GlueOp::Copy { elems, .. } => elems,
-                ref other => panic!("{other:?}"),
-            })
-            .collect();
+        let mut elems: Vec<u64> = p.schedule.steps.iter().flat_map(|s| &s.glue).filter(|g| g.rank == 0).map(copy_elems).collect();
         elems.sort();
         elems
     };
@@ -376,7 +373,6 @@ fn longca_ulysses_has_no_ring_glue() {
 /// nothing to hide behind; Ulysses has none.
 #[test]
 fn longca_ring_output_correction_follows_the_loop() {
-    use crate::cp::schedule::GlueOp;
     let p = setup(&longca("ring-p2p-zigzag", "full", &[], 128, 4, Pass::Fwd)).unwrap();
     let labels: Vec<&str> = p.schedule.steps.iter().map(|s| s.label.as_str()).collect();
     let at = labels.iter().position(|l| *l == "fwd out correction").expect("a correction step");
@@ -393,15 +389,7 @@ fn longca_ring_output_correction_follows_the_loop() {
             .map(|pc| pc.heads_q as u64 * 16 * pc.q.iter().map(|q| q.len() as u64).sum::<u64>())
             .collect();
         let mut want: Vec<u64> = pieces.iter().flat_map(|&e| [e, e]).chain([pieces[0]]).collect();
-        let mut got: Vec<u64> = step
-            .glue
-            .iter()
-            .filter(|g| g.rank == r)
-            .map(|g| match g.op {
-                GlueOp::Copy { elems, .. } => elems,
-                ref other => panic!("{other:?}"),
-            })
-            .collect();
+        let mut got: Vec<u64> = step.glue.iter().filter(|g| g.rank == r).map(copy_elems).collect();
         want.sort();
         got.sort();
         assert_eq!(got, want, "rank {r}");
@@ -454,18 +442,7 @@ fn longca_calls_gather_only_the_tokens_they_read() {
         let mut sp = longca("ring-p2p-zigzag", pattern, &[], 128, 4, Pass::Fwd);
         sp.case.heads = HeadLayout { q: 8, kv: 2 };
         let p = setup(&sp).unwrap();
-        let mut v: Vec<u64> = p
-            .schedule
-            .steps
-            .iter()
-            .filter(|s| s.label == label)
-            .flat_map(|s| &s.glue)
-            .filter(|g| g.rank == 1)
-            .map(|g| match g.op {
-                GlueOp::Copy { elems, .. } => elems,
-                ref other => panic!("{other:?}"),
-            })
-            .collect();
+        let mut v: Vec<u64> = p.schedule.steps.iter().filter(|s| s.label == label).flat_map(|s| &s.glue).filter(|g| g.rank == 1).map(copy_elems).collect();
         v.sort();
         v
     };
@@ -485,7 +462,6 @@ fn longca_calls_gather_only_the_tokens_they_read() {
 /// behind; the double ring (LoongTrain) moves dK/dV on groups of its own and has none.
 #[test]
 fn longca_ring_backward_updates_dkv_after_the_transfer() {
-    use crate::cp::schedule::GlueOp;
     let p = setup(&longca("ring-p2p-zigzag", "full", &[], 128, 4, Pass::Bwd)).unwrap();
     let labels: Vec<&str> = p.schedule.steps.iter().map(|s| s.label.as_str()).collect();
     let rings: Vec<usize> = labels.iter().enumerate().filter(|(_, l)| ring_position(l, "bwd").is_some()).map(|(k, _)| k).collect();
@@ -496,15 +472,7 @@ fn longca_ring_backward_updates_dkv_after_the_transfer() {
         assert_eq!(next.label, format!("{} dkv update", labels[k]));
         assert!(next.compute.is_empty() && next.messages.is_empty());
         for r in 0..4 {
-            let copies: Vec<u64> = next
-                .glue
-                .iter()
-                .filter(|g| g.rank == r)
-                .map(|g| match g.op {
-                    GlueOp::Copy { elems, .. } => elems,
-                    ref other => panic!("{other:?}"),
-                })
-                .collect();
+            let copies: Vec<u64> = next.glue.iter().filter(|g| g.rank == r).map(copy_elems).collect();
             // `torch.cat` (one copy) and the update (an add: two).
             assert_eq!(copies, vec![kv; 3], "{} rank {r}", next.label);
         }
