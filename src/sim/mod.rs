@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use crate::attn::KernelError;
 use crate::case::{Case, CaseKind, Sharding};
-use crate::cp::schedule::{CpLayout, Glue, GlueOp, Message, Piece, Schedule, Step};
+use crate::cp::schedule::{CpLayout, Glue, GlueOp, Message, Schedule, Step};
 use crate::cp::setup::CpSetup;
 use crate::cp::shard::{block_mask, imbalance};
 use crate::flops::{pass_flops, Pass};
@@ -208,15 +208,20 @@ pub fn setup_longca(spec: &SimSpec) -> Result<CpSetup, SimError> {
     let mut p = CpSetup::new(&surrogate).map_err(SimError::Bad)?;
     let (place, split) = placement(&p, Implementation::Longca);
     let per_area = 4.0 * c.head_dim as f64 * c.batch as f64;
+    // Per step and piece, the (query, key) valid tokens of each of the piece's varlen calls.
+    let mut valid: Vec<Vec<Vec<(u64, u64)>>> = Vec::with_capacity(p.schedule.steps.len());
     for step in &mut p.schedule.steps {
         let factor = if step.label.starts_with("bwd") { 2.5 } else { 1.0 };
+        let mut step_valid = Vec::with_capacity(step.compute.len());
         for piece in &mut step.compute {
-            let area: u64 = piece_calls(&docs, place, &piece.q, &piece.k, split).iter().flatten().map(|s| s.area).sum();
+            let calls = piece_calls(&docs, place, &piece.q, &piece.k, split);
+            let area: u64 = calls.iter().flatten().map(|s| s.area).sum();
             piece.area = area;
             piece.flops = per_area * area as f64 * piece.heads_q as f64 * factor;
+            step_valid.push(calls.iter().map(|c| valid_tokens(c)).collect());
         }
+        valid.push(step_valid);
     }
-    let valid = |piece: &Piece| piece_calls(&docs, place, &piece.q, &piece.k, split).iter().map(|c| valid_tokens(c)).collect();
     longca_glue(&mut p, causal, &valid);
     autograd_backward(&mut p.schedule, &p.layout);
     if p.options.inner_ring.is_some() {
@@ -248,9 +253,9 @@ pub fn valid_tokens(call: &[fa3::Segment]) -> (u64, u64) {
 
 /// Replaces a set-up's glue (attnbench's merges, relayouts, stacks) with the memory-bound work of the
 /// LongCA baselines (`exps/dist_attn/baselines/{utils_cp,ring_attn,ulysess,usp,loongtrain}.py` at
-/// 09fc31b2), per rank and kernel by kernel: copies (gathers, scatters, `contiguous`, `cat`, the
-/// `thd_*` half reads and copies), zero fills (written only) and in-place adds (two reads, one write)
-/// of q-sized and K/V-sized tensors:
+/// 09fc31b2), per rank and kernel by kernel — copies (gathers, scatters, `contiguous`, `cat`, the
+/// `thd_*` half reads and copies), zero fills and in-place adds of q-sized and K/V-sized tensors, each
+/// costed as copies of what it writes (a fill as one, an add as two):
 /// - around every FA3 call ([`varlen_call_glue`]): the inputs gathered into the unpadded varlen layout
 ///   (the call's valid tokens, [`valid_tokens`]), the outputs scattered back into zero-filled padded
 ///   tensors;
@@ -274,9 +279,9 @@ pub fn valid_tokens(call: &[fa3::Segment]) -> (u64, u64) {
 ///   reads, the dq collection and the full-size dK/dV adds, and the reorder of dK/dV before the
 ///   reduce-scatter.
 ///
-/// `causal`: the documents are causal. `valid` gives each piece's varlen calls' (query, key) valid
-/// tokens (one entry per call: two for the all-gather's query halves, one otherwise).
-pub fn longca_glue(p: &mut CpSetup, causal: bool, valid: &dyn Fn(&Piece) -> Vec<(u64, u64)>) {
+/// `causal`: the documents are causal. `valid[step][piece]` lists the piece's varlen calls' (query,
+/// key) valid tokens (one entry per call: two for the all-gather's query halves, one otherwise).
+pub fn longca_glue(p: &mut CpSetup, causal: bool, valid: &[Vec<Vec<(u64, u64)>>]) {
     let l = p.layout;
     let (b, d, e) = (l.batch as u64, l.head_dim as u64, l.elem_bytes);
     let hkv_u = p.engine.piece_heads_kv(&l) as u64;
@@ -294,6 +299,8 @@ pub fn longca_glue(p: &mut CpSetup, causal: bool, valid: &dyn Fn(&Piece) -> Vec<
     let world = p.schedule.world;
     let allgather = is_allgather(&p.schedule);
     let ring = p.schedule.strategy != "ulysses";
+    // Steps of `FA3RingAttnFunc` / `FA3DoubleRingAttnFunc` (the all-gather has no ring steps).
+    let ring_step = ring && !allgather;
     let double_ring = p.options.inner_ring.is_some();
     let repeated = kv_heads_rep > l.heads_kv as u64;
     // Per rank, the most query and key tokens one of its pieces holds: the tokens of a ring member
@@ -339,19 +346,17 @@ pub fn longca_glue(p: &mut CpSetup, causal: bool, valid: &dyn Fn(&Piece) -> Vec<
                 _ => {}
             }
         }
-        for piece in &step.compute {
-            let calls = valid(piece);
+        for (piece, calls) in step.compute.iter().zip(&valid[k]) {
             let n = calls.len().max(1) as u64;
             let (held_q, held_k) = held[piece.rank];
             // Under a causal mask a ring step may use half of q (then of out and dout too in
             // backward) or half of the K/V it holds; `thd_read_half_tensor` copies that half out,
             // and the call and the updates work on it.
-            let ring_step = ring && !allgather;
             let half_q = ring_step && causal && first(&piece.k) > first(&piece.q);
             let half_kv = ring_step && causal && first(&piece.k) < first(&piece.q);
             let q_e = b * piece.heads_q as u64 * d * tokens(&piece.q) / n / if half_q { 2 } else { 1 };
             let kv_e = b * hkv_u * d * tokens(&piece.k) / if half_kv { 2 } else { 1 };
-            for &(vq, vk) in &calls {
+            for &(vq, vk) in calls {
                 let sizes = CallSizes { q: q_e, q_valid: b * piece.heads_q as u64 * d * vq, kv: kv_e, kv_valid: b * hkv_u * d * vk };
                 glue.extend(varlen_call_glue(piece.rank, sizes, e, bwd));
                 if allgather && !bwd {
@@ -443,12 +448,12 @@ pub struct CallSizes {
 pub fn varlen_call_glue(rank: usize, s: CallSizes, elem_bytes: usize, backward: bool) -> Vec<Glue> {
     let copy = |elems| Glue { rank, op: GlueOp::Copy { elems, elem_bytes } };
     let fill = copy;
-    let (q_in, out_n) = if backward { (3, 1) } else { (1, 1) };
-    let kv_out = if backward { 2 } else { 0 };
+    // Inputs: q (and out, dout in backward), K, V; outputs: out or dq (and dK, dV in backward).
+    let (q_in, kv_out) = if backward { (3, 2) } else { (1, 0) };
     let mut v = Vec::new();
     v.extend((0..q_in).map(|_| copy(s.q_valid)));
     v.extend((0..2).map(|_| copy(s.kv_valid)));
-    v.extend((0..out_n).flat_map(|_| [fill(s.q), copy(s.q_valid)]));
+    v.extend([fill(s.q), copy(s.q_valid)]);
     v.extend((0..kv_out).flat_map(|_| [fill(s.kv), copy(s.kv_valid)]));
     v
 }
